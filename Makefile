@@ -1,0 +1,32 @@
+# One-command set-up: `make demo` and `make test` create .venv, install the pinned CPU torch
+# and the project, and do nothing more when that is already done (a stamp keyed on pyproject.toml).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup-venv.sh | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: setup system demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup-venv.sh
+	@bash scripts/setup-venv.sh "$(PY)" "$(VENV)"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# Test-only system parts: Debian's Chromium for the dashboard test, PostgreSQL 15 started.
+system:
+	@bash scripts/setup-system.sh
+
+demo: setup
+	$(BIN)/autoprune demo
+
+test: setup system
+	@. scripts/test-env.sh && $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check search_spaces agents workers service tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,103 @@
+"""The agent interface: how the next pruning policies are chosen.
+
+Call order, one round at a time::
+
+    agent = make_agent("ddpg", space, budget, seed=0)
+    while not agent.finished:
+        proposals = agent.ask(n)          # up to n policies ([] when the agent has nothing left)
+        save(agent.state_dict())          # pending proposals are part of the state
+        outcomes = evaluate(proposals)    # the caller's business: workers, in parallel
+        agent.tell(outcomes)              # every proposal answered once, in any order
+        save(agent.state_dict())          # JSON-serialisable; load_state_dict() resumes
+
+Resume: an agent restored from a state saved after ``ask`` proposes the same pending proposals
+(same trial ids, same policies) again before anything new, so a caller that stored some of their
+outcomes can answer those from storage and evaluate only the rest: nothing lost, nothing twice.
+
+Subclasses implement two hooks, ``propose`` and ``observe``; ``ask``/``tell`` do the bookkeeping.
+Agents see the SearchSpace, the Budget and Metrics only: never a model, Ray or a database.
+MACs and params budgets are met by construction (every proposal is feasible under the space's
+analytic cost model); latency budgets are constraints checked on measured metrics.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from agents.types import Budget, Outcome, Proposal
+from search_spaces.space import Policy, SearchSpace
+
+
+class Agent(abc.ABC):
+    name: ClassVar[str]
+
+    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0) -> None:
+        self.space = space
+        self.budget = budget
+        self.seed = seed
+        self._next_trial_id = 0
+        self._pending: dict[int, Proposal] = {}  # asked, not yet told
+        self._replay: list[Proposal] = []  # pending proposals restored by load_state_dict
+
+    # --- what subclasses implement ------------------------------------------------------------
+    @abc.abstractmethod
+    def propose(self, n: int) -> list[Proposal]:
+        """Up to ``n`` new proposals, each made with ``self._proposal(policy, **info)``."""
+
+    @abc.abstractmethod
+    def observe(self, outcomes: list[Outcome]) -> None:
+        """Learn from finished proposals (failed ones carry ``error`` and no metrics)."""
+
+    @property
+    def finished(self) -> bool:
+        """True when the agent will propose nothing more (a sweep that is done, say)."""
+        return False
+
+    def extra_state(self) -> dict[str, Any]:
+        """Subclass state for resume (JSON-serialisable); the default has none."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restores what ``extra_state`` returned."""
+
+    # --- the public interface -----------------------------------------------------------------
+    def ask(self, n: int) -> list[Proposal]:
+        """Up to ``n`` policies to evaluate: restored pending ones first, then new ones."""
+        out, self._replay = self._replay[:n], self._replay[n:]
+        if len(out) < n and not self._replay:
+            out += self.propose(n - len(out))
+        for p in out:
+            self._pending[p.trial_id] = p
+        return out
+
+    def tell(self, outcomes: list[Outcome]) -> None:
+        """Results for earlier proposals, in any order."""
+        for o in outcomes:
+            if o.trial_id not in self._pending:
+                raise ValueError(f"trial {o.trial_id} was not asked or was already told")
+        for o in outcomes:
+            del self._pending[o.trial_id]
+        self.observe(outcomes)
+
+    def _proposal(self, policy: Policy, **info: Any) -> Proposal:
+        proposal = Proposal(self._next_trial_id, policy, info)
+        self._next_trial_id += 1
+        return proposal
+
+    def state_dict(self) -> dict[str, Any]:
+        pending = sorted(self._pending.values(), key=lambda p: p.trial_id)
+        return {
+            "agent": self.name,
+            "next_trial_id": self._next_trial_id,
+            "pending": [{"trial_id": p.trial_id, "policy": p.policy, "info": p.info} for p in pending],
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("agent") not in (None, self.name):
+            raise ValueError(f"state belongs to agent {state.get('agent')!r}, not {self.name!r}")
+        self._next_trial_id = int(state["next_trial_id"])
+        self._pending = {}
+        self._replay = [Proposal(int(p["trial_id"]), dict(p["policy"]), dict(p["info"])) for p in state["pending"]]
+        self.load_extra_state(state.get("extra", {}))

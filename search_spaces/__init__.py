@@ -1,0 +1,1 @@
+"""autoprune: search_spaces."""

@@ -1,0 +1,17 @@
+"""Importance criteria by name. (Helper A: map each to a Torch-Pruning importance.)"""
+
+from __future__ import annotations
+
+from search_spaces.registry import Registry
+
+CRITERIA = Registry(
+    "criterion",
+    {
+        "l1": "search_spaces.importance:l1",
+        "l2": "search_spaces.importance:l2",
+        "fpgm": "search_spaces.importance:fpgm",
+        "bn_scale": "search_spaces.importance:bn_scale",
+        "taylor": "search_spaces.importance:taylor",
+        "random": "search_spaces.importance:random",
+    },
+)

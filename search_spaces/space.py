@@ -1,0 +1,203 @@
+"""The search space: what can be pruned, and what a policy costs, without touching a model.
+
+A :class:`SearchSpace` is built once from a model (see ``search_spaces.build.build_space``) and is
+then a plain, serialisable value: agents read it, the service stores it, workers use it to check
+and key policies. Its cost model (``macs`` / ``params``) is analytic, so an agent can bisect a ratio
+to a budget thousands of times per second; ``apply_policy`` guarantees the real pruned model has
+exactly the channel counts that :meth:`SearchSpace.kept_channels` predicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: A pruning policy: group name -> fraction of that group's channels to remove.
+#: Groups left out are not pruned (ratio 0).
+Policy = dict[str, float]
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be applied to a space; the message names the group and the reason."""
+
+    def __init__(self, group: str, reason: str) -> None:
+        super().__init__(f"policy group {group!r}: {reason}")
+        self.group = group
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Group:
+    """One set of coupled channels that is pruned as a unit (and so shares one ratio).
+
+    The features are what an agent sees as its state for this group (AMC's layer embedding).
+    ``name`` is the qualified name of the group's root module (the layer whose output channels
+    the group removes), stable across copies of the same architecture.
+    """
+
+    name: str
+    index: int
+    kind: str  # "conv", "conv1d", "depthwise", "linear", "attention", ...
+    channels: int  # prunable channels of the root layer (its output channels)
+    in_channels: int
+    kernel: int
+    stride: int
+    macs: int  # dense MACs of every layer the group touches (outputs or inputs)
+    params: int  # dense parameters of every layer the group touches
+    layers: tuple[str, ...] = ()  # module names coupled in this group, for display
+    round_to: int = 1  # kept channels are a multiple of this (heads for attention, say)
+    min_channels: int = 1
+    # Channel importance under the space's criterion, ascending and normalised by the group's
+    # mean: lets the ``global`` agent rank channels across groups without seeing the model.
+    importance: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Dense cost of one piece of the network and the groups whose keep-fractions scale it.
+
+    A conv whose outputs belong to group A and inputs to group B has ``scale_by=("A", "B")``; a
+    depthwise conv tied to A has ``("A",)``; a bias of A, ``("A",)``; the stem's input, nothing.
+    """
+
+    name: str
+    macs: int
+    params: int
+    scale_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The groups of a model, their bounds, and an analytic cost model."""
+
+    groups: tuple[Group, ...]
+    costs: tuple[LayerCost, ...]
+    dense_macs: int
+    dense_params: int
+    input_shape: tuple[int, ...]  # one example, without the batch dimension
+    max_ratio: float = 0.8
+    round_to: int = 8
+    ignored: tuple[str, ...] = ()
+    _by_name: dict[str, Group] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {g.name: g for g in self.groups})
+
+    # --- groups -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def group(self, name: str) -> Group:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise PolicyError(name, "unknown group") from None
+
+    @property
+    def names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+    # --- rounding -----------------------------------------------------------------------------
+    def kept_channels(self, group: Group | str, ratio: float) -> int:
+        """Channels the group keeps at ``ratio``: prune floor(n·ratio), round kept up to a step."""
+        g = self.group(group) if isinstance(group, str) else group
+        n = g.channels
+        step = self.step(g)
+        kept = n - math.floor(n * ratio + 1e-9)
+        kept = min(n, math.ceil(kept / step) * step)
+        return max(kept, min(n, max(g.min_channels, step)))
+
+    def step(self, group: Group | str) -> int:
+        """Granularity of kept channels: the space's ``round_to`` combined with the group's own."""
+        g = self.group(group) if isinstance(group, str) else group
+        step = math.lcm(max(1, self.round_to), max(1, g.round_to))
+        return step if step < g.channels else max(1, g.round_to)
+
+    def levels(self, group: Group | str) -> list[int]:
+        """Every kept-channel count reachable within ``max_ratio``, ascending."""
+        g = self.group(group) if isinstance(group, str) else group
+        lowest = self.kept_channels(g, self.max_ratio)
+        step = self.step(g)
+        levels = list(range(lowest, g.channels, step))
+        return [*levels, g.channels]
+
+    def ratio_for(self, group: Group | str, kept: int) -> float:
+        """The smallest ratio whose rounding keeps exactly ``kept`` channels."""
+        g = self.group(group) if isinstance(group, str) else group
+        return (g.channels - kept) / g.channels
+
+    # --- policies -----------------------------------------------------------------------------
+    def validate(self, policy: Mapping[str, float]) -> Policy:
+        """Checks a policy and returns it complete (every group present), or raises PolicyError."""
+        for name, ratio in policy.items():
+            self.group(name)
+            if not isinstance(ratio, int | float) or isinstance(ratio, bool):
+                raise PolicyError(name, f"ratio must be a number, got {type(ratio).__name__}")
+            if math.isnan(ratio) or math.isinf(ratio):
+                raise PolicyError(name, f"ratio must be finite, got {ratio}")
+            if not 0.0 <= ratio <= self.max_ratio + 1e-9:
+                raise PolicyError(name, f"ratio {ratio:g} is outside [0, {self.max_ratio:g}]")
+        return {g.name: float(policy.get(g.name, 0.0)) for g in self.groups}
+
+    def kept(self, policy: Mapping[str, float]) -> dict[str, int]:
+        return {g.name: self.kept_channels(g, policy.get(g.name, 0.0)) for g in self.groups}
+
+    def signature(self, policy: Mapping[str, float]) -> str:
+        """The pruned architecture as a string of kept channels: equal policies share it."""
+        return "-".join(str(k) for k in self.kept(policy).values())
+
+    def round(self, policy: Mapping[str, float]) -> Policy:
+        """The canonical policy of the same architecture (each ratio the smallest that rounds to it)."""
+        return {n: self.ratio_for(n, k) for n, k in self.kept(policy).items()}
+
+    # --- analytic cost ------------------------------------------------------------------------
+    def _fractions(self, policy: Mapping[str, float]) -> dict[str, float]:
+        return {g.name: self.kept_channels(g, policy.get(g.name, 0.0)) / g.channels for g in self.groups}
+
+    def macs(self, policy: Mapping[str, float]) -> float:
+        frac = self._fractions(policy)
+        return sum(c.macs * math.prod(frac[g] for g in c.scale_by) for c in self.costs)
+
+    def params(self, policy: Mapping[str, float]) -> float:
+        frac = self._fractions(policy)
+        return sum(c.params * math.prod(frac[g] for g in c.scale_by) for c in self.costs)
+
+    def macs_ratio(self, policy: Mapping[str, float]) -> float:
+        return self.macs(policy) / self.dense_macs
+
+    def params_ratio(self, policy: Mapping[str, float]) -> float:
+        return self.params(policy) / self.dense_params
+
+    def uniform(self, ratio: float) -> Policy:
+        return {g.name: ratio for g in self.groups}
+
+    # --- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "groups": [asdict(g) for g in self.groups],
+            "costs": [asdict(c) for c in self.costs],
+            "dense_macs": self.dense_macs,
+            "dense_params": self.dense_params,
+            "input_shape": list(self.input_shape),
+            "max_ratio": self.max_ratio,
+            "round_to": self.round_to,
+            "ignored": list(self.ignored),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
+        return cls(
+            groups=tuple(
+                Group(**{**g, "layers": tuple(g.get("layers", ())), "importance": tuple(g.get("importance", ()))})
+                for g in data["groups"]
+            ),
+            costs=tuple(LayerCost(**{**c, "scale_by": tuple(c["scale_by"])}) for c in data["costs"]),
+            dense_macs=int(data["dense_macs"]),
+            dense_params=int(data["dense_params"]),
+            input_shape=tuple(data["input_shape"]),
+            max_ratio=float(data["max_ratio"]),
+            round_to=int(data["round_to"]),
+            ignored=tuple(data.get("ignored", ())),
+        )

@@ -1,0 +1,1 @@
+"""autoprune: workers."""
