@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+from agents.budget_fit import BudgetFit
 from agents.types import Budget, Outcome, Proposal
 from search_spaces.space import Policy, SearchSpace
 
@@ -39,6 +40,8 @@ class Agent(abc.ABC):
         self._next_trial_id = 0
         self._pending: dict[int, Proposal] = {}  # asked, not yet told
         self._replay: list[Proposal] = []  # pending proposals restored by load_state_dict
+        # The budget rules every agent shares (raises BudgetError when the budget is unreachable).
+        self.fit = BudgetFit(space, budget)
 
     # --- what subclasses implement ------------------------------------------------------------
     @abc.abstractmethod
@@ -58,7 +61,7 @@ class Agent(abc.ABC):
         """Subclass state for resume (JSON-serialisable); the default has none."""
         return {}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Restores what ``extra_state`` returned."""
 
     # --- the public interface -----------------------------------------------------------------
@@ -78,7 +81,12 @@ class Agent(abc.ABC):
                 raise ValueError(f"trial {o.trial_id} was not asked or was already told")
         for o in outcomes:
             del self._pending[o.trial_id]
+        self.fit.observe(outcomes)
         self.observe(outcomes)
+
+    def _baseline(self) -> Proposal:
+        """The uniform-fill policy: every agent's first proposal, so every front holds it."""
+        return self._proposal(self.fit.uniform_fill(), role="baseline")
 
     def _proposal(self, policy: Policy, **info: Any) -> Proposal:
         proposal = Proposal(self._next_trial_id, policy, info)
@@ -92,6 +100,7 @@ class Agent(abc.ABC):
             "next_trial_id": self._next_trial_id,
             "pending": [{"trial_id": p.trial_id, "policy": p.policy, "info": p.info} for p in pending],
             "extra": self.extra_state(),
+            "latency_model": self.fit.latency.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -100,4 +109,6 @@ class Agent(abc.ABC):
         self._next_trial_id = int(state["next_trial_id"])
         self._pending = {}
         self._replay = [Proposal(int(p["trial_id"]), dict(p["policy"]), dict(p["info"])) for p in state["pending"]]
+        self.fit.latency.load_state_dict(state.get("latency_model", {}))
+        self.fit.invalidate()
         self.load_extra_state(state.get("extra", {}))

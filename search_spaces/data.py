@@ -1,8 +1,15 @@
-"""Datasets by name. (Helper A: implement the loaders and ``load_dataset``.)"""
+"""Datasets by name; ``load_dataset`` returns train / val (carved from train) / test splits."""
 
 from __future__ import annotations
 
-from search_spaces.registry import Registry
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from search_spaces.registry import Registry, import_target
+
+if TYPE_CHECKING:
+    from search_spaces.datasets.common import DataSplits
 
 DATASETS = Registry(
     "dataset",
@@ -14,3 +21,29 @@ DATASETS = Registry(
         "cifar10": "search_spaces.datasets.local:load_cifar10_splits",
     },
 )
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    roots: Sequence[str | os.PathLike[str]] = (),
+    seed: int = 0,
+    **options: Any,
+) -> DataSplits:
+    """Loads a dataset by name (or ``entrypoint:pkg.mod:fn``, called with ``seed=`` and ``path=``).
+
+    ``path`` is only used by local datasets and must lie inside one of ``roots`` (ValueError
+    naming the path otherwise). ``options`` go to the loader (``input_shape``/``num_classes`` for
+    ``synthetic``).
+    """
+    from search_spaces.datasets.common import DataSplits
+
+    if name.startswith("entrypoint:"):
+        loader = import_target(name[len("entrypoint:"):])
+        splits = loader(seed=seed, path=path, **options)
+        if not isinstance(splits, DataSplits):
+            raise ValueError(f"dataset {name!r} returned {type(splits).__name__}, not DataSplits")
+        return splits
+    loader = DATASETS.get(name)
+    return loader(seed=seed, path=path, roots=tuple(roots), **options)  # type: ignore[no-any-return]

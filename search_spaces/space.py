@@ -80,7 +80,7 @@ class SearchSpace:
     max_ratio: float = 0.8
     round_to: int = 8
     ignored: tuple[str, ...] = ()
-    _by_name: dict[str, Group] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _by_name: dict[str, Group] = field(default=None, repr=False, compare=False)  # type: ignore[assignment,arg-type]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {g.name: g for g in self.groups})

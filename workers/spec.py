@@ -22,7 +22,9 @@ class _Spec(BaseModel):
 
 
 class ModelSpec(_Spec):
-    zoo: str | None = Field(None, description="built-in model name, 'torchvision:<name>' or 'timm:<name>'")
+    zoo: str | None = Field(
+        None, description="built-in model name, 'torchvision:<name>' or 'timm:<name>'"
+    )
     entrypoint: str | None = Field(None, description="'pkg.module:function' returning an nn.Module")
     weights: str | None = Field(None, description="an upload id (POST /uploads) or a file path")
     num_classes: int | None = Field(None, ge=1, le=100_000)
@@ -50,7 +52,9 @@ class DatasetSpec(_Spec):
     @classmethod
     def _known(cls, v: str) -> str:
         if not v.startswith("entrypoint:") and v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}, entrypoint:pkg.mod:fn")
+            raise ValueError(
+                f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}, entrypoint:pkg.mod:fn"
+            )
         return v
 
 
@@ -64,7 +68,9 @@ class BudgetSpec(_Spec):
     def _finite_and_set(self) -> BudgetSpec:
         values = self.model_dump(exclude_none=True)
         if not values:
-            raise ValueError("set at least one of macs_ratio, params_ratio, latency_ms, latency_ratio")
+            raise ValueError(
+                "set at least one of macs_ratio, params_ratio, latency_ms, latency_ratio"
+            )
         for k, v in values.items():
             if math.isnan(v) or math.isinf(v):
                 raise ValueError(f"{k} must be a finite number")
@@ -131,12 +137,16 @@ class JobSpec(_Spec):
     search_space: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     finalize: FinalizeSpec = Field(default_factory=FinalizeSpec)
-    workers: int = Field(1, ge=0, le=256, description="Ray evaluator actors; 0 evaluates in-process")
+    workers: int = Field(
+        1, ge=0, le=256, description="Ray evaluator actors; 0 evaluates in-process"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if v not in ("accuracy", "agreement") and not (v.startswith("entrypoint:") and ":" in v[11:]):
+        if v not in ("accuracy", "agreement") and not (
+            v.startswith("entrypoint:") and ":" in v[11:]
+        ):
             raise ValueError("metric must be 'accuracy', 'agreement' or 'entrypoint:pkg.mod:fn'")
         return v

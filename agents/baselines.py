@@ -1,0 +1,91 @@
+"""The reference agents: ``uniform`` (the baseline every agent proposes first) and ``random``.
+
+Like Optuna's ``RandomSampler`` they are short on purpose: the oracle other agents are tested
+against and the floor they must beat.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.base import Agent
+from agents.types import Budget, Outcome, Proposal
+from search_spaces.space import SearchSpace
+
+
+def rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    """A numpy Generator's state as JSON (PCG64's state is plain ints)."""
+    return dict(rng.bit_generator.state)
+
+
+def set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    rng.bit_generator.state = state
+
+
+class UniformAgent(Agent):
+    """One ratio for every group, bisected to the budget, then filled: a single proposal."""
+
+    name = "uniform"
+
+    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0) -> None:
+        super().__init__(space, budget, seed=seed)
+        self._proposed = False
+
+    @property
+    def finished(self) -> bool:
+        return self._proposed and not self._replay
+
+    def propose(self, n: int) -> list[Proposal]:
+        if self._proposed or n <= 0:
+            return []
+        self._proposed = True
+        return [self._baseline()]
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        """Nothing to learn."""
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"proposed": self._proposed}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._proposed = bool(state.get("proposed", False))
+
+
+class RandomAgent(Agent):
+    """Per-group ratios drawn uniformly in [0, max_ratio], projected onto the budget.
+
+    The projection keeps the draw's shape (which groups are pruned harder) and fills leftover
+    budget, so every proposal is feasible and uses the budget; Distiller found this already
+    finds many good networks, which is why every searching agent must beat it.
+    """
+
+    name = "random"
+
+    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0) -> None:
+        super().__init__(space, budget, seed=seed)
+        self._rng = np.random.default_rng(seed)
+        self._started = False
+
+    def propose(self, n: int) -> list[Proposal]:
+        out: list[Proposal] = []
+        if not self._started and n > 0:
+            self._started = True
+            out.append(self._baseline())
+        while len(out) < n:
+            raw = self._rng.uniform(0.0, self.space.max_ratio, size=len(self.space))
+            policy = dict(zip(self.space.names, raw.tolist(), strict=True))
+            out.append(self._proposal(self.fit.project(policy)))
+        return out
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        """Random search learns nothing."""
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"rng": rng_state(self._rng), "started": self._started}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "rng" in state:
+            set_rng_state(self._rng, state["rng"])
+        self._started = bool(state.get("started", False))

@@ -1,0 +1,234 @@
+"""Meeting a budget by construction: the uniform ratio, the channel fill, projection, clamping.
+
+Every agent goes through one :class:`BudgetFit` so the rules are written once:
+
+* ``uniform_fill()`` — one ratio for every group, bisected to the budget, then *filled*: one
+  channel step is added back to each group in turn while the budget still holds (plain uniform
+  rounding leaves budget unused because every group drops a channel at the same ratio).
+* ``project(policy)`` — any policy onto the budget, keeping its shape: walk the path from "prune
+  less" (ratios scaled toward 0) to "prune more" (ratios moved toward ``max_ratio``), bisect the
+  least pruning that fits, then fill the leftover budget.
+* ``min_ratio(prefix, group)`` — AMC's clamp: the least this group may be pruned so that the
+  budget stays reachable if every later group is pruned as hard as allowed.
+
+MACs and params bounds use the space's analytic cost model. Latency bounds use a
+:class:`LatencyModel` fitted on measured points (ridge regression of the measured latency ratio on
+per-group kept fractions, shrunk toward a MACs-proportional prior), so the same clamp and
+projection steer toward the latency bound; measured latency stays the real constraint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from agents.types import Budget, Outcome
+from search_spaces.space import Policy, SearchSpace
+
+_EPS = 1e-9
+
+
+class BudgetError(ValueError):
+    """The budget cannot be met in this space (even pruning every group to ``max_ratio``)."""
+
+
+class LatencyModel:
+    """Predicts latency ratio (pruned / dense) from the policy's MACs, per group.
+
+    latency_ratio ≈ a + b·macs_ratio + Σ_g d_g·share_g, where share_g is the MACs (over dense) of
+    the layers group g scales at the policy's kept channels (a layer scaled by two groups counts
+    half to each). The prior is a = 0, b = 1, d = 0: latency proportional to MACs. Measured points
+    fit a and b almost freely (fixed overhead, slope) and the per-group corrections d_g by ridge
+    regression (``strength`` weighs the prior as that many points in each feature's own scale),
+    so a group whose channels cost more or less time than their MACs suggest is learnt, and a
+    few points cannot make the model wild.
+    """
+
+    def __init__(self, space: SearchSpace, *, strength: float = 1.0) -> None:
+        self.space = space
+        self.strength = strength
+        self._index = {n: i for i, n in enumerate(space.names)}
+        self.prior = np.array([0.0, 1.0] + [0.0] * len(space))
+        self.weights = self.prior.copy()
+        self.points: list[tuple[list[float], float]] = []  # (features, latency ratio)
+        self.dense_ms: float | None = None  # learnt from measurements carrying both ms and ratio
+
+    def features(self, policy: Mapping[str, float]) -> np.ndarray:
+        space = self.space
+        kept = space.kept(policy)
+        frac = {g.name: kept[g.name] / g.channels for g in space.groups}
+        x = np.zeros(2 + len(space))
+        x[0] = 1.0
+        for c in space.costs:
+            share = c.macs * math.prod(frac[g] for g in c.scale_by) / space.dense_macs
+            x[1] += share
+            for g in c.scale_by:
+                x[2 + self._index[g]] += share / len(c.scale_by)
+        return x
+
+    def add(self, policy: Mapping[str, float], latency_ratio: float, latency_ms: float | None = None) -> None:
+        self.points.append((self.features(policy).tolist(), float(latency_ratio)))
+        if latency_ms is not None and latency_ratio > 0:
+            self.dense_ms = latency_ms / latency_ratio
+        self._fit()
+
+    def _fit(self) -> None:
+        x = np.array([f for f, _ in self.points])
+        y = np.array([r for _, r in self.points])
+        # The prior counts as ``strength`` pseudo-points in each feature's own scale (the group
+        # features are small MACs shares; a unit penalty would freeze them at the prior).
+        scale = np.maximum((x**2).mean(axis=0), 1e-6)
+        scale[:2] *= 1e-3  # overhead and slope: nearly free
+        lam = np.diag(self.strength * scale)
+        # argmin |Xw - y|^2 + (w - prior)^T lam (w - prior) (closed form)
+        self.weights = np.linalg.solve(x.T @ x + lam, x.T @ y + lam @ self.prior)
+
+    def predict_ratio(self, policy: Mapping[str, float]) -> float:
+        return float(self.features(policy) @ self.weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"points": self.points, "dense_ms": self.dense_ms}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.points = [(list(f), float(r)) for f, r in state.get("points", [])]
+        self.dense_ms = state.get("dense_ms")
+        if self.points:
+            self._fit()
+        else:
+            self.weights = self.prior.copy()
+
+
+class BudgetFit:
+    """The budget rules for one space: feasibility, uniform fill, projection and the AMC clamp."""
+
+    def __init__(self, space: SearchSpace, budget: Budget) -> None:
+        self.space = space
+        self.budget = budget
+        self.latency = LatencyModel(space)
+        self._uniform_fill: Policy | None = None
+        if not self.fits(space.uniform(space.max_ratio)):
+            lowest = self.space.uniform(space.max_ratio)
+            raise BudgetError(
+                f"budget {budget.to_dict()} is unreachable: pruning every group at max_ratio="
+                f"{space.max_ratio:g} gives macs_ratio={space.macs_ratio(lowest):.3f}, "
+                f"params_ratio={space.params_ratio(lowest):.3f}"
+            )
+
+    # --- feasibility --------------------------------------------------------------------------
+    def violation(self, policy: Mapping[str, float]) -> float:
+        """Largest predicted violation (<= 0: fits): analytic MACs/params, modelled latency."""
+        v = self.budget.analytic_violation(self.space, policy)
+        if self.budget.latency_ratio is not None:
+            v = max(v, self.latency.predict_ratio(policy) - self.budget.latency_ratio)
+        if self.budget.latency_ms is not None and self.latency.dense_ms is not None:
+            v = max(v, self.latency.predict_ratio(policy) * self.latency.dense_ms - self.budget.latency_ms)
+        return v
+
+    def fits(self, policy: Mapping[str, float]) -> bool:
+        return self.violation(policy) <= _EPS
+
+    def observe(self, outcomes: Iterable[Outcome]) -> None:
+        """Feeds measured latencies to the latency model (only when the budget has one)."""
+        if not self.budget.uses_latency:
+            return
+        changed = False
+        for o in outcomes:
+            m = o.metrics
+            if m is not None and m.latency_ratio is not None:
+                self.latency.add(o.policy, m.latency_ratio, m.latency_ms)
+                changed = True
+        if changed:
+            self.invalidate()
+
+    def invalidate(self) -> None:
+        """Forgets cached constructions (the latency model changed)."""
+        self._uniform_fill = None
+
+    # --- constructions ------------------------------------------------------------------------
+    def uniform_ratio(self) -> float:
+        """The smallest single ratio whose uniform policy fits (bisection on the cost model)."""
+        if self.fits(self.space.uniform(0.0)):
+            return 0.0
+        lo, hi = 0.0, self.space.max_ratio  # lo infeasible, hi feasible
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if self.fits(self.space.uniform(mid)) else (mid, hi)
+        return hi
+
+    def uniform_fill(self) -> Policy:
+        """The baseline: bisected uniform ratio, then filled channel by channel."""
+        if self._uniform_fill is None:
+            self._uniform_fill = self.fill(self.space.uniform(self.uniform_ratio()))
+        return dict(self._uniform_fill)
+
+    def fill(self, policy: Mapping[str, float], order: list[str] | None = None) -> Policy:
+        """Adds back one channel step per group in turn (round robin) while the budget holds."""
+        space = self.space
+        kept = space.kept(policy)
+        order = order or space.names
+        levels = {n: space.levels(n) for n in order}
+        grown = True
+        while grown:
+            grown = False
+            for n in order:
+                higher = [k for k in levels[n] if k > kept[n]]
+                if not higher:
+                    continue
+                old, kept[n] = kept[n], higher[0]
+                if self.fits(self._from_kept(kept)):
+                    grown = True
+                else:
+                    kept[n] = old
+        return self._from_kept(kept)
+
+    def project(self, policy: Mapping[str, float], *, fill: bool = True, grow: bool = True) -> Policy:
+        """The policy moved onto the budget along its own shape, rounded (and filled).
+
+        ``grow=False`` leaves a policy that already fits as it is (rounded): for searches that
+        want cheaper-than-budget points too (NSGA-II's front).
+        """
+        space = self.space
+        p = space.validate(policy)
+        top = space.max_ratio
+        if not grow and self.fits(p):
+            return space.round(p)
+
+        def at(t: float) -> Policy:  # t in [-1, 1]: -1 prunes nothing, 1 prunes everything at max
+            if t <= 0:
+                return {n: r * (1 + t) for n, r in p.items()}
+            return {n: r + t * (top - r) for n, r in p.items()}
+
+        if self.fits(at(-1.0)):
+            t = -1.0
+        else:
+            lo, hi = -1.0, 1.0  # cost falls as t grows: find the smallest feasible t
+            for _ in range(40):
+                mid = (lo + hi) / 2
+                lo, hi = (lo, mid) if self.fits(at(mid)) else (mid, hi)
+            t = hi
+        out = space.round(at(t))
+        return self.fill(out) if fill else out
+
+    def min_ratio(self, decided: Mapping[str, float], group: str) -> float:
+        """AMC's clamp: the least ratio for ``group`` such that, with ``decided`` groups as they
+        are and every later group at ``max_ratio``, the budget can still be met."""
+        space = self.space
+        trial = {n: space.max_ratio for n in space.names}
+        trial.update(decided)
+        levels = space.levels(group)  # ascending kept; cost grows with kept: bisect the largest that fits
+        lo, hi = -1, len(levels) - 1  # levels[lo] fits (lo = -1: none known), levels[hi + 1:] do not
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            trial[group] = space.ratio_for(group, levels[mid])
+            lo, hi = (mid, hi) if self.fits(trial) else (lo, mid - 1)
+        return space.ratio_for(group, levels[lo]) if lo >= 0 else space.max_ratio
+
+    def _from_kept(self, kept: Mapping[str, int]) -> Policy:
+        return {n: self.space.ratio_for(n, k) for n, k in kept.items()}
+
+
+def clip(value: float, lo: float, hi: float) -> float:
+    return min(hi, max(lo, value)) if not math.isnan(value) else lo

@@ -1,0 +1,98 @@
+"""AMC's environment: walk the groups in order, one pruning decision per group.
+
+Observation (11 numbers in [0, 1]): the group's static embedding — index, kind, input and output
+channels, stride, kernel, MACs, params, each min-max normalised over the network — plus MACs
+already removed by earlier decisions (``reduced``), MACs of the groups still to come (``rest``)
+and the previous action. Action: one number in [0, 1], the fraction of ``max_ratio`` to prune.
+Before it is applied it is clamped from below (``BudgetFit.min_ratio``) so the budget stays
+reachable whatever later groups do; every episode therefore ends within budget.
+
+The env cannot score the pruned network (that is the workers' job, in parallel, later), so the
+reward is 0 until the last step, where it is ``reward_fn(policy)`` when one is given (tests, the
+synthetic evaluator) and 0 otherwise; the agent hands every transition the real reward when the
+outcome is told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.budget_fit import BudgetFit
+from search_spaces.space import Policy, SearchSpace
+
+KINDS = {"conv": 1.0, "conv1d": 1.0, "depthwise": 0.5, "linear": 0.0, "attention": 0.25}
+OBS_DIM = 11
+
+
+def embedding(space: SearchSpace) -> np.ndarray:
+    """The static features of every group, min-max normalised over the network (groups × 8)."""
+    raw = np.array(
+        [
+            [g.index, KINDS.get(g.kind, 0.75), g.in_channels, g.channels, g.stride, g.kernel, g.macs, g.params]
+            for g in space.groups
+        ],
+        dtype=np.float64,
+    )
+    lo, hi = raw.min(axis=0), raw.max(axis=0)
+    return (raw - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+class PruningEnv(gym.Env):
+    """One episode = one pass over the space's groups; the final policy is in ``info``."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        fit: BudgetFit,
+        reward_fn: Callable[[Policy], float] | None = None,
+    ) -> None:
+        self.space, self.fit, self.reward_fn = space, fit, reward_fn
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+        self._emb = embedding(space)
+        group_macs = np.array([g.macs for g in space.groups], dtype=np.float64)
+        total = group_macs.sum() or 1.0
+        self._rest = np.array([group_macs[t + 1 :].sum() / total for t in range(len(space))])
+        self._t = 0
+        self._decided: Policy = {}
+        self._prev = 0.0
+
+    def _obs(self) -> np.ndarray:
+        t = min(self._t, len(self.space) - 1)
+        reduced = 1.0 - self.space.macs_ratio(self._decided) if self._decided else 0.0
+        rest = self._rest[t] if self._t < len(self.space) else 0.0
+        obs = np.concatenate([self._emb[t], [reduced, rest, self._prev]])
+        return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._t, self._decided, self._prev = 0, {}, 0.0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._t >= len(self.space):
+            raise RuntimeError("episode is over: call reset()")
+        g = self.space.groups[self._t]
+        wanted = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], 0.0, 1.0))
+        top = self.space.max_ratio
+        lowest = self.fit.min_ratio(self._decided, g.name)  # AMC's clamp: budget stays reachable
+        ratio = max(wanted * top, lowest)
+        kept = self.space.kept_channels(g, ratio)
+        self._decided[g.name] = self.space.ratio_for(g, kept)
+        taken = self._decided[g.name] / top if top > 0 else 0.0
+        self._prev = min(1.0, taken)
+        self._t += 1
+        done = self._t == len(self.space)
+        info: dict[str, Any] = {"action": self._prev}
+        reward = 0.0
+        if done:
+            info["policy"] = dict(self._decided)
+            if self.reward_fn is not None:
+                reward = float(self.reward_fn(dict(self._decided)))
+        return self._obs(), reward, done, False, info

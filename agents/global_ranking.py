@@ -1,0 +1,83 @@
+"""``global``: Torch-Pruning's global ranking, its ratio bisected to the budget.
+
+Torch-Pruning's ``global_pruning=True`` ranks every channel of every group by one importance
+score and removes the lowest ones network-wide. The SearchSpace carries each group's channel
+importances (ascending, normalised by the group's mean, as Torch-Pruning normalises them), so
+the same allocation is computed here without a model: prune every channel whose score is below
+a threshold, bisect the threshold to the budget, round, then fill the leftover. It is the
+zero-search answer a Torch-Pruning user already has; the agent proposes the baseline and it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from agents.base import Agent
+from agents.types import Budget, Outcome, Proposal
+from search_spaces.space import Group, Policy, SearchSpace
+
+
+def global_policy(space: SearchSpace, fit: Any, *, fill: bool = True) -> Policy:
+    """The least-pruning global threshold policy that fits the budget (``fit``: a BudgetFit)."""
+
+    def scores(g: Group) -> list[float]:
+        # No importances recorded (a hand-built space): all channels equal, i.e. uniform.
+        return list(g.importance) if len(g.importance) == g.channels else [1.0] * g.channels
+
+    table = {g.name: sorted(scores(g)) for g in space.groups}
+
+    def at(threshold: float) -> Policy:
+        policy: Policy = {}
+        for g in space.groups:
+            below = bisect.bisect_left(table[g.name], threshold)
+            policy[g.name] = min(space.max_ratio, below / g.channels)
+        return policy
+
+    top = max(max(s) for s in table.values()) + 1.0
+    if fit.fits(at(0.0)):
+        chosen = at(0.0)
+    else:
+        lo, hi = 0.0, top  # pruning grows with the threshold: the smallest feasible one
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if fit.fits(at(mid)) else (mid, hi)
+        chosen = at(hi)
+    policy = space.round(chosen)
+    if not fit.fits(policy):  # ties at max_ratio can leave it short: project (keeps the shape)
+        return fit.project(policy, fill=fill)
+    return fit.fill(policy) if fill else policy
+
+
+class GlobalAgent(Agent):
+    """Proposes the uniform-fill baseline, then the global-ranking policy; then it is done."""
+
+    name = "global"
+
+    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0, fill: bool = True) -> None:
+        super().__init__(space, budget, seed=seed)
+        self.fill = fill
+        self._step = 0  # 0: baseline next, 1: global next, 2: done
+
+    @property
+    def finished(self) -> bool:
+        return self._step >= 2 and not self._replay
+
+    def propose(self, n: int) -> list[Proposal]:
+        out: list[Proposal] = []
+        if self._step == 0 and len(out) < n:
+            out.append(self._baseline())
+            self._step = 1
+        if self._step == 1 and len(out) < n:
+            out.append(self._proposal(global_policy(self.space, self.fit, fill=self.fill), role="global"))
+            self._step = 2
+        return out
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        """A zero-search allocation learns nothing."""
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"step": self._step}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._step = int(state.get("step", 0))

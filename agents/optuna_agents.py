@@ -1,0 +1,193 @@
+"""``optuna-tpe`` and ``optuna-nsga2``: Optuna's samplers behind the ask/tell interface.
+
+Each trial samples one ratio per group (``r:<group>`` in [0, max_ratio]); the agent proposes that
+sample *projected* onto the MACs/params budget (``BudgetFit.project``). Optuna is told the raw
+sample with the quality of its projection: the objective it sees is ``f(project(x))``, a
+deterministic function of what it sampled, so the sampler's model stays consistent (telling it the
+projected values instead would pile its density on the budget boundary in ways it did not sample).
+
+* TPE maximises quality; measured budget violations (latency, and MACs/params as measured) are
+  Optuna constraints (``Trial.set_constraint``), so infeasible trials rank below feasible ones.
+* NSGA-II maximises quality and minimises cost: measured ``latency_ms`` when the evaluator
+  measured it, else the MACs ratio; the same constraints apply. Its samples are only projected
+  when over budget (no fill), so the front spans costs below the budget.
+
+The study lives in memory, or in SQL when ``storage`` is given (``load_if_exists``: a search
+resumes). Determinism: the sampler is re-created before every ``ask`` with a seed derived from
+(seed, trials so far), so proposals depend only on the seed and the history — which is also what
+``state_dict`` stores, so a restored agent proposes exactly what the original would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from agents.base import Agent
+from agents.types import Budget, Outcome, Proposal
+from search_spaces.space import SearchSpace
+
+optuna.logging.set_verbosity(logging.WARNING)
+
+
+class _OptunaAgent(Agent):
+    directions: tuple[Any, ...] = ("maximize",)
+    fill_budget = True  # project onto the budget boundary (TPE) or only below it (NSGA-II)
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        budget: Budget,
+        *,
+        seed: int = 0,
+        storage: str | None = None,
+        study_name: str | None = None,
+        **sampler_options: Any,
+    ) -> None:
+        super().__init__(space, budget, seed=seed)
+        if storage is not None and not isinstance(storage, str):
+            raise ValueError("options.storage must be a SQL URL string")
+        self.storage = storage
+        self.study_name = study_name or f"autoprune-{self.name}-{seed}"
+        self.sampler_options = sampler_options
+        self._make_sampler(0)  # checks the sampler options now, not at the first ask
+        self.study = optuna.create_study(
+            storage=storage,
+            study_name=self.study_name,
+            directions=list(self.directions),
+            load_if_exists=storage is not None,
+            sampler=self._make_sampler(0),
+        )
+        self._dists: dict[str, BaseDistribution] = {f"r:{g.name}": FloatDistribution(0.0, space.max_ratio) for g in space.groups}
+        self._live: dict[int, optuna.Trial] = {}  # our trial id -> Optuna trial asked this run
+        self._raw: dict[int, dict[str, float]] = {}  # our trial id -> raw sample, until told
+        self._history: list[dict[str, Any]] = []  # told trials (to rebuild an in-memory study)
+        self._started = False
+
+    # --- sampler ------------------------------------------------------------------------------
+    def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+    def _derived_seed(self, n_trials: int) -> int:
+        return (self.seed * 1_000_003 + n_trials * 7919) % (2**31 - 1)
+
+    # --- ask/tell -----------------------------------------------------------------------------
+    def propose(self, n: int) -> list[Proposal]:
+        out: list[Proposal] = []
+        if not self._started and n > 0:
+            self._started = True
+            out.append(self._baseline())
+        while len(out) < n:
+            self.study.sampler = self._make_sampler(len(self.study.get_trials(deepcopy=False)))
+            trial = self.study.ask(self._dists)
+            raw = {k[2:]: float(v) for k, v in trial.params.items()}
+            proposal = self._proposal(
+                self.fit.project(raw, fill=self.fill_budget, grow=self.fill_budget), optuna_trial=trial.number
+            )
+            trial.set_user_attr("autoprune_trial_id", proposal.trial_id)
+            self._live[proposal.trial_id] = trial
+            self._raw[proposal.trial_id] = raw
+            out.append(proposal)
+        return out
+
+    def _values(self, outcome: Outcome) -> list[float]:
+        m = outcome.metrics
+        assert m is not None
+        if len(self.directions) == 1:
+            return [m.quality]
+        cost = m.latency_ms if m.latency_ms is not None else m.macs_ratio
+        return [m.quality, cost]
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            raw = self._raw.pop(o.trial_id, None)
+            if raw is None:  # the baseline: not an Optuna sample
+                continue
+            values = self._values(o) if o.ok else None
+            if values is not None and any(math.isnan(v) for v in values):
+                values = None
+            constraints = self.budget.violations(o.metrics) if o.metrics is not None else []
+            record = {"trial_id": o.trial_id, "raw": raw, "values": values, "constraints": constraints}
+            self._history.append(record)
+            trial = self._live.pop(o.trial_id, None)
+            if trial is None:  # asked before a restart: that Optuna trial is gone (or stale)
+                self._add_trial(record)
+                continue
+            for i, c in enumerate(constraints):
+                trial.set_constraint(f"c{i}", c)
+            if values is None:
+                self.study.tell(trial, state=TrialState.FAIL)
+            else:
+                self.study.tell(trial, values if len(values) > 1 else values[0])
+
+    def _add_trial(self, record: dict[str, Any]) -> None:
+        values = record["values"]
+        frozen = optuna.trial.create_trial(
+            state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
+            values=values,
+            params={f"r:{k}": v for k, v in record["raw"].items()},
+            distributions=self._dists,
+            user_attrs={"autoprune_trial_id": record["trial_id"]},
+            constraints={f"c{i}": c for i, c in enumerate(record["constraints"])} if values is not None else None,
+        )
+        self.study.add_trial(frozen)
+
+    # --- state --------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "started": self._started,
+            "raw": {str(k): v for k, v in self._raw.items()},
+            "history": self._history,
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._started = bool(state.get("started", False))
+        self._raw = {int(k): dict(v) for k, v in state.get("raw", {}).items()}
+        self._history = [dict(r) for r in state.get("history", [])]
+        self._live = {}
+        if self.storage is None:  # rebuild the in-memory study from the told trials
+            self.study = optuna.create_study(
+                study_name=self.study_name, directions=list(self.directions), sampler=self._make_sampler(0)
+            )
+            for record in self._history:
+                self._add_trial(record)
+            return
+        # SQL study: told trials are stored; trials left running by the old process are failed
+        # (their proposals are replayed and, when told, added as completed trials).
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("autoprune_trial_id") in self._raw:
+                self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+class TPEAgent(_OptunaAgent):
+    """Optuna TPE, one objective (quality), the budget as constraints."""
+
+    name = "optuna-tpe"
+    directions = ("maximize",)
+
+    def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
+        opts = {"n_startup_trials": 10, "multivariate": True, **self.sampler_options}
+        try:
+            return optuna.samplers.TPESampler(seed=self._derived_seed(n_trials), **opts)
+        except TypeError as exc:
+            raise ValueError(f"options: not a TPESampler option: {exc}") from exc
+
+
+class NSGA2Agent(_OptunaAgent):
+    """Optuna NSGA-II, quality up and cost (latency_ms when measured, else MACs ratio) down."""
+
+    name = "optuna-nsga2"
+    directions = ("maximize", "minimize")
+    fill_budget = False  # a front needs points below the budget, not only on it
+
+    def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
+        opts = {"population_size": 20, **self.sampler_options}
+        try:
+            return optuna.samplers.NSGAIISampler(seed=self._derived_seed(n_trials), **opts)
+        except TypeError as exc:
+            raise ValueError(f"options: not an NSGAIISampler option: {exc}") from exc

@@ -1,0 +1,139 @@
+"""``sensitivity``: per-group sensitivity analysis, then a greedy allocation to the budget.
+
+The classic analysis prunes each layer alone from the dense model; at a tight budget those probes
+are far over budget, and every proposal here must fit. So the probes are taken around the
+uniform-fill baseline instead: group g is pruned harder (``ratios`` evenly spaced steps from its
+baseline ratio to ``max_ratio``) while the others stay at the baseline — always feasible, and it
+measures exactly the trade the allocation makes. The loss curve of each group is piecewise linear
+through (baseline, 0) and its probes, extended below the baseline with its first slope. The
+allocation starts from every group at ``max_ratio`` and repeatedly gives one channel step back to
+the group with the largest loss reduction per MAC, while the budget holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.base import Agent
+from agents.types import Budget, Outcome, Proposal
+from search_spaces.space import Policy, SearchSpace
+
+
+class SensitivityAgent(Agent):
+    """Baseline, one probe per (group, step), then the greedy allocation; then done."""
+
+    name = "sensitivity"
+
+    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0, ratios: int = 3) -> None:
+        super().__init__(space, budget, seed=seed)
+        if not isinstance(ratios, int) or ratios < 1:
+            raise ValueError(f"options.ratios must be a positive integer, got {ratios!r}")
+        self.ratios = ratios
+        self._queue: list[dict[str, Any]] = self._probe_plan()  # baseline + probes still to ask
+        self._results: dict[str, float] = {}  # "group@ratio" (or "baseline") -> quality
+        self._expected = len(self._queue)
+        self._keys: dict[int, str] = {}  # trial id -> probe key, for probes not yet told
+        self._done = False
+
+    def _probe_plan(self) -> list[dict[str, Any]]:
+        base = self.fit.uniform_fill()
+        plan: list[dict[str, Any]] = [{"key": "baseline", "policy": base}]
+        seen = {self.space.signature(base)}
+        for g in self.space.groups:
+            b = base[g.name]
+            for k in range(1, self.ratios + 1):
+                r = b + (self.space.max_ratio - b) * k / self.ratios
+                policy = self.space.round({**base, g.name: r})
+                if self.space.signature(policy) in seen:
+                    continue
+                seen.add(self.space.signature(policy))
+                plan.append({"key": f"{g.name}@{policy[g.name]!r}", "policy": policy})
+        return plan
+
+    @property
+    def finished(self) -> bool:
+        return self._done and not self._replay
+
+    def propose(self, n: int) -> list[Proposal]:
+        out: list[Proposal] = []
+        while self._queue and len(out) < n:
+            item = self._queue.pop(0)
+            role = "baseline" if item["key"] == "baseline" else "probe"
+            out.append(self._proposal(item["policy"], role=role, key=item["key"]))
+            self._keys[out[-1].trial_id] = item["key"]
+        if not out and not self._done and len(self._results) >= self._expected:
+            out.append(self._proposal(self.allocate(), role="allocation"))
+            self._done = True
+        return out  # [] while probes are still out: nothing to propose until they come back
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            key = self._keys.pop(o.trial_id, None)
+            if key is not None:
+                self._results[key] = o.metrics.quality if o.metrics is not None else 0.0
+
+    def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per group: probe ratios and quality losses, (baseline ratio, 0) first."""
+        base = self.fit.uniform_fill()
+        q0 = self._results.get("baseline", 0.0)
+        out = {}
+        for g in self.space.groups:
+            pts = [(base[g.name], 0.0)]
+            for key, q in self._results.items():
+                name, _, r = key.rpartition("@")
+                if name == g.name:
+                    pts.append((float(r), q0 - q))
+            pts.sort()
+            out[g.name] = (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
+        return out
+
+    def allocate(self) -> Policy:
+        curves = self.curves()
+
+        def loss(name: str, r: float) -> float:
+            xs, ys = curves[name]
+            if len(xs) > 1 and r < xs[0]:  # below the baseline: extend the first slope (>= 0)
+                slope = max(0.0, (ys[1] - ys[0]) / max(xs[1] - xs[0], 1e-9))
+                return float(ys[0] - slope * (xs[0] - r))
+            return float(np.interp(r, xs, ys))
+
+        space = self.space
+        kept = {g.name: space.levels(g)[0] for g in space.groups}
+        policy = {n: space.ratio_for(n, k) for n, k in kept.items()}
+        while True:
+            best, best_gain = None, -np.inf
+            cost0 = space.macs(policy)
+            for g in space.groups:
+                higher = [k for k in space.levels(g) if k > kept[g.name]]
+                if not higher:
+                    continue
+                trial = {**policy, g.name: space.ratio_for(g, higher[0])}
+                if not self.fit.fits(trial):
+                    continue
+                gain = loss(g.name, policy[g.name]) - loss(g.name, trial[g.name])
+                per = gain / max(space.macs(trial) - cost0, 1.0)
+                if per > best_gain:
+                    best, best_gain = (g.name, higher[0]), per
+            if best is None:
+                return self.fit.fill(policy)
+            kept[best[0]] = best[1]
+            policy[best[0]] = space.ratio_for(best[0], best[1])
+
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "queue": self._queue,
+            "results": self._results,
+            "keys": {str(k): v for k, v in self._keys.items()},
+            "expected": self._expected,
+            "done": self._done,
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "queue" in state:
+            self._queue = [dict(item) for item in state["queue"]]
+        self._results = {k: float(v) for k, v in state.get("results", {}).items()}
+        self._keys = {int(k): v for k, v in state.get("keys", {}).items()}
+        self._expected = int(state.get("expected", self._expected))
+        self._done = bool(state.get("done", False))

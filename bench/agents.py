@@ -1,0 +1,313 @@
+"""Agents benchmark: every agent, equal evaluations, real pruned models (issue 4).
+
+For each task (dataset:model), MACs budget and seed, every agent runs ``--evaluations`` real
+evaluations (Torch-Pruning surgery → BN recalibration → val accuracy, ``workers.evaluator``);
+then each agent's best feasible policy is fine-tuned for each of ``--finetune-epochs`` and scored
+on the test split. Reports: best search-time val quality (mean ± sd over seeds), test quality
+after fine-tuning, Spearman correlation search-time vs fine-tuned, NSGA-II hypervolume against
+the uniform sweep, and a best-so-far-vs-evaluations plot.
+
+    .venv/bin/python bench/agents.py --tasks digits:resnet20 --budgets 0.25 --evaluations 200 \
+        --seeds 0,1,2 --out docs/bench/agents.json --plot docs/agents_best_so_far.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.pareto import Point, dominates, hypervolume_2d  # noqa: E402
+from agents.registry import make_agent  # noqa: E402
+from agents.types import Budget, Outcome  # noqa: E402
+
+ALL_AGENTS = ["uniform", "global", "random", "sensitivity", "optuna-tpe", "optuna-nsga2", "ddpg"]
+
+
+def build(task: str, args: argparse.Namespace) -> Any:
+    from workers.evaluator import Evaluator
+    from workers.spec import JobSpec
+    from workers.task import WorkerSettings, load_task
+
+    dataset, model = task.split(":")
+    weights = dict(w.split("=", 1) for w in args.weights.split(",") if w).get(task)
+    spec = JobSpec.model_validate(
+        {
+            "model": {"zoo": model, "weights": weights},
+            "dataset": {"name": dataset},
+            "budget": {"macs_ratio": 0.5},  # the evaluator does not read it
+            "evaluation": {
+                "finetune_steps": args.search_finetune_steps,
+                "calibration_batches": args.calibration_batches,
+            },
+            "seed": args.reference_seed,
+        }
+    )
+    settings = WorkerSettings(cache_dir=Path(args.cache_dir))
+    t0 = time.perf_counter()
+    task_obj = load_task(spec, settings)
+    ev = Evaluator(task_obj, latency_rounds=args.latency_rounds)
+    dense = ev.dense_metrics()
+    print(
+        f"[{task}] {len(task_obj.space)} groups, dense val {dense.quality:.4f}, ready in {time.perf_counter() - t0:.0f}s",
+        flush=True,
+    )
+    return task_obj, ev, dense
+
+
+def search(
+    name: str, ev: Any, budget: Budget, seed: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    options = {"trials": args.evaluations} if name == "ddpg" else None
+    agent = make_agent(name, ev.space, budget, seed=seed, options=options)
+    trials: list[dict[str, Any]] = []
+    cache: dict[str, Any] = {}  # equal architectures are evaluated once
+    t0 = time.perf_counter()
+    while len(trials) < args.evaluations and not agent.finished:
+        props = agent.ask(min(args.batch, args.evaluations - len(trials)))
+        if not props:
+            break
+        outs = []
+        for p in props:
+            sig = ev.space.signature(p.policy)
+            if sig not in cache:
+                try:
+                    cache[sig] = ev.evaluate(p.policy)
+                except Exception as exc:  # noqa: BLE001 - a failed trial is data, the agent is told
+                    cache[sig] = exc
+            m = cache[sig]
+            outs.append(
+                Outcome(p.trial_id, p.policy, None, str(m))
+                if isinstance(m, Exception)
+                else Outcome(p.trial_id, p.policy, m)
+            )
+            if not isinstance(m, Exception):
+                trials.append(
+                    {
+                        "policy": p.policy,
+                        "quality": m.quality,
+                        "macs_ratio": m.macs_ratio,
+                        "feasible": budget.feasible(m),
+                        "role": p.info.get("role"),
+                    }
+                )
+        agent.tell(outs)
+    best = max((t for t in trials if t["feasible"]), key=lambda t: t["quality"], default=None)
+    curve, run = [], -1.0
+    for t in trials:
+        run = max(run, t["quality"] if t["feasible"] else -1.0)
+        curve.append(run)
+    return {"trials": trials, "best": best, "curve": curve, "seconds": time.perf_counter() - t0}
+
+
+def finetuned_test(
+    task_obj: Any, ev: Any, policy: dict[str, float], epochs: float, seed: int
+) -> float:
+    from search_spaces.reference import evaluate_accuracy, finetune
+
+    model = ev.prune(policy)
+    finetune(model, task_obj.splits.train, epochs=epochs, lr=0.01, seed=seed)
+    return evaluate_accuracy(model, task_obj.splits.test)
+
+
+def uniform_sweep(ev: Any, top: float) -> list[Point]:
+    from agents.budget_fit import BudgetFit
+
+    pts = []
+    for k in range(1, 9):
+        b = Budget(macs_ratio=top * k / 8)
+        try:
+            p = BudgetFit(ev.space, b).uniform_fill()
+        except ValueError:
+            continue
+        m = ev.evaluate(p)
+        pts.append(Point(m.quality, m.macs_ratio))
+    return pts
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--tasks", default="digits:resnet20,mnist1d:resnet1d20")
+    ap.add_argument("--budgets", default="0.5,0.25", help="MACs ratios")
+    ap.add_argument("--agents", default=",".join(ALL_AGENTS))
+    ap.add_argument("--evaluations", type=int, default=200)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--batch", type=int, default=8, help="proposals per ask (the parallel batch)")
+    ap.add_argument("--finetune-epochs", default="1,5")
+    ap.add_argument("--search-finetune-steps", type=int, default=0)
+    ap.add_argument("--calibration-batches", type=int, default=8)
+    ap.add_argument("--latency-rounds", type=int, default=3)
+    ap.add_argument("--reference-seed", type=int, default=0)
+    ap.add_argument(
+        "--weights",
+        default="",
+        help="task=path.safetensors,...: dense weights instead of training a reference",
+    )
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache-dir", default=".cache/bench")
+    ap.add_argument("--out", default="docs/bench/agents.json")
+    ap.add_argument("--plot", default="docs/agents_best_so_far.png")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    agents = args.agents.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    epochs = [float(e) for e in args.finetune_epochs.split(",") if e]
+    results: dict[str, Any] = {"args": vars(args), "runs": [], "summary": []}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for task in args.tasks.split(","):
+        task_obj, ev, dense = build(task, args)
+        for budget_ratio in [float(b) for b in args.budgets.split(",")]:
+            budget = Budget(macs_ratio=budget_ratio)
+            rows: dict[str, list[dict[str, Any]]] = {a: [] for a in agents}
+            for seed in seeds:
+                for name in agents:
+                    r = search(name, ev, budget, seed, args)
+                    best = r["best"]
+                    r["finetuned"] = (
+                        {
+                            str(e): finetuned_test(task_obj, ev, best["policy"], e, seed)
+                            for e in epochs
+                        }
+                        if best
+                        else {}
+                    )
+                    if name == "optuna-nsga2":
+                        front = [
+                            Point(t["quality"], t["macs_ratio"])
+                            for t in r["trials"]
+                            if t["feasible"]
+                        ]
+                        sweep = uniform_sweep(ev, budget_ratio)
+                        r["hypervolume"] = hypervolume_2d(front, 0.0, budget_ratio + 1e-9)
+                        r["uniform_sweep_hypervolume"] = hypervolume_2d(
+                            sweep, 0.0, budget_ratio + 1e-9
+                        )
+                        r["uniform_sweep_dominated"] = sum(
+                            any(dominates(f, u) or f == u for f in front) for u in sweep
+                        ) / max(1, len(sweep))
+                    rows[name].append(r)
+                    msg = (
+                        f"[{task} @{budget_ratio}] seed {seed} {name:13s} best {best['quality'] if best else float('nan'):.4f} "
+                        + " ".join(f"ft{e}={v:.4f}" for e, v in r["finetuned"].items())
+                        + f" ({len(r['trials'])} evals, {r['seconds']:.0f}s)"
+                    )
+                    print(msg, flush=True)
+                    results["runs"].append(
+                        {
+                            "task": task,
+                            "budget": budget_ratio,
+                            "seed": seed,
+                            "agent": name,
+                            **{k: v for k, v in r.items() if k != "trials"},
+                            "n_trials": len(r["trials"]),
+                        }
+                    )
+                    out.write_text(json.dumps(results, indent=1, default=float))
+            results["summary"] += summarise(task, budget_ratio, rows, epochs, dense.quality)
+            out.write_text(json.dumps(results, indent=1, default=float))
+    print(table(results["summary"], epochs))
+    if args.plot:
+        plot(results["runs"], Path(args.plot))
+
+
+def _ms(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    return (
+        f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+    )
+
+
+def summarise(
+    task: str,
+    budget: float,
+    rows: dict[str, list[dict[str, Any]]],
+    epochs: list[float],
+    dense: float,
+) -> list[dict[str, Any]]:
+    from scipy.stats import spearmanr
+
+    out = []
+    pairs = {str(e): ([], []) for e in epochs}
+    for name, runs in rows.items():
+        s = {"task": task, "budget": budget, "agent": name, "dense_val": dense, "seeds": len(runs)}
+        s["search_val"] = [r["best"]["quality"] for r in runs if r["best"]]
+        s["evaluations"] = [len(r["curve"]) for r in runs]
+        for e in epochs:
+            s[f"test_ft{e:g}"] = [r["finetuned"][str(e)] for r in runs if r["finetuned"]]
+            for r in runs:
+                if r["finetuned"]:
+                    pairs[str(e)][0].append(r["best"]["quality"])
+                    pairs[str(e)][1].append(r["finetuned"][str(e)])
+        if name == "optuna-nsga2":
+            s["hypervolume"] = [r["hypervolume"] for r in runs]
+            s["uniform_sweep_hypervolume"] = [r["uniform_sweep_hypervolume"] for r in runs]
+            s["uniform_sweep_dominated"] = [r["uniform_sweep_dominated"] for r in runs]
+        out.append(s)
+    for e, (a, b) in pairs.items():
+        rho = spearmanr(a, b).statistic if len(a) > 2 else float("nan")
+        for s in out:
+            s[f"spearman_ft{float(e):g}"] = float(rho)
+    return out
+
+
+def table(summary: list[dict[str, Any]], epochs: list[float]) -> str:
+    head = (
+        "| task | MACs budget | agent | evals | search val acc | "
+        + " | ".join(f"test acc, ft {e:g} ep" for e in epochs)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (5 + len(epochs))]
+    for s in summary:
+        ev = f"{max(s['evaluations'])}" if s["evaluations"] else "–"
+        lines.append(
+            f"| {s['task']} | {s['budget']:g} | {s['agent']} | {ev} | {_ms(s['search_val'])} | "
+            + " | ".join(_ms(s[f"test_ft{e:g}"]) for e in epochs)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["task"], r["budget"]) for r in runs})
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
+    for ax, (task, budget) in zip(axes[0], keys, strict=True):
+        by_agent: dict[str, list[list[float]]] = {}
+        for r in runs:
+            if (r["task"], r["budget"]) == (task, budget) and r["curve"]:
+                by_agent.setdefault(r["agent"], []).append(r["curve"])
+        for name, curves in by_agent.items():
+            n = max(len(c) for c in curves)
+            padded = [c + [c[-1]] * (n - len(c)) for c in curves]
+            mean = [statistics.mean(col) for col in zip(*padded, strict=True)]
+            ax.plot(
+                range(1, n + 1), mean, label=f"{name} ({len(curves)} seeds)", drawstyle="steps-post"
+            )
+        ax.set_title(f"{task}, MACs ≤ {budget:g}")
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("best feasible val accuracy (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""API latency under load on loopback: 50 clients polling while 20 jobs are queued and run.
+
+A real ``uvicorn`` server runs in a subprocess (the real app, runner, SQLite store and agents)
+with the service tests' fake launcher: each trial is an analytic "evaluation" that sleeps
+``--delay`` seconds, so jobs produce trials, fronts, events and artifacts without training.
+40 clients poll (each waiting ``--interval`` s between requests, 1 s like ``autoprune watch``) ``GET /jobs/{id}``, ``/jobs/{id}/trials``, ``/jobs/{id}/pareto`` and ``GET /jobs``;
+10 follow ``/jobs/{id}/events`` (SSE) to the end of a job each, then the next one. The latency
+of every polling request is measured at the client; p50/p99 are reported.
+
+    .venv/bin/python bench/api_load.py            # 20 jobs, 50 clients; prints a JSON summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if __name__ == "__main__":  # run as a script, bench/ would shadow the packages (bench/agents.py)
+    sys.path[0] = str(ROOT)
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _spec(trials: int) -> dict[str, Any]:
+    return {"name": "load", "model": {"zoo": "resnet20"}, "dataset": {"name": "digits"},
+            "budget": {"macs_ratio": 0.6}, "agent": {"kind": "random", "trials": trials},
+            "finalize": {"top_k": 1}, "workers": 2}
+
+
+def serve(port: int, data_dir: Path, delay: float, concurrent: int) -> None:
+    """The server process: the real app on uvicorn, with the fake launcher."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.config import Settings
+    from tests.service.fakes import FakeLauncher
+
+    settings = Settings(data_dir=data_dir, port=port, max_concurrent_jobs=concurrent)
+    uvicorn.run(create_app(settings, launcher=FakeLauncher(delay=delay)), host="127.0.0.1", port=port,
+                log_level="warning")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+def _kind(url: str) -> str:
+    """The route a polled URL belongs to (ids and query strings dropped)."""
+    parts = url.split("?")[0].split("/")
+    return "GET /jobs" if len(parts) == 4 else "GET /jobs/{id}" + ("/" + parts[5] if len(parts) > 5 else "")
+
+
+async def _drive(url: str, *, jobs: int, clients: int, trials: int, timeout: float, interval: float) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    by_kind: dict[str, list[float]] = {}
+    errors: list[str] = []
+    sse_events = 0
+    streams_ended = 0
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        ids = []
+        for _ in range(jobs):
+            r = await http.post("/api/v1/jobs", json=_spec(trials))
+            if r.status_code != 201:
+                raise RuntimeError(f"submit failed: {r.status_code} {r.text[:200]}")
+            ids.append(r.json()["id"])
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        done: dict[str, str] = {}
+        pending = list(ids)  # jobs no SSE follower has taken yet
+
+        async def poller(k: int) -> None:
+            rng = random.Random(k)
+            while len(done) < jobs and time.monotonic() < deadline:
+                job = rng.choice(ids)
+                url_ = rng.choice([f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}/trials?limit=20",
+                                   f"/api/v1/jobs/{job}/pareto", "/api/v1/jobs?limit=20"])
+                t = time.perf_counter()
+                try:
+                    r = await http.get(url_)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{url_}: {type(exc).__name__}: {exc}")
+                    continue
+                ms = (time.perf_counter() - t) * 1000
+                latencies.append(ms)
+                by_kind.setdefault(_kind(url_), []).append(ms)
+                if r.status_code != 200:
+                    errors.append(f"{url_}: HTTP {r.status_code}")
+                elif url_ == f"/api/v1/jobs/{job}" and r.json()["state"] in FINAL:
+                    done[job] = r.json()["state"]
+                await asyncio.sleep(interval)
+
+        async def follower() -> None:
+            nonlocal sse_events, streams_ended
+            while pending and time.monotonic() < deadline:
+                job = pending.pop()
+                try:
+                    async with http.stream("GET", f"/api/v1/jobs/{job}/events", timeout=None) as r:
+                        last_state = None
+                        async for line in r.aiter_lines():
+                            if line.startswith("event:"):
+                                sse_events += 1
+                            if line.startswith("data:") and '"state"' in line and '"error"' in line:
+                                last_state = json.loads(line[5:]).get("state")
+                            if time.monotonic() > deadline:
+                                break
+                    if last_state in FINAL:
+                        streams_ended += 1
+                        done.setdefault(job, last_state)
+                    else:
+                        errors.append(f"events of {job} ended in state {last_state}")
+                except httpx.HTTPError as exc:
+                    errors.append(f"events {job}: {type(exc).__name__}: {exc}")
+
+        n_follow = max(1, clients // 5)
+        await asyncio.gather(*[poller(k) for k in range(clients - n_follow)], *[follower() for _ in range(n_follow)])
+        wall = time.perf_counter() - t0
+        states = {}
+        for job in ids:  # the final word comes from the server, not from what the clients saw
+            states[job] = (await http.get(f"/api/v1/jobs/{job}")).json()["state"]
+    return {
+        "jobs": jobs, "clients": clients, "trials_per_job": trials, "requests": len(latencies),
+        "errors": len(errors), "error_samples": errors[:5],
+        "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+        "p99_ms": round(_percentile(latencies, 0.99), 2), "max_ms": round(max(latencies, default=0), 2),
+        "jobs_succeeded": sum(1 for s in states.values() if s == "succeeded"),
+        "states": sorted(set(states.values())), "sse_events": sse_events, "sse_streams_ended": streams_ended,
+        "wall_s": round(wall, 2),
+        "by_route": {k: {"n": len(v), "p50_ms": round(statistics.median(v), 2),
+                         "p99_ms": round(_percentile(v, 0.99), 2)} for k, v in sorted(by_kind.items())},
+    }
+
+
+def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float = 0.05, concurrent: int = 2,
+             interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None) -> dict[str, Any]:
+    """Starts the server subprocess, drives the load, stops the server; returns the summary."""
+    import httpx
+
+    port = _free_port()
+    tmp = Path(data_dir or tempfile.mkdtemp(prefix="autoprune-load-"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("AUTOPRUNE_API_TOKEN", None)
+    env.pop("AUTOPRUNE_DATABASE_URL", None)
+    log = (tmp / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve", "--port", str(port), "--dir", str(tmp),
+         "--delay", str(delay), "--concurrent", str(concurrent)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        start = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - start > 60:
+                raise RuntimeError("server did not become healthy in 60 s")
+            time.sleep(0.2)
+        summary = asyncio.run(_drive(url, jobs=jobs, clients=clients, trials=trials, timeout=timeout,
+                                     interval=interval))
+        return {**summary, "poll_interval_s": interval}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--trials", type=int, default=8, help="trials per job")
+    ap.add_argument("--delay", type=float, default=0.05, help="seconds per fake evaluation")
+    ap.add_argument("--concurrent", type=int, default=2, help="max_concurrent_jobs of the server")
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds each poller waits between requests")
+    ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.port, args.dir, args.delay, args.concurrent)
+        return
+    summary = run_load(jobs=args.jobs, clients=args.clients, trials=args.trials, delay=args.delay,
+                       concurrent=args.concurrent, interval=args.interval, timeout=args.timeout)
+    print(json.dumps(summary, indent=2))
+    print(f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms over {summary['requests']} requests; "
+          f"{summary['jobs_succeeded']}/{summary['jobs']} jobs succeeded in {summary['wall_s']} s; "
+          f"{summary['errors']} errors")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""Building a :class:`SearchSpace` from a model with Torch-Pruning's ``DependencyGraph``.
+
+One Group per set of coupled channels (rooted at the conv/linear whose outputs it removes); the
+groups that reach the model's output (the classifier) or contain an ignored layer are left out.
+Costs are per layer: a layer's MACs/params scale with the keep-fraction of the group owning its
+outputs times that of the group owning its inputs; inputs fed by a concatenation of several
+groups are split into one LayerCost per part, so the analytic count stays exact.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from search_spaces.criteria import CRITERIA
+from search_spaces.importance import ensure_gradients, group_scores, needs_gradients
+from search_spaces.measure import layer_macs
+from search_spaces.space import Group, LayerCost, SearchSpace
+
+_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+class SpaceError(ValueError):
+    """A model autoprune cannot turn into a search space (untraceable, nothing prunable, ...)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def trace_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model``, or a SpaceError saying why not."""
+    was_training = model.training
+    model.eval()  # tracing runs a forward pass: keep BatchNorm running stats untouched
+    try:
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure becomes one clear error
+        raise SpaceError(
+            f"Torch-Pruning cannot trace {type(model).__name__} with an input of shape "
+            f"{tuple(example_input.shape)} ({_first_line(exc)})"
+        ) from exc
+    finally:
+        model.train(was_training)
+
+
+def out_pruner(dg: tp.DependencyGraph, module: nn.Module) -> Any:
+    return dg.get_pruner_of_module(module).prune_out_channels
+
+
+def full_group(dg: tp.DependencyGraph, root: nn.Module) -> Any:
+    """The group rooted at ``root`` with every channel index (for importance and features)."""
+    n = dg.get_pruner_of_module(root).get_out_channels(root)
+    return dg.get_pruning_group(root, out_pruner(dg, root), list(range(n)))
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
+
+
+def _reaches_output(dg: tp.DependencyGraph, group: Any) -> bool:
+    """True when pruning the group would change the model's output.
+
+    That is when a terminal node of the graph (one nothing consumes) loses output channels; a
+    classifier losing *input* channels is fine.
+    """
+    return any(not dep.target.outputs and dg.is_out_channel_pruning_fn(dep.handler) for dep, _ in group)
+
+
+def iter_groups(dg: tp.DependencyGraph, ignored: Sequence[nn.Module]) -> Iterable[tuple[str, Any]]:
+    """(root name, full group) for every prunable group, in graph order."""
+    for group in dg.get_all_groups(ignored_layers=list(ignored), root_module_types=_ROOT_TYPES):
+        if _reaches_output(dg, group):
+            continue
+        root = group[0].dep.target.module
+        yield dg._module2name[root], group
+
+
+def _kind(root: nn.Module, modules: list[nn.Module]) -> str:
+    if any(isinstance(m, nn.MultiheadAttention) for m in modules):
+        return "attention"
+    if any(_is_depthwise(m) for m in modules):
+        return "depthwise"
+    if isinstance(root, nn.Conv1d):
+        return "conv1d"
+    if isinstance(root, nn.modules.conv._ConvNd):
+        return "conv"
+    return "linear"
+
+
+def _in_channels(m: nn.Module) -> int:
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return int(m.in_channels)
+    if isinstance(m, nn.Linear):
+        return int(m.in_features)
+    return 0
+
+
+def _layer_costs(
+    model: nn.Module,
+    macs: dict[str, int],
+    owners: dict[str, str],
+    in_parts: dict[str, list[tuple[str, int]]],
+    param_groups: dict[str, str],
+) -> list[LayerCost]:
+    costs: list[LayerCost] = []
+    covered = 0
+    for name, m in model.named_modules():
+        own = list(m.parameters(recurse=False))
+        if not own and name not in macs:
+            continue
+        out = owners.get(name)
+        matrix = sum(p.numel() for p in own if p.dim() >= 2)
+        vector = sum(p.numel() for p in own if p.dim() < 2)
+        covered += matrix + vector
+        total_in = _in_channels(m)
+        parts = [] if _is_depthwise(m) or not total_in else in_parts.get(name, [])
+        rest = total_in - sum(n for _, n in parts) if total_in else 1
+        mm = macs.get(name, 0)
+        outs = (out,) if out else ()
+        for g, n in parts:
+            frac = n / total_in
+            by = tuple(dict.fromkeys((*outs, g)))
+            costs.append(LayerCost(f"{name}<{g}", round(mm * frac), round(matrix * frac), by))
+        if rest > 0 and (mm or matrix):
+            frac = rest / total_in if total_in else 1.0
+            costs.append(LayerCost(name, round(mm * frac), round(matrix * frac), outs))
+        if vector:
+            costs.append(LayerCost(f"{name}#vec", 0, vector, outs))
+    # Parameters held outside modules (positional embeddings, tokens): scaled by their group if any.
+    for pname, p in model.named_parameters():
+        if pname in param_groups:
+            costs.append(LayerCost(pname, 0, p.numel(), (param_groups[pname],)))
+            covered += p.numel()
+    left = sum(p.numel() for p in model.parameters()) - covered
+    if left > 0:
+        costs.append(LayerCost("<other>", 0, left, ()))
+    return costs
+
+
+def _probe(model: nn.Module, groups: list[tuple[str, int]], example_input: torch.Tensor) -> set[str]:
+    """Names of groups whose pruning breaks the forward pass, found by really pruning a copy.
+
+    Torch-Pruning couples channels through reshapes as if they were flat (an attention ``qkv``
+    projection reshaped into heads, say); such a group traces fine but cannot run pruned. One
+    probe prunes every group to half at once; only if that fails is each group tried alone.
+    """
+    from search_spaces.prune import prune_to_counts
+
+    def runs(subset: list[tuple[str, int]]) -> bool:
+        try:
+            prune_to_counts(copy.deepcopy(model), {n: max(1, c // 2) for n, c in subset}, example_input)
+        except Exception:  # noqa: BLE001 - any failure means "cannot be pruned"
+            return False
+        return True
+
+    if runs(groups):
+        return set()
+    return {n for n, c in groups if not runs([(n, c)])}
+
+
+def build_space(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    max_ratio: float = 0.8,
+    round_to: int = 8,
+    ignore: Sequence[str] = (),
+    criterion: str = "l1",
+) -> SearchSpace:
+    """The search space of ``model`` (which is left untouched).
+
+    Args:
+        model: any model Torch-Pruning can trace.
+        example_input: a batch (usually of one) with the model's input shape.
+        max_ratio: the largest pruning ratio a policy may give a group.
+        round_to: kept channels are rounded up to a multiple of this.
+        ignore: module names never pruned (their groups are left out of the space).
+        criterion: importance criterion used for ``Group.importance`` (see ``CRITERIA``).
+    """
+    if not 0.0 <= max_ratio < 1.0:
+        raise ValueError(f"max_ratio must be in [0, 1), got {max_ratio}")
+    if round_to < 1:
+        raise ValueError(f"round_to must be >= 1, got {round_to}")
+    scorer = CRITERIA.get(criterion)()
+    work = copy.deepcopy(model).eval()
+    modules = dict(work.named_modules())
+    missing = [n for n in ignore if n not in modules]
+    if missing:
+        raise SpaceError(f"ignore: no module named {missing[0]!r} in {type(model).__name__}")
+    dg = trace_graph(work, example_input)
+    if needs_gradients(criterion):
+        ensure_gradients(work, example_input)
+    names = dg._module2name
+    param_names = {id(p): n for n, p in work.named_parameters()}
+
+    order = {name: i for i, name in enumerate(modules)}
+    # Groups in network order (the order AMC's agent walks them), not graph-discovery order.
+    raw = sorted(iter_groups(dg, [modules[n] for n in ignore]), key=lambda item: order[item[0]])
+    unprunable = _probe(model, [(n, len(g[0].idxs)) for n, g in raw], example_input)
+    raw = [(n, g) for n, g in raw if n not in unprunable]
+    if not raw:
+        raise SpaceError(
+            f"{type(model).__name__} has no prunable channel group: every conv/linear Torch-Pruning "
+            "traced reaches the output, is ignored, or breaks when pruned (a forward pass that "
+            "leaves autograd, e.g. through numpy, hides layers from the tracer)"
+        )
+    owners: dict[str, str] = {}
+    in_parts: dict[str, list[tuple[str, int]]] = {}
+    param_groups: dict[str, str] = {}
+    members: dict[str, list[nn.Module]] = {}
+    for gname, group in raw:
+        members[gname] = []
+        for dep, idxs in group:
+            target = dep.target.module
+            if isinstance(target, nn.Parameter):
+                if id(target) in param_names:
+                    param_groups[param_names[id(target)]] = gname
+                continue
+            mname = names.get(target)
+            if mname is None:
+                continue
+            members[gname].append(target)
+            is_conv_like = isinstance(target, _ROOT_TYPES)
+            in_only = dg.is_in_channel_pruning_fn(dep.handler) and not dg.is_out_channel_pruning_fn(dep.handler)
+            if is_conv_like and in_only and not _is_depthwise(target):
+                in_parts.setdefault(mname, []).append((gname, len(idxs)))
+            elif dg.is_out_channel_pruning_fn(dep.handler) or not is_conv_like:
+                owners.setdefault(mname, gname)
+
+    costs = _layer_costs(work, layer_macs(work, example_input), owners, in_parts, param_groups)
+    dense_macs = sum(c.macs for c in costs)
+    dense_params = sum(p.numel() for p in work.parameters())
+
+    groups = []
+    for index, (gname, group) in enumerate(raw):
+        root = modules[gname]
+        scores = group_scores(scorer, group, gname).sort().values
+        mean = float(scores.mean()) if scores.numel() else 0.0
+        importance = tuple(float(s) / mean if mean > 0 else 1.0 for s in scores)
+        touched = [c for c in costs if gname in c.scale_by]
+        conv = root if isinstance(root, nn.modules.conv._ConvNd) else None
+        groups.append(
+            Group(
+                name=gname,
+                index=index,
+                kind=_kind(root, members[gname]),
+                channels=len(group[0].idxs),
+                in_channels=_in_channels(root),
+                kernel=int(conv.kernel_size[0]) if conv is not None else 1,
+                stride=int(conv.stride[0]) if conv is not None else 1,
+                macs=sum(c.macs for c in touched),
+                params=sum(c.params for c in touched),
+                layers=tuple(dict.fromkeys(names[m] for m in members[gname])),
+                importance=importance,
+            )
+        )
+    return SearchSpace(
+        groups=tuple(groups),
+        costs=tuple(costs),
+        dense_macs=int(dense_macs),
+        dense_params=int(dense_params),
+        input_shape=tuple(int(d) for d in example_input.shape[1:]),
+        max_ratio=max_ratio,
+        round_to=round_to,
+        ignored=tuple(ignore),
+    )

@@ -1,0 +1,110 @@
+"""The artifact bundle of a pruned model, written and read back without pickle.
+
+``model.safetensors`` (weights) + ``architecture.json`` (model source, classes, channels, input
+shape and the kept channels per group: enough to rebuild the pruned architecture from the zoo or
+an entrypoint) + ``policy.json`` + ``model.ts`` (TorchScript) + ``model.onnx`` (when export works)
++ ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from search_spaces.prune import prune_to_counts
+from search_spaces.zoo import build_model
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+
+
+def architecture(
+    source: str, *, num_classes: int, in_channels: int, input_shape: tuple[int, ...], kept: Mapping[str, int]
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "source": source,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "input_shape": list(input_shape),
+        "kept": dict(kept),
+    }
+
+
+def rebuild_pruned(arch: Mapping[str, Any]) -> nn.Module:
+    """The pruned architecture (random weights) described by an ``architecture.json`` dict."""
+    if arch.get("format") != FORMAT:
+        raise ValueError(f"architecture.format: expected {FORMAT}, got {arch.get('format')!r}")
+    model = build_model(str(arch["source"]), num_classes=int(arch["num_classes"]), in_channels=int(arch["in_channels"]))
+    x = torch.zeros(1, *arch["input_shape"])
+    return prune_to_counts(model, {k: int(v) for k, v in arch["kept"].items()}, x).eval()
+
+
+def save_bundle(
+    directory: str | Path,
+    model: nn.Module,
+    *,
+    arch: Mapping[str, Any],
+    policy: Mapping[str, float] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    onnx: bool = True,
+    torchscript: bool = True,
+) -> dict[str, str]:
+    """Writes the bundle; returns file name -> what it holds (ONNX failures are logged, not fatal)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    x = torch.zeros(1, *arch["input_shape"])
+    files = {"model.safetensors": "weights", "architecture.json": "architecture"}
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "architecture.json").write_text(json.dumps(dict(arch), indent=2))
+    if policy is not None:
+        (out / "policy.json").write_text(json.dumps(dict(policy), indent=2))
+        files["policy.json"] = "policy"
+    if torchscript:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(model, x).save(str(out / "model.ts"))
+        files["model.ts"] = "torchscript"
+    if onnx:
+        try:
+            _export_onnx(model, x, out / "model.onnx")
+            files["model.onnx"] = "onnx"
+        except Exception as exc:  # noqa: BLE001 - ONNX is optional; say why it is missing
+            log.warning("ONNX export failed: %s", exc)
+            files["model.onnx"] = f"not written: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            (out / "model.onnx").unlink(missing_ok=True)
+    (out / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=2))
+    files["metrics.json"] = "metrics"
+    return files
+
+
+def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+    import onnx  # noqa: F401 - fail early and clearly when onnx is not installed
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"], output_names=["output"])
+        except TypeError:  # an exporter without the legacy path
+            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"])
+
+
+def load_bundle(directory: str | Path) -> nn.Module:
+    """Rebuilds the pruned model from ``architecture.json`` and loads ``model.safetensors`` (no pickle)."""
+    d = Path(directory)
+    try:
+        arch = json.loads((d / "architecture.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"bundle {str(d)!r}: no architecture.json") from None
+    model = rebuild_pruned(arch)
+    model.load_state_dict(load_file(str(d / "model.safetensors")), strict=True)
+    return model.eval()

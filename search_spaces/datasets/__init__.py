@@ -1,0 +1,1 @@
+"""Built-in dataset loaders; see ``search_spaces.data.load_dataset``."""

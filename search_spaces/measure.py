@@ -1,0 +1,137 @@
+"""Counting MACs/params of a real model, and latency measured interleaved.
+
+MACs count convolutions and linear layers (the layers pruning shrinks; normalisations and
+activations are a rounding error next to them), per example: the batch dimension is divided out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+_MAC_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """MACs per conv/linear module name for one example (batch size divided out)."""
+    batch = max(1, int(example_input.shape[0]))
+    counts: dict[str, int] = {}
+    handles = []
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def fn(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if isinstance(module, nn.modules.conv._ConvNd):
+                k = 1
+                for d in module.kernel_size:
+                    k *= d
+                per_out = module.in_channels // module.groups * k
+            else:
+                per_out = module.in_features  # type: ignore[assignment]
+            counts[name] = counts.get(name, 0) + output.numel() * per_out // batch
+
+        return fn
+
+    for name, m in model.named_modules():
+        if isinstance(m, _MAC_TYPES):
+            handles.append(m.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return counts
+
+
+def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
+    """(MACs per example, parameter count) of the model as it is."""
+    was_training = model.training
+    model.eval()
+    try:
+        macs = sum(layer_macs(model, example_input).values())
+    finally:
+        model.train(was_training)
+    return int(macs), int(sum(p.numel() for p in model.parameters()))
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one model: median and inter-quartile range over rounds, in milliseconds."""
+
+    median_ms: float
+    iqr_ms: float
+    min_ms: float
+    rounds: int
+    batch_size: int
+    threads: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def measure_latency(
+    models: Sequence[nn.Module],
+    example_input: torch.Tensor,
+    *,
+    threads: int = 1,
+    warmup: int = 5,
+    rounds: int = 30,
+    repeat: int = 1,
+) -> list[LatencyStats]:
+    """Measures several models round-robin so that machine drift hits all of them equally.
+
+    Each round times every model once (``repeat`` forward passes, averaged); the statistics are
+    over rounds. Models run in eval mode under ``torch.inference_mode``.
+    """
+    if not models:
+        raise ValueError("models: give at least one model")
+    if rounds < 1 or warmup < 0 or repeat < 1 or threads < 1:
+        raise ValueError("rounds, repeat and threads must be >= 1 and warmup >= 0")
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    times: list[list[float]] = [[] for _ in models]
+    try:
+        with _threads(threads), torch.inference_mode():
+            for _ in range(warmup):
+                for m in models:
+                    m(example_input)
+            for _ in range(rounds):
+                for i, m in enumerate(models):
+                    t0 = time.perf_counter()
+                    for _ in range(repeat):
+                        m(example_input)
+                    times[i].append((time.perf_counter() - t0) * 1000.0 / repeat)
+    finally:
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+    out = []
+    for t in times:
+        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0], t[0], t[0]]
+        out.append(
+            LatencyStats(
+                median_ms=statistics.median(t),
+                iqr_ms=q[2] - q[0],
+                min_ms=min(t),
+                rounds=rounds,
+                batch_size=int(example_input.shape[0]),
+                threads=threads,
+            )
+        )
+    return out

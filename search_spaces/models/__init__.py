@@ -1,0 +1,1 @@
+"""Built-in architectures of the zoo (CIFAR-style, small enough to search on a CPU)."""

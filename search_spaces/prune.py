@@ -1,0 +1,101 @@
+"""Applying a policy: a physically pruned deep copy whose channels equal ``space.kept(policy)``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from search_spaces.build import SpaceError, full_group, out_pruner, trace_graph
+from search_spaces.criteria import CRITERIA
+from search_spaces.importance import ensure_gradients, group_scores, needs_gradients
+from search_spaces.space import PolicyError, SearchSpace
+
+
+def _output_shape(model: nn.Module, x: torch.Tensor) -> Any:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    model.train(was)
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+
+
+def prune_to_counts(
+    model: nn.Module,
+    kept: Mapping[str, int],
+    example_input: torch.Tensor,
+    *,
+    criterion: str = "l1",
+    batches: Any = None,
+) -> nn.Module:
+    """Prunes ``model`` IN PLACE so each named group keeps exactly ``kept[name]`` channels.
+
+    Indices are chosen by the criterion's importance, all computed on the unpruned model first
+    so that the order in which groups are pruned does not change which channels survive.
+    """
+    scorer = CRITERIA.get(criterion)()
+    dense_shape = _output_shape(model, example_input)
+    dg = trace_graph(model, example_input)
+    if needs_gradients(criterion):
+        ensure_gradients(model, example_input, batches)
+    modules = dict(model.named_modules())
+    plans = []
+    for name, k in kept.items():
+        root = modules.get(name)
+        if root is None:
+            raise SpaceError(f"group {name!r}: no such module in {type(model).__name__}")
+        group = full_group(dg, root)
+        n = len(group[0].idxs)
+        if not 1 <= k <= n:
+            raise PolicyError(name, f"kept channels {k} outside [1, {n}]")
+        if k == n:
+            continue
+        scores = group_scores(scorer, group, name)
+        drop = torch.argsort(scores, stable=True)[: n - k].sort().values.tolist()
+        plans.append((root, drop))
+    for root, drop in plans:
+        dg.get_pruning_group(root, out_pruner(dg, root), drop).prune()
+    model.zero_grad(set_to_none=True)
+    shape = _output_shape(model, example_input)
+    if shape != dense_shape:
+        raise SpaceError(f"pruning changed the output shape from {dense_shape} to {shape}")
+    return model
+
+
+def apply_policy(
+    model: nn.Module,
+    space: SearchSpace,
+    policy: Mapping[str, float],
+    *,
+    criterion: str = "l1",
+    example_input: torch.Tensor,
+    batches: Any = None,
+) -> nn.Module:
+    """A physically pruned deep copy of ``model``; ``model`` itself is left untouched.
+
+    Args:
+        model: the dense model the space was built from (or one of the same architecture).
+        space: its search space.
+        policy: group name -> ratio; validated (``PolicyError`` names the bad group).
+        criterion: importance criterion choosing which channels go (see ``CRITERIA``).
+        example_input: an input batch for tracing.
+        batches: optional labelled ``(x, y)`` batches for the ``taylor`` criterion's gradients.
+    """
+    kept = space.kept(space.validate(policy))
+    pruned = copy.deepcopy(model)
+    prune_to_counts(pruned, kept, example_input, criterion=criterion, batches=batches)
+    return pruned
+
+
+def kept_counts(model: nn.Module, space: SearchSpace) -> dict[str, int]:
+    """The root layers' actual output channels, to compare with ``space.kept(policy)``."""
+    modules = dict(model.named_modules())
+    out: dict[str, int] = {}
+    for g in space.groups:
+        m = modules[g.name]
+        out[g.name] = int(m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)  # type: ignore[arg-type]
+    return out

@@ -1,0 +1,82 @@
+"""The FastAPI application: ``create_app(settings=None, launcher=None)``.
+
+On start-up it migrates the database (Alembic), then starts the job runner, which resumes the
+jobs a previous controller left unfinished. The dashboard, when installed, is served at ``/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.api import files, jobs
+from service.api.deps import require_token
+from service.api.middleware import BodyLimitMiddleware
+from service.config import Settings
+from service.db import Database, upgrade
+from service.runner import Launcher, Runner
+from service.views import finite
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("autoprune.api")
+
+
+def create_app(settings: Settings | None = None, launcher: Launcher | None = None) -> FastAPI:
+    """Builds the app; ``launcher`` replaces the real workers (tests inject a small one)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        upgrade(settings.db_url)
+        db = Database(settings.db_url)
+        runner = Runner(db, settings, launcher)
+        app.state.db, app.state.runner = db, runner
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="autoprune",
+        version="0.1.0",
+        description="Pruning-policy search: submit a job, follow its trials and front, pull artifacts.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)])
+    api.include_router(jobs.router)
+    api.include_router(files.router)
+    app.include_router(api)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's shape, but JSON-safe: a NaN the client sent is echoed back as null, not a 500.
+        return JSONResponse(status_code=422, content={"detail": finite(jsonable_encoder(exc.errors()))})
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    try:
+        from service.dashboard import router as dashboard_router
+    except ImportError as exc:  # the dashboard is optional: the API works without it
+        log.info("dashboard not available: %s", exc)
+    else:
+        app.include_router(dashboard_router)
+
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        upload_bytes=settings.max_upload_bytes,
+        upload_prefix=f"{API_PREFIX}/uploads",
+    )
+    return app

@@ -1,0 +1,43 @@
+"""Request dependencies: the database, the runner, the settings, and the bearer-token check."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from service.config import Settings
+from service.db import Database
+from service.runner import Runner
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_runner(request: Request) -> Runner:
+    return request.app.state.runner
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+RunnerDep = Annotated[Runner, Depends(get_runner)]
+
+
+def require_token(request: Request, settings: SettingsDep) -> None:
+    """With ``api_token`` set, every /api/v1 call needs ``Authorization: Bearer <token>``."""
+    token = settings.api_token
+    if not token:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or wrong bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

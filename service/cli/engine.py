@@ -1,0 +1,143 @@
+"""``autoprune space`` and ``autoprune prune``: the engine from the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from service.cli import main
+
+
+def _model_and_input(model: str, dataset: str | None, weights: str | None, num_classes: int | None) -> tuple[Any, Any, dict[str, Any]]:
+    import torch
+
+    from search_spaces.zoo import DEFAULT_INPUT_SHAPES
+
+    if dataset:
+        from search_spaces.data import load_dataset
+
+        splits = load_dataset(dataset)
+        shape, classes = splits.input_shape, splits.num_classes
+    else:
+        shape = DEFAULT_INPUT_SHAPES.get(model, (3, 32, 32))
+        classes = 10
+    classes = num_classes or classes
+    from search_spaces.zoo import build_model
+
+    try:
+        net = build_model(model, num_classes=classes, in_channels=shape[0])
+    except (KeyError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="MODEL") from None
+    if weights:
+        from safetensors.torch import load_file
+
+        path = Path(weights)
+        state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise click.BadParameter(f"weights do not fit {model}: {str(exc).splitlines()[0]}", param_hint="--weights") from None
+    arch = {"source": model, "num_classes": classes, "in_channels": shape[0], "input_shape": tuple(shape)}
+    return net.eval(), torch.zeros(1, *shape).normal_(generator=torch.Generator().manual_seed(0)), arch
+
+
+@main.command("space")
+@click.argument("model")
+@click.option("--dataset", default=None, help="take the input shape and classes from this dataset")
+@click.option("--round-to", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option("--max-ratio", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--criterion", default="l1", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the whole space as JSON")
+def space_cmd(model: str, dataset: str | None, round_to: int, max_ratio: float, criterion: str, as_json: bool) -> None:
+    """List MODEL's prunable channel groups and its dense MACs/params."""
+    from search_spaces.build import build_space
+
+    net, x, _ = _model_and_input(model, dataset, None, None)
+    space = build_space(net, x, round_to=round_to, max_ratio=max_ratio, criterion=criterion)
+    if as_json:
+        click.echo(json.dumps(space.to_dict()))
+        return
+    click.echo(f"{model}: {len(space)} groups, {space.dense_macs / 1e6:.2f} MMACs, {space.dense_params / 1e6:.3f} M params")
+    click.echo(f"{'#':>3} {'group':<28} {'kind':<10} {'ch':>5} {'in':>5} {'k':>2} {'s':>2} {'MMACs':>8} {'params':>9}")
+    for g in space.groups:
+        click.echo(f"{g.index:>3} {g.name:<28} {g.kind:<10} {g.channels:>5} {g.in_channels:>5} {g.kernel:>2} {g.stride:>2} {g.macs / 1e6:>8.2f} {g.params:>9}")
+
+
+@main.command("prune")
+@click.argument("model")
+@click.option("--uniform", type=click.FloatRange(0, 1, max_open=True), help="the same ratio for every group")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), help="JSON {group: ratio}")
+@click.option("--criterion", default="l1", show_default=True, help="l1, l2, fpgm, bn_scale, taylor, random")
+@click.option("--round-to", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option("--max-ratio", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="state dict (.safetensors, or a weights_only torch file)")
+@click.option("--dataset", default=None, help="input shape/classes from this dataset (default: the model's usual input)")
+@click.option("--rounds", default=40, show_default=True, type=click.IntRange(3, 10_000), help="latency rounds")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="bundle directory")
+@click.option("--json", "as_json", is_flag=True)
+def prune_cmd(
+    model: str, uniform: float | None, policy_file: str | None, criterion: str, round_to: int, max_ratio: float,
+    weights: str | None, dataset: str | None, rounds: int, out_dir: str, as_json: bool,
+) -> None:
+    """Prune MODEL with a uniform ratio or a policy file and write the bundle to --out.
+
+    Without --weights the model is randomly initialised: fine for sizes and latency, not for
+    quality. Latency is batch 1, 1 thread, dense and pruned interleaved, median of --rounds.
+    """
+    if (uniform is None) == (policy_file is None):
+        raise click.UsageError("give exactly one of --uniform or --policy")
+    from search_spaces.build import build_space
+    from search_spaces.bundle import save_bundle
+    from search_spaces.criteria import CRITERIA
+    from search_spaces.measure import count_macs_params, measure_latency
+    from search_spaces.prune import apply_policy
+    from search_spaces.space import PolicyError
+
+    if criterion not in CRITERIA:
+        raise click.BadParameter(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA.names())}", param_hint="--criterion")
+    net, x, arch = _model_and_input(model, dataset, weights, None)
+    space = build_space(net, x, round_to=round_to, max_ratio=max_ratio, criterion=criterion)
+    if uniform is not None:
+        if uniform > max_ratio:
+            raise click.BadParameter(f"{uniform} is above --max-ratio {max_ratio}", param_hint="--uniform")
+        policy = space.uniform(uniform)
+    else:
+        try:
+            policy = json.loads(Path(str(policy_file)).read_text())
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--policy") from None
+        if not isinstance(policy, dict):
+            raise click.BadParameter("expected a JSON object {group: ratio}", param_hint="--policy")
+    try:
+        pruned = apply_policy(net, space, policy, criterion=criterion, example_input=x)
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policy") from None
+    macs, params = count_macs_params(pruned, x)
+    dense_lat, pruned_lat = measure_latency([net, pruned], x, threads=1, rounds=rounds)
+    result = {
+        "macs": macs,
+        "params": params,
+        "dense_macs": space.dense_macs,
+        "dense_params": space.dense_params,
+        "macs_ratio": macs / space.dense_macs,
+        "params_ratio": params / space.dense_params,
+        "latency_ms": {"dense": dense_lat.median_ms, "pruned": pruned_lat.median_ms},
+        "latency_iqr_ms": {"dense": dense_lat.iqr_ms, "pruned": pruned_lat.iqr_ms},
+        "latency_ratio": pruned_lat.median_ms / dense_lat.median_ms,
+    }
+    full_arch = {"format": 1, **arch, "input_shape": list(arch["input_shape"]), "kept": space.kept(policy)}
+    files = save_bundle(out_dir, pruned, arch=full_arch, policy=space.validate(policy), metrics=result)
+    result["files"] = files
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{'':<10}{'dense':>14}{'pruned':>14}{'ratio':>8}")
+    click.echo(f"{'MACs':<10}{space.dense_macs:>14,}{macs:>14,}{result['macs_ratio']:>8.3f}")
+    click.echo(f"{'params':<10}{space.dense_params:>14,}{params:>14,}{result['params_ratio']:>8.3f}")
+    lr = pruned_lat.median_ms / dense_lat.median_ms
+    click.echo(f"{'latency ms':<10}{dense_lat.median_ms:>14.3f}{pruned_lat.median_ms:>14.3f}{lr:>8.3f}" + ("" if math.isfinite(lr) else " (n/a)"))
+    click.echo(f"bundle: {out_dir} ({', '.join(f for f, v in files.items() if not v.startswith('not'))})")

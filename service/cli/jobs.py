@@ -1,0 +1,250 @@
+"""CLI commands for the service: ``serve``, ``submit``, ``watch``, ``jobs``, ``pull``, ``demo``."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from service.cli import main
+from service.client import ApiError, Client
+
+FINAL = ("succeeded", "failed", "cancelled")
+server_option = click.option(
+    "--server", default=None, metavar="URL",
+    help="API base URL (default: $AUTOPRUNE_SERVER, else the local server on AUTOPRUNE_HOST/PORT).",
+)
+
+
+def _fail(exc: ApiError) -> None:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(2 if exc.status == 422 else 1)
+
+
+def load_spec(path: str) -> dict[str, Any]:
+    """A job spec from a JSON or YAML file ('-' reads stdin)."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    if path.endswith((".yaml", ".yml")) or (path == "-" and not text.lstrip().startswith("{")):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise click.BadParameter("the spec must be a JSON/YAML object", param_hint="SPEC")
+    return data
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default AUTOPRUNE_HOST, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default AUTOPRUNE_PORT, 8000).")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the controller: REST API, dashboard and job runner (migrates the database first)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.config import Settings
+    from service.db import upgrade
+
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings.ensure_dirs()
+    upgrade(settings.db_url)
+    click.echo(f"autoprune: database {settings.db_url.split('@')[-1]}; http://{settings.host}:{settings.port}/")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(allow_dash=True))
+@click.option("--watch", "follow", is_flag=True, help="Follow the job until it finishes.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Upload these weights first and reference them from the spec.")
+@server_option
+def submit(spec: str, follow: bool, weights: Path | None, server: str | None) -> None:
+    """Submit the job spec in SPEC (JSON or YAML)."""
+    client = Client(server)
+    body = load_spec(spec)
+    try:
+        if weights is not None:
+            body.setdefault("model", {})["weights"] = client.upload(weights)["id"]
+        job = client.submit(body)
+    except ApiError as exc:
+        _fail(exc)
+        return
+    click.echo(job["id"])
+    if follow:
+        sys.exit(0 if watch_job(client, job["id"])["state"] == "succeeded" else 1)
+
+
+def _best_text(job: dict[str, Any]) -> str:
+    best = job.get("best")
+    if not best or not best.get("metrics"):
+        return "best: -"
+    m = best["metrics"]
+    return f"best q={m['quality']:.4f} macs={m['macs_ratio']:.2f}"
+
+
+def watch_job(client: Client, job_id: str, interval: float = 1.0) -> dict[str, Any]:
+    """A progress bar (trials, best so far, ETA) until the job finishes; returns the final job."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[bold]{task.fields[state]:<10}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[best]}"), TextColumn("eta {task.fields[eta]}"), TimeElapsedColumn())
+    job = client.job(job_id)
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("job", total=job["progress"]["trials_total"], state=job["state"], best="", eta="-")
+        while True:
+            p = job["progress"]
+            eta = p.get("eta_seconds")
+            bar.update(task, completed=p["trials_done"], state=job["state"], best=_best_text(job),
+                       eta=f"{eta:.0f}s" if eta is not None else "-")
+            if job["state"] in FINAL:
+                break
+            time.sleep(interval)
+            job = client.job(job_id)
+    colour = {"succeeded": "green", "failed": "red"}.get(job["state"], "yellow")
+    click.secho(f"job {job_id}: {job['state']}" + (f" — {job['error']}" if job.get("error") else ""), fg=colour)
+    return job
+
+
+@main.command()
+@click.argument("job_id")
+@server_option
+def watch(job_id: str, server: str | None) -> None:
+    """Follow job JOB_ID: trials done, best so far, ETA."""
+    try:
+        job = watch_job(Client(server), job_id)
+    except ApiError as exc:
+        _fail(exc)
+        return
+    sys.exit(0 if job["state"] == "succeeded" else 1)
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@server_option
+def jobs(limit: int, server: str | None) -> None:
+    """List jobs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        page = Client(server).jobs(limit=limit)
+    except ApiError as exc:
+        _fail(exc)
+        return
+    table = Table("id", "name", "state", "trials", "best quality", "created")
+    for j in page["items"]:
+        best = (j.get("best") or {}).get("metrics") or {}
+        q = best.get("quality")
+        table.add_row(j["id"], j["name"], j["state"], f"{j['progress']['trials_done']}/{j['progress']['trials_total']}",
+                      f"{q:.4f}" if q is not None else "-", (j["created_at"] or "")[:19])
+    Console(width=140).print(table)
+    click.echo(f"{page['count']} job(s)")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--rank", default=1, show_default=True, help="Which artifact (1 = best).")
+@click.option("-o", "--out", "out_dir", default=".", type=click.Path(file_okay=False, path_type=Path))
+@server_option
+def pull(job_id: str, rank: int, out_dir: Path, server: str | None) -> None:
+    """Download artifact RANK of JOB_ID into OUT (checksums verified)."""
+    try:
+        target, art = Client(server).pull(job_id, rank, out_dir)
+    except ApiError as exc:
+        _fail(exc)
+        return
+    click.echo(f"{target} ({len(art['files'])} files, trial {art['trial_id']})")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+DEMO_SPEC: dict[str, Any] = {
+    "name": "demo: resnet20 on digits, 50% MACs",
+    "model": {"zoo": "resnet20"},
+    "dataset": {"name": "digits"},
+    "budget": {"macs_ratio": 0.5},
+    "agent": {"kind": "ddpg", "trials": 60},
+    "finalize": {"top_k": 1, "finetune_epochs": 3},
+    "workers": 2,
+    "seed": 0,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return format(v, spec) if isinstance(v, int | float) else "-"
+
+
+@main.command()
+@click.option("--trials", default=DEMO_SPEC["agent"]["trials"], show_default=True, help="DDPG episodes.")
+@click.option("--workers", default=DEMO_SPEC["workers"], show_default=True, help="Ray evaluators (0: in-process).")
+@click.option("--port", default=None, type=int, help="Port of the embedded server (default: a free one).")
+def demo(trials: int, workers: int, port: int | None) -> None:
+    """The main job end to end on embedded defaults: SQLite, local Ray, digits, resnet20, ddpg."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.config import Settings
+
+    settings = Settings(host="127.0.0.1", port=port or _free_port(), api_token=None)
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="autoprune-demo-server", daemon=True)
+    t0 = time.monotonic()
+    thread.start()
+    url = f"http://{settings.host}:{settings.port}"
+    client = Client(url, token="")
+    while not client.health():
+        if not thread.is_alive():
+            raise click.ClickException("the embedded server did not start")
+        time.sleep(0.2)
+    spec = {**DEMO_SPEC, "agent": {**DEMO_SPEC["agent"], "trials": trials}, "workers": workers}
+    try:
+        job = client.submit(spec)
+        click.echo(f"job {job['id']} — dashboard while it runs: {url}/  (database {settings.db_url})")
+        job = watch_job(client, job["id"])
+        if job["state"] == "succeeded":
+            _report(client, job, settings, time.monotonic() - t0)
+    finally:
+        server.should_exit = True
+        thread.join(60)
+    click.echo("dashboard afterwards: `autoprune serve`, then http://127.0.0.1:8000/ (same database)")
+    sys.exit(0 if job["state"] == "succeeded" else 1)
+
+
+def _report(client: Client, job: dict[str, Any], settings: Any, elapsed: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    dense, best = job["dense"] or {}, (job["best"] or {}).get("metrics") or {}
+    arts = client.artifacts(job["id"])
+    final = arts[0]["metrics"] if arts else {}
+    table = Table("", "dense", "best pruned (search, val)", "best pruned (final, test)")
+    table.add_row("accuracy (val / test)", f"{_fmt(dense.get('quality'), '.4f')} / "
+                  f"{_fmt(final.get('dense_test_accuracy'), '.4f')}", _fmt(best.get("quality"), ".4f"),
+                  _fmt(final.get("test_accuracy"), ".4f"))
+    table.add_row("MACs", _fmt(dense.get("macs"), ",d"), _fmt(best.get("macs"), ",d"), _fmt(final.get("macs"), ",d"))
+    table.add_row("params", _fmt(dense.get("params"), ",d"), _fmt(best.get("params"), ",d"),
+                  _fmt(final.get("params"), ",d"))
+    table.add_row("MACs ratio", "1.000", _fmt(best.get("macs_ratio"), ".3f"), _fmt(final.get("macs_ratio"), ".3f"))
+    table.add_row("latency ms", _fmt(dense.get("latency_ms"), ".3f"), _fmt(best.get("latency_ms"), ".3f"),
+                  _fmt(final.get("latency_ms"), ".3f"))
+    table.add_row("latency ratio (measured)", "1.000", _fmt(best.get("latency_ratio"), ".3f"),
+                  _fmt(final.get("latency_ratio"), ".3f"))
+    Console(width=120).print(table)
+    if arts:
+        folder = Path(settings.artifacts_dir) / job["id"] / f"rank-{arts[0]['rank']}"
+        click.echo(f"artifact (rank 1, trial {arts[0]['trial_id']}): {folder}")
+    click.echo(f"finished in {elapsed:.0f} s")

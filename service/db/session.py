@@ -1,0 +1,69 @@
+"""Engines and the one ``session_scope()``: commit, roll back on error, translate, always close."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import ConflictError, ServiceError, StorageError
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine usable from the API's and the runner's threads at once."""
+    kwargs: dict[str, Any] = {"future": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = sa.create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the API read while a job thread writes; foreign keys are off by default.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    return engine
+
+
+class Database:
+    """An engine plus its session factory."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session_scope(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on error; DB errors become ours."""
+        session = self._factory()
+        try:
+            yield session
+            session.commit()
+        except exc.IntegrityError as e:
+            session.rollback()
+            raise ConflictError(str(e.orig)) from e
+        except exc.SQLAlchemyError as e:
+            session.rollback()
+            raise StorageError(f"{type(e).__name__}: {e}") from e
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["Database", "make_engine", "ConflictError", "StorageError", "ServiceError"]

@@ -1,0 +1,38 @@
+"""Agents on a real SearchSpace (search_spaces.build on resnet20): proposals prune for real."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.registry import AGENTS, make_agent
+from agents.types import Budget
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    from search_spaces.build import build_space
+    from search_spaces.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10, in_channels=1).eval()
+    example = torch.randn(1, 1, 8, 8)
+    return model, example, build_space(model, example)
+
+
+@pytest.mark.slow
+def test_agents_first_proposals_prune_resnet20_within_budget(resnet20):
+    from search_spaces.measure import count_macs_params
+    from search_spaces.prune import apply_policy
+
+    model, example, space = resnet20
+    dense_macs, _ = count_macs_params(model, example)
+    budget = Budget(macs_ratio=0.25)
+    for name in AGENTS.names():
+        agent = make_agent(name, space, budget, seed=0, options={"trials": 40} if name == "ddpg" else None)
+        for p in agent.ask(2):
+            pruned = apply_policy(model, space, p.policy, example_input=example)
+            assert pruned(example).shape == (1, 10)  # the classifier is intact
+            macs, _ = count_macs_params(pruned, example)
+            assert macs / dense_macs <= 0.25 + 0.01, (name, p.info, macs / dense_macs)
+            assert space.macs_ratio(p.policy) == pytest.approx(macs / dense_macs, abs=0.01)

@@ -1,0 +1,185 @@
+"""Faults during real jobs: trials that raise or run out of memory, an artifact directory that
+cannot be written, the controller SIGKILLed while finalizing, a Ray worker SIGKILLed mid-evaluation.
+
+Jobs are real (digits, :mod:`tests.reliability.helpers`' tiny CNN, Torch-Pruning, the real
+evaluator and finalize) but small; none trains a reference.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.runner import default_launcher
+from tests.reliability.helpers import EVALUATING_DIR, tiny_spec
+from tests.service.conftest import reference_cache, wait_state
+from tests.service.test_real_jobs import _free_port, _serve, _wait_healthy
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _real(app_factory: Callable[..., TestClient], **kw: Any) -> TestClient:
+    """An in-process app whose runner uses the real workers (no fake launcher)."""
+    c = app_factory(**kw)
+    c.app.state.runner.launcher = default_launcher(c.app.state.settings)  # type: ignore[attr-defined]
+    return c
+
+
+def _trials(c: TestClient, job_id: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    body = c.get(f"/api/v1/jobs/{job_id}/trials", params={"limit": 1000}, headers=headers).json()
+    assert body["count"] == len(body["items"])
+    return list(body["items"])
+
+
+@pytest.mark.slow
+def test_trials_that_raise_or_run_out_of_memory_are_recorded_and_the_job_goes_on(
+    app_factory: Callable[..., TestClient],
+) -> None:
+    c = _real(app_factory)
+    trials = 10
+    body = tiny_spec(budget={"macs_ratio": 0.6}, agent={"kind": "random", "trials": trials},
+                     finalize={"top_k": 0})
+    job = c.post("/api/v1/jobs", json=body).json()
+    done = wait_state(c, job["id"], FINAL, timeout=300)
+    assert done["state"] == "succeeded", done["error"]
+    items = _trials(c, job["id"])
+    assert [t["trial_id"] for t in items] == list(range(trials))  # every trial recorded, once
+    failed = [t for t in items if t["state"] == "failed"]
+    ok = [t for t in items if t["state"] == "succeeded"]
+    errors = " | ".join(t["error"] for t in failed)
+    assert ok and failed, [(t["kept"], t["state"]) for t in items]
+    for t in failed:
+        assert t["metrics"] is None and not t["feasible"] and t["error"]
+        assert "injected metric failure" in t["error"] or "can't allocate memory" in t["error"], t["error"]
+    assert "can't allocate memory" in errors, "no trial hit the real allocation failure"
+    assert "injected metric failure" in errors
+    assert done["progress"]["trials_done"] == trials
+    assert done["best"] is None or done["best"]["state"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_unwritable_artifact_directory_fails_clearly_and_keeps_trials(
+    app_factory: Callable[..., TestClient], tmp_path: Path,
+) -> None:
+    art = tmp_path / "artifacts"
+    c = _real(app_factory, artifacts_dir=art)
+    assert art.is_dir()  # created at start-up; now make it unwritable even for root: a file in its place
+    shutil.rmtree(art)
+    art.write_text("not a directory")
+    trials = 4
+    body = tiny_spec(metric="agreement", agent={"kind": "random", "trials": trials})
+    job = c.post("/api/v1/jobs", json=body).json()
+    done = wait_state(c, job["id"], FINAL, timeout=300)
+    assert done["state"] == "failed", done
+    assert done["error"] and str(art) in done["error"], done["error"]  # names the directory
+    items = _trials(c, job["id"])
+    assert [t["trial_id"] for t in items] == list(range(trials))  # the search's results are kept
+    assert sum(t["state"] == "succeeded" for t in items) >= 1
+    assert c.get(f"/api/v1/jobs/{job['id']}/artifacts").json()["items"] == []
+    assert art.read_text() == "not a directory"
+
+
+@pytest.mark.slow
+def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
+    """The controller dies during finalize: on restart the job finalizes again, trials untouched,
+    exactly ``top_k`` artifacts (no leftovers from the killed attempt), downloadable."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "AUTOPRUNE_DATA_DIR": str(tmp_path / "state"), "AUTOPRUNE_PORT": str(port),
+           "AUTOPRUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'kill.db'}",
+           "AUTOPRUNE_CACHE_DIR": str(reference_cache()), "AUTOPRUNE_API_TOKEN": "tok",
+           "AUTOPRUNE_TEST_SLOW_TRAIN": "0.3", "PYTHONPATH": str(root)}
+    h = {"Authorization": "Bearer tok"}
+    log = tmp_path / "server.log"
+    trials = 4
+    body = tiny_spec(metric="agreement", agent={"kind": "random", "trials": trials},
+                     finalize={"top_k": 1, "finetune_epochs": 2, "export": ["safetensors"]})
+
+    proc = _serve(env, log)
+    try:
+        _wait_healthy(url, proc, log)
+        job = httpx.post(f"{url}/api/v1/jobs", json=body, headers=h, timeout=30).json()
+        deadline = time.monotonic() + 300
+        state = "queued"
+        while time.monotonic() < deadline and state not in ("finalizing", *FINAL):
+            state = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=h, timeout=30).json()["state"]
+            time.sleep(0.1)
+        before = httpx.get(f"{url}/api/v1/jobs/{job['id']}/trials", headers=h, timeout=30).json()["items"]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert state == "finalizing", (state, log.read_text()[-2000:])
+    assert len(before) == trials
+
+    proc = _serve(env, log)
+    try:
+        _wait_healthy(url, proc, log)
+        deadline = time.monotonic() + 300
+        while True:
+            done = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=h, timeout=30).json()
+            if done["state"] in FINAL or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        after = httpx.get(f"{url}/api/v1/jobs/{job['id']}/trials", params={"limit": 100}, headers=h,
+                          timeout=30).json()["items"]
+        arts = httpx.get(f"{url}/api/v1/jobs/{job['id']}/artifacts", headers=h, timeout=30).json()["items"]
+        zipped = httpx.get(f"{url}{arts[0]['download_url']}", headers=h, timeout=60) if arts else None
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert done["state"] == "succeeded", (done["state"], done["error"], log.read_text()[-3000:])
+    assert after == before  # not one trial re-run, lost or duplicated
+    assert len(arts) == 1 and arts[0]["rank"] == 1
+    assert zipped is not None and zipped.status_code == 200 and zipped.content.startswith(b"PK")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_worker_killed_mid_evaluation(app_factory: Callable[..., TestClient], ray_cluster: None) -> None:
+    """SIGKILL of the actor process while it evaluates: the trial is retried (or recorded failed),
+    and the job completes with every trial stored once."""
+    shutil.rmtree(EVALUATING_DIR, ignore_errors=True)
+    EVALUATING_DIR.mkdir(parents=True)
+    c = _real(app_factory)
+    trials = 4
+    body = tiny_spec(metric="entrypoint:tests.reliability.helpers:slow_metric",
+                     agent={"kind": "random", "trials": trials}, finalize={"top_k": 0}, workers=1)
+    job = c.post("/api/v1/jobs", json=body).json()
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and time.monotonic() < deadline:
+        state = c.get(f"/api/v1/jobs/{job['id']}").json()["state"]
+        assert state not in FINAL, c.get(f"/api/v1/jobs/{job['id']}").json()["error"]
+        for marker in EVALUATING_DIR.iterdir():
+            pid = int(marker.name)
+            # the first evaluation is the dense model's; kill one that evaluates a trial
+            if pid != os.getpid() and c.get(f"/api/v1/jobs/{job['id']}").json()["dense"] is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+                break
+        time.sleep(0.1)
+    assert killed is not None, "never saw a worker mid-evaluation"
+    done = wait_state(c, job["id"], FINAL, timeout=240)
+    assert done["state"] == "succeeded", done["error"]
+    items = _trials(c, job["id"])
+    assert [t["trial_id"] for t in items] == list(range(trials))
+    for t in items:
+        assert t["state"] == "succeeded" or "worker died" in (t["error"] or ""), t
+        if t["metrics"]:
+            assert t["metrics"]["extra"].get("worker_pid") != killed or t["cached"]

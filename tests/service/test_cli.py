@@ -1,0 +1,77 @@
+"""The client commands against a real uvicorn server (fake launcher): submit, watch, jobs, pull."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+import yaml
+from click.testing import CliRunner
+
+from service.cli import main
+from tests.service.conftest import make_settings
+from tests.service.fakes import FakeLauncher, spec
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    from service.api.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'cli.db'}", api_token="tok")
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, launcher=FakeLauncher()), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+
+
+def test_submit_watch_jobs_pull(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOPRUNE_API_TOKEN", "tok")
+    runner = CliRunner()
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(yaml.safe_dump(spec(name="from-cli")))
+    r = runner.invoke(main, ["submit", str(spec_file), "--watch", "--server", server])
+    assert r.exit_code == 0, r.output
+    job_id = r.output.splitlines()[0].strip()
+    assert "succeeded" in r.output and "8/8" in r.output
+
+    r = runner.invoke(main, ["watch", job_id, "--server", server])
+    assert r.exit_code == 0 and "succeeded" in r.output
+
+    r = runner.invoke(main, ["jobs", "--server", server])
+    assert r.exit_code == 0 and "from-cli" in r.output and "1 job(s)" in r.output
+
+    r = runner.invoke(main, ["pull", job_id, "--rank", "1", "-o", str(tmp_path / "out"), "--server", server])
+    assert r.exit_code == 0, r.output
+    pulled = tmp_path / "out" / f"{job_id[:8]}-rank1" / "policy.json"
+    assert json.loads(pulled.read_text())
+
+    r = runner.invoke(main, ["pull", job_id, "--rank", "7", "--server", server])
+    assert r.exit_code == 1 and "no artifact of rank 7" in r.output
+
+
+def test_cli_errors(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(spec(agent={"kind": "nope"})))
+    monkeypatch.setenv("AUTOPRUNE_API_TOKEN", "tok")
+    r = runner.invoke(main, ["submit", str(bad), "--server", server])
+    assert r.exit_code == 2 and "agent.kind" in r.output
+    monkeypatch.setenv("AUTOPRUNE_API_TOKEN", "wrong")
+    r = runner.invoke(main, ["jobs", "--server", server])
+    assert r.exit_code == 1 and "401" in r.output
+    r = runner.invoke(main, ["jobs", "--server", "http://127.0.0.1:9"])
+    assert r.exit_code == 1 and "cannot reach" in r.output

@@ -1,0 +1,250 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against a real server.
+
+A real ``autoprune`` app (uvicorn subprocess, temporary SQLite database, the real workers
+in-process) serves the page. The test types the token once, submits a tiny job through the form,
+watches it finish without a reload, checks the plotted points against the API's trial count,
+clicks a point, and saves a screenshot of the job page to ``test-artifacts/dashboard-job.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "test-artifacts" / "dashboard-job.png"
+TOKEN = "dashboard-test-token"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+# Typed into the form as YAML (the page's own parser turns it into the JSON the API takes).
+# The weights are uploaded by the test (seeded, untrained: training a reference would take minutes
+# on a busy 2-core machine), so quality is top-1 agreement with that dense model.
+JOB_YAML = """\
+name: browser-tiny
+model: {zoo: resnet20, weights: "WEIGHTS"}
+dataset: {name: digits}
+metric: agreement
+budget: {macs_ratio: 0.5}
+agent:
+  kind: random   # the first proposal is the uniform baseline
+  trials: 8
+evaluation: {calibration_batches: 1, val_samples: 128, batch_size: 64}
+finalize:
+  top_k: 1
+  finetune_epochs: 0.1
+  export: [safetensors]
+workers: 0
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real server process on a free loopback port; always terminated."""
+    state = tmp_path_factory.mktemp("dashboard")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "AUTOPRUNE_DATA_DIR": str(state),
+        "AUTOPRUNE_DATABASE_URL": f"sqlite:///{state / 'autoprune.db'}",
+        # Trained references are shared with the other tests (trained once per machine).
+        "AUTOPRUNE_CACHE_DIR": str(ROOT / ".cache" / "autoprune" / "cache"),
+        "AUTOPRUNE_API_TOKEN": TOKEN,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    log = (state / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "service.api.app:create_app",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(state / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        else:
+            pytest.fail("server did not answer /healthz within 30 s")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if proc.returncode not in (0, -15):
+            print((state / "server.log").read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def weights_id(server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A resnet20 for digits (seeded init) uploaded through POST /uploads as safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    from search_spaces.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10, in_channels=1)
+    path = tmp_path_factory.mktemp("weights") / "resnet20-digits.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    with path.open("rb") as fh:
+        res = httpx.post(f"{server}/api/v1/uploads", files={"file": (path.name, fh)},
+                         headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert res.status_code == 201, res.text
+    return str(res.json()["id"])
+
+
+def _api(base: str, path: str) -> Any:
+    res = httpx.get(f"{base}/api/v1{path}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    res.raise_for_status()
+    return res.json()
+
+
+def drive(page: Any, base: str, job_yaml: str = JOB_YAML, finish_timeout_s: float = 300) -> dict[str, Any]:
+    """The whole user journey; returns what the page and the API showed, for the asserts."""
+    page.goto(base + "/")
+    # The first API call answers 401: the page asks for the token once and keeps it.
+    page.wait_for_selector("#token-dialog[open]", timeout=10_000)
+    page.fill("#token-input", TOKEN)
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#jobs-table tbody tr", timeout=10_000)
+    assert page.evaluate("localStorage.getItem('autoprune.token')") == TOKEN
+    page.evaluate("window.__sameDocument = true")  # a reload would drop this
+
+    # The page's YAML subset parser, on the constructs specs use.
+    parsed = page.evaluate("(t) => parseSpec(t)", job_yaml)
+    assert parsed["agent"] == {"kind": "random", "trials": 8}
+    assert parsed["model"]["zoo"] == "resnet20" and parsed["budget"] == {"macs_ratio": 0.5}
+    assert parsed["finalize"]["export"] == ["safetensors"] and parsed["workers"] == 0
+
+    # A bad spec: the 422 is shown next to the form, naming the field.
+    page.fill("#spec-input", job_yaml.replace("macs_ratio: 0.5", "macs_ratio: 1.5"))
+    page.click("#submit-button")
+    page.wait_for_selector("#spec-errors li", timeout=10_000)
+    errors = page.inner_text("#spec-errors")
+    assert "budget → macs_ratio" in errors, errors
+
+    page.fill("#spec-input", job_yaml)
+    page.click("#submit-button")
+    page.wait_for_url("**/#/jobs/*", timeout=10_000)
+    job_id = page.url.rsplit("/", 1)[1]
+    # About 40 s on an idle 2-core machine; the ceiling allows for other suites running beside it.
+    try:
+        page.wait_for_function(
+            "() => ['succeeded', 'failed', 'cancelled'].includes(document.querySelector('#job-state').textContent)",
+            timeout=finish_timeout_s * 1000, polling=250,
+        )
+    except Exception:
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT.with_name("dashboard-job-timeout.png")), full_page=True)
+        raise
+    state = page.inner_text("#job-state")
+    job = _api(base, f"/jobs/{job_id}")
+    assert state == "succeeded", f"job ended {state}: {job.get('error')}"
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+
+    trials = _api(base, f"/jobs/{job_id}/trials?limit=100")
+    with_metrics = sum(1 for t in trials["items"] if t["metrics"] is not None)
+    # Points drawn = trials with metrics (each once; front/baseline overlays are extra markers).
+    page.wait_for_function(
+        "(n) => document.querySelector('#pareto-plot').dataset.points === String(n)", arg=with_metrics,
+        timeout=10_000,
+    )
+    drawn = page.evaluate(
+        "() => { const d = document.querySelector('#pareto-plot').data;"
+        " return d.filter(t => t.name === 'feasible' || t.name === 'over budget')"
+        ".reduce((n, t) => n + t.x.length, 0); }"
+    )
+    svg_points = page.locator(
+        "#pareto-plot g.tracefeasible .point, #pareto-plot g.traceoverbudget .point"
+    ).count()
+    has_budget_line = page.evaluate(
+        "() => document.querySelector('#pareto-plot').layout.shapes.some(s => s.type === 'line')"
+    )
+    baseline_marked = page.evaluate(
+        "() => document.querySelector('#pareto-plot').data.find(t => t.name === 'uniform baseline').x.length"
+    )
+
+    # Click a feasible point: its per-layer ratio chart and metrics appear.
+    point = page.locator("#pareto-plot g.tracefeasible .point").first
+    box = point.bounding_box()
+    assert box is not None
+    # The page pre-selects the best point: forget that, so only the click can bring a chart back.
+    page.evaluate("delete document.querySelector('#layer-plot').dataset.trial")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#layer-plot[data-trial]", timeout=10_000)
+    clicked = int(page.get_attribute("#layer-plot", "data-trial") or -1)
+    bars = page.locator("#layer-plot .barlayer .point").count()
+    assert page.inner_text("#layer-title").startswith(f"Trial #{clicked}")
+    assert "quality" in page.inner_text("#trial-metrics")
+
+    page.wait_for_selector("#artifacts .artifact", timeout=20_000)
+    page.mouse.move(0, 0)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    print(f"dashboard screenshot: {SCREENSHOT}")
+
+    with page.expect_download(timeout=20_000) as dl:
+        page.click("#artifacts button[data-url]")
+    download = dl.value.path()
+    return {
+        "job": job, "trials": trials, "with_metrics": with_metrics, "drawn": drawn, "svg_points": svg_points,
+        "has_budget_line": has_budget_line, "baseline_marked": baseline_marked, "clicked": clicked, "bars": bars,
+        "download_size": Path(download).stat().st_size if download else 0,
+        "groups": len((job.get("space") or {}).get("groups") or []),
+    }
+
+
+def test_submit_watch_and_explore_a_job(server: str, weights_id: str, chromium_path: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+            console_errors: list[str] = []
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+            seen = drive(page, server, JOB_YAML.replace("WEIGHTS", weights_id))
+        finally:
+            browser.close()
+
+    assert not console_errors, console_errors
+    assert seen["trials"]["count"] == 8
+    assert seen["with_metrics"] == seen["trials"]["count"]  # no trial failed
+    assert seen["drawn"] == seen["trials"]["count"]
+    assert seen["svg_points"] == seen["trials"]["count"]
+    assert seen["has_budget_line"]
+    assert seen["baseline_marked"] == 1
+    assert seen["clicked"] in {t["trial_id"] for t in seen["trials"]["items"]}
+    assert seen["groups"] > 0 and seen["bars"] == seen["groups"]
+    assert seen["download_size"] > 0
+    assert SCREENSHOT.stat().st_size > 10_000
+    print(json.dumps({k: seen[k] for k in ("drawn", "bars", "clicked", "download_size")}))

@@ -1,0 +1,258 @@
+"""Turns a pruning policy into Metrics on the hardware this process runs on.
+
+prune (Torch-Pruning, via ``search_spaces.apply_policy``) → BatchNorm recalibration on a fixed
+set of training batches → optional ``finetune_steps`` → quality on the validation split (never
+the test split) → MACs/params → latency (``LatencyMeter``: cached per architecture, measured
+with the node held exclusively). Everything except the latency measurement holds the node lock
+shared, so quality evaluations of several workers overlap but never disturb a measurement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from agents.types import Metrics
+from search_spaces.measure import count_macs_params
+from search_spaces.registry import import_target
+from search_spaces.space import SearchSpace
+from workers.latency import LatencyMeter, NodeLock
+
+if TYPE_CHECKING:
+    from workers.task import Task, WorkerSettings
+
+QualityFn = Callable[[nn.Module, DataLoader], float]
+
+
+def _inputs(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, loader: DataLoader, device: torch.device) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(_inputs(b).to(device)).argmax(1).cpu() for b in loader])
+
+
+def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    labels = torch.cat([b[1] for b in loader])
+    return (predictions(model, loader, device) == labels).float().mean().item()
+
+
+def train_steps(
+    model: nn.Module,
+    batches: Iterator[Any],
+    steps: int,
+    *,
+    device: torch.device,
+    lr: float = 0.01,
+    teacher: nn.Module | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> None:
+    """SGD for ``steps`` batches: cross-entropy on labels, or distillation from ``teacher``.
+
+    Distillation (KL to the dense model's soft predictions) needs no labels, which is what a
+    user who searches with the ``agreement`` metric has.
+    """
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    for step in range(steps):
+        batch = next(batches)
+        x = _inputs(batch).to(device)
+        out = model(x)
+        if teacher is not None:
+            with torch.no_grad():
+                target = F.softmax(teacher(x), dim=1)
+            loss = F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")
+        else:
+            loss = F.cross_entropy(out, batch[1].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step)
+    model.eval()
+
+
+@torch.no_grad()
+def recalibrate(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    """Re-estimates BatchNorm running statistics (cumulative average over ``batches``)."""
+    from search_spaces.calibrate import recalibrate_bn
+
+    recalibrate_bn(model, batches)
+
+
+def cycle(loader: DataLoader) -> Iterator[Any]:
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+class Evaluator:
+    """Evaluates policies of one task; long-lived (one per worker process)."""
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        settings: WorkerSettings | None = None,
+        threads: int | None = None,
+        lock: NodeLock | None = None,
+        latency_rounds: int = 15,
+    ) -> None:
+        spec = task.spec
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if spec.target.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("target.device is 'cuda' but this worker has no CUDA device")
+        self.task = task
+        self.space: SearchSpace = task.space
+        self.device = torch.device(spec.target.device)
+        self.dense = task.model.to(self.device).eval()
+        self.node = socket.gethostname()
+        ev = spec.evaluation
+        self.val_loader = self._val_loader(task.splits.val, ev.val_samples, ev.batch_size)
+        gen = torch.Generator().manual_seed(spec.seed)
+        train_loader = DataLoader(
+            task.splits.train, batch_size=ev.batch_size, shuffle=True, generator=gen
+        )
+        # the same calibration batches for every policy: differences come from the policy alone
+        self.calibration = list(itertools.islice(train_loader, ev.calibration_batches))
+        self.train_loader = train_loader
+        self.example = task.example_input.to(self.device)
+        self.metric_fn = self._metric(spec.metric)
+        self.dense_signature = self.space.signature({})
+        self._dense_predictions = predictions(self.dense, self.val_loader, self.device)
+        self._costs: dict[str, tuple[int, int]] = {}
+        self._dense_metrics: Metrics | None = None
+        lock = lock or NodeLock()
+        batch = self.example.expand(spec.target.batch_size, *self.example.shape[1:]).contiguous()
+        scope = "|".join(
+            [
+                spec.model.zoo or str(spec.model.entrypoint),
+                str(tuple(batch.shape)),
+                spec.target.device,
+                f"t{spec.target.threads}",
+                torch.__version__,
+            ]
+        )
+        cache_file = None
+        if settings is not None:
+            cache_file = settings.cache_dir / "latency" / f"{self.node}.jsonl"
+        self.latency = LatencyMeter(
+            self.dense,
+            batch,
+            threads=spec.target.threads,
+            rounds=latency_rounds,
+            lock=lock,
+            cache_file=cache_file,
+            scope=hashlib.sha1(scope.encode()).hexdigest()[:16],
+        )
+        self.lock = lock
+
+    @staticmethod
+    def _val_loader(val: Dataset, cap: int | None, batch_size: int) -> DataLoader:
+        if cap is not None and cap < len(val):  # type: ignore[arg-type]
+            val = Subset(val, range(cap))
+        return DataLoader(val, batch_size=batch_size, shuffle=False)
+
+    def _metric(self, metric: str) -> Callable[[nn.Module], float]:
+        if metric == "accuracy":
+            return lambda m: accuracy(m, self.val_loader, self.device)
+        if metric == "agreement":
+            return lambda m: (
+                (predictions(m, self.val_loader, self.device) == self._dense_predictions)
+                .float()
+                .mean()
+                .item()
+            )
+        fn = import_target(metric.removeprefix("entrypoint:"))
+        return lambda m: float(fn(m, self.val_loader))
+
+    def _costs_of(self, signature: str, model: nn.Module) -> tuple[int, int]:
+        if signature not in self._costs:
+            self._costs[signature] = count_macs_params(model, self.example)
+        return self._costs[signature]
+
+    def _metrics(
+        self, signature: str, model: nn.Module, quality: float, t0: float, extra: dict[str, Any]
+    ) -> Metrics:
+        macs, params = self._costs_of(signature, model)
+        dense_macs, dense_params = self._costs_of(self.dense_signature, self.dense)
+        t_lat = time.perf_counter()
+        was_cached = self.latency.cached(signature) is not None
+        lat = self.latency.measure(signature, model)
+        extra.update(
+            signature=signature, latency_cached=was_cached, latency_s=time.perf_counter() - t_lat
+        )
+        return Metrics(
+            quality=quality,
+            macs=macs,
+            params=params,
+            macs_ratio=macs / dense_macs,
+            params_ratio=params / dense_params,
+            latency_ms=lat.ms,
+            latency_spread_ms=lat.spread_ms,
+            latency_ratio=lat.ratio,
+            eval_seconds=time.perf_counter() - t0,
+            node=self.node,
+            extra={**extra, "pid": os.getpid()},
+        )
+
+    def dense_metrics(self) -> Metrics:
+        """The dense model's metrics (latency ratio 1 by definition), computed once."""
+        if self._dense_metrics is None:
+            t0 = time.perf_counter()
+            with self.lock.shared():
+                quality = self.metric_fn(self.dense)
+            self._dense_metrics = self._metrics(self.dense_signature, self.dense, quality, t0, {})
+        return self._dense_metrics
+
+    def prune(self, policy: dict[str, float]) -> nn.Module:
+        """The pruned, BN-recalibrated (and optionally fine-tuned) model of ``policy``."""
+        from search_spaces.prune import apply_policy
+
+        spec = self.task.spec
+        pruned = apply_policy(
+            self.dense,
+            self.space,
+            policy,
+            criterion=self.task.criterion,
+            example_input=self.example,
+            batches=self.calibration[:2] if self.task.criterion == "taylor" else None,
+        )
+        if self.calibration:
+            recalibrate(pruned, [_inputs(b).to(self.device) for b in self.calibration])
+        if spec.evaluation.finetune_steps > 0:
+            teacher = None if spec.metric == "accuracy" else self.dense
+            train_steps(
+                pruned,
+                cycle(self.train_loader),
+                spec.evaluation.finetune_steps,
+                device=self.device,
+                teacher=teacher,
+            )
+        return pruned.eval()
+
+    def evaluate(self, policy: dict[str, float]) -> Metrics:
+        """Metrics of ``policy`` (validated: a bad group or ratio raises ``PolicyError``)."""
+        t0 = time.perf_counter()
+        policy = self.space.validate(policy)
+        signature = self.space.signature(policy)
+        timings: dict[str, Any] = {}
+        with self.lock.shared():
+            # nothing removed: the dense model itself (so agreement is exactly 1.0)
+            model = self.dense if signature == self.dense_signature else self.prune(policy)
+            timings["prune_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            quality = self.metric_fn(model)
+            timings["quality_s"] = time.perf_counter() - t1
+        return self._metrics(signature, model, quality, t0, timings)

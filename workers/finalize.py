@@ -1,0 +1,274 @@
+"""Finalization: turn the best searched policies into fine-tuned, verified artifact bundles.
+
+For each candidate (the service passes the top feasible Pareto points, best first): prune the
+dense model, fine-tune it for ``finetune_epochs`` — one-shot, or with the gradual schedule of
+Zhu & Gupta (2017, "To prune, or not to prune"): the ratios grow from 0 to the target along
+``r_t = r_f·(1 − (1 − t/T)^3)``, re-pruning the already-pruned model at each step so early
+training adapts to mild pruning — then score the test split (reserved for this report),
+re-measure latency, export the bundle and check that the exported TorchScript / ONNX programs
+compute what the model computes before the bundle is accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from agents.types import Metrics
+from search_spaces.space import Policy, SearchSpace
+from workers.evaluator import Evaluator, accuracy, cycle, predictions, recalibrate, train_steps
+from workers.spec import FinalizeSpec
+from workers.task import Task
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class FinalizeError(RuntimeError):
+    """Finalization could not produce a bundle (unwritable directory, export mismatch...)."""
+
+
+@dataclass
+class ArtifactInfo:
+    """One accepted bundle: its rank, directory, files (name, size, sha256) and final metrics."""
+
+    rank: int
+    dir: Path
+    files: list[tuple[str, int, str]]
+    metrics: dict[str, Any]
+    policy: Policy = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["dir"] = str(self.dir)
+        return d
+
+
+def agp_ratios(final: Policy, step: int, steps: int) -> Policy:
+    """Zhu & Gupta's cubic schedule: the ratios after pruning step ``step`` of ``steps`` (1-based)."""
+    frac = 1.0 - (1.0 - step / steps) ** 3
+    return {g: r * frac for g, r in final.items()}
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise FinalizeError(f"artifact directory {out_dir} is not writable: {exc}") from exc
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Finalizer:
+    def __init__(self, task: Task, spec: FinalizeSpec, on_progress: ProgressFn | None) -> None:
+        self.task = task
+        self.spec = spec
+        self.space: SearchSpace = task.space
+        self.on_progress = on_progress or (lambda event: None)
+        # reuses the search's evaluator for data, calibration batches and the latency meter
+        self.ev = Evaluator(task)
+        ev_spec = task.spec.evaluation
+        self.test_loader = DataLoader(task.splits.test, batch_size=ev_spec.batch_size)
+        gen = torch.Generator().manual_seed(task.spec.seed)
+        self.train_loader = DataLoader(
+            task.splits.train, batch_size=64, shuffle=True, generator=gen
+        )
+        self.teacher = None if task.spec.metric == "accuracy" else self.ev.dense
+
+    def _prune_to(self, model: nn.Module, policy: Policy) -> nn.Module:
+        from search_spaces.prune import prune_to_counts
+
+        kept = self.space.kept(policy)
+        return prune_to_counts(model, kept, self.ev.example, criterion=self.task.criterion)
+
+    def fine_tuned(self, rank: int, policy: Policy) -> nn.Module:
+        total = round(self.spec.finetune_epochs * len(self.train_loader))
+        batches = cycle(self.train_loader)
+        calib = [b[0] for b in self.ev.calibration]
+
+        def progress(done: int) -> None:
+            if done % 20 == 0:
+                self.on_progress({"rank": rank, "stage": "finetune", "step": done, "steps": total})
+
+        if self.spec.schedule == "oneshot":
+            model = self.ev.prune(policy)  # prune + BN recalibration (+ the search's few steps)
+            train_steps(
+                model, batches, total, device=self.ev.device, teacher=self.teacher, on_step=progress
+            )
+            return model.eval()
+        # AGP: prune steps spread over the first half of training, then fine-tune at the target
+        import copy
+
+        model = copy.deepcopy(self.ev.dense)
+        prune_steps = 5
+        per_step = max(1, (total // 2) // prune_steps) if total > 0 else 0
+        done = 0
+        for k in range(1, prune_steps + 1):
+            self._prune_to(model, agp_ratios(policy, k, prune_steps))
+            if calib:
+                recalibrate(model, calib)
+            self.on_progress(
+                {"rank": rank, "stage": "agp", "prune_step": k, "prune_steps": prune_steps}
+            )
+            train_steps(model, batches, per_step, device=self.ev.device, teacher=self.teacher)
+            done += per_step
+        train_steps(
+            model,
+            batches,
+            max(0, total - done),
+            device=self.ev.device,
+            teacher=self.teacher,
+            on_step=progress,
+        )
+        return model.eval()
+
+    def test_quality(self, model: nn.Module) -> dict[str, float]:
+        out = {"test_accuracy": accuracy(model, self.test_loader, self.ev.device)}
+        dense_pred = predictions(self.ev.dense, self.test_loader, self.ev.device)
+        out["test_agreement"] = (
+            (predictions(model, self.test_loader, self.ev.device) == dense_pred)
+            .float()
+            .mean()
+            .item()
+        )
+        return out
+
+    def verify(self, bundle: Path, model: nn.Module, formats: Sequence[str]) -> dict[str, float]:
+        """Max abs difference of each exported program's outputs from the model's."""
+        x = torch.cat([self.ev.example, torch.randn_like(self.ev.example)])
+        with torch.no_grad():
+            want = model.eval()(x).cpu()
+        diffs: dict[str, float] = {}
+        if "torchscript" in formats:
+            ts = torch.jit.load(str(bundle / "model.ts"), map_location="cpu")
+            diffs["torchscript"] = (ts(x.cpu()) - want).abs().max().item()
+        if "onnx" in formats:
+            import onnx
+            from onnx.reference import ReferenceEvaluator
+
+            sess = ReferenceEvaluator(onnx.load(str(bundle / "model.onnx")))
+            name = sess.input_names[0]
+            # the exported graph may fix the batch dimension: check example by example
+            runs: list[Any] = [
+                sess.run(None, {name: x[i : i + 1].cpu().numpy()}) for i in range(len(x))
+            ]
+            got = torch.cat([torch.as_tensor(r[0]) for r in runs])
+            diffs["onnx"] = (got - want).abs().max().item()
+        if "safetensors" in formats:
+            from search_spaces.bundle import load_bundle
+
+            rebuilt = load_bundle(bundle).eval()
+            with torch.no_grad():
+                diffs["safetensors"] = (rebuilt(x.cpu()) - want).abs().max().item()
+        tol = 1e-3 * max(1.0, want.abs().max().item())
+        bad = {k: v for k, v in diffs.items() if not v <= tol}
+        if bad:
+            raise FinalizeError(f"exported outputs differ from the model beyond {tol:.2g}: {bad}")
+        return diffs
+
+
+def _source(task: Task) -> str:
+    m = task.spec.model
+    return m.zoo if m.zoo is not None else f"entrypoint:{m.entrypoint}"
+
+
+def finalize(
+    task: Task,
+    candidates: list[tuple[Policy, Metrics]],
+    spec: FinalizeSpec,
+    out_dir: Path,
+    *,
+    on_progress: ProgressFn | None = None,
+) -> list[ArtifactInfo]:
+    """Fine-tunes, measures, exports and verifies the first ``spec.top_k`` candidates."""
+    from search_spaces.bundle import architecture, save_bundle
+
+    out_dir = Path(out_dir)
+    _check_writable(out_dir)
+    chosen = candidates[: spec.top_k]
+    if not chosen:
+        return []
+    fin = _Finalizer(task, spec, on_progress)
+    artifacts: list[ArtifactInfo] = []
+    for rank, (policy, searched) in enumerate(chosen, start=1):
+        t0 = time.perf_counter()
+        policy = task.space.validate(policy)
+        on = fin.on_progress
+        on({"rank": rank, "stage": "start", "policy": policy})
+        model = fin.fine_tuned(rank, policy).cpu()
+        signature = task.space.signature(policy)
+        macs, params = fin.ev._costs_of(signature, model)
+        lat = fin.ev.latency.measure(signature, model.to(fin.ev.device), use_cache=False)
+        model = model.cpu()
+        metrics: dict[str, Any] = {
+            **fin.test_quality(model),
+            "val_quality": fin.ev.metric_fn(model),
+            "searched_quality": searched.quality,
+            "metric": task.spec.metric,
+            "macs": macs,
+            "params": params,
+            "macs_ratio": macs / task.space.dense_macs,
+            "params_ratio": params / task.space.dense_params,
+            "latency_ms": lat.ms,
+            "latency_spread_ms": lat.spread_ms,
+            "latency_ratio": lat.ratio,
+            "dense_latency_ms": lat.dense_ms,
+            "node": fin.ev.node,
+            "schedule": spec.schedule,
+            "finetune_epochs": spec.finetune_epochs,
+        }
+        bundle = out_dir / f"rank-{rank}"
+        staging = out_dir / f".rank-{rank}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        example = fin.ev.example.cpu()
+        with torch.no_grad():
+            num_classes = int(model(example).shape[1])
+        arch = architecture(
+            _source(task),
+            num_classes=num_classes,
+            in_channels=int(example.shape[1]),
+            input_shape=tuple(example.shape[1:]),
+            kept=task.space.kept(policy),
+        )
+        written = save_bundle(
+            staging,
+            model,
+            arch=arch,
+            policy=policy,
+            metrics=metrics,
+            onnx="onnx" in spec.export,
+            torchscript="torchscript" in spec.export,
+        )
+        # a format the model cannot be exported to is reported, not silently dropped
+        formats = [f for f in spec.export if f != "onnx" or written.get("model.onnx") == "onnx"]
+        if "onnx" in spec.export and "onnx" not in formats:
+            metrics["export_errors"] = {"onnx": written.get("model.onnx")}
+        metrics["export_max_abs_diff"] = fin.verify(staging, model, formats)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        shutil.rmtree(bundle, ignore_errors=True)
+        staging.replace(bundle)  # a bundle appears only once it is complete and verified
+        files = [
+            (p.name, p.stat().st_size, _sha256(p)) for p in sorted(bundle.iterdir()) if p.is_file()
+        ]
+        metrics["finalize_seconds"] = time.perf_counter() - t0
+        artifacts.append(ArtifactInfo(rank, bundle, files, metrics, policy))
+        on({"rank": rank, "stage": "done", "dir": str(bundle), "metrics": metrics})
+    return artifacts

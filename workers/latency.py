@@ -1,0 +1,204 @@
+"""Latency you can trust on a noisy machine: interleaved rounds, medians, a cache, a node lock.
+
+Each measurement times the dense and the pruned model in alternating rounds (so a burst of load
+from elsewhere hits both alike), with fixed threads and batch size after a warm-up, and reports
+the pruned model's median, its interquartile spread and the median per-round ratio to the dense
+model. Latency depends only on the pruned architecture, so results are cached by
+``space.signature(policy)``.
+
+:class:`NodeLock` keeps measurements honest when several evaluators share a node: a latency
+measurement holds the node exclusively, while quality evaluations hold it shared (they run in
+parallel with each other, never during a measurement). It is an ``fcntl`` file lock in the
+node's temporary directory, so it works across Ray actors (processes) on one host, and a
+waiting measurement blocks new shared holders (writer preference, no starvation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from search_spaces.measure import measure_latency
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One measured architecture: pruned median and spread (ms) and the ratio to dense."""
+
+    ms: float
+    spread_ms: float
+    ratio: float
+    dense_ms: float
+    rounds: int
+
+
+class NodeLock:
+    """Readers-writer lock shared by every process on this host (``fcntl.flock``).
+
+    ``exclusive()`` is for latency measurement, ``shared()`` for other work that must not run
+    during one. A ``gate`` file gives a waiting writer priority over new readers.
+    """
+
+    def __init__(self, directory: Path | None = None, name: str = "autoprune-node") -> None:
+        directory = Path(directory or tempfile.gettempdir())
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{name}.lock"
+        self._gate_path = directory / f"{name}.gate"
+        self._local = threading.Lock()  # flock is per open file: serialise threads of one process
+
+    @contextlib.contextmanager
+    def _flock(self, path: Path, mode: int) -> Iterator[None]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with (
+            self._local,
+            self._flock(self._gate_path, fcntl.LOCK_EX),
+            self._flock(self.path, fcntl.LOCK_EX),
+        ):
+            yield
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            with self._flock(self._gate_path, fcntl.LOCK_EX):
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def measure_pair(
+    dense: nn.Module,
+    pruned: nn.Module,
+    example: torch.Tensor,
+    *,
+    threads: int = 1,
+    rounds: int = 15,
+    min_round_s: float = 0.005,
+) -> Latency:
+    """Times ``dense`` and ``pruned`` round-robin (``search_spaces.measure_latency``).
+
+    Each round repeats enough forward passes to last about ``min_round_s``, sized on the dense
+    (slower) model, so that timer resolution and scheduler ticks do not dominate small models.
+    """
+    with torch.inference_mode():
+        dense.eval()(example)  # first call: allocations, lazy init
+        t0 = time.perf_counter()
+        dense(example)
+        one = time.perf_counter() - t0
+    repeat = max(1, min(1000, int(min_round_s / max(one, 1e-6))))
+    d, p = measure_latency(
+        [dense, pruned], example, threads=threads, rounds=rounds, repeat=repeat, warmup=2
+    )
+    return Latency(
+        ms=p.median_ms,
+        spread_ms=p.iqr_ms,
+        ratio=p.median_ms / d.median_ms,
+        dense_ms=d.median_ms,
+        rounds=rounds,
+    )
+
+
+class LatencyMeter:
+    """Measures pruned architectures against one dense model, once per signature.
+
+    ``cache_file`` (optional, JSON lines) shares results between evaluators on a node and
+    across restarts; its key should include everything latency depends on besides the
+    architecture (model source, device, threads, batch), which the caller folds into ``scope``.
+    """
+
+    def __init__(
+        self,
+        dense: nn.Module,
+        example: torch.Tensor,
+        *,
+        threads: int = 1,
+        rounds: int = 15,
+        lock: NodeLock | None = None,
+        cache_file: Path | None = None,
+        scope: str = "",
+    ) -> None:
+        self.dense = dense
+        self.example = example
+        self.threads = threads
+        self.rounds = rounds
+        self.lock = lock or NodeLock()
+        self.cache_file = cache_file
+        self.scope = scope
+        self.measurements = 0  # how many times a model was actually timed (cache misses)
+        self._cache: dict[str, Latency] = {}
+
+    def _key(self, signature: str) -> str:
+        return f"{self.scope}|{signature}"
+
+    def _load_file(self, key: str) -> Latency | None:
+        if self.cache_file is None or not self.cache_file.exists():
+            return None
+        found = None
+        with self.cache_file.open() as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn line from a crash: skip it
+                if row.get("key") == key:
+                    found = Latency(**row["latency"])
+        return found
+
+    def cached(self, signature: str) -> Latency | None:
+        key = self._key(signature)
+        if key not in self._cache:
+            hit = self._load_file(key)
+            if hit is None:
+                return None
+            self._cache[key] = hit
+        return self._cache[key]
+
+    def measure(self, signature: str, model: nn.Module, *, use_cache: bool = True) -> Latency:
+        """Latency of ``model`` (whose architecture is ``signature``): cached, or measured now."""
+        if use_cache and (hit := self.cached(signature)) is not None:
+            return hit
+        with self.lock.exclusive():
+            # another evaluator on this node may have measured it while we waited
+            if use_cache and (hit := self._load_file(self._key(signature))) is not None:
+                self._cache[self._key(signature)] = hit
+                return hit
+            if model is self.dense:  # the reference itself: ratio 1 by definition
+                (d,) = measure_latency(
+                    [model], self.example, threads=self.threads, rounds=self.rounds
+                )
+                result = Latency(d.median_ms, d.iqr_ms, 1.0, d.median_ms, self.rounds)
+            else:
+                result = measure_pair(
+                    self.dense, model, self.example, threads=self.threads, rounds=self.rounds
+                )
+            self.measurements += 1
+            self._cache[self._key(signature)] = result
+            if self.cache_file is not None:
+                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+                with self.cache_file.open("a") as fh:
+                    fh.write(
+                        json.dumps({"key": self._key(signature), "latency": asdict(result)}) + "\n"
+                    )
+        return result
