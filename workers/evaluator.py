@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -117,7 +118,7 @@ class Evaluator:
         self.space: SearchSpace = task.space
         self.device = torch.device(spec.target.device)
         self.dense = task.model.to(self.device).eval()
-        self.node = socket.gethostname()
+        self.node = node_name()
         ev = spec.evaluation
         self.val_loader = self._val_loader(task.splits.val, ev.val_samples, ev.batch_size)
         gen = torch.Generator().manual_seed(spec.seed)
@@ -256,3 +257,14 @@ class Evaluator:
             quality = self.metric_fn(model)
             timings["quality_s"] = time.perf_counter() - t1
         return self._metrics(signature, model, quality, t0, timings)
+
+
+def node_name() -> str:
+    """The host, plus the Ray node address inside a Ray worker (several nodes may share a host)."""
+    host = socket.gethostname()
+    if "ray" in sys.modules:  # never import Ray just to name the node
+        import ray
+
+        if ray.is_initialized():
+            return f"{host}@{ray.util.get_node_ip_address()}"
+    return host

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.types import Metrics, Outcome, Proposal
@@ -97,12 +97,15 @@ def ensure_ray() -> None:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
-def actor_options(device: str, workers: int) -> dict[str, Any]:
+def actor_options(
+    device: str, workers: int, resources: Mapping[str, float] | None = None
+) -> dict[str, Any]:
     """Ray resources for an evaluator on ``device``; fails fast if no node of that kind exists.
 
     ``cpu`` actors take one CPU; ``cuda`` actors share the GPUs (a fraction each when there are
-    more actors than GPUs). ``AUTOPRUNE_RAY_RESOURCE=<name>`` further pins actors to nodes that
-    advertise that custom resource (a particular phone, board or accelerator host).
+    more actors than GPUs). ``resources`` (the job's ``target.resources``) further pins actors to
+    nodes that advertise those custom resources (a particular phone, board or accelerator host);
+    each actor takes a share so that all of them fit.
     """
     import ray
 
@@ -124,14 +127,16 @@ def actor_options(device: str, workers: int) -> dict[str, Any]:
             f"workers={workers} needs {workers} CPUs but the Ray cluster has {total.get('CPU', 0):g}; "
             "lower 'workers' or add nodes"
         )
-    custom = os.environ.get("AUTOPRUNE_RAY_RESOURCE")
-    if custom:
-        if total.get(custom, 0) <= 0:
+    custom: dict[str, float] = {}
+    for name in resources or {}:
+        if total.get(name, 0) <= 0:
             raise RuntimeError(
-                f"AUTOPRUNE_RAY_RESOURCE={custom!r} but no node in the Ray cluster advertises it "
+                f"target.resources asks for {name!r} but no node in the Ray cluster advertises it "
                 f"(cluster resources: {sorted(total)})"
             )
-        options["resources"] = {custom: min(1.0, total[custom] / max(1, workers))}
+        custom[name] = min(1.0, total[name] / max(1, workers))
+    if custom:
+        options["resources"] = custom
     return options
 
 
@@ -145,6 +150,7 @@ class RayPool:
         *,
         workers: int,
         device: str = "cpu",
+        resources: Mapping[str, float] | None = None,
         max_retries: int = 1,
     ) -> None:
         if workers < 1:
@@ -154,7 +160,7 @@ class RayPool:
 
         self._space = space
         self._factory_ref = ray.put(factory)  # shipped once, shared by every (re)started actor
-        self._options = actor_options(device, workers)
+        self._options = actor_options(device, workers, resources)
         self._remote: Any = ray.remote(_EvaluatorActor).options(**self._options)
         self.max_retries = max_retries
         self.replaced = 0
@@ -242,4 +248,10 @@ def make_pool(spec: JobSpec, settings: WorkerSettings) -> InProcessPool | RayPoo
     import ray
 
     factory = TaskFactory.from_task(task, settings, state_ref=ray.put(TaskFactory.shareable(task)))
-    return RayPool(factory, task.space, workers=spec.workers, device=spec.target.device)
+    return RayPool(
+        factory,
+        task.space,
+        workers=spec.workers,
+        device=spec.target.device,
+        resources=spec.target.resources,
+    )

@@ -81,6 +81,18 @@ class TargetSpec(_Spec):
     device: Literal["cpu", "cuda"] = "cpu"
     batch_size: int = Field(1, ge=1, le=1024)
     threads: int = Field(1, ge=1, le=256)
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources evaluators must run on (pins latency to those nodes)",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if not name or not math.isfinite(amount) or amount <= 0:
+                raise ValueError(f"resource {name!r} needs a positive finite amount, got {amount!r}")
+        return v
 
 
 class AgentSpec(_Spec):

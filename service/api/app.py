@@ -20,6 +20,7 @@ from service.api.deps import require_token
 from service.api.middleware import BodyLimitMiddleware
 from service.config import Settings
 from service.db import Database, upgrade
+from service.errors import StorageError
 from service.runner import Launcher, Runner
 from service.views import finite
 
@@ -61,6 +62,14 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's shape, but JSON-safe: a NaN the client sent is echoed back as null, not a 500.
         return JSONResponse(status_code=422, content={"detail": finite(jsonable_encoder(exc.errors()))})
+
+    @app.exception_handler(StorageError)
+    async def _storage(_request: Request, exc: StorageError) -> JSONResponse:
+        # The database is down or locked: say so and let the client retry; nothing was changed.
+        log.warning("storage unavailable: %s", exc)
+        return JSONResponse(
+            status_code=503, content={"detail": f"database unavailable: {exc}"}, headers={"Retry-After": "5"}
+        )
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

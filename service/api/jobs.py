@@ -57,7 +57,7 @@ def submit_job(spec: JobSpec, db: DbDep, runner: RunnerDep, settings: SettingsDe
 @router.get("/jobs")
 def list_jobs(
     db: DbDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     with db.session_scope() as s:
@@ -85,7 +85,7 @@ def cancel_job(job_id: str, db: DbDep, runner: RunnerDep) -> dict[str, Any]:
 def list_trials(
     job_id: str,
     db: DbDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     sort: Literal["trial_id", "quality", "macs", "latency_ms"] = "trial_id",
     order: Literal["asc", "desc"] = "asc",

@@ -33,9 +33,15 @@ def load_spec(path: str) -> dict[str, Any]:
     if path.endswith((".yaml", ".yml")) or (path == "-" and not text.lstrip().startswith("{")):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise click.BadParameter(f"not valid YAML: {exc}", param_hint="SPEC") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="SPEC") from None
     if not isinstance(data, dict):
         raise click.BadParameter("the spec must be a JSON/YAML object", param_hint="SPEC")
     return data

@@ -89,8 +89,6 @@ def test_postgres_restart_mid_job_loses_nothing(app_factory: Callable[..., TestC
     assert [t["trial_id"] for t in items] == list(range(trials))  # none lost, none twice
 
 
-@pytest.mark.xfail(strict=True, reason="service/api/app.py: no handler for service.errors.StorageError, so a "
-                   "request while the database is down is an unhandled 500 instead of a clear 503")
 def test_api_says_503_while_the_database_is_down(app_factory: Callable[..., TestClient],
                                                  own_postgres: str) -> None:
     c = app_factory(FakeLauncher(delay=0.1), db_url=own_postgres)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, assume, settings
+from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi import checks
@@ -81,13 +81,8 @@ def api_schema() -> Any:
 
 
 def _known_bugs_excluded(case: Any) -> list[Any]:
-    """Sidesteps the two findings pinned by the strict-xfail tests below, so the fuzz keeps looking
-    for new ones; drop this once those tests pass (they fail loudly as XPASS when fixed)."""
-    query = case.query or {}
-    for key in ("offset", "limit"):
-        v = query.get(key)
-        if isinstance(v, int) and v >= 2**63:
-            assume(False)  # test_huge_offset_is_422_not_500
+    """Sidesteps the finding pinned by the strict-xfail test below, so the fuzz keeps looking
+    for new ones; drop this once that test passes (it fails loudly as XPASS when fixed)."""
     if case.path.endswith("/events"):  # test_events_content_type_is_documented
         return [c for c in STRICT_CHECKS if c is not checks.content_type_conformance]
     return STRICT_CHECKS
@@ -112,8 +107,6 @@ def test_fuzz_job_routes_on_a_real_job(case: Any, session: Any, real_job: str) -
     case.validate_response(response, checks=[not_a_server_error, *strict])
 
 
-@pytest.mark.xfail(strict=True, reason="service/api/jobs.py list_jobs/list_trials: offset has no upper bound; "
-                   "offset >= 2**63 overflows SQLite INTEGER -> 500 (add le=2**31 to Query(ge=0))")
 def test_huge_offset_is_422_not_500(session: Any, real_job: str) -> None:
     for url in ("/api/v1/jobs", f"/api/v1/jobs/{real_job}/trials"):
         r = session.get(url, params={"offset": 2**63})

@@ -244,7 +244,6 @@ def test_yaml_with_python_tags_is_never_constructed(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="service/cli/jobs.py load_spec lets yaml.YAMLError escape as a traceback")
 @pytest.mark.parametrize("text", ["model: {zoo: resnet20\nbudget: [\n", "a: b: c\n", "- 1\n- [2\n", "\t- x\n"])
 def test_malformed_yaml_is_a_clear_usage_error(tmp_path: Path, text: str) -> None:
     bad = tmp_path / "bad.yaml"
