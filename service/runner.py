@@ -198,10 +198,12 @@ class Runner:
             self._slots.release()
 
     def _finish(self, job_id: str, state: str, error: str | None = None) -> None:
-        with self.db.session_scope() as s:
+        def finish(s: Any) -> None:
             job = repo.get_job(s, job_id)
             if not JobState(job.state).is_finished():
                 repo.set_state(s, job=job, state=state, error=error)
+
+        self.db.write_retrying(finish)
 
     def _should_stop(self, job_id: str) -> bool:
         return self._stopping.is_set() or job_id in self._cancel
@@ -301,8 +303,10 @@ class _Recorder:
         self.db, self.job_id, self.space, self.budget = db, job_id, space, budget
 
     def on_state(self, state: dict[str, Any]) -> None:
-        with self.db.session_scope() as s:
+        def save(s: Any) -> None:
             repo.get_job(s, self.job_id).agent_state = state
+
+        self.db.write_retrying(save)
 
     def on_outcome(self, proposal: Proposal, outcome: Outcome, cached: bool) -> None:
         m = outcome.metrics
@@ -326,14 +330,16 @@ class _Recorder:
             "info": dict(proposal.info),
             "cached": cached,
         }
-        with self.db.session_scope() as s:
+        def record(s: Any) -> None:
             if repo.trial_exists(s, job_id=self.job_id, trial_id=outcome.trial_id):
-                return  # already committed before a restart: never twice
+                return  # already committed (before a restart, or by a retried write): never twice
             row = repo.add_trial(s, job_id=self.job_id, trial_id=outcome.trial_id, **fields)
             repo.add_event(s, job_id=self.job_id, type="trial", data=trial_view(row))
             job = repo.get_job(s, self.job_id)
             self._update_front(s, job)
             repo.add_event(s, job_id=self.job_id, type="progress", data=progress_view(s, job))
+
+        self.db.write_retrying(record)
 
     def _update_front(self, s: Any, job: JobRow) -> None:
         rows = [t for t in repo.all_trials(s, job_id=job.id) if t.metrics is not None]

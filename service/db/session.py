@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import ConflictError, ServiceError, StorageError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -38,8 +43,9 @@ def make_engine(url: str) -> sa.Engine:
 class Database:
     """An engine plus its session factory."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, retry_seconds: float = 120.0) -> None:
         self.url = url
+        self.retry_seconds = retry_seconds
         self.engine = make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -61,6 +67,25 @@ class Database:
             raise
         finally:
             session.close()
+
+    def write_retrying(self, work: Callable[[Session], T]) -> T:
+        """Runs ``work`` in its own transaction, retried with backoff while the database is away.
+
+        For the runner's writes: a database restart must delay a job, not fail it. ``work`` must
+        be safe to run again (the trial writer checks for an already-stored trial first).
+        """
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.2
+        while True:
+            try:
+                with self.session_scope() as session:
+                    return work(session)
+            except StorageError as e:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unavailable, retrying in %.1f s: %s", delay, e)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def dispose(self) -> None:
         self.engine.dispose()

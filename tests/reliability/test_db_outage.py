@@ -64,9 +64,6 @@ def _start_job(c: TestClient, trials: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="service/runner.py + service/db/session.py: no retry on a lost database; "
-                   "the first failed commit in _Recorder.on_outcome ends the job thread (StorageError), "
-                   "_finish cannot record it either, and the job stays 'running' until a controller restart")
 def test_postgres_restart_mid_job_loses_nothing(app_factory: Callable[..., TestClient], own_postgres: str) -> None:
     c = app_factory(FakeLauncher(delay=0.1), db_url=own_postgres)
     trials = 30
