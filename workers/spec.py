@@ -129,12 +129,15 @@ class EvaluationSpec(_Spec):
     batch_size: int = Field(128, ge=1, le=4096)
 
 
+ExportFormat = Literal["torchscript", "onnx", "safetensors"]
+
+
 class FinalizeSpec(_Spec):
     top_k: int = Field(3, ge=0, le=50)
     finetune_epochs: float = Field(1.0, ge=0, le=1000)
     schedule: Literal["oneshot", "agp"] = "oneshot"
-    export: list[Literal["torchscript", "onnx", "safetensors"]] = Field(
-        default_factory=lambda: ["torchscript", "onnx", "safetensors"]
+    export: list[ExportFormat] = Field(
+        default_factory=lambda: list[ExportFormat](["torchscript", "onnx", "safetensors"])
     )
 
 

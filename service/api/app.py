@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.api import files, jobs
-from service.api.deps import require_token
+from service.api.deps import errors, require_token
 from service.api.middleware import BodyLimitMiddleware
 from service.config import Settings
 from service.db import Database, upgrade
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         lifespan=lifespan,
     )
     app.state.settings = settings
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)])
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)], responses=errors(401, 503))
     api.include_router(jobs.router)
     api.include_router(files.router)
     app.include_router(api)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
@@ -41,3 +41,19 @@ def require_token(request: Request, settings: SettingsDep) -> None:
             detail="missing or wrong bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+_ERROR_TEXT = {
+    400: "malformed header",
+    401: "missing or wrong bearer token",
+    404: "unknown id",
+    409: "the job is already finished",
+    410: "the artifact's files are gone",
+    413: "body or upload over the size limit",
+    503: "database unavailable; retry later",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the error codes a route can answer."""
+    return {code: {"description": _ERROR_TEXT[code]} for code in codes}

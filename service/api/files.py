@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, HTTPException, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
-from service.api.deps import DbDep, SettingsDep
+from service.api.deps import DbDep, SettingsDep, errors
 from service.db import repo
 from service.errors import NotFoundError
 from service.views import artifact_view
@@ -23,7 +23,7 @@ router = APIRouter(tags=["files"])
 _CHUNK = 1 << 20
 
 
-@router.get("/jobs/{job_id}/artifacts")
+@router.get("/jobs/{job_id}/artifacts", responses=errors(404, 410))
 def list_artifacts(job_id: str, db: DbDep) -> dict[str, Any]:
     with db.session_scope() as s:
         try:
@@ -53,7 +53,11 @@ def _chunks(fh: BinaryIO) -> Iterator[bytes]:
         fh.close()
 
 
-@router.get("/artifacts/{artifact_id}/download", response_class=StreamingResponse)
+@router.get(
+    "/artifacts/{artifact_id}/download",
+    response_class=StreamingResponse,
+    responses={200: {"description": "the bundle as a zip", "content": {"application/zip": {}}}, **errors(404, 410)},
+)
 def download(artifact_id: str, db: DbDep, settings: SettingsDep) -> StreamingResponse:
     with db.session_scope() as s:
         try:
@@ -89,7 +93,7 @@ def _sniff_format(path: Path, allow_pickle: bool) -> str:
     return "state_dict" if isinstance(obj, dict) else "module"
 
 
-@router.post("/uploads", status_code=status.HTTP_201_CREATED)
+@router.post("/uploads", status_code=status.HTTP_201_CREATED, responses=errors(413))
 def upload(file: Annotated[UploadFile, File()], db: DbDep, settings: SettingsDep) -> dict[str, Any]:
     """Stores weights under a generated id (the client's file name is kept for display only)."""
     assert settings.uploads_dir is not None

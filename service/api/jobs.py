@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from agents.pareto import Point, pareto_front
-from service.api.deps import DbDep, RunnerDep, SettingsDep
+from service.api.deps import DbDep, RunnerDep, SettingsDep, errors
 from service.config import Settings
 from service.db import Database, repo
 from service.errors import ConflictError, NotFoundError
@@ -48,7 +48,7 @@ def _job(db: Database, job_id: str) -> dict[str, Any]:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
-@router.post("/jobs", status_code=status.HTTP_201_CREATED)
+@router.post("/jobs", status_code=status.HTTP_201_CREATED, responses=errors(413))
 def submit_job(spec: JobSpec, db: DbDep, runner: RunnerDep, settings: SettingsDep) -> dict[str, Any]:
     check_paths(spec, settings, db)
     return _job(db, runner.submit(spec))
@@ -65,12 +65,12 @@ def list_jobs(
         return {"items": [job_view(s, j) for j in rows], "count": count, "offset": offset, "limit": limit}
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=errors(404))
 def get_job(job_id: str, db: DbDep) -> dict[str, Any]:
     return _job(db, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", responses=errors(404, 409))
 def cancel_job(job_id: str, db: DbDep, runner: RunnerDep) -> dict[str, Any]:
     try:
         runner.cancel(job_id)
@@ -81,7 +81,7 @@ def cancel_job(job_id: str, db: DbDep, runner: RunnerDep) -> dict[str, Any]:
     return _job(db, job_id)
 
 
-@router.get("/jobs/{job_id}/trials")
+@router.get("/jobs/{job_id}/trials", responses=errors(404))
 def list_trials(
     job_id: str,
     db: DbDep,
@@ -96,7 +96,7 @@ def list_trials(
         return {"items": [trial_view(t) for t in rows], "count": count}
 
 
-@router.get("/jobs/{job_id}/pareto")
+@router.get("/jobs/{job_id}/pareto", responses=errors(404))
 def pareto(
     job_id: str, db: DbDep, cost: Literal["latency_ms", "macs", "params"] | None = None
 ) -> dict[str, Any]:
@@ -112,7 +112,14 @@ def pareto(
         return {"cost": key, "items": [trial_view(rows[i]) for i in pareto_front(points)]}
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "Server-Sent Events", "content": {"text/event-stream": {}}},
+        **errors(400, 404),
+    },
+)
 async def events(
     job_id: str,
     request: Request,

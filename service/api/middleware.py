@@ -8,10 +8,6 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """Rejects bodies over ``max_bytes`` (``upload_bytes`` on upload paths) with 413.
 
@@ -32,28 +28,37 @@ class BodyLimitMiddleware:
             await _reject(send, limit)
             return
         seen = 0
-        started = False
+        started = rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Over the limit mid-stream: answer 413 ourselves, then tell the app the client left
+            # (a raised exception would be swallowed by the body parser and turned into a 400).
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    rejected = True
+                    if not started:
+                        await _reject(send, limit)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return  # the 413 is already sent; drop whatever the app answers after it
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _reject(send, limit)
+        except Exception:
+            if not rejected:  # after a 413 the app may complain that the client left: expected
+                raise
 
 
 async def _reject(send: Send, limit: int) -> None:

@@ -13,14 +13,16 @@ config = context.config
 if config.config_file_name and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name)
 
-url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+url: str | None = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
+    "sqlalchemy.url"
+)
 if not url:
     raise RuntimeError("no database URL: pass -x url=... or use service.db.migrate.upgrade(url)")
 
 target_metadata = Base.metadata
 
 
-def run() -> None:
+def run(url: str) -> None:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.connect() as connection:
         context.configure(
@@ -33,4 +35,4 @@ def run() -> None:
     engine.dispose()
 
 
-run()
+run(url)

@@ -55,7 +55,7 @@ def two_node_cluster(tmp_path: Path) -> Iterator[str]:
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", f"--node-ip-address={HEAD_IP}",
          f"--temp-dir={temp_dir}", *common],
-        env=_ray_env(), stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
+        env=_ray_env(), stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
         start_new_session=True,
     )
     procs = [head]
@@ -64,7 +64,7 @@ def two_node_cluster(tmp_path: Path) -> Iterator[str]:
         edge = subprocess.Popen(
             [str(BIN / "ray"), "start", f"--address={HEAD_IP}:{port}", f"--node-ip-address={EDGE_IP}",
              '--resources={"edge_device": 1}', *[c for c in common if c != "--include-dashboard=false"]],
-            env=_ray_env(), stdout=open(tmp_path / "edge.log", "w"), stderr=subprocess.STDOUT,
+            env=_ray_env(), stdout=open(tmp_path / "edge.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
             start_new_session=True,
         )
         procs.append(edge)
@@ -104,7 +104,7 @@ def test_latency_is_measured_on_the_node_with_the_requested_resource(
            "AUTOPRUNE_CACHE_DIR": os.environ.get("AUTOPRUNE_CACHE_DIR", str(tmp_path / "cache"))}
     server = subprocess.Popen(
         [str(BIN / "autoprune"), "serve", "--port", str(port)], env=env,
-        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )
     try:
         base = f"http://127.0.0.1:{port}"

@@ -80,18 +80,10 @@ def api_schema() -> Any:
     return schema
 
 
-def _known_bugs_excluded(case: Any) -> list[Any]:
-    """Sidesteps the finding pinned by the strict-xfail test below, so the fuzz keeps looking
-    for new ones; drop this once that test passes (it fails loudly as XPASS when fixed)."""
-    if case.path.endswith("/events"):  # test_events_content_type_is_documented
-        return [c for c in STRICT_CHECKS if c is not checks.content_type_conformance]
-    return STRICT_CHECKS
-
-
 @schema.parametrize()
 @FUZZ_SETTINGS
 def test_fuzz_no_server_errors_and_schema_conformance(case: Any, session: Any) -> None:
-    strict = _known_bugs_excluded(case)
+    strict = STRICT_CHECKS
     response = case.call(session=session, base_url=BASE, timeout=10)
     assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:300])
     case.validate_response(response, checks=[not_a_server_error, *strict])
@@ -101,7 +93,7 @@ def test_fuzz_no_server_errors_and_schema_conformance(case: Any, session: Any) -
 @FUZZ_SETTINGS
 def test_fuzz_job_routes_on_a_real_job(case: Any, session: Any, real_job: str) -> None:
     case.path_parameters = {**(case.path_parameters or {}), "job_id": real_job}
-    strict = _known_bugs_excluded(case)
+    strict = STRICT_CHECKS
     response = case.call(session=session, base_url=BASE, timeout=10)
     assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:300])
     case.validate_response(response, checks=[not_a_server_error, *strict])
@@ -113,8 +105,6 @@ def test_huge_offset_is_422_not_500(session: Any, real_job: str) -> None:
         assert r.status_code == 422, (url, r.status_code)
 
 
-@pytest.mark.xfail(strict=True, reason="service/api/jobs.py events(): the route streams text/event-stream but "
-                   "OpenAPI documents application/json (declare response_class/responses content)")
 def test_events_content_type_is_documented(session: Any, real_job: str) -> None:
     op = schema.raw_schema["paths"]["/api/v1/jobs/{job_id}/events"]["get"]
     r = session.get(f"/api/v1/jobs/{real_job}/events", timeout=10)
@@ -122,8 +112,6 @@ def test_events_content_type_is_documented(session: Any, real_job: str) -> None:
     assert "text/event-stream" in op["responses"]["200"].get("content", {}), op["responses"]["200"]
 
 
-@pytest.mark.xfail(strict=True, reason="service/api/jobs.py & files.py: routes return 404/409/410/413 but "
-                   "declare only 200/201/422 in OpenAPI (add responses={404: ...} etc. to the decorators)")
 def test_every_returned_status_code_is_documented(api_schema: Any) -> None:
     documented = {
         (method.upper(), path): set(op.get("responses", {}))

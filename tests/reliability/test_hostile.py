@@ -114,14 +114,12 @@ def test_oversized_bodies_and_uploads(app_factory: Callable[..., TestClient]) ->
         yield b'"}'
 
     r = c.post("/api/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
-    assert 400 <= r.status_code < 500, r.status_code  # refused (413 expected: see the xfail below)
+    assert 400 <= r.status_code < 500, r.status_code  # refused
     r = c.post("/api/v1/uploads", files={"file": ("w.safetensors", b"\0" * (256 * 1024))})
     assert r.status_code == 413
     assert stored_counts(c) == before  # no partial upload left behind either
 
 
-@pytest.mark.xfail(strict=True, reason="service/api/middleware.py: _TooLarge is an Exception raised inside "
-                   "receive(); FastAPI's body parser turns it into 400 'error parsing the body', not 413")
 def test_oversized_chunked_body_is_413(app_factory: Callable[..., TestClient]) -> None:
     c = app_factory(max_body_bytes=64 * 1024)
 
