@@ -32,6 +32,8 @@ from search_spaces.space import Policy, SearchSpace
 
 class Agent(abc.ABC):
     name: ClassVar[str]
+    #: ``ask`` opens with the uniform-fill baseline; only scripted agents (test doubles) opt out.
+    proposes_baseline: ClassVar[bool] = True
 
     def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0) -> None:
         self.space = space
@@ -40,13 +42,17 @@ class Agent(abc.ABC):
         self._next_trial_id = 0
         self._pending: dict[int, Proposal] = {}  # asked, not yet told
         self._replay: list[Proposal] = []  # pending proposals restored by load_state_dict
+        self._baseline_trial_id: int | None = None  # set once the uniform-fill baseline is asked
         # The budget rules every agent shares (raises BudgetError when the budget is unreachable).
         self.fit = BudgetFit(space, budget)
 
     # --- what subclasses implement ------------------------------------------------------------
     @abc.abstractmethod
     def propose(self, n: int) -> list[Proposal]:
-        """Up to ``n`` new proposals, each made with ``self._proposal(policy, **info)``."""
+        """Up to ``n`` new proposals, each made with ``self._proposal(policy, **info)``.
+
+        Called only after the baseline was asked (``ask`` proposes it first, for every agent).
+        """
 
     @abc.abstractmethod
     def observe(self, outcomes: list[Outcome]) -> None:
@@ -69,7 +75,10 @@ class Agent(abc.ABC):
         """Up to ``n`` policies to evaluate: restored pending ones first, then new ones."""
         out, self._replay = self._replay[:n], self._replay[n:]
         if len(out) < n and not self._replay:
-            out += self.propose(n - len(out))
+            if self.proposes_baseline and self._baseline_trial_id is None:  # the first proposal
+                out.append(self._baseline())
+            if len(out) < n:
+                out += self.propose(n - len(out))
         for p in out:
             self._pending[p.trial_id] = p
         return out
@@ -86,7 +95,14 @@ class Agent(abc.ABC):
 
     def _baseline(self) -> Proposal:
         """The uniform-fill policy: every agent's first proposal, so every front holds it."""
-        return self._proposal(self.fit.uniform_fill(), role="baseline")
+        proposal = self._proposal(self.fit.uniform_fill(), role="baseline")
+        self._baseline_trial_id = proposal.trial_id
+        return proposal
+
+    @property
+    def baseline_trial_id(self) -> int | None:
+        """Trial id of the baseline proposal, once ``ask`` has made it."""
+        return self._baseline_trial_id
 
     def _proposal(self, policy: Policy, **info: Any) -> Proposal:
         proposal = Proposal(self._next_trial_id, policy, info)
@@ -98,6 +114,7 @@ class Agent(abc.ABC):
         return {
             "agent": self.name,
             "next_trial_id": self._next_trial_id,
+            "baseline_trial_id": self._baseline_trial_id,
             "pending": [{"trial_id": p.trial_id, "policy": p.policy, "info": p.info} for p in pending],
             "extra": self.extra_state(),
             "latency_model": self.fit.latency.state_dict(),
@@ -107,6 +124,8 @@ class Agent(abc.ABC):
         if state.get("agent") not in (None, self.name):
             raise ValueError(f"state belongs to agent {state.get('agent')!r}, not {self.name!r}")
         self._next_trial_id = int(state["next_trial_id"])
+        baseline = state.get("baseline_trial_id")
+        self._baseline_trial_id = None if baseline is None else int(baseline)
         self._pending = {}
         self._replay = [Proposal(int(p["trial_id"]), dict(p["policy"]), dict(p["info"])) for p in state["pending"]]
         self.fit.latency.load_state_dict(state.get("latency_model", {}))

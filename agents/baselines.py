@@ -29,28 +29,15 @@ class UniformAgent(Agent):
 
     name = "uniform"
 
-    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0) -> None:
-        super().__init__(space, budget, seed=seed)
-        self._proposed = False
-
     @property
     def finished(self) -> bool:
-        return self._proposed and not self._replay
+        return self.baseline_trial_id is not None and not self._replay
 
     def propose(self, n: int) -> list[Proposal]:
-        if self._proposed or n <= 0:
-            return []
-        self._proposed = True
-        return [self._baseline()]
+        return []  # the baseline ``ask`` makes is this agent's only proposal
 
     def observe(self, outcomes: list[Outcome]) -> None:
         """Nothing to learn."""
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"proposed": self._proposed}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._proposed = bool(state.get("proposed", False))
 
 
 class RandomAgent(Agent):
@@ -66,13 +53,9 @@ class RandomAgent(Agent):
     def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0) -> None:
         super().__init__(space, budget, seed=seed)
         self._rng = np.random.default_rng(seed)
-        self._started = False
 
     def propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []
-        if not self._started and n > 0:
-            self._started = True
-            out.append(self._baseline())
         while len(out) < n:
             raw = self._rng.uniform(0.0, self.space.max_ratio, size=len(self.space))
             policy = dict(zip(self.space.names, raw.tolist(), strict=True))
@@ -83,9 +66,8 @@ class RandomAgent(Agent):
         """Random search learns nothing."""
 
     def extra_state(self) -> dict[str, Any]:
-        return {"rng": rng_state(self._rng), "started": self._started}
+        return {"rng": rng_state(self._rng)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "rng" in state:
             set_rng_state(self._rng, state["rng"])
-        self._started = bool(state.get("started", False))

@@ -57,27 +57,23 @@ class GlobalAgent(Agent):
     def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0, fill: bool = True) -> None:
         super().__init__(space, budget, seed=seed)
         self.fill = fill
-        self._step = 0  # 0: baseline next, 1: global next, 2: done
+        self._done = False  # the global policy was proposed (after the baseline)
 
     @property
     def finished(self) -> bool:
-        return self._step >= 2 and not self._replay
+        return self._done and not self._replay
 
     def propose(self, n: int) -> list[Proposal]:
-        out: list[Proposal] = []
-        if self._step == 0 and len(out) < n:
-            out.append(self._baseline())
-            self._step = 1
-        if self._step == 1 and len(out) < n:
-            out.append(self._proposal(global_policy(self.space, self.fit, fill=self.fill), role="global"))
-            self._step = 2
-        return out
+        if self._done:
+            return []
+        self._done = True
+        return [self._proposal(global_policy(self.space, self.fit, fill=self.fill), role="global")]
 
     def observe(self, outcomes: list[Outcome]) -> None:
         """A zero-search allocation learns nothing."""
 
     def extra_state(self) -> dict[str, Any]:
-        return {"step": self._step}
+        return {"done": self._done}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._step = int(state.get("step", 0))
+        self._done = bool(state.get("done", False))

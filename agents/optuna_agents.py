@@ -67,7 +67,6 @@ class _OptunaAgent(Agent):
         self._live: dict[int, optuna.Trial] = {}  # our trial id -> Optuna trial asked this run
         self._raw: dict[int, dict[str, float]] = {}  # our trial id -> raw sample, until told
         self._history: list[dict[str, Any]] = []  # told trials (to rebuild an in-memory study)
-        self._started = False
 
     # --- sampler ------------------------------------------------------------------------------
     def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -79,9 +78,6 @@ class _OptunaAgent(Agent):
     # --- ask/tell -----------------------------------------------------------------------------
     def propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []
-        if not self._started and n > 0:
-            self._started = True
-            out.append(self._baseline())
         while len(out) < n:
             self.study.sampler = self._make_sampler(len(self.study.get_trials(deepcopy=False)))
             trial = self.study.ask(self._dists)
@@ -140,13 +136,11 @@ class _OptunaAgent(Agent):
     # --- state --------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         return {
-            "started": self._started,
             "raw": {str(k): v for k, v in self._raw.items()},
             "history": self._history,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._started = bool(state.get("started", False))
         self._raw = {int(k): dict(v) for k, v in state.get("raw", {}).items()}
         self._history = [dict(r) for r in state.get("history", [])]
         self._live = {}

@@ -31,15 +31,15 @@ class SensitivityAgent(Agent):
         if not isinstance(ratios, int) or ratios < 1:
             raise ValueError(f"options.ratios must be a positive integer, got {ratios!r}")
         self.ratios = ratios
-        self._queue: list[dict[str, Any]] = self._probe_plan()  # baseline + probes still to ask
+        self._queue: list[dict[str, Any]] = self._probe_plan()  # probes still to ask
         self._results: dict[str, float] = {}  # "group@ratio" (or "baseline") -> quality
-        self._expected = len(self._queue)
+        self._expected = len(self._queue) + 1  # the probes and the baseline
         self._keys: dict[int, str] = {}  # trial id -> probe key, for probes not yet told
         self._done = False
 
     def _probe_plan(self) -> list[dict[str, Any]]:
         base = self.fit.uniform_fill()
-        plan: list[dict[str, Any]] = [{"key": "baseline", "policy": base}]
+        plan: list[dict[str, Any]] = []  # the baseline itself is asked by Agent.ask
         seen = {self.space.signature(base)}
         for g in self.space.groups:
             b = base[g.name]
@@ -60,8 +60,7 @@ class SensitivityAgent(Agent):
         out: list[Proposal] = []
         while self._queue and len(out) < n:
             item = self._queue.pop(0)
-            role = "baseline" if item["key"] == "baseline" else "probe"
-            out.append(self._proposal(item["policy"], role=role, key=item["key"]))
+            out.append(self._proposal(item["policy"], role="probe", key=item["key"]))
             self._keys[out[-1].trial_id] = item["key"]
         if not out and not self._done and len(self._results) >= self._expected:
             out.append(self._proposal(self.allocate(), role="allocation"))
@@ -70,7 +69,7 @@ class SensitivityAgent(Agent):
 
     def observe(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            key = self._keys.pop(o.trial_id, None)
+            key = "baseline" if o.trial_id == self.baseline_trial_id else self._keys.pop(o.trial_id, None)
             if key is not None:
                 self._results[key] = o.metrics.quality if o.metrics is not None else 0.0
 

@@ -80,7 +80,6 @@ class DDPGAgent(Agent):
         )
         self._rng = np.random.default_rng(seed)
         self._episode = 0  # episodes rolled out so far
-        self._started = False
         self._episodes: dict[int, dict[str, Any]] = {}  # trial id -> transitions awaiting reward
 
     # --- rollouts -----------------------------------------------------------------------------
@@ -111,9 +110,6 @@ class DDPGAgent(Agent):
 
     def propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []
-        if not self._started and n > 0:
-            self._started = True
-            out.append(self._baseline())
         while len(out) < n:
             with one_thread():
                 policy, record = self.rollout()
@@ -155,7 +151,6 @@ class DDPGAgent(Agent):
         return {
             "rng": rng_state(self._rng),
             "episode": self._episode,
-            "started": self._started,
             "episodes": {str(k): v for k, v in self._episodes.items()},
             "ddpg": self.ddpg.state_dict(),
         }
@@ -165,6 +160,5 @@ class DDPGAgent(Agent):
             return
         set_rng_state(self._rng, state["rng"])
         self._episode = int(state["episode"])
-        self._started = bool(state["started"])
         self._episodes = {int(k): v for k, v in state["episodes"].items()}
         self.ddpg.load_state_dict(state["ddpg"])

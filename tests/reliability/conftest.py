@@ -8,34 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.db import ArtifactRow, Database, JobRow, TrialRow, UploadRow
-from tests.service.conftest import make_settings
-from tests.service.fakes import FakeLauncher
+from tests.service.conftest import started_clients
 
 
 @pytest.fixture
 def app_factory(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     """Builds started TestClients (lifespan entered) on a fresh SQLite file; closes them all."""
-    clients: list[TestClient] = []
-
-    def make(launcher: Any = None, db_url: str | None = None, **kw: Any) -> TestClient:
-        from service.api.app import create_app
-
-        url = db_url or f"sqlite:///{tmp_path / 'reliability.db'}"
-        app = create_app(make_settings(tmp_path, url, **kw), launcher=launcher or FakeLauncher())
-        client = TestClient(app)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
+    yield from started_clients(tmp_path, f"sqlite:///{tmp_path / 'reliability.db'}")
 
 
 def stored_counts(client: TestClient) -> dict[str, int]:

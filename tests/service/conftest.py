@@ -52,15 +52,16 @@ def launcher() -> FakeLauncher:
     return FakeLauncher()
 
 
-@pytest.fixture
-def client_factory(tmp_path: Path, db_url: str) -> Iterator[Callable[..., TestClient]]:
+def started_clients(tmp_path: Path, default_url: str) -> Iterator[Callable[..., TestClient]]:
+    """Yields a maker of started TestClients (lifespan entered, fake launcher by default) on
+    ``default_url`` unless given ``db_url``; closes every client it made afterwards."""
+    from service.api.app import create_app
+
     clients: list[TestClient] = []
 
-    def make(launcher: Any = None, **kw: Any) -> TestClient:
-        from service.api.app import create_app
-
-        app = create_app(make_settings(tmp_path, db_url, **kw), launcher=launcher or FakeLauncher())
-        client = TestClient(app)
+    def make(launcher: Any = None, db_url: str | None = None, **kw: Any) -> TestClient:
+        settings = make_settings(tmp_path, db_url or default_url, **kw)
+        client = TestClient(create_app(settings, launcher=launcher or FakeLauncher()))
         client.__enter__()
         clients.append(client)
         return client
@@ -68,6 +69,11 @@ def client_factory(tmp_path: Path, db_url: str) -> Iterator[Callable[..., TestCl
     yield make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client_factory(tmp_path: Path, db_url: str) -> Iterator[Callable[..., TestClient]]:
+    yield from started_clients(tmp_path, db_url)
 
 
 @pytest.fixture

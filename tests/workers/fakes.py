@@ -78,6 +78,7 @@ class ListAgent(Agent):
     """Proposes a fixed list of policies in order; records what it was told."""
 
     name = "list"
+    proposes_baseline = False  # the list is the whole script
 
     def __init__(self, space: SearchSpace, policies: list[dict[str, float]], seed: int = 0) -> None:
         super().__init__(space, Budget(macs_ratio=1.0), seed=seed)
