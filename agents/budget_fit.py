@@ -164,6 +164,28 @@ class BudgetFit:
             self._uniform_fill = self.fill(self.space.uniform(self.uniform_ratio()))
         return dict(self._uniform_fill)
 
+    def sweep(self, points: int) -> list[Policy]:
+        """The baseline's trade-off curve, cheapest first: ``uniform_fill`` at fractions k/points
+        (k = 1..points) of the MACs/params bounds (of the dense MACs when the budget has neither).
+
+        Levels the space cannot reach are left out and equal architectures kept once; with a
+        MACs/params budget the last point is this budget's own baseline.
+        """
+        b, out, seen = self.budget, [], set()
+        for k in range(1, points + 1):
+            f = k / points
+            macs = b.macs_ratio * f if b.macs_ratio is not None else None
+            params = b.params_ratio * f if b.params_ratio is not None else None
+            try:
+                level = BudgetFit(self.space, Budget(macs_ratio=macs or (None if params else f), params_ratio=params))
+            except BudgetError:
+                continue
+            policy = level.uniform_fill()
+            if (sig := self.space.signature(policy)) not in seen:
+                seen.add(sig)
+                out.append(policy)
+        return out
+
     def fill(self, policy: Mapping[str, float], order: list[str] | None = None) -> Policy:
         """Adds back one channel step per group in turn (round robin) while the budget holds."""
         space = self.space

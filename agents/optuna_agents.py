@@ -10,7 +10,9 @@ projected values instead would pile its density on the budget boundary in ways i
   Optuna constraints (``Trial.set_constraint``), so infeasible trials rank below feasible ones.
 * NSGA-II maximises quality and minimises cost: measured ``latency_ms`` when the evaluator
   measured it, else the MACs ratio; the same constraints apply. Its samples are only projected
-  when over budget (no fill), so the front spans costs below the budget.
+  when over budget (no fill), so the front spans costs below the budget. Its first generation
+  opens with the uniform-fill sweep below the budget (``sweep_points``, ``BudgetFit.sweep``):
+  the front starts from the baseline's trade-off curve and evolves away from it.
 
 The study lives in memory, or in SQL when ``storage`` is given (``load_if_exists``: a search
 resumes). Determinism: the sampler is re-created before every ``ask`` with a seed derived from
@@ -38,6 +40,7 @@ optuna.logging.set_verbosity(logging.WARNING)
 class _OptunaAgent(Agent):
     directions: tuple[Any, ...] = ("maximize",)
     fill_budget = True  # project onto the budget boundary (TPE) or only below it (NSGA-II)
+    default_sweep_points = 0  # uniform-fill sweep points enqueued as the first samples
 
     def __init__(
         self,
@@ -47,11 +50,17 @@ class _OptunaAgent(Agent):
         seed: int = 0,
         storage: str | None = None,
         study_name: str | None = None,
+        sweep_points: int | None = None,
         **sampler_options: Any,
     ) -> None:
         super().__init__(space, budget, seed=seed)
         if storage is not None and not isinstance(storage, str):
             raise ValueError("options.storage must be a SQL URL string")
+        points = self.default_sweep_points if sweep_points is None else sweep_points
+        if not isinstance(points, int) or not 0 <= points <= 100:
+            raise ValueError(f"options.sweep_points must be an integer in [0, 100], got {points!r}")
+        baseline = space.signature(self.fit.uniform_fill())  # asked anyway, first
+        self._sweep = [p for p in self.fit.sweep(points) if space.signature(p) != baseline]
         self.storage = storage
         self.study_name = study_name or f"autoprune-{self.name}-{seed}"
         self.sampler_options = sampler_options
@@ -79,7 +88,11 @@ class _OptunaAgent(Agent):
     def propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []
         while len(out) < n:
-            self.study.sampler = self._make_sampler(len(self.study.get_trials(deepcopy=False)))
+            asked = len(self.study.get_trials(deepcopy=False))
+            if asked < len(self._sweep):  # a function of the history, like the sampler's seed
+                top = self.space.max_ratio
+                self.study.enqueue_trial({f"r:{g}": min(r, top) for g, r in self._sweep[asked].items()})
+            self.study.sampler = self._make_sampler(asked)
             trial = self.study.ask(self._dists)
             raw = {k[2:]: float(v) for k, v in trial.params.items()}
             proposal = self._proposal(
@@ -178,6 +191,7 @@ class NSGA2Agent(_OptunaAgent):
     name = "optuna-nsga2"
     directions = ("maximize", "minimize")
     fill_budget = False  # a front needs points below the budget, not only on it
+    default_sweep_points = 8
 
     def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
         opts = {"population_size": 20, **self.sampler_options}

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.pareto import Point, dominates, hypervolume_2d  # noqa: E402
+from agents.pareto import Point, dominates, hypervolume_2d, pareto_front  # noqa: E402
 from agents.registry import make_agent  # noqa: E402
 from agents.types import Budget, Outcome  # noqa: E402
 
@@ -48,6 +48,7 @@ def build(task: str, args: argparse.Namespace) -> Any:
                 "finetune_steps": args.search_finetune_steps,
                 "calibration_batches": args.calibration_batches,
             },
+            "search_space": {"criterion": args.criterion, "round_to": args.round_to},
             "seed": args.reference_seed,
         }
     )
@@ -66,8 +67,11 @@ def build(task: str, args: argparse.Namespace) -> Any:
 def search(
     name: str, ev: Any, budget: Budget, seed: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    options = {"trials": args.evaluations} if name == "ddpg" else None
-    agent = make_agent(name, ev.space, budget, seed=seed, options=options)
+    kind = name.split("@")[0]
+    options = dict(args.options.get(name, {}))
+    if kind == "ddpg":
+        options.setdefault("trials", args.evaluations)
+    agent = make_agent(kind, ev.space, budget, seed=seed, options=options)
     trials: list[dict[str, Any]] = []
     cache: dict[str, Any] = {}  # equal architectures are evaluated once
     t0 = time.perf_counter()
@@ -119,16 +123,12 @@ def finetuned_test(
 
 
 def uniform_sweep(ev: Any, top: float) -> list[Point]:
+    """(quality, MACs) of uniform-fill at top·k/8: the curve NSGA-II's front is held against."""
     from agents.budget_fit import BudgetFit
 
     pts = []
-    for k in range(1, 9):
-        b = Budget(macs_ratio=top * k / 8)
-        try:
-            p = BudgetFit(ev.space, b).uniform_fill()
-        except ValueError:
-            continue
-        m = ev.evaluate(p)
+    for policy in BudgetFit(ev.space, Budget(macs_ratio=top)).sweep(8):
+        m = ev.evaluate(policy)
         pts.append(Point(m.quality, m.macs_ratio))
     return pts
 
@@ -143,21 +143,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--evaluations", type=int, default=200)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--batch", type=int, default=8, help="proposals per ask (the parallel batch)")
+    ap.add_argument(
+        "--options",
+        type=json.loads,
+        default={},
+        help='JSON {agent: options}; "ddpg@fast" names a variant of ddpg with its own options',
+    )
     ap.add_argument("--finetune-epochs", default="1,5")
     ap.add_argument("--search-finetune-steps", type=int, default=0)
     ap.add_argument("--calibration-batches", type=int, default=8)
-    ap.add_argument("--latency-rounds", type=int, default=3)
+    ap.add_argument("--criterion", default="l1", help="channel importance within a group")
+    ap.add_argument(
+        "--round-to", type=int, default=1, help="kept channels, multiple of (1: every width)"
+    )
+    ap.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=0,
+        help="0: MACs only (NSGA-II trades quality vs MACs)",
+    )
     ap.add_argument("--reference-seed", type=int, default=0)
     ap.add_argument(
         "--weights",
         default="",
         help="task=path.safetensors,...: dense weights instead of training a reference",
     )
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=".cache/bench")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no search: combine the results of earlier runs (e.g. one per task, run in parallel)",
+    )
     ap.add_argument("--out", default="docs/bench/agents.json")
     ap.add_argument("--plot", default="docs/agents_best_so_far.png")
     args = ap.parse_args(argv)
+    if args.merge:
+        report(merge([json.loads(Path(f).read_text()) for f in args.merge], Path(args.out)), args)
+        return
     torch.set_num_threads(args.threads)
     agents = args.agents.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -165,8 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"args": vars(args), "runs": [], "summary": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for task in args.tasks.split(","):
-        task_obj, ev, dense = build(task, args)
+    for task_name in args.tasks.split(","):
+        task_obj, ev, dense = build(task_name, args)
+        steps = args.search_finetune_steps  # a different evaluation: its own rows in the tables
+        task = f"{task_name} +{steps} ft steps" if steps else task_name
         for budget_ratio in [float(b) for b in args.budgets.split(",")]:
             budget = Budget(macs_ratio=budget_ratio)
             rows: dict[str, list[dict[str, Any]]] = {a: [] for a in agents}
@@ -182,13 +208,16 @@ def main(argv: list[str] | None = None) -> None:
                         if best
                         else {}
                     )
-                    if name == "optuna-nsga2":
-                        front = [
+                    if name.split("@")[0] == "optuna-nsga2":
+                        feasible = [
                             Point(t["quality"], t["macs_ratio"])
                             for t in r["trials"]
                             if t["feasible"]
                         ]
+                        front = [feasible[i] for i in pareto_front(feasible)]
                         sweep = uniform_sweep(ev, budget_ratio)
+                        r["front"] = sorted((p.cost, p.quality) for p in front)
+                        r["sweep"] = sorted((p.cost, p.quality) for p in sweep)
                         r["hypervolume"] = hypervolume_2d(front, 0.0, budget_ratio + 1e-9)
                         r["uniform_sweep_hypervolume"] = hypervolume_2d(
                             sweep, 0.0, budget_ratio + 1e-9
@@ -216,9 +245,51 @@ def main(argv: list[str] | None = None) -> None:
                     out.write_text(json.dumps(results, indent=1, default=float))
             results["summary"] += summarise(task, budget_ratio, rows, epochs, dense.quality)
             out.write_text(json.dumps(results, indent=1, default=float))
+    report(results, args)
+
+
+def merge(parts: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """Runs of several result files; a later file's run replaces an earlier one with the same
+    task, budget, agent and seed (e.g. an agent re-run after a change). Summaries are recomputed."""
+    runs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    dense: dict[str, float] = {}
+    for part in parts:
+        for r in part["runs"]:
+            runs[(r["task"], r["budget"], r["agent"], r["seed"])] = r
+        dense.update({s["task"]: s["dense_val"] for s in part["summary"]})
+    order = {a: i for i, a in enumerate(ALL_AGENTS)}
+    merged: dict[str, Any] = {"args": [p["args"] for p in parts], "runs": [], "summary": []}
+    for task, budget in sorted({k[:2] for k in runs}):
+        mine = [r for k, r in runs.items() if k[:2] == (task, budget)]
+        mine.sort(key=lambda r: (order.get(r["agent"], len(order)), r["agent"], r["seed"]))
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for r in mine:
+            rows.setdefault(r["agent"], []).append(r)
+        epochs = sorted({float(e) for r in mine for e in r["finetuned"]})
+        merged["runs"] += mine
+        merged["summary"] += summarise(task, budget, rows, epochs, dense[task])
+    out.write_text(json.dumps(merged, indent=1))
+    return merged
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> None:
+    epochs = sorted(
+        {
+            float(k.removeprefix("test_ft"))
+            for s in results["summary"]
+            for k in s
+            if k.startswith("test_ft")
+        }
+    )
     print(table(results["summary"], epochs))
+    print()
+    print(corr_table(results["summary"], epochs))
+    print()
+    print(nsga_table(results["summary"]))
     if args.plot:
         plot(results["runs"], Path(args.plot))
+        if any("front" in r for r in results["runs"]):
+            plot_fronts(results["runs"], Path(args.plot).with_name("agents_nsga2_fronts.png"))
 
 
 def _ms(xs: list[float]) -> str:
@@ -239,9 +310,9 @@ def summarise(
     from scipy.stats import spearmanr
 
     out = []
-    pairs = {str(e): ([], []) for e in epochs}
+    pairs: dict[str, tuple[list[float], list[float]]] = {str(e): ([], []) for e in epochs}
     for name, runs in rows.items():
-        s = {"task": task, "budget": budget, "agent": name, "dense_val": dense, "seeds": len(runs)}
+        s: dict[str, Any] = {"task": task, "budget": budget, "agent": name, "dense_val": dense, "seeds": len(runs)}
         s["search_val"] = [r["best"]["quality"] for r in runs if r["best"]]
         s["evaluations"] = [len(r["curve"]) for r in runs]
         for e in epochs:
@@ -250,15 +321,15 @@ def summarise(
                 if r["finetuned"]:
                     pairs[str(e)][0].append(r["best"]["quality"])
                     pairs[str(e)][1].append(r["finetuned"][str(e)])
-        if name == "optuna-nsga2":
+        if name.split("@")[0] == "optuna-nsga2":
             s["hypervolume"] = [r["hypervolume"] for r in runs]
             s["uniform_sweep_hypervolume"] = [r["uniform_sweep_hypervolume"] for r in runs]
             s["uniform_sweep_dominated"] = [r["uniform_sweep_dominated"] for r in runs]
         out.append(s)
-    for e, (a, b) in pairs.items():
+    for key, (a, b) in pairs.items():
         rho = spearmanr(a, b).statistic if len(a) > 2 else float("nan")
         for s in out:
-            s[f"spearman_ft{float(e):g}"] = float(rho)
+            s[f"spearman_ft{float(key):g}"] = float(rho)
     return out
 
 
@@ -279,6 +350,38 @@ def table(summary: list[dict[str, Any]], epochs: list[float]) -> str:
     return "\n".join(lines)
 
 
+def corr_table(summary: list[dict[str, Any]], epochs: list[float]) -> str:
+    """Spearman ρ between search-time val quality and fine-tuned test quality, over every
+    agent × seed best policy of a task and budget: does a better search score survive fine-tuning?"""
+    lines = [
+        "| task | MACs budget | "
+        + " | ".join(f"Spearman ρ, search val vs test after {e:g} ep" for e in epochs)
+        + " |",
+        "|" + "---|" * (2 + len(epochs)),
+    ]
+    seen = set()
+    for s in summary:
+        if (s["task"], s["budget"]) not in seen:
+            seen.add((s["task"], s["budget"]))
+            cells = " | ".join(f"{s.get(f'spearman_ft{e:g}', float('nan')):.2f}" for e in epochs)
+            lines.append(f"| {s['task']} | {s['budget']:g} | {cells} |")
+    return "\n".join(lines)
+
+
+def nsga_table(summary: list[dict[str, Any]]) -> str:
+    lines = [
+        "| task | MACs budget | NSGA-II hypervolume | uniform sweep hypervolume | sweep points dominated |",
+        "|---|---|---|---|---|",
+    ]
+    for s in summary:
+        if "hypervolume" in s:
+            lines.append(
+                f"| {s['task']} | {s['budget']:g} | {_ms(s['hypervolume'])} | "
+                f"{_ms(s['uniform_sweep_hypervolume'])} | {_ms(s['uniform_sweep_dominated'])} |"
+            )
+    return "\n".join(lines)
+
+
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -286,18 +389,28 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = sorted({(r["task"], r["budget"]) for r in runs})
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
-    for ax, (task, budget) in zip(axes[0], keys, strict=True):
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
+    for ax, (task, budget) in zip(axes.flat, keys, strict=False):
         by_agent: dict[str, list[list[float]]] = {}
         for r in runs:
             if (r["task"], r["budget"]) == (task, budget) and r["curve"]:
                 by_agent.setdefault(r["agent"], []).append(r["curve"])
+        longest = max((len(c) for cs in by_agent.values() for c in cs), default=1)
         for name, curves in by_agent.items():
-            n = max(len(c) for c in curves)
-            padded = [c + [c[-1]] * (n - len(c)) for c in curves]
+            # agents that stop early (uniform, global, sensitivity) keep their best to the end
+            padded = [c + [c[-1]] * (longest - len(c)) for c in curves]
             mean = [statistics.mean(col) for col in zip(*padded, strict=True)]
+            short = max(len(c) for c in curves) < longest
             ax.plot(
-                range(1, n + 1), mean, label=f"{name} ({len(curves)} seeds)", drawstyle="steps-post"
+                range(1, longest + 1),
+                mean,
+                label=f"{name} ({len(curves)} seeds)",
+                drawstyle="steps-post",
+                linestyle="--" if short else "-",
             )
         ax.set_title(f"{task}, MACs ≤ {budget:g}")
         ax.set_xlabel("evaluations")
@@ -306,6 +419,31 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def plot_fronts(runs: list[dict[str, Any]], path: Path) -> None:
+    """NSGA-II's front (every seed) against the uniform-fill sweep, per task and budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["task"], r["budget"]) for r in runs if "front" in r})
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
+    for ax, (task, budget) in zip(axes[0], keys, strict=True):
+        mine = [r for r in runs if (r["task"], r["budget"]) == (task, budget) and "front" in r]
+        for r in mine:
+            xs, ys = zip(*r["front"], strict=True) if r["front"] else ((), ())
+            ax.plot(xs, ys, "o-", ms=3, drawstyle="steps-post", label=f"NSGA-II seed {r['seed']}")
+        xs, ys = zip(*mine[0]["sweep"], strict=True)
+        ax.plot(xs, ys, "k--D", ms=4, label="uniform-fill sweep")
+        ax.set_title(f"{task}, MACs ≤ {budget:g}")
+        ax.set_xlabel("MACs ratio")
+        ax.set_ylabel("val accuracy (search time)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 

@@ -75,10 +75,10 @@ def progress_view(s: Session, job: JobRow, done: int | None = None) -> dict[str,
 
 
 def job_view(s: Session, job: JobRow) -> dict[str, Any]:
-    trials = repo.all_trials(s, job_id=job.id)
-    baseline = next((t for t in trials if (t.info or {}).get("role") == "baseline"), None)
-    feasible = [t for t in trials if t.feasible and t.quality is not None]
-    best = max(feasible, key=lambda t: (t.quality, -(t.macs or 0.0))) if feasible else None
+    # a few indexed queries, never every trial: the jobs list renders up to 500 of these
+    first = repo.first_trial(s, job_id=job.id)  # every agent asks the baseline first
+    baseline = first if first is not None and (first.info or {}).get("role") == "baseline" else None
+    best = repo.best_feasible_trial(s, job_id=job.id)
     return finite(
         {
             "id": job.id,
@@ -88,7 +88,7 @@ def job_view(s: Session, job: JobRow) -> dict[str, Any]:
             "created_at": iso(job.created_at),
             "started_at": iso(job.started_at),
             "finished_at": iso(job.finished_at),
-            "progress": progress_view(s, job, len(trials)),
+            "progress": progress_view(s, job),
             "budget": job.spec.get("budget", {}),
             "dense": job.dense,
             "baseline": trial_view(baseline) if baseline else None,

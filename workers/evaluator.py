@@ -109,6 +109,7 @@ class Evaluator:
         lock: NodeLock | None = None,
         latency_rounds: int = 15,
     ) -> None:
+        """``latency_rounds=0`` skips latency (Metrics carry none): for MACs/params-only studies."""
         spec = task.spec
         if threads is not None:
             torch.set_num_threads(threads)
@@ -121,13 +122,9 @@ class Evaluator:
         self.node = node_name()
         ev = spec.evaluation
         self.val_loader = self._val_loader(task.splits.val, ev.val_samples, ev.batch_size)
-        gen = torch.Generator().manual_seed(spec.seed)
-        train_loader = DataLoader(
-            task.splits.train, batch_size=ev.batch_size, shuffle=True, generator=gen
-        )
-        # the same calibration batches for every policy: differences come from the policy alone
-        self.calibration = list(itertools.islice(train_loader, ev.calibration_batches))
-        self.train_loader = train_loader
+        # the same calibration and fine-tuning batches for every policy, whatever was evaluated
+        # before: differences in quality come from the policy alone
+        self.calibration = list(itertools.islice(self._train_batches(), ev.calibration_batches))
         self.example = task.example_input.to(self.device)
         self.metric_fn = self._metric(spec.metric)
         self.dense_signature = self.space.signature({})
@@ -159,6 +156,15 @@ class Evaluator:
         )
         self.lock = lock
 
+    def _train_batches(self) -> Iterator[Any]:
+        """Shuffled training batches, endlessly, in the same order on every call."""
+        spec = self.task.spec
+        gen = torch.Generator().manual_seed(spec.seed)
+        loader = DataLoader(
+            self.task.splits.train, batch_size=spec.evaluation.batch_size, shuffle=True, generator=gen
+        )
+        return cycle(loader)
+
     @staticmethod
     def _val_loader(val: Dataset, cap: int | None, batch_size: int) -> DataLoader:
         if cap is not None and cap < len(val):  # type: ignore[arg-type]
@@ -188,21 +194,22 @@ class Evaluator:
     ) -> Metrics:
         macs, params = self._costs_of(signature, model)
         dense_macs, dense_params = self._costs_of(self.dense_signature, self.dense)
-        t_lat = time.perf_counter()
-        was_cached = self.latency.cached(signature) is not None
-        lat = self.latency.measure(signature, model)
-        extra.update(
-            signature=signature, latency_cached=was_cached, latency_s=time.perf_counter() - t_lat
-        )
+        lat = None
+        extra["signature"] = signature
+        if self.latency.rounds > 0:
+            t_lat = time.perf_counter()
+            extra["latency_cached"] = self.latency.cached(signature) is not None
+            lat = self.latency.measure(signature, model)
+            extra["latency_s"] = time.perf_counter() - t_lat
         return Metrics(
             quality=quality,
             macs=macs,
             params=params,
             macs_ratio=macs / dense_macs,
             params_ratio=params / dense_params,
-            latency_ms=lat.ms,
-            latency_spread_ms=lat.spread_ms,
-            latency_ratio=lat.ratio,
+            latency_ms=lat.ms if lat else None,
+            latency_spread_ms=lat.spread_ms if lat else None,
+            latency_ratio=lat.ratio if lat else None,
             eval_seconds=time.perf_counter() - t0,
             node=self.node,
             extra={**extra, "pid": os.getpid()},
@@ -236,7 +243,7 @@ class Evaluator:
             teacher = None if spec.metric == "accuracy" else self.dense
             train_steps(
                 pruned,
-                cycle(self.train_loader),
+                self._train_batches(),
                 spec.evaluation.finetune_steps,
                 device=self.device,
                 teacher=teacher,

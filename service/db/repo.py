@@ -98,6 +98,22 @@ def all_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:
     return s.scalars(sa.select(TrialRow).where(TrialRow.job_id == job_id).order_by(TrialRow.trial_id)).all()
 
 
+def best_feasible_trial(s: Session, *, job_id: str) -> TrialRow | None:
+    """Highest quality among feasible trials; fewer MACs, then the lower id, break ties."""
+    return s.scalars(
+        sa.select(TrialRow)
+        .where(TrialRow.job_id == job_id, TrialRow.feasible.is_(True), TrialRow.quality.is_not(None))
+        .order_by(TrialRow.quality.desc(), TrialRow.macs.asc(), TrialRow.trial_id.asc())
+        .limit(1)
+    ).first()
+
+
+def first_trial(s: Session, *, job_id: str) -> TrialRow | None:
+    return s.scalars(
+        sa.select(TrialRow).where(TrialRow.job_id == job_id).order_by(TrialRow.trial_id).limit(1)
+    ).first()
+
+
 def count_trials(s: Session, *, job_id: str) -> int:
     return s.scalar(sa.select(sa.func.count()).select_from(TrialRow).where(TrialRow.job_id == job_id)) or 0
 

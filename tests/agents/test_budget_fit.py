@@ -106,3 +106,15 @@ def test_latency_model_learns_and_steers_projection():
     true_lr = 0.6 + 0.4 * space.macs_ratio(base)
     assert true_lr <= 0.75 + 0.03  # steered to the measured bound (prior alone would give 0.75 MACs)
     assert space.macs_ratio(base) < 0.5
+
+
+@pytest.mark.parametrize("budget", [Budget(macs_ratio=0.5), Budget(params_ratio=0.4), Budget(latency_ratio=0.5)])
+def test_sweep_is_the_uniform_fill_curve_cheapest_first(budget):
+    space = chain_space()
+    sweep = BudgetFit(space, budget).sweep(6)
+    macs = [space.macs_ratio(p) for p in sweep]
+    assert len(sweep) >= 3 and macs == sorted(macs)
+    assert len({space.signature(p) for p in sweep}) == len(sweep)
+    if not budget.uses_latency:  # the top of the curve is this budget's own baseline
+        assert sweep[-1] == BudgetFit(space, budget).uniform_fill()
+        assert all(BudgetFit(space, budget).fits(p) for p in sweep)

@@ -6,6 +6,7 @@ import shutil
 import optuna
 import pytest
 
+from agents.budget_fit import BudgetFit
 from agents.optuna_agents import NSGA2Agent, TPEAgent
 from agents.types import Budget
 from tests.agents.synthetic import chain_space, make_evaluator, sensitivities
@@ -67,3 +68,16 @@ def test_nsga2_costs_span_below_the_budget():
 def test_bad_sampler_option_names_the_option():
     with pytest.raises(ValueError, match="not a TPESampler option"):
         TPEAgent(chain_space(), Budget(macs_ratio=0.5), population_size=3)
+
+
+def test_nsga2_first_generation_holds_the_uniform_sweep():
+    # the front starts from the baseline's trade-off curve: every sweep point is proposed
+    space, budget = chain_space(), Budget(macs_ratio=0.6)
+    sweep = BudgetFit(space, budget).sweep(8)
+    agent = NSGA2Agent(space, budget, seed=0, population_size=8)
+    proposed = {space.signature(p.policy) for p in agent.ask(len(sweep) + 2)}
+    assert {space.signature(p) for p in sweep} <= proposed
+    off = NSGA2Agent(space, budget, seed=0, population_size=8, sweep_points=0).ask(len(sweep))
+    assert len({space.signature(p.policy) for p in off} & {space.signature(p) for p in sweep}) <= 1
+    with pytest.raises(ValueError, match="sweep_points"):
+        NSGA2Agent(space, budget, sweep_points=-1)

@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 
 from service.runner import default_launcher
 from tests.reliability.helpers import EVALUATING_DIR, tiny_spec
+from tests.server_process import free_port, serve, wait_healthy
 from tests.service.conftest import reference_cache, wait_state
-from tests.service.test_real_jobs import _free_port, _serve, _wait_healthy
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -93,7 +93,7 @@ def test_unwritable_artifact_directory_fails_clearly_and_keeps_trials(
 def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
     """The controller dies during finalize: on restart the job finalizes again, trials untouched,
     exactly ``top_k`` artifacts (no leftovers from the killed attempt), downloadable."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "AUTOPRUNE_DATA_DIR": str(tmp_path / "state"), "AUTOPRUNE_PORT": str(port),
@@ -106,9 +106,9 @@ def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
     body = tiny_spec(metric="agreement", agent={"kind": "random", "trials": trials},
                      finalize={"top_k": 1, "finetune_epochs": 2, "export": ["safetensors"]})
 
-    proc = _serve(env, log)
+    proc = serve(env, log)
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         job = httpx.post(f"{url}/api/v1/jobs", json=body, headers=h, timeout=30).json()
         deadline = time.monotonic() + 300
         state = "queued"
@@ -124,9 +124,9 @@ def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
     assert state == "finalizing", (state, log.read_text()[-2000:])
     assert len(before) == trials
 
-    proc = _serve(env, log)
+    proc = serve(env, log)
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         deadline = time.monotonic() + 300
         while True:
             done = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=h, timeout=30).json()

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.server_process import free_port, serve, wait_healthy
 from tests.service.conftest import reference_cache, wait_state
 
 REAL_SPEC: dict[str, Any] = {
@@ -66,36 +65,9 @@ def test_real_job_in_process(tmp_path: Path) -> None:
     assert model(torch.zeros(2, *arch["input_shape"])).shape == (2, 10)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).parent / "autoprune"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "service.cli"]
-    return subprocess.Popen([*cmd, "serve"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not become healthy")
-
-
 @pytest.mark.slow
 def test_sigkill_mid_job_then_resume(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AUTOPRUNE_DATA_DIR": str(tmp_path / "state"), "AUTOPRUNE_PORT": str(port),
            "AUTOPRUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'kill.db'}",
@@ -105,9 +77,9 @@ def test_sigkill_mid_job_then_resume(tmp_path: Path) -> None:
     trials = 10
     spec = {**REAL_SPEC, "agent": {"kind": "random", "trials": trials}}
 
-    proc = _serve(env, log)
+    proc = serve(env, log)
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         job = httpx.post(f"{url}/api/v1/jobs", json=spec, headers=headers, timeout=30).json()
         deadline = time.monotonic() + 900
         before: list[dict[str, Any]] = []
@@ -126,9 +98,9 @@ def test_sigkill_mid_job_then_resume(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert state == "running" and 2 <= len(before) < trials, (state, len(before))
 
-    proc = _serve(env, log)
+    proc = serve(env, log)
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         deadline = time.monotonic() + 900
         while True:
             done = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=headers, timeout=30).json()

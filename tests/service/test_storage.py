@@ -80,3 +80,26 @@ def test_front_flag(db: Database) -> None:
         repo.set_front(s, job_id=job_id, trial_ids=[0, 2])
     with db.session_scope() as s:
         assert [t.trial_id for t in repo.front_trials(s, job_id=job_id)] == [0, 2]
+
+
+def test_job_view_best_is_feasible_then_cheapest_and_baseline_is_first(db: Database) -> None:
+    from service.views import job_view
+
+    job_id = _job(db)
+    rows = [  # (quality, macs, feasible, role)
+        (0.50, 40.0, True, "baseline"),
+        (0.95, 90.0, False, None),  # best quality, over budget: never "best"
+        (0.80, 45.0, True, None),
+        (0.80, 42.0, True, None),  # same quality, fewer MACs: this one
+        (None, None, False, None),  # failed
+    ]
+    with db.session_scope() as s:
+        for i, (q, macs, ok, role) in enumerate(rows):
+            repo.add_trial(s, job_id=job_id, trial_id=i, state="succeeded", policy={}, kept={},
+                           metrics=None, quality=q, macs=macs, feasible=ok,
+                           info={"role": role} if role else {}, cached=False)
+    with db.session_scope() as s:
+        view = job_view(s, repo.get_job(s, job_id))
+    assert view["best"]["trial_id"] == 3
+    assert view["baseline"]["trial_id"] == 0
+    assert view["progress"]["trials_done"] == 5

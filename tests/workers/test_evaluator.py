@@ -59,6 +59,16 @@ def test_latency_cache_hit_skips_measurement(task: Task) -> None:
     assert ev.latency.measurements == 2
 
 
+def test_zero_latency_rounds_measure_no_latency(task: Task) -> None:
+    # MACs-only studies (bench/agents.py) skip timing; NSGA-II then trades quality vs MACs
+    ev = Evaluator(task, latency_rounds=0)
+    policy = task.space.uniform(0.25)
+    m = ev.evaluate(policy)
+    assert ev.latency.measurements == 0
+    assert m.latency_ms is None and m.latency_ratio is None and m.latency_spread_ms is None
+    assert 0 < m.macs_ratio < 1 and m.extra["signature"] == task.space.signature(policy)
+
+
 def test_latency_file_cache_is_shared_between_evaluators(task: Task, tmp_path: Path) -> None:
     s = WorkerSettings(cache_dir=tmp_path)
     a = Evaluator(task, settings=s, latency_rounds=3)
@@ -91,6 +101,17 @@ def test_finetune_steps_change_the_pruned_model(task: Task, evaluator: Evaluator
     x = task.example_input
     with torch.no_grad():
         assert not torch.allclose(plain(x), tuned(x))
+
+
+def test_finetuned_quality_does_not_depend_on_what_was_evaluated_before(task: Task) -> None:
+    # fine-tuning batches restart for every policy: a search's ranking is the policies', not
+    # the order they happened to be evaluated in
+    evaluation = {**task.spec.evaluation.model_dump(), "finetune_steps": 3, "batch_size": 16}
+    ev = Evaluator(variant(task, evaluation=evaluation), latency_rounds=0)
+    policy = task.space.uniform(0.5)
+    first = ev.evaluate(policy).quality
+    ev.evaluate(task.space.uniform(0.25))
+    assert ev.evaluate(policy).quality == first
 
 
 def test_bad_policy_names_the_group(evaluator: Evaluator) -> None:
