@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -267,7 +268,7 @@ def merge(parts: list[dict[str, Any]], out: Path) -> dict[str, Any]:
             rows.setdefault(r["agent"], []).append(r)
         epochs = sorted({float(e) for r in mine for e in r["finetuned"]})
         merged["runs"] += mine
-        merged["summary"] += summarise(task, budget, rows, epochs, dense[task])
+        merged["summary"] += summarise(task, budget, rows, epochs, dense.get(task, math.nan))
     out.write_text(json.dumps(merged, indent=1))
     return merged
 
@@ -382,6 +383,16 @@ def nsga_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _panels(plt: Any, n: int, *, cols: int, width: float) -> tuple[Any, list[Any]]:
+    """A figure with ``n`` panels, at most ``cols`` a row; unused cells hidden."""
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -389,12 +400,8 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = sorted({(r["task"], r["budget"]) for r in runs})
-    cols = min(3, len(keys))
-    rows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
-    for ax in axes.flat[len(keys) :]:
-        ax.set_visible(False)
-    for ax, (task, budget) in zip(axes.flat, keys, strict=False):
+    fig, axes = _panels(plt, len(keys), cols=3, width=5.5)
+    for ax, (task, budget) in zip(axes, keys, strict=False):
         by_agent: dict[str, list[list[float]]] = {}
         for r in runs:
             if (r["task"], r["budget"]) == (task, budget) and r["curve"]:
@@ -430,8 +437,8 @@ def plot_fronts(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = sorted({(r["task"], r["budget"]) for r in runs if "front" in r})
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
-    for ax, (task, budget) in zip(axes[0], keys, strict=True):
+    fig, axes = _panels(plt, len(keys), cols=2, width=6.0)
+    for ax, (task, budget) in zip(axes, keys, strict=False):
         mine = [r for r in runs if (r["task"], r["budget"]) == (task, budget) and "front" in r]
         for r in mine:
             xs, ys = zip(*r["front"], strict=True) if r["front"] else ((), ())

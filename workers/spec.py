@@ -124,7 +124,12 @@ class SearchSpaceSpec(_Spec):
 
 class EvaluationSpec(_Spec):
     calibration_batches: int = Field(8, ge=0, le=1000)
-    finetune_steps: int = Field(0, ge=0, le=100_000)
+    finetune_steps: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="SGD steps on each pruned candidate before it is scored (try 20 for deep cuts)",
+    )
     val_samples: int | None = Field(None, ge=1, le=10_000_000)
     batch_size: int = Field(128, ge=1, le=4096)
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.server_process import free_port, wait_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -49,17 +49,11 @@ workers: 0
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real server process on a free loopback port; always terminated."""
     state = tmp_path_factory.mktemp("dashboard")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AUTOPRUNE_DATA_DIR": str(state),
@@ -78,17 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(state / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        else:
-            pytest.fail("server did not answer /healthz within 30 s")
+        wait_healthy(base, proc, state / "server.log", timeout=30)
         yield base
     finally:
         proc.terminate()
