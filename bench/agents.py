@@ -1,14 +1,17 @@
 """Agents benchmark: every agent, equal evaluations, real pruned models (issue 4).
 
 For each task (dataset:model), MACs budget and seed, every agent runs ``--evaluations`` real
-evaluations (Torch-Pruning surgery → BN recalibration → val accuracy, ``workers.evaluator``);
-then each agent's best feasible policy is fine-tuned for each of ``--finetune-epochs`` and scored
-on the test split. Reports: best search-time val quality (mean ± sd over seeds), test quality
-after fine-tuning, Spearman correlation search-time vs fine-tuned, NSGA-II hypervolume against
-the uniform sweep, and a best-so-far-vs-evaluations plot.
+evaluations (Torch-Pruning surgery → BN recalibration → optional ``--search-finetune-steps`` →
+val accuracy, ``workers.evaluator``); then each agent's best feasible policy is fine-tuned for
+each of ``--finetune-epochs`` and scored on the test split. Reports: best search-time val
+quality (mean ± sd over seeds), test quality after fine-tuning, Spearman correlation search-time
+vs fine-tuned, NSGA-II's hypervolume and front against the uniform-fill sweep, and plots.
+``--merge`` combines result files of runs made in parallel (docs/benchmarks.md, "Agents").
 
     .venv/bin/python bench/agents.py --tasks digits:resnet20 --budgets 0.25 --evaluations 200 \
-        --seeds 0,1,2 --out docs/bench/agents.json --plot docs/agents_best_so_far.png
+        --seeds 0,1,2 --out docs/bench/agents-digits-0.25.json --plot ''
+    .venv/bin/python bench/agents.py --merge docs/bench/agents-digits-0.25.json ... \
+        --out docs/bench/agents.json --plot docs/agents_best_so_far.png
 """
 
 from __future__ import annotations
