@@ -172,15 +172,18 @@ class BudgetFit:
         MACs/params budget the last point is this budget's own baseline.
         """
         b, out, seen = self.budget, [], set()
+        top_macs = b.macs_ratio if b.macs_ratio is not None or b.params_ratio is not None else 1.0
         for k in range(1, points + 1):
             f = k / points
-            macs = b.macs_ratio * f if b.macs_ratio is not None else None
-            params = b.params_ratio * f if b.params_ratio is not None else None
+            level = Budget(
+                macs_ratio=None if top_macs is None else top_macs * f,
+                params_ratio=None if b.params_ratio is None else b.params_ratio * f,
+            )
             try:
-                level = BudgetFit(self.space, Budget(macs_ratio=macs or (None if params else f), params_ratio=params))
+                level_fit = BudgetFit(self.space, level)
             except BudgetError:
                 continue
-            policy = level.uniform_fill()
+            policy = level_fit.uniform_fill()
             if (sig := self.space.signature(policy)) not in seen:
                 seen.add(sig)
                 out.append(policy)

@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.pareto import Point, dominates, hypervolume_2d, pareto_front  # noqa: E402
 from agents.registry import make_agent  # noqa: E402
-from agents.types import Budget, Outcome  # noqa: E402
+from agents.types import Budget, Outcome, Proposal  # noqa: E402
+from workers.loop import run_search  # noqa: E402
+from workers.pool import InProcessPool  # noqa: E402
 
 ALL_AGENTS = ["uniform", "global", "random", "sensitivity", "optuna-tpe", "optuna-nsga2", "ddpg"]
 
@@ -76,38 +78,29 @@ def search(
     if kind == "ddpg":
         options.setdefault("trials", args.evaluations)
     agent = make_agent(kind, ev.space, budget, seed=seed, options=options)
-    trials: list[dict[str, Any]] = []
-    cache: dict[str, Any] = {}  # equal architectures are evaluated once
+    done: list[tuple[Proposal, Outcome]] = []
     t0 = time.perf_counter()
-    while len(trials) < args.evaluations and not agent.finished:
-        props = agent.ask(min(args.batch, args.evaluations - len(trials)))
-        if not props:
-            break
-        outs = []
-        for p in props:
-            sig = ev.space.signature(p.policy)
-            if sig not in cache:
-                try:
-                    cache[sig] = ev.evaluate(p.policy)
-                except Exception as exc:  # noqa: BLE001 - a failed trial is data, the agent is told
-                    cache[sig] = exc
-            m = cache[sig]
-            outs.append(
-                Outcome(p.trial_id, p.policy, None, str(m))
-                if isinstance(m, Exception)
-                else Outcome(p.trial_id, p.policy, m)
-            )
-            if not isinstance(m, Exception):
-                trials.append(
-                    {
-                        "policy": p.policy,
-                        "quality": m.quality,
-                        "macs_ratio": m.macs_ratio,
-                        "feasible": budget.feasible(m),
-                        "role": p.info.get("role"),
-                    }
-                )
-        agent.tell(outs)
+    # the service's own loop: equal architectures are evaluated once, failures told to the agent
+    run_search(
+        agent,
+        InProcessPool(ev),
+        trials=args.evaluations,
+        batch_size=args.batch,
+        on_outcome=lambda p, o, _cached: done.append((p, o)),
+        on_state=lambda _state: None,
+        should_stop=lambda: False,
+    )
+    trials: list[dict[str, Any]] = [
+        {
+            "policy": p.policy,
+            "quality": o.metrics.quality,
+            "macs_ratio": o.metrics.macs_ratio,
+            "feasible": budget.feasible(o.metrics),
+            "role": p.info.get("role"),
+        }
+        for p, o in sorted(done, key=lambda po: po[0].trial_id)
+        if o.metrics is not None
+    ]
     best = max((t for t in trials if t["feasible"]), key=lambda t: t["quality"], default=None)
     curve, run = [], -1.0
     for t in trials:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from service.views import FINAL_STATES
 
 
 def free_port() -> int:
@@ -37,3 +42,31 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
             pass
         time.sleep(0.2)
     raise AssertionError("server did not become healthy")
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server's whole process group (a crash: nothing gets to clean up)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM the process group, SIGKILL it if it has not exited within ``timeout``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+
+
+def wait_final(url: str, job_id: str, headers: dict[str, str], *, timeout: float, poll: float = 0.5) -> dict[str, Any]:
+    """The job once it has ended (or, past ``timeout``, as it stands: the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = httpx.get(f"{url}/api/v1/jobs/{job_id}", headers=headers, timeout=30).json()
+        if job["state"] in FINAL_STATES or time.monotonic() > deadline:
+            return job
+        time.sleep(poll)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from agents.types import Metrics
+from search_spaces.calibrate import recalibrate_bn
 from search_spaces.measure import count_macs_params
 from search_spaces.registry import import_target
 from search_spaces.space import SearchSpace
@@ -85,14 +86,6 @@ def train_steps(
     model.eval()
 
 
-@torch.no_grad()
-def recalibrate(model: nn.Module, batches: list[torch.Tensor]) -> None:
-    """Re-estimates BatchNorm running statistics (cumulative average over ``batches``)."""
-    from search_spaces.calibrate import recalibrate_bn
-
-    recalibrate_bn(model, batches)
-
-
 def cycle(loader: DataLoader) -> Iterator[Any]:
     return itertools.chain.from_iterable(itertools.repeat(loader))
 
@@ -125,6 +118,8 @@ class Evaluator:
         # the same calibration and fine-tuning batches for every policy, whatever was evaluated
         # before: differences in quality come from the policy alone
         self.calibration = list(itertools.islice(self._train_batches(), ev.calibration_batches))
+        # their inputs on the device once, not on every evaluation
+        self.calibration_inputs = [_inputs(b).to(self.device) for b in self.calibration]
         self.example = task.example_input.to(self.device)
         self.metric_fn = self._metric(spec.metric)
         self.dense_signature = self.space.signature({})
@@ -237,8 +232,8 @@ class Evaluator:
             example_input=self.example,
             batches=self.calibration[:2] if self.task.criterion == "taylor" else None,
         )
-        if self.calibration:
-            recalibrate(pruned, [_inputs(b).to(self.device) for b in self.calibration])
+        if self.calibration_inputs:  # none given: keep the dense statistics
+            recalibrate_bn(pruned, self.calibration_inputs)
         if spec.evaluation.finetune_steps > 0:
             teacher = None if spec.metric == "accuracy" else self.dense
             train_steps(

@@ -25,8 +25,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from agents.types import Metrics
+from search_spaces.calibrate import recalibrate_bn
 from search_spaces.space import Policy, SearchSpace
-from workers.evaluator import Evaluator, accuracy, cycle, predictions, recalibrate, train_steps
+from workers.evaluator import Evaluator, accuracy, cycle, predictions, train_steps
 from workers.spec import FinalizeSpec
 from workers.task import Task
 
@@ -102,7 +103,6 @@ class _Finalizer:
     def fine_tuned(self, rank: int, policy: Policy) -> nn.Module:
         total = round(self.spec.finetune_epochs * len(self.train_loader))
         batches = cycle(self.train_loader)
-        calib = [b[0] for b in self.ev.calibration]
 
         def progress(done: int) -> None:
             if done % 20 == 0:
@@ -123,8 +123,8 @@ class _Finalizer:
         done = 0
         for k in range(1, prune_steps + 1):
             self._prune_to(model, agp_ratios(policy, k, prune_steps))
-            if calib:
-                recalibrate(model, calib)
+            if self.ev.calibration_inputs:
+                recalibrate_bn(model, self.ev.calibration_inputs)
             self.on_progress(
                 {"rank": rank, "stage": "agp", "prune_step": k, "prune_steps": prune_steps}
             )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +20,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.runner import default_launcher
+from service.views import FINAL_STATES
 from tests.reliability.helpers import EVALUATING_DIR, tiny_spec
-from tests.server_process import free_port, serve, wait_healthy
+from tests.server_process import free_port, kill, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import reference_cache, wait_state
-
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _real(app_factory: Callable[..., TestClient], **kw: Any) -> TestClient:
@@ -50,7 +48,7 @@ def test_trials_that_raise_or_run_out_of_memory_are_recorded_and_the_job_goes_on
     body = tiny_spec(budget={"macs_ratio": 0.6}, agent={"kind": "random", "trials": trials},
                      finalize={"top_k": 0})
     job = c.post("/api/v1/jobs", json=body).json()
-    done = wait_state(c, job["id"], FINAL, timeout=300)
+    done = wait_state(c, job["id"], FINAL_STATES, timeout=300)
     assert done["state"] == "succeeded", done["error"]
     items = _trials(c, job["id"])
     assert [t["trial_id"] for t in items] == list(range(trials))  # every trial recorded, once
@@ -79,7 +77,7 @@ def test_unwritable_artifact_directory_fails_clearly_and_keeps_trials(
     trials = 4
     body = tiny_spec(metric="agreement", agent={"kind": "random", "trials": trials})
     job = c.post("/api/v1/jobs", json=body).json()
-    done = wait_state(c, job["id"], FINAL, timeout=300)
+    done = wait_state(c, job["id"], FINAL_STATES, timeout=300)
     assert done["state"] == "failed", done
     assert done["error"] and str(art) in done["error"], done["error"]  # names the directory
     items = _trials(c, job["id"])
@@ -112,37 +110,26 @@ def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
         job = httpx.post(f"{url}/api/v1/jobs", json=body, headers=h, timeout=30).json()
         deadline = time.monotonic() + 300
         state = "queued"
-        while time.monotonic() < deadline and state not in ("finalizing", *FINAL):
+        while time.monotonic() < deadline and state not in ("finalizing", *FINAL_STATES):
             state = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=h, timeout=30).json()["state"]
             time.sleep(0.1)
         before = httpx.get(f"{url}/api/v1/jobs/{job['id']}/trials", headers=h, timeout=30).json()["items"]
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill(proc)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill(proc)
     assert state == "finalizing", (state, log.read_text()[-2000:])
     assert len(before) == trials
 
     proc = serve(env, log)
     try:
         wait_healthy(url, proc, log)
-        deadline = time.monotonic() + 300
-        while True:
-            done = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=h, timeout=30).json()
-            if done["state"] in FINAL or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
+        done = wait_final(url, job["id"], h, timeout=300, poll=0.3)
         after = httpx.get(f"{url}/api/v1/jobs/{job['id']}/trials", params={"limit": 100}, headers=h,
                           timeout=30).json()["items"]
         arts = httpx.get(f"{url}/api/v1/jobs/{job['id']}/artifacts", headers=h, timeout=30).json()["items"]
         zipped = httpx.get(f"{url}{arts[0]['download_url']}", headers=h, timeout=60) if arts else None
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     assert done["state"] == "succeeded", (done["state"], done["error"], log.read_text()[-3000:])
     assert after == before  # not one trial re-run, lost or duplicated
     assert len(arts) == 1 and arts[0]["rank"] == 1
@@ -165,7 +152,7 @@ def test_ray_worker_killed_mid_evaluation(app_factory: Callable[..., TestClient]
     deadline = time.monotonic() + 240
     while killed is None and time.monotonic() < deadline:
         state = c.get(f"/api/v1/jobs/{job['id']}").json()["state"]
-        assert state not in FINAL, c.get(f"/api/v1/jobs/{job['id']}").json()["error"]
+        assert state not in FINAL_STATES, c.get(f"/api/v1/jobs/{job['id']}").json()["error"]
         for marker in EVALUATING_DIR.iterdir():
             pid = int(marker.name)
             # the first evaluation is the dense model's; kill one that evaluates a trial
@@ -175,7 +162,7 @@ def test_ray_worker_killed_mid_evaluation(app_factory: Callable[..., TestClient]
                 break
         time.sleep(0.1)
     assert killed is not None, "never saw a worker mid-evaluation"
-    done = wait_state(c, job["id"], FINAL, timeout=240)
+    done = wait_state(c, job["id"], FINAL_STATES, timeout=240)
     assert done["state"] == "succeeded", done["error"]
     items = _trials(c, job["id"])
     assert [t["trial_id"] for t in items] == list(range(trials))

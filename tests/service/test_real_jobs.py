@@ -5,8 +5,6 @@ stored once."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.server_process import free_port, serve, wait_healthy
+from tests.server_process import free_port, kill, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import reference_cache, wait_state
 
 REAL_SPEC: dict[str, Any] = {
@@ -91,31 +89,20 @@ def test_sigkill_mid_job_then_resume(tmp_path: Path) -> None:
             assert first["state"] in ("queued", "running"), (first["state"], first["error"], log.read_text()[-3000:])
             time.sleep(0.5)
         state = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=headers, timeout=30).json()["state"]
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        kill(proc)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill(proc)
     assert state == "running" and 2 <= len(before) < trials, (state, len(before))
 
     proc = serve(env, log)
     try:
         wait_healthy(url, proc, log)
-        deadline = time.monotonic() + 900
-        while True:
-            done = httpx.get(f"{url}/api/v1/jobs/{job['id']}", headers=headers, timeout=30).json()
-            if done["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        done = wait_final(url, job["id"], headers, timeout=900)
         assert done["state"] == "succeeded", (done["state"], done["error"], log.read_text()[-3000:])
         after = httpx.get(f"{url}/api/v1/jobs/{job['id']}/trials", params={"limit": 1000}, headers=headers,
                           timeout=30).json()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
     ids = [t["trial_id"] for t in after["items"]]
     assert ids == list(range(trials)) and after["count"] == trials  # none lost, none twice
     by_id = {t["trial_id"]: t for t in after["items"]}
