@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from search_spaces.prune import prune_to_counts
+from search_spaces.registry import NotRegisteredError
 from search_spaces.zoo import build_model
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,20 @@ def architecture(
     }
 
 
-def rebuild_pruned(arch: Mapping[str, Any]) -> nn.Module:
-    """The pruned architecture (random weights) described by an ``architecture.json`` dict."""
+def rebuild_pruned(arch: Mapping[str, Any], *, trusted: bool = False) -> nn.Module:
+    """The pruned architecture (random weights) described by an ``architecture.json`` dict.
+
+    A bundle is data: an ``entrypoint:`` source is imported only when it is a registered or
+    allowed plugin (:mod:`search_spaces.plugins`), or when the caller vouches for the bundle
+    (``trusted=True``).
+    """
     if arch.get("format") != FORMAT:
         raise ValueError(f"architecture.format: expected {FORMAT}, got {arch.get('format')!r}")
-    model = build_model(str(arch["source"]), num_classes=int(arch["num_classes"]), in_channels=int(arch["in_channels"]))
+    try:
+        model = build_model(str(arch["source"]), num_classes=int(arch["num_classes"]),
+                            in_channels=int(arch["in_channels"]), trusted=trusted)
+    except NotRegisteredError as exc:
+        raise ValueError(f"architecture.source: {exc}; pass trusted=True if you trust this bundle's code") from None
     x = torch.zeros(1, *arch["input_shape"])
     return prune_to_counts(model, {k: int(v) for k, v in arch["kept"].items()}, x).eval()
 
@@ -98,13 +108,14 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
             torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"])
 
 
-def load_bundle(directory: str | Path) -> nn.Module:
-    """Rebuilds the pruned model from ``architecture.json`` and loads ``model.safetensors`` (no pickle)."""
+def load_bundle(directory: str | Path, *, trusted: bool = False) -> nn.Module:
+    """Rebuilds the pruned model from ``architecture.json`` and loads ``model.safetensors`` (no
+    pickle; plugin sources as in :func:`rebuild_pruned`)."""
     d = Path(directory)
     try:
         arch = json.loads((d / "architecture.json").read_text())
     except FileNotFoundError:
         raise ValueError(f"bundle {str(d)!r}: no architecture.json") from None
-    model = rebuild_pruned(arch)
+    model = rebuild_pruned(arch, trusted=trusted)
     model.load_state_dict(load_file(str(d / "model.safetensors")), strict=True)
     return model.eval()

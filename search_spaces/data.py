@@ -6,7 +6,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from search_spaces.registry import Registry, import_target
+from search_spaces.plugins import DATASET_PLUGINS, PREFIX
+from search_spaces.registry import Registry
 
 if TYPE_CHECKING:
     from search_spaces.datasets.common import DataSplits
@@ -29,9 +30,12 @@ def load_dataset(
     path: str | os.PathLike[str] | None = None,
     roots: Sequence[str | os.PathLike[str]] = (),
     seed: int = 0,
+    trusted: bool = True,
     **options: Any,
 ) -> DataSplits:
-    """Loads a dataset by name (or ``entrypoint:pkg.mod:fn``, called with ``seed=`` and ``path=``).
+    """Loads a dataset by name, or a plugin ``entrypoint:<name or module:function>`` (called with
+    ``seed=`` and ``path=``; with ``trusted=False``, as workers running a job call it, only a
+    registered or operator-allowed one: :mod:`search_spaces.plugins`).
 
     ``path`` is only used by local datasets and must lie inside one of ``roots`` (ValueError
     naming the path otherwise). ``options`` go to the loader (``input_shape``/``num_classes`` for
@@ -39,8 +43,8 @@ def load_dataset(
     """
     from search_spaces.datasets.common import DataSplits
 
-    if name.startswith("entrypoint:"):
-        loader = import_target(name[len("entrypoint:"):])
+    if name.startswith(PREFIX):
+        loader = DATASET_PLUGINS.load(name[len(PREFIX):], trusted=trusted)
         splits = loader(seed=seed, path=path, **options)
         if not isinstance(splits, DataSplits):
             raise ValueError(f"dataset {name!r} returned {type(splits).__name__}, not DataSplits")

@@ -1,12 +1,21 @@
-"""Models by name: the built-in zoo, ``torchvision:<name>``, ``timm:<name>``, ``entrypoint:pkg.mod:fn``."""
+"""Models by name: the built-in zoo, ``torchvision:<name>``, ``timm:<name>``, ``entrypoint:<plugin>``.
+
+Every model is built with random weights and nothing is downloaded: trained weights come from a
+reference training (zoo), ``model.weights`` (an upload) or the plugin builder itself.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from search_spaces.registry import Registry, import_target
+from search_spaces.plugins import MODEL_PLUGINS
+from search_spaces.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,11 +61,89 @@ def _call_builder(fn: Any, source: str, num_classes: int, in_channels: int) -> n
     return model
 
 
-def build_model(source: str, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+def check_hub_source(source: str) -> None:
+    """ValueError unless ``source`` is ``torchvision:<name>`` / ``timm:<name>`` that builds offline.
+
+    Pretrained weights are never downloaded (CI and many deployments have no internet), so names
+    that can only mean them are refused here, before anything is imported: timm's pretrained tags
+    (``resnet50.a1_in1k``) and hub names (``hf-hub:org/model``). Weights come from ``model.weights``.
+    """
+    hub, _, name = source.partition(":")
+    if hub not in ("torchvision", "timm"):
+        raise ValueError(
+            f"unknown model source {source!r}; use a zoo name ({', '.join(ZOO.names())}), "
+            "'torchvision:<name>', 'timm:<name>' or 'entrypoint:<plugin>'"
+        )
+    if hub == "timm" and _HUB_NAME.fullmatch(name.split(".")[0]) and "." in name:
+        arch, tag = name.split(".", 1)
+        raise ValueError(
+            f"{source!r} names timm's pretrained weights {tag!r}, which would need a download; "
+            f"autoprune never downloads weights: give 'timm:{arch}' and the weights in model.weights "
+            "(an uploaded state dict)"
+        )
+    if not _HUB_NAME.fullmatch(name):
+        raise ValueError(
+            f"{source!r}: expected '{hub}:<architecture>' (letters, digits, '_'); hub references "
+            "and pretrained names would need a download, which autoprune never does"
+        )
+
+
+def pretrained_weights_name(weights: str) -> bool:
+    """True for what reads as a hub's pretrained-weights name (``DEFAULT``, ``IMAGENET1K_V1``,
+    ``ResNet18_Weights.IMAGENET1K_V1``, ``pretrained``), not an upload id (lowercase hex) or path."""
+    return bool(_WEIGHTS_NAME.fullmatch(weights)) or weights.lower() == "pretrained"
+
+
+_HUB_NAME = re.compile(r"[A-Za-z0-9_]+")
+_WEIGHTS_NAME = re.compile(r"(?:[A-Za-z0-9]+_Weights\.)?[A-Z][A-Z0-9_]*")
+
+
+class DownloadRefusedError(RuntimeError):
+    """A model builder tried to download weights; autoprune never does."""
+
+
+_guard_lock = threading.Lock()
+_guard_depth = 0
+_real_download: Any = None
+
+
+@contextmanager
+def no_downloads(source: str) -> Iterator[None]:
+    """While building ``source``, any torch.hub download raises :class:`DownloadRefusedError`
+    at once (files already in the hub cache still load: they need no network)."""
+    global _guard_depth, _real_download
+    import torch.hub
+
+    def refuse(url: str, *args: Any, **kwargs: Any) -> None:
+        raise DownloadRefusedError(
+            f"model source {source!r} tried to download {url}; autoprune never downloads weights "
+            "(offline): upload the state dict and give it as model.weights"
+        )
+
+    with _guard_lock:  # counted: concurrent builds in job threads share one patch
+        if _guard_depth == 0:
+            _real_download = torch.hub.download_url_to_file
+            torch.hub.download_url_to_file = refuse
+        _guard_depth += 1
+    try:
+        yield
+    finally:
+        with _guard_lock:
+            _guard_depth -= 1
+            if _guard_depth == 0:
+                torch.hub.download_url_to_file = _real_download
+
+
+def build_model(
+    source: str, *, num_classes: int = 10, in_channels: int = 3, trusted: bool = True
+) -> nn.Module:
     """Builds a fresh (randomly initialised) model from a source string.
 
-    ``source`` is a zoo name, ``torchvision:<name>``, ``timm:<name>`` or ``entrypoint:pkg.mod:fn``
-    (a builder called with whichever of ``num_classes`` / ``in_channels`` it accepts).
+    ``source`` is a zoo name, ``torchvision:<name>``, ``timm:<name>`` or ``entrypoint:<plugin>``
+    (a builder called with whichever of ``num_classes`` / ``in_channels`` it accepts). A plugin is
+    an ``autoprune.models`` entry-point name or a ``module:function``: any one when ``trusted``
+    (the operator's own call: CLI, Python), else only one the operator allowed (workers running
+    a job pass ``trusted=False``). torchvision and timm models never download weights.
     """
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
@@ -64,22 +151,23 @@ def build_model(source: str, *, num_classes: int = 10, in_channels: int = 3) -> 
     if not sep:
         return _call_builder(ZOO.get(source), source, num_classes, in_channels)
     if kind == "entrypoint":
-        return _call_builder(import_target(rest), source, num_classes, in_channels)
-    if kind == "torchvision":
-        return _torchvision(rest, num_classes, in_channels)
-    if kind == "timm":
-        try:
-            timm = importlib.import_module("timm")
-        except ImportError:
-            raise ValueError(f"model source {source!r} needs the 'timm' package, which is not installed") from None
-        try:
-            return timm.create_model(rest, pretrained=False, num_classes=num_classes, in_chans=in_channels)
-        except RuntimeError as exc:  # timm's unknown-model error
-            raise ValueError(f"timm has no model {rest!r}: {exc}") from None
-    raise ValueError(
-        f"unknown model source {source!r}; use a zoo name ({', '.join(ZOO.names())}), "
-        "'torchvision:<name>', 'timm:<name>' or 'entrypoint:pkg.module:function'"
-    )
+        return _call_builder(MODEL_PLUGINS.load(rest, trusted=trusted), source, num_classes, in_channels)
+    check_hub_source(source)
+    with no_downloads(source):
+        if kind == "torchvision":
+            return _torchvision(rest, num_classes, in_channels)
+        return _timm(rest, num_classes, in_channels)
+
+
+def _timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    try:
+        timm = importlib.import_module("timm")
+    except ImportError:
+        raise ValueError(f"model source 'timm:{name}' needs the 'timm' package, which is not installed") from None
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+    except RuntimeError as exc:  # timm's unknown-model error
+        raise ValueError(f"timm has no model {name!r}: {exc}") from None
 
 
 def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
@@ -89,10 +177,17 @@ def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
         raise ValueError(
             f"model source 'torchvision:{name}' needs the 'torchvision' package, which is not installed"
         ) from None
-    try:
-        model = models.get_model(name, weights=None, num_classes=num_classes)
-    except ValueError as exc:
-        raise ValueError(f"torchvision has no model {name!r}: {exc}") from None
     if in_channels != 3:
         raise ValueError(f"torchvision:{name} takes 3 input channels, got in_channels={in_channels}")
-    return model
+    try:
+        builder = models.get_model_builder(name)
+    except ValueError as exc:
+        raise ValueError(f"torchvision has no model {name!r}: {exc}") from None
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
+    try:
+        if "weights_backbone" in inspect.signature(builder).parameters:
+            # detection/segmentation builders default to an ImageNet backbone: a download
+            kwargs["weights_backbone"] = None
+    except (TypeError, ValueError):
+        pass
+    return builder(**kwargs)  # type: ignore[no-any-return]

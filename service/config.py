@@ -32,15 +32,26 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     allow_pickle: bool = False
+    # Unpackaged plugin code job specs may name: 'module:function' targets or module prefixes
+    # ('mypkg.models.'); comma-separated in the env. Installed entry points need no entry here.
+    plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ray_address: str | None = Field(
         default=None, validation_alias=AliasChoices("AUTOPRUNE_RAY_ADDRESS", "RAY_ADDRESS", "ray_address")
     )
 
-    @field_validator("data_roots", mode="before")
+    @field_validator("data_roots", "plugins", mode="before")
     @classmethod
-    def _split_roots(cls, v: object) -> object:
+    def _split_list(cls, v: object) -> object:
         if isinstance(v, str):
             return [p for p in (s.strip() for s in v.split(",")) if p]
+        return v
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugin_entries(cls, v: list[str]) -> list[str]:
+        from search_spaces.registry import Allowlist
+
+        Allowlist.parse(v)  # a malformed entry stops start-up, naming it
         return v
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ def worker_settings(settings: Settings) -> Any:
         data_roots=tuple(settings.data_roots),
         uploads_dir=settings.uploads_dir,
         allow_pickle=settings.allow_pickle,
+        plugins=tuple(settings.plugins),
     )
 
 

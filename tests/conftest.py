@@ -15,6 +15,18 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(autouse=True)
+def _process_plugin_allowlist() -> Iterator[None]:
+    """Each test starts with, and leaves behind, the allowlist it found (apps set it process-wide)."""
+    from search_spaces.registry import allow_plugins
+
+    previous = allow_plugins(())
+    try:
+        yield
+    finally:
+        allow_plugins(previous)
+
+
 def _unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required in CI: {reason}")

@@ -15,6 +15,10 @@ import httpx
 
 from service.views import FINAL_STATES
 
+#: The tests' own plugin code (entrypoint builders and metrics) that test servers allow; the
+#: hostile-input tests check that anything else is refused.
+TEST_PLUGINS = ["tests.reliability.helpers", "tests.workers.fakes", "tests.search_spaces.tiny_models"]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -23,7 +27,9 @@ def free_port() -> int:
 
 
 def serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Starts ``autoprune serve`` in its own session (so a test can SIGKILL the whole group)."""
+    """Starts ``autoprune serve`` in its own session (so a test can SIGKILL the whole group);
+    the tests' plugins are allowed unless ``env`` sets ``AUTOPRUNE_PLUGINS``."""
+    env = {"AUTOPRUNE_PLUGINS": ",".join(TEST_PLUGINS), **env}
     exe = Path(sys.executable).parent / "autoprune"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "service.cli"]
     return subprocess.Popen([*cmd, "serve"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from agents.types import Metrics
 from search_spaces.calibrate import recalibrate_bn
 from search_spaces.measure import count_macs_params
-from search_spaces.registry import import_target
+from search_spaces.plugins import METRIC_PLUGINS, PREFIX
 from search_spaces.space import SearchSpace
 from workers.latency import LatencyMeter, NodeLock
 
@@ -176,7 +176,8 @@ class Evaluator:
                 .mean()
                 .item()
             )
-        fn = import_target(metric.removeprefix("entrypoint:"))
+        # a plugin the spec's validation accepted; re-checked here against this process's allowlist
+        fn = METRIC_PLUGINS.load(metric.removeprefix(PREFIX))
         return lambda m: float(fn(m, self.val_loader))
 
     def _costs_of(self, signature: str, model: nn.Module) -> tuple[int, int]:

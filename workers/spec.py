@@ -2,6 +2,10 @@
 
 The service accepts it as JSON (REST) or JSON/YAML (CLI); workers read it to build the model,
 data, evaluator and agent. Unknown fields are rejected, and every error names its field.
+
+Code a spec names (``model.entrypoint``, ``dataset.name: entrypoint:…``, ``metric:
+entrypoint:…``) must be a plugin the operator registered (:mod:`search_spaces.plugins`: installed
+entry points, and this process's allowlist); validation checks names and imports nothing.
 """
 
 from __future__ import annotations
@@ -9,12 +13,17 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agents.registry import AGENTS
 from search_spaces.criteria import CRITERIA
 from search_spaces.data import DATASETS
-from search_spaces.zoo import ZOO
+from search_spaces.plugins import DATASET_PLUGINS, METRIC_PLUGINS, MODEL_PLUGINS, PREFIX
+from search_spaces.registry import NotRegisteredError, Registry
+from search_spaces.zoo import ZOO, check_hub_source, pretrained_weights_name
+
+#: Metrics the evaluator computes itself; others are plugins (``entrypoint:<name>``).
+BUILTIN_METRICS = ("accuracy", "agreement")
 
 
 class _Spec(BaseModel):
@@ -23,39 +32,89 @@ class _Spec(BaseModel):
 
 class ModelSpec(_Spec):
     zoo: str | None = Field(
-        None, description="built-in model name, 'torchvision:<name>' or 'timm:<name>'"
+        None,
+        description="built-in model name, 'torchvision:<name>' or 'timm:<name>' (random weights, never downloaded)",
     )
-    entrypoint: str | None = Field(None, description="'pkg.module:function' returning an nn.Module")
+    entrypoint: str | None = Field(
+        None,
+        description="a model plugin the operator registered: an 'autoprune.models' entry-point name, "
+        "or a 'pkg.module:function' on the operator's allowlist; returns an nn.Module",
+    )
     weights: str | None = Field(None, description="an upload id (POST /uploads) or a file path")
     num_classes: int | None = Field(None, ge=1, le=100_000)
     in_channels: int | None = Field(None, ge=1, le=64)
     input_shape: list[int] | None = Field(None, min_length=1, max_length=4)
 
+    @field_validator("zoo")
+    @classmethod
+    def _known_zoo(cls, v: str | None) -> str | None:
+        if v is None or v in ZOO:
+            return v
+        if ":" not in v or v.partition(":")[0] not in ("torchvision", "timm"):
+            raise ValueError(
+                f"unknown zoo model {v!r}; valid: {', '.join(ZOO.names())}, 'torchvision:<name>', "
+                "'timm:<name>' (plugins go in model.entrypoint)"
+            )
+        check_hub_source(v)
+        return v
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _registered(cls, v: str | None) -> str | None:
+        # nothing is imported here: only registered names and the operator's allowlist pass
+        return None if v is None else MODEL_PLUGINS.check(v)
+
+    @field_validator("weights")
+    @classmethod
+    def _not_a_download(cls, v: str | None, info: ValidationInfo) -> str | None:
+        zoo = info.data.get("zoo")
+        if v is not None and zoo and ":" in zoo and pretrained_weights_name(v):
+            raise ValueError(
+                f"{v!r} names {zoo.partition(':')[0]}'s pretrained weights, which would need a "
+                "download; autoprune never downloads weights: save them as a state dict (safetensors) "
+                "where there is network, upload it (POST /uploads) and give its id"
+            )
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.zoo is None) == (self.entrypoint is None):
             raise ValueError("give exactly one of 'zoo' or 'entrypoint'")
-        if self.zoo is not None and ":" not in self.zoo and self.zoo not in ZOO:
-            raise ValueError(f"unknown zoo model {self.zoo!r}; valid: {', '.join(ZOO.names())}")
-        if self.entrypoint is not None and ":" not in self.entrypoint:
-            raise ValueError("entrypoint must look like 'pkg.module:function'")
         if self.input_shape is not None and any(d < 1 or d > 4096 for d in self.input_shape):
             raise ValueError("input_shape dimensions must be between 1 and 4096")
         return self
 
 
+def _plugin_ref(v: str, registry: Registry, builtins: list[str]) -> str:
+    """``entrypoint:<ref>`` checked against ``registry``; the error lists both kinds of names."""
+    try:
+        registry.check(v[len(PREFIX):])
+    except NotRegisteredError as exc:
+        plugins = ", ".join(PREFIX + c for c in exc.choices) or "none"
+        raise ValueError(
+            f"{v!r} is not a registered {registry.kind}; built-in: {', '.join(builtins)}; "
+            f"plugins: {plugins} (the operator registers plugins: an {registry.group!r} entry point "
+            "in an installed package, or the AUTOPRUNE_PLUGINS allowlist)"
+        ) from None
+    return v
+
+
 class DatasetSpec(_Spec):
-    name: str = "digits"
+    name: str = Field(
+        "digits",
+        description="a built-in dataset, or a plugin the operator registered: 'entrypoint:<name>'",
+    )
     path: str | None = None
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if not v.startswith("entrypoint:") and v not in DATASETS:
-            raise ValueError(
-                f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}, entrypoint:pkg.mod:fn"
-            )
-        return v
+        if v in DATASETS:
+            return v
+        if v.startswith(PREFIX):
+            return _plugin_ref(v, DATASET_PLUGINS, DATASETS.names())
+        plugins = ", ".join(PREFIX + c for c in DATASET_PLUGINS.choices()) or "none"
+        raise ValueError(f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}; plugins: {plugins}")
 
 
 class BudgetSpec(_Spec):
@@ -150,7 +209,10 @@ class JobSpec(_Spec):
     name: str = Field("job", max_length=200)
     model: ModelSpec
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    metric: str = "accuracy"
+    metric: str = Field(
+        "accuracy",
+        description="'accuracy', 'agreement' (with the dense model) or a registered plugin 'entrypoint:<name>'",
+    )
     budget: BudgetSpec
     target: TargetSpec = Field(default_factory=TargetSpec)
     agent: AgentSpec = Field(default_factory=AgentSpec)
@@ -165,8 +227,9 @@ class JobSpec(_Spec):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if v not in ("accuracy", "agreement") and not (
-            v.startswith("entrypoint:") and ":" in v[11:]
-        ):
-            raise ValueError("metric must be 'accuracy', 'agreement' or 'entrypoint:pkg.mod:fn'")
-        return v
+        if v in BUILTIN_METRICS:
+            return v
+        if v.startswith(PREFIX):
+            return _plugin_ref(v, METRIC_PLUGINS, list(BUILTIN_METRICS))
+        plugins = ", ".join(PREFIX + c for c in METRIC_PLUGINS.choices()) or "none"
+        raise ValueError(f"metric must be one of {', '.join(BUILTIN_METRICS)}; plugins: {plugins}")

@@ -25,12 +25,15 @@ from workers.spec import JobSpec
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """Where workers find things: caches, data roots, uploaded weights; the pickle flag."""
+    """Where workers find things: caches, data roots, uploaded weights; the pickle flag; the
+    operator's plugin allowlist (applied in Ray worker processes, which do not share the
+    controller's: :func:`search_spaces.registry.allow_plugins`)."""
 
     cache_dir: Path
     data_roots: tuple[Path, ...] = ()
     uploads_dir: Path | None = None
     allow_pickle: bool = False
+    plugins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -99,7 +102,8 @@ def _splits(spec: JobSpec, settings: WorkerSettings) -> Any:
     from search_spaces.data import load_dataset
 
     return load_dataset(
-        spec.dataset.name, path=spec.dataset.path, roots=settings.data_roots, seed=spec.seed
+        spec.dataset.name, path=spec.dataset.path, roots=settings.data_roots, seed=spec.seed,
+        trusted=False,
     )
 
 
@@ -117,7 +121,9 @@ def _build(spec: JobSpec, splits: Any, example: torch.Tensor) -> nn.Module:
 
     num_classes = spec.model.num_classes or int(splits.num_classes)
     in_channels = spec.model.in_channels or int(example.shape[1])
-    return build_model(_model_source(spec), num_classes=num_classes, in_channels=in_channels)
+    return build_model(
+        _model_source(spec), num_classes=num_classes, in_channels=in_channels, trusted=False
+    )
 
 
 def _check_outputs(model: nn.Module, example: torch.Tensor, splits: Any) -> None:
@@ -200,6 +206,9 @@ class TaskFactory:
     def task(self) -> Task:
         import ray
 
+        from search_spaces.registry import allow_plugins
+
+        allow_plugins(self.settings.plugins)  # this (Ray worker) process validates like the controller
         spec = JobSpec.model_validate_json(self.spec_json)
         splits = _splits(spec, self.settings)
         example = _example(spec, splits)

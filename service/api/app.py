@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from search_spaces.registry import allow_plugins
 from service.api import files, jobs
 from service.api.deps import errors, require_token
 from service.api.middleware import BodyLimitMiddleware
@@ -31,6 +32,8 @@ log = logging.getLogger("autoprune.api")
 def create_app(settings: Settings | None = None, launcher: Launcher | None = None) -> FastAPI:
     """Builds the app; ``launcher`` replaces the real workers (tests inject a small one)."""
     settings = settings or Settings()
+    # every JobSpec this process validates (requests, resumed jobs) checks plugins against it
+    allow_plugins(settings.plugins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,4 +1,8 @@
-"""``autoprune space`` and ``autoprune prune``: the engine from the command line."""
+"""``autoprune space``, ``autoprune prune`` and ``autoprune plugins``: the engine from the command line.
+
+Their user is the operator, so MODEL and --dataset may name any ``entrypoint:module:function``
+(a REST job spec may only name registered plugins: ``search_spaces.plugins``).
+"""
 
 from __future__ import annotations
 
@@ -47,13 +51,18 @@ def _model_and_input(model: str, dataset: str | None, weights: str | None, num_c
 
 @main.command("space")
 @click.argument("model")
-@click.option("--dataset", default=None, help="take the input shape and classes from this dataset")
+@click.option("--dataset", default=None, help="take the input shape and classes from this dataset (or entrypoint:<plugin>)")
 @click.option("--round-to", default=8, show_default=True, type=click.IntRange(1, 256))
 @click.option("--max-ratio", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--criterion", default="l1", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the whole space as JSON")
 def space_cmd(model: str, dataset: str | None, round_to: int, max_ratio: float, criterion: str, as_json: bool) -> None:
-    """List MODEL's prunable channel groups and its dense MACs/params."""
+    """List MODEL's prunable channel groups and its dense MACs/params.
+
+    MODEL is a zoo name (resnet20, resnet56, mobilenetv2, vgg16_bn, resnet1d20),
+    torchvision:<name> or timm:<name> (random weights, nothing downloaded), or
+    entrypoint:<plugin name or module:function>.
+    """
     from search_spaces.build import build_space
 
     net, x, _ = _model_and_input(model, dataset, None, None)
@@ -84,6 +93,9 @@ def prune_cmd(
     weights: str | None, dataset: str | None, rounds: int, out_dir: str, as_json: bool,
 ) -> None:
     """Prune MODEL with a uniform ratio or a policy file and write the bundle to --out.
+
+    MODEL is as for `autoprune space`: a zoo name, torchvision:<name>, timm:<name> or
+    entrypoint:<plugin name or module:function>.
 
     Without --weights the model is randomly initialised: fine for sizes and latency, not for
     quality. Latency is batch 1, 1 thread, dense and pruned interleaved, median of --rounds.
@@ -141,3 +153,24 @@ def prune_cmd(
     lr = pruned_lat.median_ms / dense_lat.median_ms
     click.echo(f"{'latency ms':<10}{dense_lat.median_ms:>14.3f}{pruned_lat.median_ms:>14.3f}{lr:>8.3f}" + ("" if math.isfinite(lr) else " (n/a)"))
     click.echo(f"bundle: {out_dir} ({', '.join(f for f, v in files.items() if not v.startswith('not'))})")
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True)
+def plugins_cmd(as_json: bool) -> None:
+    """List the plugins a REST job spec may name on this machine (nothing is imported).
+
+    They are the 'autoprune.models' / 'autoprune.datasets' / 'autoprune.metrics' entry points of
+    the installed packages, and the targets and module prefixes in AUTOPRUNE_PLUGINS.
+    """
+    from search_spaces.plugins import listing
+    from search_spaces.registry import allow_plugins
+    from service.config import Settings
+
+    allow_plugins(Settings().plugins)
+    found = listing()
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for kind, names in found.items():
+        click.echo(f"{kind}: {', '.join(names) or 'none'}")

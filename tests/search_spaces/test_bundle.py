@@ -34,7 +34,7 @@ def test_bundle_round_trip(tmp_path: Path, source: str, shape: tuple[int, ...], 
     batch = torch.randn(3, *shape)
     with torch.no_grad():
         want = pruned(batch)
-        reloaded = load_bundle(tmp_path)
+        reloaded = load_bundle(tmp_path, trusted=source.startswith("entrypoint:"))
         assert (reloaded(batch) - want).abs().max() <= 1e-5
         scripted = torch.jit.load(str(tmp_path / "model.ts"))
         assert (scripted(batch) - want).abs().max() <= 1e-5
@@ -58,6 +58,19 @@ def test_onnx_output_equals(tmp_path: Path) -> None:
     sess = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
     got = sess.run(None, {"input": x.numpy()})[0]
     assert abs(got - pruned(x).detach().numpy()).max() <= 1e-4
+
+
+def test_bundle_naming_foreign_code_is_not_imported(tmp_path: Path) -> None:
+    """A bundle is data: an ``entrypoint:`` source that is not a registered or allowed plugin is
+    refused before anything is imported (unless the caller vouches for the bundle)."""
+    import sys
+
+    (tmp_path / "architecture.json").write_text(json.dumps(architecture(
+        "entrypoint:tests.search_spaces.never_imported:build", num_classes=2, in_channels=3,
+        input_shape=(3, 8, 8), kept={})))
+    with pytest.raises(ValueError, match="not a registered model plugin.*trusted=True"):
+        load_bundle(tmp_path)
+    assert "tests.search_spaces.never_imported" not in sys.modules
 
 
 def test_bad_architecture_is_rejected(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
+from tests.server_process import TEST_PLUGINS
 from tests.service.fakes import FakeLauncher
 
 
@@ -38,6 +39,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def make_settings(tmp_path: Path, db_url: str, **kw: Any) -> Settings:
     data_root = tmp_path / "data"
     data_root.mkdir(exist_ok=True)
+    kw.setdefault("plugins", TEST_PLUGINS)
     return Settings(data_dir=tmp_path / "state", database_url=db_url, data_roots=[data_root],
                     cache_dir=reference_cache(), **kw)
 

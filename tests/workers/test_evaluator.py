@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from search_spaces.registry import allow_plugins
 from search_spaces.space import PolicyError
 from tests.workers.conftest import small_spec, variant
 from workers.evaluator import Evaluator, accuracy
@@ -88,6 +89,7 @@ def test_accuracy_and_entrypoint_metrics(task: Task) -> None:
     assert len(ev.val_loader.dataset) == 64  # val_samples caps the val split
     assert ev.dense_metrics().quality == pytest.approx(want)
 
+    allow_plugins(["tests.workers.fakes:mean_confidence"])  # as the operator's AUTOPRUNE_PLUGINS
     t2 = variant(task, metric="entrypoint:tests.workers.fakes:mean_confidence")
     q = Evaluator(t2, latency_rounds=3).evaluate({}).quality
     assert 0.0 < q <= 1.0
