@@ -84,7 +84,7 @@ def check_hub_source(source: str) -> None:
     if not _HUB_NAME.fullmatch(name):
         raise ValueError(
             f"{source!r}: expected '{hub}:<architecture>' (letters, digits, '_'); hub references "
-            "and pretrained names would need a download, which autoprune never does"
+            "and pretrained names would need a download, and autoprune never downloads weights"
         )
 
 

@@ -62,20 +62,35 @@ def _bad_specs(data_root: Path) -> list[tuple[str, Any, list[str]]]:
          ["body", "search_space", "criterion"]),
         ("unknown zoo", spec(model={"zoo": "../../resnet20"}), ["body", "model"]),
         ("unknown dataset", spec(dataset={"name": "../../etc/passwd"}), ["body", "dataset", "name"]),
+        # foreign code: only plugins the operator registered may be named
+        ("model entrypoint os:system", spec(model={"entrypoint": "os:system"}), ["body", "model", "entrypoint"]),
+        ("model entrypoint builtins", spec(model={"entrypoint": "builtins:eval"}), ["body", "model", "entrypoint"]),
+        ("model entrypoint through an allowed module",
+         spec(model={"entrypoint": "tests.reliability.helpers:os.system"}), ["body", "model", "entrypoint"]),
+        ("zoo smuggling an entrypoint", spec(model={"zoo": "entrypoint:os:system"}), ["body", "model", "zoo"]),
+        ("zoo hub download", spec(model={"zoo": "timm:hf-hub:evil/model"}), ["body", "model", "zoo"]),
+        ("dataset entrypoint", spec(dataset={"name": "entrypoint:subprocess:run"}), ["body", "dataset", "name"]),
+        ("metric entrypoint", spec(metric="entrypoint:os:system"), ["body", "metric"]),
+        ("metric entrypoint dunder", spec(metric="entrypoint:tests.reliability.helpers:__builtins__"),
+         ["body", "metric"]),
         ("spec is a list", [spec()], ["body"]),
         ("spec is a string", "model: resnet20", ["body"]),
     ]
 
 
 def test_bad_specs_refused_nothing_stored(app_factory: Callable[..., TestClient], tmp_path: Path) -> None:
-    c = app_factory()
+    import sys
+
+    c = app_factory()  # allows the tests' own plugin modules (tests.server_process.TEST_PLUGINS)
     before = stored_counts(c)
+    imported_before = set(sys.modules)
     for case, body, loc in _bad_specs(tmp_path / "data"):
         r = c.post("/api/v1/jobs", json=body)
         assert r.status_code == 422, (case, r.status_code, r.text[:300])
         assert any(list(x[: len(loc)]) == loc for x in _locs(r)), (case, r.json())
         assert all(d["msg"] for d in r.json()["detail"]), case
     assert stored_counts(c) == before
+    assert not {"subprocess", "tests.reliability.helpers"} & (set(sys.modules) - imported_before)
 
 
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e999", "-0.0"])
