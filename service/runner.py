@@ -132,6 +132,7 @@ class Runner:
         self._wake: queue.Queue[None] = queue.Queue()  # a job was submitted or a slot freed
         self._slots = threading.Semaphore(settings.max_concurrent_jobs)
         self._stopping = threading.Event()
+        self._beat_stop = threading.Event()
         self._cancel: set[str] = set()
         self._lost: set[str] = set()  # jobs whose lease another controller took over
         self._active: dict[str, threading.Thread] = {}
@@ -153,15 +154,17 @@ class Runner:
         and their leases are released, so another controller may resume them at once."""
         self._stopping.set()
         self._wake.put(None)
-        for t in (self._dispatcher, self._heartbeat):
-            if t is not None:
-                t.join(timeout)
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout)
         with self._lock:
             threads = dict(self._active)
-        for t in threads.values():
+        for t in threads.values():  # the heartbeat keeps their leases while they wind down
             t.join(timeout)
         for job_id in threads:  # a thread that did not stop in time: its writes now fail the fence
             self._release(job_id)
+        self._beat_stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout)
 
     def submit(self, spec: JobSpec) -> str:
         with self.db.session_scope() as s:
@@ -236,7 +239,7 @@ class Runner:
         return job_id
 
     def _beat(self) -> None:
-        while not self._stopping.wait(self.settings.heartbeat_seconds):
+        while not self._beat_stop.wait(self.settings.heartbeat_seconds):
             self._renew_leases()
 
     def _renew_leases(self) -> None:

@@ -64,10 +64,6 @@ def list_jobs(s: Session, *, offset: int, limit: int) -> tuple[Sequence[JobRow],
     return rows, count
 
 
-def jobs_in_states(s: Session, *, states: Sequence[str]) -> Sequence[JobRow]:
-    return s.scalars(sa.select(JobRow).where(JobRow.state.in_(states)).order_by(JobRow.created_at)).all()
-
-
 def set_state(s: Session, *, job: JobRow, state: str, error: str | None = None) -> None:
     """Moves ``job`` to ``state`` (stamping the times) and appends the ``state`` event."""
     job.state = state
