@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_concurrent_jobs: int = Field(default=1, ge=1, le=64)
+    # Job leases (replicas on one database): a running job's lease is renewed every
+    # lease_seconds / 3; a lease not renewed for lease_seconds is stale and another controller
+    # takes the job over. Every controller looks for claimable jobs every job_poll_seconds.
+    lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    job_poll_seconds: float = Field(default=1.0, ge=0.05, le=60.0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     allow_pickle: bool = False
@@ -67,6 +72,11 @@ class Settings(BaseSettings):
         if self.api_token == "":
             self.api_token = None
         return self
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a controller renews its leases: three renewals fit in one lease."""
+        return self.lease_seconds / 3
 
     @property
     def db_url(self) -> str:

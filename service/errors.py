@@ -17,3 +17,7 @@ class ConflictError(ServiceError):
 
 class StorageError(ServiceError):
     """The database failed (unreachable, locked, schema missing)."""
+
+
+class LeaseLost(ServiceError):
+    """This controller no longer holds a job's lease (another took it over): stop, write nothing."""

@@ -47,6 +47,7 @@ def trial_view(row: TrialRow) -> dict[str, Any]:
             "node": row.node,
             "info": row.info or {},
             "cached": bool(row.cached),
+            "controller": row.controller,
             "finished_at": iso(row.finished_at),
         }
     )
@@ -96,6 +97,7 @@ def job_view(s: Session, job: JobRow) -> dict[str, Any]:
             "error": job.error,
             "space": space_view(job.space),
             "cost_key": job.cost_key,
+            "controller": job.lease_owner,  # the controller running it now (None when none does)
         }
     )
 

@@ -46,6 +46,9 @@ class JobRow(Base):
     dense: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The job lease: which controller runs the job, and until when unless it renews (0002).
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -73,6 +76,7 @@ class TrialRow(Base):
     node: Mapped[str | None] = mapped_column(String(200), nullable=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    controller: Mapped[str | None] = mapped_column(String(200), nullable=True)  # who stored it (0002)
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

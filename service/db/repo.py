@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,10 +64,6 @@ def list_jobs(s: Session, *, offset: int, limit: int) -> tuple[Sequence[JobRow],
     return rows, count
 
 
-def jobs_in_states(s: Session, *, states: Sequence[str]) -> Sequence[JobRow]:
-    return s.scalars(sa.select(JobRow).where(JobRow.state.in_(states)).order_by(JobRow.created_at)).all()
-
-
 def set_state(s: Session, *, job: JobRow, state: str, error: str | None = None) -> None:
     """Moves ``job`` to ``state`` (stamping the times) and appends the ``state`` event."""
     job.state = state
@@ -79,6 +75,90 @@ def set_state(s: Session, *, job: JobRow, state: str, error: str | None = None) 
     if error is not None:
         job.error = error
     add_event(s, job_id=job.id, type="state", data={"state": state, "error": job.error})
+
+
+# --- job leases -------------------------------------------------------------------------------
+# A controller runs a job only while it holds the job's lease (owner id + expiry). Every lease
+# change is one conditional UPDATE, so two controllers can never both hold it: on PostgreSQL the
+# second UPDATE waits for the first's row lock and re-checks its WHERE; SQLite has one writer.
+UNFINISHED_STATES = ("queued", "running", "finalizing")
+
+
+def db_now(s: Session) -> datetime:
+    """The clock leases are judged by: PostgreSQL's (replicas on skewed clocks still agree);
+    for SQLite, whose controllers all share one machine, this process's."""
+    if s.get_bind().dialect.name == "postgresql":
+        now = s.scalar(sa.select(sa.func.clock_timestamp()))
+        assert isinstance(now, datetime)
+        return now
+    return utcnow()
+
+
+def _free_or_stale(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(JobRow.lease_owner.is_(None), JobRow.lease_expires_at.is_(None), JobRow.lease_expires_at < now)
+
+
+def _update_lease(s: Session, where: sa.ColumnElement[bool], **values: Any) -> bool:
+    stmt = sa.update(JobRow).where(where).values(**values).execution_options(synchronize_session=False)
+    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+def take_lease(s: Session, *, job_id: str, owner: str, seconds: float) -> bool:
+    """Takes the lease of an unfinished job when it is free, stale, or already ``owner``'s."""
+    now = db_now(s)
+    where = sa.and_(
+        JobRow.id == job_id,
+        JobRow.state.in_(UNFINISHED_STATES),
+        sa.or_(_free_or_stale(now), JobRow.lease_owner == owner),
+    )
+    return _update_lease(s, where, lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+
+
+def claim_next_job(s: Session, *, owner: str, seconds: float, exclude: Sequence[str] = ()) -> str | None:
+    """Claims the oldest unfinished job whose lease is free or stale; None when there is none.
+
+    ``FOR UPDATE SKIP LOCKED`` (PostgreSQL) lets replicas polling at once pass over the rows
+    another is claiming instead of queueing behind it; the conditional UPDATE decides.
+    """
+    now = db_now(s)
+    stmt = (
+        sa.select(JobRow.id)
+        .where(JobRow.state.in_(UNFINISHED_STATES), _free_or_stale(now))
+        .order_by(JobRow.created_at, JobRow.id)
+        .limit(8)
+        .with_for_update(skip_locked=True)
+    )
+    if exclude:
+        stmt = stmt.where(JobRow.id.not_in(list(exclude)))
+    for job_id in s.scalars(stmt).all():
+        if take_lease(s, job_id=job_id, owner=owner, seconds=seconds):
+            return job_id
+    return None
+
+
+def renew_lease(s: Session, *, job_id: str, owner: str, seconds: float) -> bool:
+    """Extends ``owner``'s lease; False when another controller holds it now (or nobody).
+
+    Also the fence before each of a job's writes: in the same transaction, the UPDATE's row lock
+    (PostgreSQL) or write lock (SQLite) keeps a rival from taking the lease until it commits.
+    An expired lease nobody took yet is still ``owner``'s.
+    """
+    expires = db_now(s) + timedelta(seconds=seconds)
+    where = sa.and_(JobRow.id == job_id, JobRow.lease_owner == owner)
+    return _update_lease(s, where, lease_expires_at=expires)
+
+
+def release_lease(s: Session, *, job_id: str, owner: str) -> bool:
+    """Frees ``owner``'s lease (job finished, or the controller stops); False if not held."""
+    where = sa.and_(JobRow.id == job_id, JobRow.lease_owner == owner)
+    return _update_lease(s, where, lease_owner=None, lease_expires_at=None)
+
+
+def cancel_requested_among(s: Session, *, job_ids: Sequence[str]) -> list[str]:
+    if not job_ids:
+        return []
+    stmt = sa.select(JobRow.id).where(JobRow.id.in_(list(job_ids)), JobRow.cancel_requested.is_(True))
+    return list(s.scalars(stmt).all())
 
 
 # --- trials -----------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ if not url:
     raise RuntimeError("no database URL: pass -x url=... or use service.db.migrate.upgrade(url)")
 
 target_metadata = Base.metadata
+#: Replicas starting together migrate one at a time (PostgreSQL advisory lock, held to commit).
+MIGRATION_LOCK_KEY = 0x6175746F  # "auto"
 
 
 def run(url: str) -> None:
@@ -31,6 +33,8 @@ def run(url: str) -> None:
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             context.run_migrations()
     engine.dispose()
 

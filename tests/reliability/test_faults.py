@@ -97,7 +97,9 @@ def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
     env = {**os.environ, "AUTOPRUNE_DATA_DIR": str(tmp_path / "state"), "AUTOPRUNE_PORT": str(port),
            "AUTOPRUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'kill.db'}",
            "AUTOPRUNE_CACHE_DIR": str(reference_cache()), "AUTOPRUNE_API_TOKEN": "tok",
-           "AUTOPRUNE_TEST_SLOW_TRAIN": "0.3", "PYTHONPATH": str(root)}
+           "AUTOPRUNE_TEST_SLOW_TRAIN": "0.3", "PYTHONPATH": str(root),
+           # the killed controller's lease must go stale before the restarted one resumes
+           "AUTOPRUNE_LEASE_SECONDS": "3"}
     h = {"Authorization": "Bearer tok"}
     log = tmp_path / "server.log"
     trials = 4

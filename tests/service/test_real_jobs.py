@@ -69,7 +69,9 @@ def test_sigkill_mid_job_then_resume(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AUTOPRUNE_DATA_DIR": str(tmp_path / "state"), "AUTOPRUNE_PORT": str(port),
            "AUTOPRUNE_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'kill.db'}",
-           "AUTOPRUNE_CACHE_DIR": str(reference_cache()), "AUTOPRUNE_API_TOKEN": "tok"}
+           "AUTOPRUNE_CACHE_DIR": str(reference_cache()), "AUTOPRUNE_API_TOKEN": "tok",
+           # the killed controller's lease must go stale before the restarted one resumes
+           "AUTOPRUNE_LEASE_SECONDS": "3"}
     headers = {"Authorization": "Bearer tok"}
     log = tmp_path / "server.log"
     trials = 10
