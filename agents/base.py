@@ -23,6 +23,7 @@ analytic cost model); latency budgets are constraints checked on measured metric
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from agents.budget_fit import BudgetFit
@@ -34,6 +35,8 @@ class Agent(abc.ABC):
     name: ClassVar[str]
     #: ``ask`` opens with the uniform-fill baseline; only scripted agents (test doubles) opt out.
     proposes_baseline: ClassVar[bool] = True
+    #: ``make_agent`` passes ``hints=AgentHints(...)`` to agents that take measurements up front.
+    accepts_hints: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0) -> None:
         self.space = space
@@ -45,6 +48,12 @@ class Agent(abc.ABC):
         self._baseline_trial_id: int | None = None  # set once the uniform-fill baseline is asked
         # The budget rules every agent shares (raises BudgetError when the budget is unreachable).
         self.fit = BudgetFit(space, budget)
+
+    @classmethod
+    def hint_requests(cls, budget: Budget, options: Mapping[str, Any]) -> list[Any]:
+        """What workers should measure for this agent before the search (``workers.hints``):
+        e.g. a ``LatencyTableRequest``. Most agents need nothing."""
+        return []
 
     # --- what subclasses implement ------------------------------------------------------------
     @abc.abstractmethod

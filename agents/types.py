@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agents.latency_table import LatencyTable
 from search_spaces.space import Policy, SearchSpace
 
 
@@ -116,3 +117,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.metrics is not None
+
+
+@dataclass(frozen=True)
+class AgentHints:
+    """Measurements workers make for an agent before its search, handed over as values (agents
+    never touch a model). Which ones an agent wants: ``Agent.hint_requests``."""
+
+    latency_table: LatencyTable | None = None

@@ -367,9 +367,13 @@ class Runner:
         stored: dict[int, Outcome],
     ) -> None:
         from agents.registry import make_agent
+        from workers.hints import agent_hints
         from workers.loop import run_search
 
-        agent = make_agent(spec.agent.kind, launched.space, budget, seed=spec.seed, options=spec.agent.options)
+        hints = agent_hints(spec.agent.kind, budget, spec.agent.options, launched.pool)
+        agent = make_agent(
+            spec.agent.kind, launched.space, budget, seed=spec.seed, options=spec.agent.options, hints=hints
+        )
         trials = spec.agent.trials
         if resume_state is not None:
             agent.load_state_dict(resume_state)

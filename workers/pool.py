@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agents.latency_table import LatencyTable
 from agents.types import Metrics, Outcome, Proposal
 from search_spaces.space import SearchSpace
 
@@ -61,6 +62,12 @@ class InProcessPool:
             else:
                 yield Outcome(p.trial_id, p.policy, metrics, None)
 
+    def latency_table(self, ratios: tuple[float, ...]) -> LatencyTable:
+        """The per-group latency table (``workers.latency_table``), measured here."""
+        from workers.latency_table import measure_latency_table
+
+        return measure_latency_table(self.evaluator, ratios)  # type: ignore[arg-type]
+
     def close(self) -> None:
         pass
 
@@ -76,6 +83,11 @@ class _EvaluatorActor:
 
     def dense_metrics(self) -> dict[str, Any]:
         return self._evaluator.dense_metrics().to_dict()
+
+    def latency_table(self, ratios: list[float]) -> dict[str, Any]:
+        from workers.latency_table import measure_latency_table
+
+        return measure_latency_table(self._evaluator, ratios).to_dict()  # type: ignore[arg-type]
 
     def evaluate(self, policy: dict[str, float]) -> dict[str, Any]:
         metrics = self._evaluator.evaluate(policy)
@@ -185,6 +197,12 @@ class RayPool:
         import ray
 
         return [info["pid"] for info in ray.get([a.info.remote() for a in self.actors])]
+
+    def latency_table(self, ratios: tuple[float, ...]) -> LatencyTable:
+        """The per-group latency table, measured by one actor (measurements hold its node)."""
+        import ray
+
+        return LatencyTable.from_dict(ray.get(self.actors[0].latency_table.remote(list(ratios))))
 
     def _replace(self, index: int) -> None:
         import ray

@@ -1,0 +1,291 @@
+"""``knapsack``: widths allocated exactly to the budget (HALP / MDP style), then refined.
+
+HALP (NeurIPS 2022) and MDP (ECCV 2024) choose every layer's width at once: the most importance
+kept within a latency budget read from a measured per-layer latency table, a multiple-choice
+knapsack. Here:
+
+1. **Costs.** MACs and params from the space's analytic model (exact, products of two groups'
+   widths included); latency from the per-group latency table workers measured
+   (``AgentHints.latency_table``, see ``agents.latency_table``), or the MACs-proportional prior
+   when no table was given. Measured latencies correct the model as they arrive: the bound the
+   solver sees is the budget minus the shrunk mean residual (measured − modelled) and a margin.
+2. **Quality.** Each group's loss at each width is ``α_g · ℓ_g(k)``, ``ℓ_g`` the share of the
+   group's channel importance (stored in the space) that width removes. The weights start equal
+   (the first solve is the pure importance allocation) and are refitted after every evaluation:
+   bounded ridge regression (``scipy.optimize.lsq_linear``) of measured quality on the ``ℓ``
+   features, shrunk toward a common scale.
+3. **Solve.** ``agents.knapsack_solve.Knapsack``: a MILP (HiGHS) that is exact for these costs.
+4. **Refinement with real evaluations.** After the baseline and the first solve, each proposal
+   is the MILP optimum under a Thompson sample of the weights (``exploration``: log-normal
+   spread), inside a trust region around the best measured feasible policy (``radius`` level
+   steps, L1; doubled after an improvement, halved after ``patience`` misses), with every
+   architecture already evaluated or pending cut off.
+
+Every proposal meets MACs/params budgets by construction; latency budgets are met as modelled
+and checked on the measured metrics (as for every agent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.optimize import lsq_linear
+
+from agents.base import Agent
+from agents.budget_fit import BudgetError
+from agents.knapsack_solve import Knapsack, Limit
+from agents.latency_table import (
+    LatencyTable,
+    LatencyTableRequest,
+    analytic_cost_model,
+    latency_cost_model,
+)
+from agents.types import AgentHints, Budget, Outcome, Proposal
+from search_spaces.space import Policy, SearchSpace
+
+_DEFAULT_TABLE_RATIOS = (0.4, 0.8)
+
+
+def _option_ratios(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, list | tuple) or not value or not all(isinstance(r, int | float) for r in value):
+        raise ValueError(f"options.table_ratios must be a non-empty list of numbers, got {value!r}")
+    return tuple(float(r) for r in value)
+
+
+class KnapsackAgent(Agent):
+    """Baseline, the knapsack allocation, then trust-region re-solves with refitted losses."""
+
+    name = "knapsack"
+    accepts_hints: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        budget: Budget,
+        *,
+        seed: int = 0,
+        hints: AgentHints | None = None,
+        table_ratios: Sequence[float] = _DEFAULT_TABLE_RATIOS,
+        radius: int = 4,
+        patience: int = 3,
+        exploration: float = 0.3,
+        prior_points: float = 2.0,
+        latency_margin: float = 0.01,
+        gap: float = 1e-4,
+        time_limit: float = 10.0,
+    ) -> None:
+        super().__init__(space, budget, seed=seed)
+        self.table_ratios = _option_ratios(table_ratios)
+        for name, v, lo in (("radius", radius, 1), ("patience", patience, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"options.{name} must be an integer >= {lo}, got {v!r}")
+        named = (
+            ("exploration", exploration), ("prior_points", prior_points), ("latency_margin", latency_margin),
+            ("gap", gap), ("time_limit", time_limit),
+        )
+        for name, v in named:
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"options.{name} must be a number >= 0, got {v!r}")
+        self.start_radius = radius
+        self.patience = patience
+        self.exploration = float(exploration)
+        self.prior_points = float(prior_points)
+        self.latency_margin = float(latency_margin)
+        self.gap, self.time_limit = float(gap), float(time_limit) or 1.0
+        self.table: LatencyTable | None = (hints or AgentHints()).latency_table
+        self.levels = {g.name: space.levels(g) for g in space.groups}
+        self.features = {g.name: self._loss_features(g.name) for g in space.groups}
+        # search state (all of it in extra_state)
+        self._history: list[dict[str, Any]] = []  # told outcomes, in the order told
+        self._radius = radius
+        self._misses = 0
+        self._best: float | None = None  # best measured feasible quality
+        self._prior_done = False
+        self._build()
+
+    @classmethod
+    def hint_requests(cls, budget: Budget, options: Mapping[str, Any]) -> list[LatencyTableRequest]:
+        """A latency table when the budget bounds latency (MACs/params need no measurement)."""
+        if not budget.uses_latency:
+            return []
+        return [LatencyTableRequest(_option_ratios(options.get("table_ratios", _DEFAULT_TABLE_RATIOS)))]
+
+    # --- model ---------------------------------------------------------------------------------
+    def _loss_features(self, group: str) -> list[float]:
+        """ℓ_g(k) per level: the share of the group's importance that keeping k channels removes."""
+        g = self.space.group(group)
+        imp = sorted(g.importance) if len(g.importance) == g.channels else [1.0] * g.channels
+        total = sum(imp) or 1.0
+        return [sum(imp[: g.channels - k]) / total for k in self.levels[group]]
+
+    def _build(self) -> None:
+        """The solver for the current latency correction (raises BudgetError when unreachable)."""
+        b, limits = self.budget, []
+        if b.macs_ratio is not None:
+            limits.append(Limit("macs_ratio", analytic_cost_model(self.space, "macs"), b.macs_ratio))
+        if b.params_ratio is not None:
+            limits.append(Limit("params_ratio", analytic_cost_model(self.space, "params"), b.params_ratio))
+        self._latency_model = latency_cost_model(self.space, self.table) if b.uses_latency else None
+        bound = self._latency_bound()
+        if self._latency_model is not None and bound is not None:
+            limits.append(Limit("latency", self._latency_model, bound - self._latency_offset()))
+        self.solver = Knapsack(self.space, limits)
+        lowest = {g: lv[0] for g, lv in self.levels.items()}
+        if self.solver.violated(lowest) and self.solver.solve({g: [0.0] * len(lv) for g, lv in self.levels.items()}) is None:
+            modelled = {lim.name: round(lim.model.value(self.space, lowest), 3) for lim in limits}
+            raise BudgetError(
+                f"budget {b.to_dict()} is unreachable for the knapsack: with every group at "
+                f"max_ratio={self.space.max_ratio:g} the modelled costs are {modelled}"
+            )
+
+    def _latency_bound(self) -> float | None:
+        """The latency budget as a ratio to dense, less the margin (None: not known yet)."""
+        b, bounds = self.budget, []
+        if b.latency_ratio is not None:
+            bounds.append(b.latency_ratio)
+        if b.latency_ms is not None:
+            dense_ms = self.table.dense_ms if self.table is not None else self.fit.latency.dense_ms
+            if dense_ms:
+                bounds.append(b.latency_ms / dense_ms)
+        return min(bounds) - self.latency_margin if bounds else None
+
+    def _latency_offset(self) -> float:
+        """Shrunk mean of (measured − modelled) latency ratio over the evaluated architectures."""
+        if self._latency_model is None:
+            return 0.0
+        res = [
+            r["latency_ratio"] - self._latency_model.value(self.space, self._kept(r))
+            for r in self._history
+            if r.get("latency_ratio") is not None
+        ]
+        return sum(res) / (len(res) + 1)
+
+    def _kept(self, record: Mapping[str, Any]) -> dict[str, int]:
+        return dict(zip(self.space.names, record["kept"], strict=True))
+
+    def weights(self) -> np.ndarray:
+        """α_g fitted on the evaluated outcomes (equal when there is nothing to fit)."""
+        names = self.space.names
+        done = sorted((r for r in self._history if r["quality"] is not None), key=lambda r: r["trial_id"])
+        if len(done) < 2:
+            return np.ones(len(names))
+        x = np.array([[self.features[g][self.levels[g].index(k)] for g, k in zip(names, r["kept"], strict=True)] for r in done])
+        y = np.array([r["quality"] for r in done])
+        total = x.sum(axis=1)
+        # common scale: quality ≈ c − a·Σℓ (a >= 0); the per-group weights are shrunk toward it
+        spread = float(np.var(total))
+        a = max(0.0, -float(np.cov(total, y, bias=True)[0, 1]) / spread) if spread > 1e-12 else 0.0
+        a = a or max(float(np.ptp(y)), 1e-3) / max(float(np.ptp(total)), 1e-3)
+        lam = self.prior_points * np.maximum(x.var(axis=0), 1e-4)
+        rows = np.vstack([np.hstack([np.ones((len(y), 1)), -x]), np.hstack([np.zeros((len(names), 1)), np.diag(np.sqrt(lam))])])
+        rhs = np.concatenate([y, np.sqrt(lam) * a])
+        lo = np.concatenate([[-np.inf], np.zeros(len(names))])
+        sol = lsq_linear(rows, rhs, bounds=(lo, np.full(len(names) + 1, np.inf)))
+        return np.maximum(sol.x[1:], 1e-6)
+
+    # --- proposals -----------------------------------------------------------------------------
+    def _incumbent(self) -> dict[str, int] | None:
+        """Kept channels of the best measured feasible policy (else the least violating one)."""
+        ok = [r for r in self._history if r["quality"] is not None]
+        if not ok:
+            return None
+        feasible = [r for r in ok if r["violation"] <= 1e-9]
+        best = (
+            max(feasible, key=lambda r: (r["quality"], -r["trial_id"]))
+            if feasible
+            else min(ok, key=lambda r: (r["violation"], r["trial_id"]))
+        )
+        return self._kept(best)
+
+    def _taken(self) -> list[dict[str, int]]:
+        """Architectures evaluated or pending: cut off from every solve."""
+        out = [self._kept(r) for r in self._history]
+        for p in [*self._pending.values(), *self._replay]:
+            out.append(self.space.kept(p.policy))
+        return out
+
+    def _policy(self, kept: Mapping[str, int]) -> Policy:
+        return {g: self.space.ratio_for(g, k) for g, k in kept.items()}
+
+    def propose(self, n: int) -> list[Proposal]:
+        out: list[Proposal] = []
+        taken = self._taken()
+        alpha = self.weights()
+        while len(out) < n:
+            rng = np.random.default_rng([self.seed, self._next_trial_id])
+            if not self._prior_done:  # the knapsack allocation itself: equal weights, no region
+                sample, center, role = np.ones(len(alpha)), None, "knapsack"
+            else:
+                sample = alpha * np.exp(self.exploration * rng.standard_normal(len(alpha)))
+                center, role = self._incumbent(), "refine"
+            values = {g: [-s * v for v in self.features[g]] for g, s in zip(self.space.names, sample, strict=True)}
+            kept = self._solve(values, center, taken)
+            if kept is None:
+                break  # every architecture the budget allows was tried
+            self._prior_done = True
+            taken.append(kept)
+            out.append(self._proposal(self._policy(kept), role=role, radius=self._radius))
+        return out
+
+    def _solve(
+        self, values: Mapping[str, list[float]], center: Mapping[str, int] | None, taken: list[dict[str, int]]
+    ) -> dict[str, int] | None:
+        if center is None:
+            return self.solver.solve(values, exclude=taken, time_limit=self.time_limit, gap=self.gap)
+        widest = sum(len(lv) - 1 for lv in self.levels.values())
+        radius = self._radius
+        while True:  # widen the region until it holds an untried feasible architecture
+            kept = self.solver.solve(
+                values, center=center, radius=radius, exclude=taken, time_limit=self.time_limit, gap=self.gap
+            )
+            if kept is not None or radius >= widest:
+                return kept
+            radius = min(widest, 2 * radius)
+
+    def observe(self, outcomes: list[Outcome]) -> None:
+        for o in sorted(outcomes, key=lambda o: o.trial_id):
+            m = o.metrics
+            record: dict[str, Any] = {
+                "trial_id": o.trial_id,
+                "kept": [self.space.kept(o.policy)[g] for g in self.space.names],
+                "quality": None if m is None or math.isnan(m.quality) else float(m.quality),
+                "latency_ratio": None if m is None else m.latency_ratio,
+                "violation": None if m is None else max(self.budget.violations(m), default=0.0),
+            }
+            self._history.append(record)
+            if record["quality"] is None:
+                continue
+            if record["violation"] <= 1e-9 and (self._best is None or record["quality"] > self._best + 1e-9):
+                if self._best is not None:
+                    self._radius = min(2 * self._radius, sum(len(lv) - 1 for lv in self.levels.values()))
+                self._best, self._misses = record["quality"], 0
+            elif o.trial_id != self.baseline_trial_id:
+                self._misses += 1
+                if self._misses >= self.patience:
+                    self._radius, self._misses = max(1, self._radius // 2), 0
+        if self._latency_model is not None:
+            self._build()  # the latency correction moved
+
+    # --- state ---------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "history": self._history,
+            "radius": self._radius,
+            "misses": self._misses,
+            "best": self._best,
+            "prior_done": self._prior_done,
+            "latency_table": None if self.table is None else self.table.to_dict(),
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._history = [dict(r) for r in state.get("history", [])]
+        self._radius = int(state.get("radius", self.start_radius))
+        self._misses = int(state.get("misses", 0))
+        self._best = state.get("best")
+        self._prior_done = bool(state.get("prior_done", False))
+        if state.get("latency_table") is not None:  # the table the search used, not a re-measure
+            self.table = LatencyTable.from_dict(state["latency_table"])
+        self._build()

@@ -1,0 +1,192 @@
+"""The knapsack agent's pieces: exact MILP solve, cost models, latency table, refinement."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from agents.budget_fit import BudgetError, BudgetFit
+from agents.knapsack import KnapsackAgent
+from agents.knapsack_solve import Knapsack, Limit
+from agents.latency_table import LatencyTable, analytic_cost_model, latency_cost_model
+from agents.registry import make_agent
+from agents.types import AgentHints, Budget
+from tests.agents.synthetic import chain_space, make_evaluator, sensitivities
+
+
+@pytest.fixture
+def small():
+    # 4 groups, 2-4 levels each: 48 architectures, brute force is instant
+    return chain_space((8, 16, 16, 8), round_to=4)
+
+
+def _all_kept(space):
+    levels = [space.levels(g) for g in space.groups]
+    for combo in itertools.product(*levels):
+        yield dict(zip(space.names, combo, strict=True))
+
+
+def _policy(space, kept):
+    return {g: space.ratio_for(g, k) for g, k in kept.items()}
+
+
+def _value(space, values, kept):
+    return sum(values[g][space.levels(g).index(k)] for g, k in kept.items())
+
+
+def test_cost_models_equal_the_space_analytic_costs(small):
+    macs, params = analytic_cost_model(small, "macs"), analytic_cost_model(small, "params")
+    prior = latency_cost_model(small, None)  # no table: latency proportional to MACs
+    for kept in _all_kept(small):
+        p = _policy(small, kept)
+        assert macs.value(small, kept) == pytest.approx(small.macs_ratio(p), abs=1e-12)
+        assert params.value(small, kept) == pytest.approx(small.params_ratio(p), abs=1e-12)
+        assert prior.value(small, kept) == pytest.approx(small.macs_ratio(p), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_milp_is_exact_against_brute_force(small, seed):
+    rng = np.random.default_rng(seed)
+    # increasing in kept channels, like a quality estimate: more channels, more quality
+    values = {g.name: list(np.cumsum(rng.uniform(0, 1, len(small.levels(g))))) for g in small.groups}
+    macs, params = analytic_cost_model(small, "macs"), analytic_cost_model(small, "params")
+    bm, bp = 0.5, 0.6
+    solver = Knapsack(small, [Limit("macs_ratio", macs, bm), Limit("params_ratio", params, bp)])
+    got = solver.solve(values)
+    feasible = [
+        k for k in _all_kept(small)
+        if small.macs_ratio(_policy(small, k)) <= bm + 1e-12 and small.params_ratio(_policy(small, k)) <= bp + 1e-12
+    ]
+    best = max(_value(small, values, k) for k in feasible)
+    assert got is not None
+    assert small.macs_ratio(_policy(small, got)) <= bm + 1e-9
+    assert small.params_ratio(_policy(small, got)) <= bp + 1e-9
+    assert _value(small, values, got) == pytest.approx(best, abs=1e-9)
+
+
+def test_trust_region_and_exclusions_are_respected(small):
+    values = {g.name: [float(i) for i in range(len(small.levels(g)))] for g in small.groups}
+    macs = analytic_cost_model(small, "macs")
+    solver = Knapsack(small, [Limit("macs_ratio", macs, 0.5)])
+    first = solver.solve(values)
+    second = solver.solve(values, exclude=[first])
+    assert second != first and macs.value(small, second) <= 0.5 + 1e-9
+    center = {g.name: small.levels(g)[0] for g in small.groups}  # everything pruned hardest
+    near = solver.solve(values, center=center, radius=1, exclude=[center])
+    assert solver.distance(near, center) == 1  # one step away: the best within the region
+    feasible_near = [
+        k for k in _all_kept(small)
+        if solver.distance(k, center) <= 1 and k != center and macs.value(small, k) <= 0.5 + 1e-12
+    ]
+    assert _value(small, values, near) == max(_value(small, values, k) for k in feasible_near)
+
+
+def test_unreachable_budget_gives_none_and_budget_error(small):
+    macs = analytic_cost_model(small, "macs")
+    assert Knapsack(small, [Limit("macs_ratio", macs, 0.01)]).solve({g.name: [0.0] * len(small.levels(g)) for g in small.groups}) is None
+    table = _table(small, slope=0.3)  # the table says pruning saves at most ~30 % of the time
+    with pytest.raises(BudgetError, match="unreachable for the knapsack"):
+        KnapsackAgent(small, Budget(latency_ratio=0.5), hints=AgentHints(latency_table=table))
+
+
+def _table(space, slope, overhead=0.0):
+    """Synthetic measurements: ratio = 1 − slope·(1 − kept/channels) + overhead, per group."""
+    entries = {}
+    for g in space.groups:
+        pts = [k for k in space.levels(g) if k < g.channels][:2]
+        entries[g.name] = tuple((k, 1.0 - slope / len(space) * (1 - k / g.channels) + overhead) for k in pts)
+    return LatencyTable(dense_ms=10.0, entries=entries)
+
+
+def test_latency_table_interpolates_and_round_trips(small):
+    g = small.groups[1]  # 16 channels, levels 4, 8, 12, 16
+    table = LatencyTable(dense_ms=5.0, entries={g.name: ((4, 0.6), (8, 0.8))})
+    assert table.ratio(small, g.name, 16) == 1.0  # dense
+    assert table.ratio(small, g.name, 8) == pytest.approx(0.8)  # measured
+    assert table.ratio(small, g.name, 12) == pytest.approx(0.9)  # between 8 and dense
+    assert table.ratio(small, g.name, 6) == pytest.approx(0.7)  # between measurements
+    assert table.ratio(small, g.name, 2) == pytest.approx(0.5)  # below: the first slope extended
+    assert table.ratio(small, small.groups[0].name, 4) == 1.0  # a group never measured
+    again = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert again == table
+
+
+def test_latency_model_prices_measured_groups_and_interactions(small):
+    table = _table(small, slope=0.8)
+    model = latency_cost_model(small, table)
+    dense = {g.name: g.channels for g in small.groups}
+    assert model.value(small, dense) == pytest.approx(1.0)
+    for g in small.groups:  # one group narrowed, others dense: exactly the table
+        for k in small.levels(g):
+            kept = {**dense, g.name: k}
+            assert model.value(small, kept) == pytest.approx(table.ratio(small, g.name, k), abs=1e-9)
+    # two neighbours narrowed together save less than their single effects add up to
+    a, b = small.groups[1], small.groups[2]
+    both = {**dense, a.name: small.levels(a)[0], b.name: small.levels(b)[0]}
+    additive = 1 + sum(table.ratio(small, n, both[n]) - 1 for n in (a.name, b.name))
+    assert model.value(small, both) > additive
+
+
+def test_latency_budget_proposals_fit_the_model_and_learn_its_offset():
+    space = chain_space()
+    sens = sensitivities(space)
+    evaluate = make_evaluator(space, sens, latency=True)  # latency ratio = 0.3 + 0.7 · macs
+    # a table that is right except for a fixed overhead it cannot see (+0.05 measured)
+    table = LatencyTable(
+        dense_ms=10.0,
+        entries={
+            g.name: tuple((k, 0.3 + 0.7 * space.macs_ratio({g.name: space.ratio_for(g, k)})) for k in space.levels(g)[:2])
+            for g in space.groups
+        },
+    )
+    budget = Budget(latency_ratio=0.6)
+    agent = make_agent("knapsack", space, budget, seed=0, options={"latency_margin": 0.0}, hints=AgentHints(table))
+    assert agent.table is table
+    feasible = 0
+    for _ in range(6):
+        props = agent.ask(2)
+        outs = [evaluate(p) for p in props]
+        feasible += sum(budget.feasible(o.metrics) for o in outs)
+        agent.tell(outs)
+    assert feasible >= 8  # the table-driven solves land within the measured budget
+    state = json.loads(json.dumps(agent.state_dict()))
+    restored = make_agent("knapsack", space, budget, seed=0, options={"latency_margin": 0.0})  # no table given
+    restored.load_state_dict(state)
+    assert restored.table == table  # the table the search used comes back with its state
+
+
+def test_refinement_beats_the_baseline_and_the_first_solve():
+    space = chain_space()
+    sens = sensitivities(space)
+    evaluate = make_evaluator(space, sens)
+    budget = Budget(macs_ratio=0.3)
+    agent = make_agent("knapsack", space, budget, seed=0)
+    seen = []
+    for _ in range(10):
+        props = agent.ask(3)
+        outs = [evaluate(p) for p in props]
+        seen += [(p.info["role"], o.metrics.quality) for p, o in zip(props, outs, strict=True)]
+        agent.tell(outs)
+    baseline = next(q for r, q in seen if r == "baseline")
+    first = next(q for r, q in seen if r == "knapsack")
+    best = max(q for _, q in seen)
+    assert best > max(baseline, first) + 0.01
+    assert len({space.signature(p.policy) for p in agent._pending.values()}) == 0
+    fit = BudgetFit(space, budget)
+    assert fit.uniform_fill() == agent.fit.uniform_fill()
+
+
+def test_options_are_checked_and_hints_are_not_an_option():
+    space = chain_space()
+    with pytest.raises(ValueError, match="radius"):
+        make_agent("knapsack", space, Budget(macs_ratio=0.5), options={"radius": 0})
+    with pytest.raises(ValueError, match="table_ratios"):
+        make_agent("knapsack", space, Budget(macs_ratio=0.5), options={"table_ratios": "0.5"})
+    with pytest.raises(ValueError, match="hints"):
+        make_agent("knapsack", space, Budget(macs_ratio=0.5), options={"hints": {}})
+    assert KnapsackAgent.hint_requests(Budget(macs_ratio=0.5), {}) == []  # MACs: nothing measured
+    (req,) = KnapsackAgent.hint_requests(Budget(latency_ratio=0.5), {"table_ratios": [0.5]})
+    assert req.ratios == (0.5,)
