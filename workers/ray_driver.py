@@ -130,7 +130,9 @@ class RayDriver:
         self._proc.stdin.flush()  # stdin stays open: its EOF tells the child we are gone
         reply = _read_line(self._proc, START_TIMEOUT_S)
         if reply is None or not reply.get("ok"):
-            why = (reply or {}).get("error") or f"exit code {self._proc.poll()}"
+            code = self._proc.poll()
+            why = (reply or {}).get("error") or (
+                f"no answer within {START_TIMEOUT_S:.0f} s" if code is None else f"exit code {code}")
             self._kill()
             self.error = f"Ray did not start: {why}"
             raise RayUnavailable(self.error)
@@ -292,6 +294,9 @@ class RemotePool:
                     done.add(msg[1].trial_id)
                     yield msg[1]
                 return
+            except GeneratorExit:  # abandoned mid-batch: its late outcomes must not reach the next one
+                self.close()
+                raise
             except (EOFError, OSError, RayUnavailable) as exc:
                 cause = self._lost(exc)
                 queue = deque(p for p in batch if p.trial_id not in done)
@@ -422,19 +427,43 @@ def _watch_ray(report: Any) -> None:
             os._exit(3)
 
 
+def _check_reachable(address: str) -> None:
+    """Fails in seconds, not after Ray's many-minute GCS retries, when nothing listens there."""
+    import socket
+
+    if "://" in address or address == "auto" or ":" not in address:
+        return  # ray:// (Ray Client) and "auto": Ray resolves and reports those itself
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {exc}") from None
+
+
 def main() -> None:
     """The driver process: ``ray.init()`` in the main thread, one thread per pool, exit on stdin EOF."""
     config = json.loads(sys.stdin.buffer.readline())
     channel = os.fdopen(os.dup(1), "w", buffering=1)  # our JSON lines to the controller
     os.dup2(2, 1)  # anything else Ray or torch prints goes to stderr (the controller's log)
     lock = threading.Lock()
+    parent_gone = threading.Event()
 
     def report(msg: dict[str, Any]) -> None:
         with lock:
             channel.write(json.dumps(msg) + "\n")
             channel.flush()
 
+    def watch_parent() -> None:
+        sys.stdin.buffer.read()  # returns at EOF: the controller closed the pipe or died
+        parent_gone.set()
+        if not ray_up.is_set():
+            os._exit(0)  # still starting: nothing to shut down cleanly
+
+    ray_up = threading.Event()
+    threading.Thread(target=watch_parent, daemon=True).start()
     try:
+        if os.environ.get("RAY_ADDRESS"):
+            _check_reachable(os.environ["RAY_ADDRESS"])
         from workers.pool import ensure_ray
 
         ensure_ray(num_cpus=config.get("num_cpus"))
@@ -445,6 +474,9 @@ def main() -> None:
     except BaseException as exc:  # noqa: BLE001 - the controller reports why Ray did not start
         report({"ok": False, "error": _error(exc)})
         os._exit(2)
+    ray_up.set()
+    if parent_gone.is_set():
+        os._exit(0)
     threading.Thread(target=_watch_ray, args=(report,), daemon=True).start()
 
     def accept() -> None:
@@ -459,9 +491,9 @@ def main() -> None:
 
     threading.Thread(target=accept, daemon=True).start()
     report({"ok": True, "address": address, "pid": os.getpid()})
-    sys.stdin.buffer.read()  # until the controller closes the pipe or dies
+    parent_gone.wait()
     try:
-        ray.shutdown()
+        ray.shutdown()  # from the thread that started it
     finally:
         os._exit(0)
 

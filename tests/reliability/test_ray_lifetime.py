@@ -12,6 +12,7 @@ The tests run in file order on one server (module fixture) and each is self-suff
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.process_tree import alive, descendants, name_of, ray_daemons
 from tests.server_process import free_port, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import reference_cache
 
@@ -122,47 +124,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     proc = serve(env, log)
     health = HealthWatch(url)
     watcher = threading.Thread(target=health.run, daemon=True)
+    ray_pids: list[int] = []
     try:
         wait_healthy(url, proc, log)
         watcher.start()
         yield Server(url, proc, log, health)
+        # a clean stop (SIGTERM to the server alone, not its group) shuts its Ray down too
+        health._stop.set()
+        ray_pids = [*descendants(proc.pid)]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        deadline = time.monotonic() + 30
+        while any(alive(p) for p in ray_pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         health._stop.set()
-        stop(proc, timeout=60)
-    # shut down cleanly: the server's Ray went with it
-    assert not [p for p in ray_processes(proc.pid)], "Ray processes outlived the server"
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(entry.name))
-    return kids
-
-
-def _name(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def ray_processes(root_pid: int) -> list[tuple[int, str]]:
-    """The raylet and GCS server among ``root_pid``'s descendants (this server's Ray only)."""
-    kids, found, todo = _children(), [], [root_pid]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            todo.append(child)
-            if _name(child) in ("raylet", "gcs_server"):
-                found.append((child, _name(child)))
-    return found
+        left = [(p, name_of(p)) for p in ray_pids if alive(p)]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
+    assert not left, f"processes outlived the server: {left}"
 
 
 def test_consecutive_jobs_on_one_server(server: Server) -> None:
@@ -200,9 +181,9 @@ def test_ray_killed_between_jobs(server: Server) -> None:
     t0 = time.monotonic()
     if server.healthz()["ray"] != "running":  # run alone: start the server's Ray with a job first
         server.assert_succeeded(server.submit(job_spec("warm-up", workers=2)))
-    victims = ray_processes(server.proc.pid)
-    assert {name for _, name in victims} == {"raylet", "gcs_server"}, victims
-    for pid, _ in victims:
+    victims = ray_daemons(server.proc.pid)  # this server's Ray only, never another test's
+    assert sorted(victims.values()) == ["gcs_server", "raylet"], victims
+    for pid in victims:
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while server.healthz()["ray"] != "down" and time.monotonic() < deadline:
@@ -215,6 +196,6 @@ def test_ray_killed_between_jobs(server: Server) -> None:
     server.assert_succeeded(job_id)
     server.assert_alive()
     assert server.healthz()["ray"] == "running"
-    fresh = ray_processes(server.proc.pid)
-    assert fresh and not {pid for pid, _ in fresh} & {pid for pid, _ in victims}  # a new Ray
+    fresh = ray_daemons(server.proc.pid)
+    assert fresh and not set(fresh) & set(victims)  # a new Ray
     print(f"Ray killed, next workers=2 job x {TRIALS} trials: {time.monotonic() - t0:.1f} s")
