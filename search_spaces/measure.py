@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -85,6 +85,14 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What to call before reading the clock on ``device``: CUDA kernels run asynchronously, so
+    a timer read without ``torch.cuda.synchronize`` would time the kernel launches, not the work."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def measure_latency(
     models: Sequence[nn.Module],
     example_input: torch.Tensor,
@@ -93,16 +101,19 @@ def measure_latency(
     warmup: int = 5,
     rounds: int = 30,
     repeat: int = 1,
+    sync: Callable[[], None] | None = None,
 ) -> list[LatencyStats]:
     """Measures several models round-robin so that machine drift hits all of them equally.
 
     Each round times every model once (``repeat`` forward passes, averaged); the statistics are
-    over rounds. Models run in eval mode under ``torch.inference_mode``.
+    over rounds. Models run in eval mode under ``torch.inference_mode``. Every timed region is
+    bracketed by ``sync`` (default: :func:`synchronizer` of the input's device, a no-op on CPU).
     """
     if not models:
         raise ValueError("models: give at least one model")
     if rounds < 1 or warmup < 0 or repeat < 1 or threads < 1:
         raise ValueError("rounds, repeat and threads must be >= 1 and warmup >= 0")
+    sync = sync or synchronizer(example_input.device)
     modes = [m.training for m in models]
     for m in models:
         m.eval()
@@ -114,9 +125,11 @@ def measure_latency(
                     m(example_input)
             for _ in range(rounds):
                 for i, m in enumerate(models):
+                    sync()  # nothing queued from before runs inside this model's time
                     t0 = time.perf_counter()
                     for _ in range(repeat):
                         m(example_input)
+                    sync()  # the work, not just its launch, is inside the time
                     times[i].append((time.perf_counter() - t0) * 1000.0 / repeat)
     finally:
         for m, mode in zip(models, modes, strict=True):

@@ -16,7 +16,15 @@ class ConflictError(ServiceError):
 
 
 class StorageError(ServiceError):
-    """The database failed (unreachable, locked, schema missing)."""
+    """The database failed (unreachable, locked, schema missing).
+
+    ``transient`` is true when trying again may succeed (a lost connection, a lock, a server
+    restarting); false for an error that will repeat (bad SQL, a missing table, a bug).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class LeaseLost(ServiceError):

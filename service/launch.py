@@ -30,13 +30,25 @@ def worker_settings(settings: Settings) -> Any:
     )
 
 
-def launch_with_workers(spec: JobSpec, settings: Settings) -> Launched:
-    from workers.pool import make_pool
+def make_job_pool(spec: JobSpec, settings: Settings, ws: Any) -> Any:
+    """In-process for ``workers: 0``; else actors in the controller's one Ray driver process.
 
-    if settings.ray_address and not os.environ.get("RAY_ADDRESS"):
-        os.environ["RAY_ADDRESS"] = settings.ray_address
+    The controller never calls ``ray.init()`` itself (see :mod:`workers.ray_driver`): Ray's
+    death, or a job thread ending, cannot take the controller down.
+    """
+    if spec.workers == 0:
+        from workers.pool import make_pool
+
+        return make_pool(spec, ws)
+    from workers.ray_driver import shared_driver
+
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
+    return shared_driver(address).open_pool(spec, ws)
+
+
+def launch_with_workers(spec: JobSpec, settings: Settings) -> Launched:
     ws = worker_settings(settings)
-    pool = make_pool(spec, ws)
+    pool = make_job_pool(spec, settings, ws)
     task_lock = threading.Lock()
     task_box: list[Any] = []
 

@@ -20,6 +20,8 @@ _EXPORTS = {
     "InProcessPool": "workers.pool",
     "RayPool": "workers.pool",
     "make_pool": "workers.pool",
+    "RayDriver": "workers.ray_driver",
+    "RemotePool": "workers.ray_driver",
     "run_search": "workers.loop",
     "SearchSummary": "workers.loop",
     "finalize": "workers.finalize",

@@ -152,14 +152,17 @@ class _Finalizer:
         return out
 
     def verify(self, bundle: Path, model: nn.Module, formats: Sequence[str]) -> dict[str, float]:
-        """Max abs difference of each exported program's outputs from the model's."""
-        x = torch.cat([self.ev.example, torch.randn_like(self.ev.example)])
+        """Max abs difference of each exported program's outputs from the model's (on the CPU,
+        where the exported programs are loaded)."""
+        example = self.ev.example.cpu()
+        x = torch.cat([example, torch.randn_like(example)])
+        model = model.cpu().eval()
         with torch.no_grad():
-            want = model.eval()(x).cpu()
+            want = model(x)
         diffs: dict[str, float] = {}
         if "torchscript" in formats:
             ts = torch.jit.load(str(bundle / "model.ts"), map_location="cpu")
-            diffs["torchscript"] = (ts(x.cpu()) - want).abs().max().item()
+            diffs["torchscript"] = (ts(x) - want).abs().max().item()
         if "onnx" in formats:
             import onnx
             from onnx.reference import ReferenceEvaluator
@@ -168,7 +171,7 @@ class _Finalizer:
             name = sess.input_names[0]
             # the exported graph may fix the batch dimension: check example by example
             runs: list[Any] = [
-                sess.run(None, {name: x[i : i + 1].cpu().numpy()}) for i in range(len(x))
+                sess.run(None, {name: x[i : i + 1].numpy()}) for i in range(len(x))
             ]
             got = torch.cat([torch.as_tensor(r[0]) for r in runs])
             diffs["onnx"] = (got - want).abs().max().item()
@@ -177,7 +180,7 @@ class _Finalizer:
 
             rebuilt = load_bundle(bundle).eval()
             with torch.no_grad():
-                diffs["safetensors"] = (rebuilt(x.cpu()) - want).abs().max().item()
+                diffs["safetensors"] = (rebuilt(x) - want).abs().max().item()
         tol = 1e-3 * max(1.0, want.abs().max().item())
         bad = {k: v for k, v in diffs.items() if not v <= tol}
         if bad:
@@ -213,11 +216,12 @@ def finalize(
         policy = task.space.validate(policy)
         on = fin.on_progress
         on({"rank": rank, "stage": "start", "policy": policy})
-        model = fin.fine_tuned(rank, policy).cpu()
+        # measured where it was searched (the evaluator's device, with its inputs), then exported
+        # and verified on the CPU with CPU inputs: one device per stage, never a mix
+        model = fin.fine_tuned(rank, policy).to(fin.ev.device)
         signature = task.space.signature(policy)
         macs, params = fin.ev._costs_of(signature, model)
-        lat = fin.ev.latency.measure(signature, model.to(fin.ev.device), use_cache=False)
-        model = model.cpu()
+        lat = fin.ev.latency.measure(signature, model, use_cache=False)
         metrics: dict[str, Any] = {
             **fin.test_quality(model),
             "val_quality": fin.ev.metric_fn(model),
@@ -235,6 +239,7 @@ def finalize(
             "schedule": spec.schedule,
             "finetune_epochs": spec.finetune_epochs,
         }
+        model = model.cpu()
         bundle = out_dir / f"rank-{rank}"
         staging = out_dir / f".rank-{rank}.partial"
         shutil.rmtree(staging, ignore_errors=True)

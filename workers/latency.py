@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search_spaces.measure import measure_latency
+from search_spaces.measure import measure_latency, synchronizer
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,18 @@ def measure_pair(
     Each round repeats enough forward passes to last about ``min_round_s``, sized on the dense
     (slower) model, so that timer resolution and scheduler ticks do not dominate small models.
     """
+    sync = synchronizer(example.device)  # on CUDA every timed region ends with the kernels done
     with torch.inference_mode():
         dense.eval()(example)  # first call: allocations, lazy init
+        sync()
         t0 = time.perf_counter()
         dense(example)
+        sync()
         one = time.perf_counter() - t0
     repeat = max(1, min(1000, int(min_round_s / max(one, 1e-6))))
     d, p = measure_latency(
-        [dense, pruned], example, threads=threads, rounds=rounds, repeat=repeat, warmup=2
+        [dense, pruned], example, threads=threads, rounds=rounds, repeat=repeat, warmup=2,
+        sync=sync,
     )
     return Latency(
         ms=p.median_ms,

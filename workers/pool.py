@@ -95,8 +95,13 @@ class _EvaluatorActor:
         return metrics.to_dict()
 
 
-def ensure_ray() -> None:
-    """Connects to ``RAY_ADDRESS`` when set, else starts an embedded local Ray (once)."""
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connects to ``RAY_ADDRESS`` when set, else starts an embedded local Ray (once).
+
+    Call it from a thread that lives as long as the process (the main thread): on Linux a
+    local Ray's GCS and raylet die with the thread that started them. A long-running
+    controller does not call it at all: it hosts Ray in :mod:`workers.ray_driver`'s process.
+    """
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -106,7 +111,8 @@ def ensure_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
 
 
 def actor_options(
@@ -255,13 +261,24 @@ class RayPool:
 
 
 def make_pool(spec: JobSpec, settings: WorkerSettings) -> InProcessPool | RayPool:
-    """The pool a job asks for: ``spec.workers == 0`` in-process, else that many Ray actors."""
-    from workers.evaluator import Evaluator
+    """The pool a job asks for: ``spec.workers == 0`` in-process, else that many Ray actors.
+
+    The Ray pool is this process's driver (see :func:`ensure_ray`); the service uses
+    :class:`workers.ray_driver.RemotePool` instead, so that Ray's death cannot end it.
+    """
+    if spec.workers == 0:
+        from workers.evaluator import Evaluator
+        from workers.task import load_task
+
+        return InProcessPool(Evaluator(load_task(spec, settings), settings=settings))
+    return make_ray_pool(spec, settings)
+
+
+def make_ray_pool(spec: JobSpec, settings: WorkerSettings) -> RayPool:
+    """``spec.workers`` Ray actors sharing the job's dense weights and space."""
     from workers.task import TaskFactory, load_task
 
     task = load_task(spec, settings)
-    if spec.workers == 0:
-        return InProcessPool(Evaluator(task, settings=settings))
     ensure_ray()
     import ray
 

@@ -24,6 +24,7 @@ from service.db import Database, upgrade
 from service.errors import StorageError
 from service.runner import Launcher, Runner
 from service.views import finite
+from workers.ray_driver import ray_state, shutdown_shared
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("autoprune.api")
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             yield
         finally:
             runner.stop()
+            shutdown_shared()  # the controller's Ray, if a job started it
             db.dispose()
 
     app = FastAPI(
@@ -68,6 +70,9 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
 
     @app.exception_handler(StorageError)
     async def _storage(_request: Request, exc: StorageError) -> JSONResponse:
+        if not exc.transient:  # a bug (bad SQL, schema out of date): retrying will not help
+            log.error("storage error: %s", exc)
+            return JSONResponse(status_code=500, content={"detail": f"database error: {exc}"})
         # The database is down or locked: say so and let the client retry; nothing was changed.
         log.warning("storage unavailable: %s", exc)
         return JSONResponse(
@@ -76,7 +81,8 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        # "ok" means the API answers; Ray's state is reported beside it, never instead of it
+        return {"status": "ok", **ray_state()}
 
     try:
         from service.dashboard import router as dashboard_router

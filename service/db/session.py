@@ -40,6 +40,22 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+#: SQLite reports these as OperationalError, but they are mistakes in the SQL or the schema.
+_SQLITE_PERMANENT = ("no such table", "no such column", "syntax error", "has no column")
+
+
+def is_transient(e: exc.SQLAlchemyError) -> bool:
+    """True for errors a retry can outlast: connection lost or refused, server restarting, lock
+    timeouts, pool exhaustion. ProgrammingError, IntegrityError, DataError and the like repeat."""
+    if isinstance(e, exc.DBAPIError) and e.connection_invalidated:
+        return True  # SQLAlchemy recognised a disconnect
+    if isinstance(e, (exc.DisconnectionError, exc.TimeoutError)):
+        return True
+    if isinstance(e, exc.OperationalError):
+        return not any(m in str(e.orig).lower() for m in _SQLITE_PERMANENT)
+    return False
+
+
 class Database:
     """An engine plus its session factory."""
 
@@ -61,7 +77,7 @@ class Database:
             raise ConflictError(str(e.orig)) from e
         except exc.SQLAlchemyError as e:
             session.rollback()
-            raise StorageError(f"{type(e).__name__}: {e}") from e
+            raise StorageError(f"{type(e).__name__}: {e}", transient=is_transient(e)) from e
         except BaseException:
             session.rollback()
             raise
@@ -71,8 +87,10 @@ class Database:
     def write_retrying(self, work: Callable[[Session], T]) -> T:
         """Runs ``work`` in its own transaction, retried with backoff while the database is away.
 
-        For the runner's writes: a database restart must delay a job, not fail it. ``work`` must
-        be safe to run again (the trial writer checks for an already-stored trial first).
+        For the runner's writes: a database restart must delay a job, not fail it. Only transient
+        errors are retried (:func:`is_transient`); a programming error (bad SQL, a missing table,
+        a constraint violated, any other exception) is raised at once, so the job fails with it.
+        ``work`` must be safe to run again (the trial writer checks for a stored trial first).
         """
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.2
@@ -81,7 +99,7 @@ class Database:
                 with self.session_scope() as session:
                     return work(session)
             except StorageError as e:
-                if time.monotonic() + delay > deadline:
+                if not e.transient or time.monotonic() + delay > deadline:
                     raise
                 log.warning("database unavailable, retrying in %.1f s: %s", delay, e)
                 time.sleep(delay)
@@ -91,4 +109,4 @@ class Database:
         self.engine.dispose()
 
 
-__all__ = ["Database", "make_engine", "ConflictError", "StorageError", "ServiceError"]
+__all__ = ["Database", "is_transient", "make_engine", "ConflictError", "StorageError", "ServiceError"]
