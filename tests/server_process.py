@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from service.views import FINAL_STATES
+from service.api.schemas import FINAL_STATES
 
 
 def free_port() -> int:

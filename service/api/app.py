@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -18,11 +19,11 @@ from fastapi.responses import JSONResponse
 from service.api import files, jobs
 from service.api.deps import errors, require_token
 from service.api.middleware import BodyLimitMiddleware
+from service.api.schemas import Health, finite
 from service.config import Settings
 from service.db import Database, upgrade
 from service.errors import StorageError
 from service.runner import Launcher, Runner
-from service.views import finite
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("autoprune.api")
@@ -71,9 +72,11 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             status_code=503, content={"detail": f"database unavailable: {exc}"}, headers={"Retry-After": "5"}
         )
 
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["health"], response_model=Health)
+    def healthz() -> Health:
+        return Health(status="ok")
+
+    app.openapi = lambda: _openapi_with_job_spec(app)  # type: ignore[method-assign]
 
     try:
         from service.dashboard import router as dashboard_router
@@ -89,3 +92,19 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         upload_prefix=f"{API_PREFIX}/uploads",
     )
     return app
+
+
+def _openapi_with_job_spec(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the JobSpec schema ``POST /jobs`` reads itself (JSON or YAML)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        from workers.spec import JobSpec
+
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(spec_schema.pop("$defs", {}))
+        schemas["JobSpec"] = spec_schema
+        app.openapi_schema = doc
+    return app.openapi_schema
