@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -76,8 +75,6 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     def healthz() -> Health:
         return Health(status="ok")
 
-    app.openapi = lambda: _openapi_with_job_spec(app)  # type: ignore[method-assign]
-
     try:
         from service.dashboard import router as dashboard_router
     except ImportError as exc:  # the dashboard is optional: the API works without it
@@ -93,18 +90,3 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     )
     return app
 
-
-def _openapi_with_job_spec(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, plus the JobSpec schema ``POST /jobs`` reads itself (JSON or YAML)."""
-    if app.openapi_schema is None:
-        from fastapi.openapi.utils import get_openapi
-
-        from workers.spec import JobSpec
-
-        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-        schemas.update(spec_schema.pop("$defs", {}))
-        schemas["JobSpec"] = spec_schema
-        app.openapi_schema = doc
-    return app.openapi_schema

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from service.db import repo
 from service.db.models import ArtifactRow, JobRow, TrialRow
+from workers.spec import BudgetSpec, JobSpec
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
@@ -164,12 +165,12 @@ class Job(_Model):
     id: str
     name: str
     state: str = Field(description="queued | running | finalizing | succeeded | failed | cancelled")
-    spec: dict[str, Any] = Field(description="the job spec as accepted (defaults filled in)")
+    spec: JobSpec = Field(description="the job spec as accepted (defaults filled in)")
     created_at: Timestamp | None
     started_at: Timestamp | None
     finished_at: Timestamp | None
     progress: Progress
-    budget: dict[str, Any]
+    budget: BudgetSpec
     dense: Metrics | None = Field(description="the dense model's metrics, once launched")
     baseline: Trial | None = Field(description="the first trial, when it is the agent's baseline")
     best: Trial | None = Field(description="highest-quality feasible trial")
@@ -187,12 +188,12 @@ class Job(_Model):
             id=job.id,
             name=job.name,
             state=job.state,
-            spec=finite(job.spec),
+            spec=job.spec,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
             progress=Progress.of(s, job),
-            budget=finite(job.spec.get("budget", {})),
+            budget=job.spec.get("budget", {}),
             dense=finite(job.dense),
             baseline=Trial.from_row(baseline) if baseline else None,
             best=Trial.from_row(best) if best else None,

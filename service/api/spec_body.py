@@ -95,7 +95,7 @@ async def job_spec_body(request: Request) -> JobSpec:
 
 
 def request_body_openapi() -> dict[str, Any]:
-    """The request body as OpenAPI declares it: one JobSpec schema, JSON or YAML."""
+    """The request body as OpenAPI declares it: one JobSpec schema (a component: Job embeds it)."""
     ref = {"$ref": "#/components/schemas/JobSpec"}
     content = {t: {"schema": ref} for t in ("application/json", "application/yaml")}
     return {"requestBody": {"required": True, "content": content}}
