@@ -7,11 +7,8 @@ the service inject their own launcher instead.
 from __future__ import annotations
 
 import os
-import threading
-from pathlib import Path
 from typing import Any
 
-from agents.types import Outcome
 from service.config import Settings
 from service.runner import Launched
 from workers.spec import JobSpec
@@ -30,44 +27,25 @@ def worker_settings(settings: Settings) -> Any:
 
 
 def launch_with_workers(spec: JobSpec, settings: Settings) -> Launched:
+    """``workers: 0``: the whole task in a child process; else Ray actors evaluate, and the
+    reference training and finalize run in child processes: never torch work in the API's process."""
+    from workers.process_pool import TaskProcess, run_in_task_process, warm_reference
+
+    ws = worker_settings(settings)
+    if spec.workers == 0:
+        proc = TaskProcess(spec, ws)
+        try:
+            dense = proc.dense_metrics
+        except BaseException:
+            proc.close()
+            raise
+        return Launched(space=proc.space, dense_metrics=dense, pool=proc, finalize=proc.finalize)
+
     from workers.pool import make_pool
 
     if settings.ray_address and not os.environ.get("RAY_ADDRESS"):
         os.environ["RAY_ADDRESS"] = settings.ray_address
-    ws = worker_settings(settings)
+    warm_reference(spec, ws)
     pool = make_pool(spec, ws)
-    task_lock = threading.Lock()
-    task_box: list[Any] = []
-
-    def finalize(candidates: list[Outcome], out_dir: Path, on_progress: Any = None) -> list[Any]:
-        from workers.finalize import finalize as run_finalize
-        from workers.task import load_task
-
-        with task_lock:  # the dense task is only needed again now: load it once, lazily
-            if not task_box:
-                task_box.append(load_task(spec, ws))
-        pairs = [(o.policy, o.metrics) for o in candidates if o.metrics is not None]
-        ids = [o.trial_id for o in candidates if o.metrics is not None]
-        task = task_box[0]
-        infos = run_finalize(task, pairs, spec.finalize, out_dir, on_progress=on_progress)
-        dense_test = _dense_test_accuracy(task) if infos else None
-        # workers' ArtifactInfo knows its rank, not the trial: ranks follow the candidates' order
-        return [
-            {**info.to_dict(), "trial_id": ids[info.rank - 1],
-             "metrics": {**info.metrics, "dense_test_accuracy": dense_test}}
-            for info in infos
-        ]
-
-    return Launched(space=pool.space, dense_metrics=pool.dense_metrics, pool=pool, finalize=finalize)
-
-
-def _dense_test_accuracy(task: Any) -> float | None:
-    """The dense model's test-split accuracy, for the report next to the pruned one's."""
-    ref = task.info.get("reference") or {}
-    if ref.get("test_accuracy") is not None:
-        return float(ref["test_accuracy"])
-    if task.spec.metric != "accuracy":
-        return None
-    from search_spaces.reference import evaluate_accuracy
-
-    return float(evaluate_accuracy(task.model, task.splits.test))
+    return Launched(space=pool.space, dense_metrics=pool.dense_metrics, pool=pool,
+                    finalize=run_in_task_process(spec, ws))
