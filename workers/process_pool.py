@@ -115,6 +115,7 @@ def _child(conn: Connection, spec_json: str, settings: WorkerSettings, parent: i
                 except Exception as exc:  # noqa: BLE001 - a failed trial, reported with its error
                     conn.send(("outcome", trial_id, None, _error(exc)))
                 else:
+                    metrics.extra = {**metrics.extra, "worker_pid": os.getpid()}
                     conn.send(("outcome", trial_id, metrics.to_dict(), None))
             elif kind == "finalize":
                 candidates = [Outcome(t, p, Metrics.from_dict(m) if m else None) for t, p, m in msg[1]]
