@@ -1,13 +1,18 @@
 """API latency under load on loopback: 50 clients polling while 20 jobs are queued and run.
 
-A real ``uvicorn`` server runs in a subprocess (the real app, runner, SQLite store and agents)
-with the service tests' fake launcher: each trial is an analytic "evaluation" that sleeps
-``--delay`` seconds, so jobs produce trials, fronts, events and artifacts without training.
+A real ``uvicorn`` server runs in a subprocess (the real app, runner, SQLite store and agents).
+By default it has the service tests' fake launcher: each trial is an analytic "evaluation" that
+sleeps ``--delay`` seconds, so jobs produce trials, fronts, events and artifacts without training.
+With ``--real`` it has the real workers and the jobs are real and tiny, all ``workers: 0``: the
+first trains a ResNet-20 digits reference from an empty cache, the others prune a small CNN
+(``tests.reliability.helpers:tiny_net``) with real Torch-Pruning, evaluation and finalize.
 40 clients poll (each waiting ``--interval`` s between requests, 1 s like ``autoprune watch``) ``GET /jobs/{id}``, ``/jobs/{id}/trials``, ``/jobs/{id}/pareto`` and ``GET /jobs``;
 10 follow ``/jobs/{id}/events`` (SSE) to the end of a job each, then the next one. The latency
 of every polling request is measured at the client; p50/p99 are reported.
 
     .venv/bin/python bench/api_load.py            # 20 jobs, 50 clients; prints a JSON summary
+    .venv/bin/python bench/api_load.py --real     # the same with real tiny jobs
+    .venv/bin/python bench/api_load.py --real --profile   # and py-spy records the server (SVG)
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -39,17 +45,31 @@ def _spec(trials: int) -> dict[str, Any]:
             "finalize": {"top_k": 1}, "workers": 2}
 
 
-def serve(port: int, data_dir: Path, delay: float, concurrent: int) -> None:
-    """The server process: the real app on uvicorn, with the fake launcher."""
+def _real_specs(jobs: int, trials: int) -> list[dict[str, Any]]:
+    """Real tiny jobs, in-process workers: one trains its reference, the rest prune a small CNN."""
+    small = {"evaluation": {"calibration_batches": 1, "val_samples": 128, "batch_size": 64},
+             "finalize": {"top_k": 1, "finetune_epochs": 0.1, "export": ["safetensors"]}, "workers": 0,
+             "budget": {"macs_ratio": 0.6}, "agent": {"kind": "random", "trials": trials}}
+    reference = {**small, "name": "load-reference", "model": {"zoo": "resnet20"}, "dataset": {"name": "digits"},
+                 "metric": "accuracy"}
+    tiny = {**small, "name": "load-tiny", "model": {"entrypoint": "tests.reliability.helpers:tiny_net"},
+            "dataset": {"name": "digits"}, "metric": "agreement", "search_space": {"round_to": 2}}
+    return [reference, *[tiny] * (jobs - 1)]
+
+
+def serve(port: int, data_dir: Path, delay: float, concurrent: int, real: bool = False) -> None:
+    """The server process: the real app on uvicorn, with the fake launcher or the real workers."""
     import uvicorn
 
     from service.api.app import create_app
     from service.config import Settings
     from tests.service.fakes import FakeLauncher
 
-    settings = Settings(data_dir=data_dir, port=port, max_concurrent_jobs=concurrent)
-    uvicorn.run(create_app(settings, launcher=FakeLauncher(delay=delay)), host="127.0.0.1", port=port,
-                log_level="warning")
+    # --real: an empty reference cache of its own, so the reference job really trains
+    extra: dict[str, Any] = {"cache_dir": data_dir / "reference-cache"} if real else {}
+    settings = Settings(data_dir=data_dir, port=port, max_concurrent_jobs=concurrent, **extra)
+    launcher = None if real else FakeLauncher(delay=delay)
+    uvicorn.run(create_app(settings, launcher=launcher), host="127.0.0.1", port=port, log_level="warning")
 
 
 def _free_port() -> int:
@@ -69,7 +89,7 @@ def _kind(url: str) -> str:
     return "GET /jobs" if len(parts) == 4 else "GET /jobs/{id}" + ("/" + parts[5] if len(parts) > 5 else "")
 
 
-async def _drive(url: str, *, jobs: int, clients: int, trials: int, timeout: float, interval: float) -> dict[str, Any]:
+async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout: float, interval: float) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -80,8 +100,9 @@ async def _drive(url: str, *, jobs: int, clients: int, trials: int, timeout: flo
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
         ids = []
-        for _ in range(jobs):
-            r = await http.post("/api/v1/jobs", json=_spec(trials))
+        jobs = len(specs)
+        for body in specs:
+            r = await http.post("/api/v1/jobs", json=body)
             if r.status_code != 201:
                 raise RuntimeError(f"submit failed: {r.status_code} {r.text[:200]}")
             ids.append(r.json()["id"])
@@ -140,7 +161,8 @@ async def _drive(url: str, *, jobs: int, clients: int, trials: int, timeout: flo
         for job in ids:  # the final word comes from the server, not from what the clients saw
             states[job] = (await http.get(f"/api/v1/jobs/{job}")).json()["state"]
     return {
-        "jobs": jobs, "clients": clients, "trials_per_job": trials, "requests": len(latencies),
+        "jobs": jobs, "clients": clients, "followers": n_follow,
+        "trials_per_job": specs[0]["agent"]["trials"], "requests": len(latencies),
         "errors": len(errors), "error_samples": errors[:5],
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "p99_ms": round(_percentile(latencies, 0.99), 2), "max_ms": round(max(latencies, default=0), 2),
@@ -153,7 +175,8 @@ async def _drive(url: str, *, jobs: int, clients: int, trials: int, timeout: flo
 
 
 def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float = 0.05, concurrent: int = 2,
-             interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None) -> dict[str, Any]:
+             interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None, real: bool = False,
+             profile: Path | None = None) -> dict[str, Any]:
     """Starts the server subprocess, drives the load, stops the server; returns the summary."""
     import httpx
 
@@ -165,9 +188,10 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
     log = (tmp / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--serve", "--port", str(port), "--dir", str(tmp),
-         "--delay", str(delay), "--concurrent", str(concurrent)],
+         "--delay", str(delay), "--concurrent", str(concurrent), *(["--real"] if real else [])],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    spy = None
     url = f"http://127.0.0.1:{port}"
     try:
         start = time.monotonic()
@@ -182,10 +206,19 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
             if time.monotonic() - start > 60:
                 raise RuntimeError("server did not become healthy in 60 s")
             time.sleep(0.2)
-        summary = asyncio.run(_drive(url, jobs=jobs, clients=clients, trials=trials, timeout=timeout,
-                                     interval=interval))
-        return {**summary, "poll_interval_s": interval}
+        if profile is not None:  # py-spy samples the server (all its threads, GIL holders marked)
+            exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            spy = subprocess.Popen([exe, "record", "--pid", str(proc.pid), "--output", str(profile),
+                                    "--format", "speedscope" if profile.suffix == ".json" else "flamegraph",
+                                    "--rate", "50", "--gil", "--threads", "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
+        summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval))
+        return {**summary, "poll_interval_s": interval, "real_jobs": real}
     finally:
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes the profile and exits
+            spy.wait(60)
         proc.terminate()
         try:
             proc.wait(20)
@@ -203,15 +236,18 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=2, help="max_concurrent_jobs of the server")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds each poller waits between requests")
     ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument("--real", action="store_true", help="real tiny jobs (workers: 0, one trains its reference)")
+    ap.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg flame graph, .json speedscope)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(args.port, args.dir, args.delay, args.concurrent)
+        serve(args.port, args.dir, args.delay, args.concurrent, args.real)
         return
     summary = run_load(jobs=args.jobs, clients=args.clients, trials=args.trials, delay=args.delay,
-                       concurrent=args.concurrent, interval=args.interval, timeout=args.timeout)
+                       concurrent=args.concurrent, interval=args.interval, timeout=args.timeout, real=args.real,
+                       profile=args.profile)
     print(json.dumps(summary, indent=2))
     print(f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms over {summary['requests']} requests; "
           f"{summary['jobs_succeeded']}/{summary['jobs']} jobs succeeded in {summary['wall_s']} s; "

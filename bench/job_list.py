@@ -1,4 +1,4 @@
-"""Cost of one page of ``GET /jobs`` (``service.views.job_view`` per job) on a filled store.
+"""Cost of one page of ``GET /jobs`` (``Job.from_row`` per job) on a filled store.
 
 Side by side, interleaved, medians of rounds: the view as it is (first trial, best feasible trial
 and count, each one indexed query) and the naive view it replaced (every trial of every listed
@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.api.schemas import Job, Progress, Trial  # noqa: E402
 from service.db import Database, repo, upgrade  # noqa: E402
-from service.views import job_view, progress_view, trial_view  # noqa: E402
 
 
 def naive_view(s: Any, job: Any) -> Any:
@@ -30,7 +30,7 @@ def naive_view(s: Any, job: Any) -> Any:
     baseline = next((t for t in trials if (t.info or {}).get("role") == "baseline"), None)
     feasible = [t for t in trials if t.feasible and t.quality is not None]
     best = max(feasible, key=lambda t: (t.quality, -(t.macs or 0.0))) if feasible else None
-    return baseline and trial_view(baseline), best and trial_view(best), progress_view(s, job, len(trials))
+    return baseline and Trial.from_row(baseline), best and Trial.from_row(best), Progress.of(s, job, len(trials))
 
 
 def main() -> None:
@@ -66,10 +66,10 @@ def main() -> None:
     times: dict[str, list[float]] = {"naive": [], "now": []}
     for r in range(args.rounds):
         for name in ("naive", "now") if r % 2 else ("now", "naive"):
-            times[name].append(page(naive_view if name == "naive" else job_view))
+            times[name].append(page(naive_view if name == "naive" else Job.from_row))
     naive, now = statistics.median(times["naive"]), statistics.median(times["now"])
     print(f"{args.jobs} jobs x {args.trials} trials, page of 50: every trial loaded {naive * 1000:.0f} ms, "
-          f"job_view {now * 1000:.0f} ms, ratio {now / naive:.3f}")
+          f"Job.from_row {now * 1000:.0f} ms, ratio {now / naive:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Importance criteria by name. (Helper A: map each to a Torch-Pruning importance.)"""
+"""Importance criteria by name: each maps to a factory in ``search_spaces.importance`` that
+returns a Torch-Pruning ``Importance`` (the job spec's ``search_space.criterion``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The job runner: a queue, at most ``max_concurrent_jobs`` job threads, restart-resume.
 
 Each job runs ``workers.loop.run_search`` in its own thread (it blocks). Every finished trial is
-committed together with its events and the recomputed front; the agent's state is saved through
+committed together with its events and the updated front; the agent's state is saved through
 ``on_state``. On start-up, jobs left queued/running/finalizing are resumed: the agent is rebuilt,
 its saved state loaded, and the stored outcomes passed by trial id, so nothing finished is
 evaluated or stored twice.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import queue
 import socket
@@ -34,14 +33,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from agents.pareto import Point, pareto_front
 from agents.types import Budget, Metrics, Outcome, Proposal
 from search_spaces.space import PolicyError, SearchSpace
+from service.api.schemas import Progress, Trial
 from service.config import Settings
 from service.db import Database, repo
 from service.db.models import JobRow, TrialRow
 from service.errors import ConflictError, LeaseLost, StorageError
-from service.views import progress_view, trial_view
+from service.front import add_to_front
 from workers.spec import JobSpec
 
 log = logging.getLogger("autoprune.runner")
@@ -91,11 +90,6 @@ def cost_key_for(spec: JobSpec) -> str:
     if budget.latency_ms is not None or budget.latency_ratio is not None or spec.agent.kind == "optuna-nsga2":
         return "latency_ms"
     return "macs"
-
-
-def _cost(metrics: dict[str, Any], key: str) -> float:
-    v = metrics.get(key)
-    return float(v) if v is not None else math.inf
 
 
 def _artifact_fields(a: Any) -> dict[str, Any]:
@@ -418,7 +412,7 @@ def _outcome(t: TrialRow) -> Outcome:
 
 
 class _Recorder:
-    """The ``on_outcome`` / ``on_state`` callbacks of one job: commit, recompute front, emit events."""
+    """The ``on_outcome`` / ``on_state`` callbacks of one job: commit, update the front, emit events."""
 
     def __init__(self, db: Database, job_id: str, space: SearchSpace, budget: Budget, controller: str,
                  fence: Callable[[Any], None]) -> None:
@@ -462,20 +456,16 @@ class _Recorder:
             if repo.trial_exists(s, job_id=self.job_id, trial_id=outcome.trial_id):
                 return  # already committed (before a restart, or by a retried write): never twice
             row = repo.add_trial(s, job_id=self.job_id, trial_id=outcome.trial_id, **fields)
-            repo.add_event(s, job_id=self.job_id, type="trial", data=trial_view(row))
+            repo.add_event(s, job_id=self.job_id, type="trial", data=Trial.from_row(row).model_dump(mode="json"))
             job = repo.get_job(s, self.job_id)
-            self._update_front(s, job)
-            repo.add_event(s, job_id=self.job_id, type="progress", data=progress_view(s, job))
+            # the new trial against the current front only: the cost of a commit stays flat
+            front = add_to_front(s, job_id=job.id, cost_key=job.cost_key, row=row)
+            if front is not None:
+                repo.add_event(s, job_id=job.id, type="front", data={"trial_ids": front})
+            progress = Progress.of(s, job).model_dump(mode="json")
+            repo.add_event(s, job_id=self.job_id, type="progress", data=progress)
 
         self.db.write_retrying(record)
-
-    def _update_front(self, s: Any, job: JobRow) -> None:
-        rows = [t for t in repo.all_trials(s, job_id=job.id) if t.metrics is not None]
-        points = [Point(float(t.quality or 0.0), _cost(t.metrics or {}, job.cost_key), float(t.violation or 0.0)) for t in rows]
-        ids = sorted(rows[i].trial_id for i in pareto_front(points))
-        if ids != sorted(t.trial_id for t in rows if t.on_front):
-            repo.set_front(s, job_id=job.id, trial_ids=ids)
-            repo.add_event(s, job_id=job.id, type="front", data={"trial_ids": ids})
 
 
 def default_launcher(settings: Settings) -> Launcher:

@@ -1,7 +1,8 @@
 """Shared fixtures: a real local Ray (one per session), PostgreSQL, Chromium.
 
 In CI (``CI=true``) a missing PostgreSQL or Chromium fails the tests that need them; on a
-developer machine those tests are skipped with the reason.
+developer machine those tests are skipped with the reason. In CI any skip at all is a failure,
+except for tests marked with one of :data:`SKIP_ALLOWED_IN_CI` (hardware CI does not have).
 """
 
 from __future__ import annotations
@@ -13,6 +14,22 @@ from collections.abc import Iterator
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: markers of tests that may skip in CI: they need hardware the CI machines lack
+SKIP_ALLOWED_IN_CI = frozenset({"gpu"})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI, a skipped test (a missing dependency, an importorskip) fails with its reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if not IN_CI or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    if any(item.get_closest_marker(name) for name in SKIP_ALLOWED_IN_CI):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI, which must run it (allowed only for {sorted(SKIP_ALLOWED_IN_CI)}): {reason}"
 
 
 @pytest.fixture(autouse=True)

@@ -19,11 +19,11 @@ from search_spaces.registry import allow_plugins
 from service.api import files, jobs
 from service.api.deps import errors, require_token
 from service.api.middleware import BodyLimitMiddleware
+from service.api.schemas import Health, finite
 from service.config import Settings
 from service.db import Database, upgrade
 from service.errors import StorageError
 from service.runner import Launcher, Runner
-from service.views import finite
 from workers.ray_driver import ray_state, shutdown_shared
 
 API_PREFIX = "/api/v1"
@@ -79,10 +79,10 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             status_code=503, content={"detail": f"database unavailable: {exc}"}, headers={"Retry-After": "5"}
         )
 
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
+    @app.get("/healthz", tags=["health"], response_model=Health)
+    def healthz() -> Health:
         # "ok" means the API answers; Ray's state is reported beside it, never instead of it
-        return {"status": "ok", **ray_state()}
+        return Health(status="ok", **ray_state())
 
     try:
         from service.dashboard import router as dashboard_router
@@ -98,3 +98,4 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         upload_prefix=f"{API_PREFIX}/uploads",
     )
     return app
+

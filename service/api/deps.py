@@ -50,6 +50,7 @@ _ERROR_TEXT = {
     409: "the job is already finished",
     410: "the artifact's files are gone",
     413: "body or upload over the size limit",
+    415: "the body is neither JSON nor YAML",
     503: "database unavailable; retry later",
 }
 

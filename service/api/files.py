@@ -8,29 +8,29 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, HTTPException, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import DbDep, SettingsDep, errors
+from service.api.schemas import Artifact, ArtifactList, Upload
 from service.db import repo
 from service.errors import NotFoundError
-from service.views import artifact_view
 
 router = APIRouter(tags=["files"])
 _CHUNK = 1 << 20
 
 
-@router.get("/jobs/{job_id}/artifacts", responses=errors(404, 410))
-def list_artifacts(job_id: str, db: DbDep) -> dict[str, Any]:
+@router.get("/jobs/{job_id}/artifacts", response_model=ArtifactList, responses=errors(404, 410))
+def list_artifacts(job_id: str, db: DbDep) -> ArtifactList:
     with db.session_scope() as s:
         try:
             repo.get_job(s, job_id)
         except NotFoundError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-        return {"items": [artifact_view(a) for a in repo.list_artifacts(s, job_id=job_id)]}
+        return ArtifactList(items=[Artifact.from_row(a) for a in repo.list_artifacts(s, job_id=job_id)])
 
 
 def _zip(directory: Path, names: list[str]) -> BinaryIO:
@@ -93,8 +93,8 @@ def _sniff_format(path: Path, allow_pickle: bool) -> str:
     return "state_dict" if isinstance(obj, dict) else "module"
 
 
-@router.post("/uploads", status_code=status.HTTP_201_CREATED, responses=errors(413))
-def upload(file: Annotated[UploadFile, File()], db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+@router.post("/uploads", status_code=status.HTTP_201_CREATED, response_model=Upload, responses=errors(413))
+def upload(file: Annotated[UploadFile, File()], db: DbDep, settings: SettingsDep) -> Upload:
     """Stores weights under a generated id (the client's file name is kept for display only)."""
     assert settings.uploads_dir is not None
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
@@ -122,4 +122,4 @@ def upload(file: Annotated[UploadFile, File()], db: DbDep, settings: SettingsDep
     name = Path(file.filename or "weights").name[:255]
     with db.session_scope() as s:
         repo.add_upload(s, upload_id=upload_id, name=name, size=size, sha256=digest.hexdigest(), format=fmt)
-    return {"id": upload_id, "name": name, "size": size, "sha256": digest.hexdigest()}
+    return Upload(id=upload_id, name=name, size=size, sha256=digest.hexdigest())

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
-from agents.pareto import Point, pareto_front
 from service.api.deps import DbDep, RunnerDep, SettingsDep, errors
+from service.api.schemas import FINAL_STATES, Job, Page, ParetoFront, ParetoPoint, Trial
+from service.api.spec_body import job_spec_body, request_body_openapi
 from service.config import Settings
 from service.db import Database, repo
 from service.errors import ConflictError, NotFoundError
-from service.views import FINAL_STATES, job_view, trial_view
+from service.front import front_rows
 from workers.spec import JobSpec
 
 router = APIRouter(tags=["jobs"])
+#: how often an event stream re-reads the database with no wake-up (writes of other processes)
+FALLBACK_POLL_S = 2.0
+KEEPALIVE_S = 15.0
 
 
 def _invalid(loc: list[str], msg: str) -> RequestValidationError:
@@ -40,38 +45,47 @@ def check_paths(spec: JobSpec, settings: Settings, db: Database) -> None:
             raise _invalid(["model", "weights"], "not an upload id, and not a path inside the data roots")
 
 
-def _job(db: Database, job_id: str) -> dict[str, Any]:
+def _job(db: Database, job_id: str) -> Job:
     with db.session_scope() as s:
         try:
-            return job_view(s, repo.get_job(s, job_id))
+            return Job.from_row(s, repo.get_job(s, job_id))
         except NotFoundError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
-@router.post("/jobs", status_code=status.HTTP_201_CREATED, responses=errors(413))
-def submit_job(spec: JobSpec, db: DbDep, runner: RunnerDep, settings: SettingsDep) -> dict[str, Any]:
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Job,
+    responses=errors(413, 415),
+    openapi_extra=request_body_openapi(),
+)
+def submit_job(
+    spec: Annotated[JobSpec, Depends(job_spec_body)], db: DbDep, runner: RunnerDep, settings: SettingsDep
+) -> Job:
+    """Submits a job spec, as JSON or YAML (``Content-Type: application/yaml``)."""
     check_paths(spec, settings, db)
     return _job(db, runner.submit(spec))
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=Page[Job])
 def list_jobs(
     db: DbDep,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> Page[Job]:
     with db.session_scope() as s:
         rows, count = repo.list_jobs(s, offset=offset, limit=limit)
-        return {"items": [job_view(s, j) for j in rows], "count": count, "offset": offset, "limit": limit}
+        return Page[Job](items=[Job.from_row(s, j) for j in rows], count=count, offset=offset, limit=limit)
 
 
-@router.get("/jobs/{job_id}", responses=errors(404))
-def get_job(job_id: str, db: DbDep) -> dict[str, Any]:
+@router.get("/jobs/{job_id}", response_model=Job, responses=errors(404))
+def get_job(job_id: str, db: DbDep) -> Job:
     return _job(db, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", responses=errors(404, 409))
-def cancel_job(job_id: str, db: DbDep, runner: RunnerDep) -> dict[str, Any]:
+@router.post("/jobs/{job_id}/cancel", response_model=Job, responses=errors(404, 409))
+def cancel_job(job_id: str, db: DbDep, runner: RunnerDep) -> Job:
     try:
         runner.cancel(job_id)
     except NotFoundError as exc:
@@ -81,7 +95,14 @@ def cancel_job(job_id: str, db: DbDep, runner: RunnerDep) -> dict[str, Any]:
     return _job(db, job_id)
 
 
-@router.get("/jobs/{job_id}/trials", responses=errors(404))
+def _require_job(s: Any, job_id: str) -> Any:
+    try:
+        return repo.get_job(s, job_id)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.get("/jobs/{job_id}/trials", response_model=Page[Trial], responses=errors(404))
 def list_trials(
     job_id: str,
     db: DbDep,
@@ -89,27 +110,31 @@ def list_trials(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     sort: Literal["trial_id", "quality", "macs", "latency_ms"] = "trial_id",
     order: Literal["asc", "desc"] = "asc",
-) -> dict[str, Any]:
-    _job(db, job_id)
+) -> Page[Trial]:
     with db.session_scope() as s:
+        _require_job(s, job_id)
         rows, count = repo.list_trials(s, job_id=job_id, offset=offset, limit=limit, sort=sort, order=order)
-        return {"items": [trial_view(t) for t in rows], "count": count}
+        return Page[Trial](items=[Trial.from_row(t) for t in rows], count=count, offset=offset, limit=limit)
 
 
-@router.get("/jobs/{job_id}/pareto", responses=errors(404))
+@router.get("/jobs/{job_id}/pareto", response_model=ParetoFront, responses=errors(404))
 def pareto(
     job_id: str, db: DbDep, cost: Literal["latency_ms", "macs", "params"] | None = None
-) -> dict[str, Any]:
-    """The constraint-aware front (quality up, ``cost`` down), ordered by cost ascending."""
-    job = _job(db, job_id)
-    key = cost or job["cost_key"]
+) -> ParetoFront:
+    """The constraint-aware front (quality up, ``cost`` down), ordered by cost ascending.
+
+    On the job's own cost axis it is read from the flags the runner keeps as trials arrive.
+    """
     with db.session_scope() as s:
-        rows = [t for t in repo.all_trials(s, job_id=job_id) if t.metrics is not None]
-        points = []
-        for t in rows:
-            c = (t.metrics or {}).get(key)
-            points.append(Point(float(t.quality or 0.0), float(c) if c is not None else float("inf"), float(t.violation or 0.0)))
-        return {"cost": key, "items": [trial_view(rows[i]) for i in pareto_front(points)]}
+        job = _require_job(s, job_id)
+        key = cost or job.cost_key
+        rows = front_rows(s, job_id=job_id, job_cost_key=job.cost_key, cost_key=key)
+        return ParetoFront(cost=key, items=[ParetoPoint.from_row(t) for t in rows])
+
+
+def _exists(db: Database, job_id: str) -> None:
+    with db.session_scope() as s:
+        _require_job(s, job_id)
 
 
 @router.get(
@@ -127,7 +152,7 @@ async def events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: replays stored events after ``Last-Event-ID``, then follows the job."""
-    await run_in_threadpool(_job, db, job_id)
+    await run_in_threadpool(_exists, db, job_id)
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError:
@@ -140,25 +165,31 @@ async def events(
             return [(e.seq, e.type, e.data) for e in rows], done
 
     async def stream() -> AsyncIterator[str]:
+        # Woken by this process's commits of the job's events; the events themselves are always
+        # read from the database (resume from Last-Event-ID; replicas' writes, at the slow poll).
         seq = after
-        idle = 0.0
+        quiet = 0.0
         yield "retry: 2000\n\n"
-        while True:
-            batch, done = await run_in_threadpool(poll, seq)
-            for seq, kind, data in batch:
-                yield f"id: {seq}\nevent: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
-            if done and not batch:
-                return
-            if batch:
-                idle = 0.0
-                continue
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(0.25)
-            idle += 0.25
-            if idle >= 15.0:  # a comment keeps proxies from closing a quiet stream
-                idle = 0.0
-                yield ": keep-alive\n\n"
+        with db.events.subscribe(job_id) as woken:
+            while True:
+                woken.clear()  # before the read: a commit after it sets the flag again
+                batch, done = await run_in_threadpool(poll, seq)
+                for seq, kind, data in batch:
+                    yield f"id: {seq}\nevent: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+                if done and not batch:
+                    return
+                if batch:
+                    quiet = 0.0
+                    continue
+                if await request.is_disconnected():
+                    return
+                waited = asyncio.get_running_loop().time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), timeout=FALLBACK_POLL_S)
+                quiet += asyncio.get_running_loop().time() - waited
+                if quiet >= KEEPALIVE_S:  # a comment keeps proxies from closing a quiet stream
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

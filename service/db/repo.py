@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.db.models import ArtifactRow, EventRow, JobRow, TrialRow, UploadRow, utcnow
+from service.db.notify import EVENT_JOBS
 from service.errors import NotFoundError
 
 _TRIAL_SORTS = {
@@ -228,13 +229,28 @@ def front_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:
     return s.scalars(stmt.order_by(TrialRow.trial_id)).all()
 
 
+def trials_by_ids(s: Session, *, job_id: str, trial_ids: Sequence[int]) -> Sequence[TrialRow]:
+    stmt = sa.select(TrialRow).where(TrialRow.job_id == job_id, TrialRow.trial_id.in_(list(trial_ids)))
+    return s.scalars(stmt.order_by(TrialRow.trial_id)).all()
+
+
+def measured_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:
+    """Trials with metrics (the points of a front), by trial id."""
+    stmt = sa.select(TrialRow).where(TrialRow.job_id == job_id, TrialRow.metrics.is_not(None))
+    return s.scalars(stmt.order_by(TrialRow.trial_id)).all()
+
+
 def set_front(s: Session, *, job_id: str, trial_ids: Sequence[int]) -> None:
     s.execute(sa.update(TrialRow).where(TrialRow.job_id == job_id).values(on_front=False))
+    set_on_front(s, job_id=job_id, trial_ids=trial_ids, on=True)
+
+
+def set_on_front(s: Session, *, job_id: str, trial_ids: Sequence[int], on: bool) -> None:
     if trial_ids:
         s.execute(
             sa.update(TrialRow)
             .where(TrialRow.job_id == job_id, TrialRow.trial_id.in_(list(trial_ids)))
-            .values(on_front=True)
+            .values(on_front=on)
         )
 
 
@@ -244,6 +260,7 @@ def add_event(s: Session, *, job_id: str, type: str, data: dict[str, Any]) -> in
     seq = (s.scalar(sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == job_id)) or 0) + 1
     s.add(EventRow(job_id=job_id, seq=seq, type=type, data=data, created_at=utcnow()))
     s.flush()
+    s.info.setdefault(EVENT_JOBS, set()).add(job_id)  # woken after the commit (Database)
     return seq
 
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db.notify import EVENT_JOBS, JobEvents
 from service.errors import ConflictError, ServiceError, StorageError
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,14 @@ def is_transient(e: exc.SQLAlchemyError) -> bool:
 
 
 class Database:
-    """An engine plus its session factory."""
+    """An engine plus its session factory, and the wake-ups of this process's event readers."""
 
     def __init__(self, url: str, *, retry_seconds: float = 120.0) -> None:
         self.url = url
         self.retry_seconds = retry_seconds
         self.engine = make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self.events = JobEvents()
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -72,6 +74,8 @@ class Database:
         try:
             yield session
             session.commit()
+            for job_id in session.info.pop(EVENT_JOBS, ()):
+                self.events.notify(job_id)
         except exc.IntegrityError as e:
             session.rollback()
             raise ConflictError(str(e.orig)) from e

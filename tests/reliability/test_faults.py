@@ -19,8 +19,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.schemas import FINAL_STATES
 from service.runner import default_launcher
-from service.views import FINAL_STATES
 from tests.reliability.helpers import EVALUATING_DIR, tiny_spec
 from tests.server_process import free_port, kill, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import reference_cache, wait_state
@@ -136,6 +136,40 @@ def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
     assert after == before  # not one trial re-run, lost or duplicated
     assert len(arts) == 1 and arts[0]["rank"] == 1
     assert zipped is not None and zipped.status_code == 200 and zipped.content.startswith(b"PK")
+
+
+@pytest.mark.slow
+def test_task_process_killed_mid_evaluation(app_factory: Callable[..., TestClient]) -> None:
+    """``workers: 0`` evaluates in a child process: SIGKILL it mid-trial and the child is started
+    again, the trial retried (or recorded failed); the API's process is untouched."""
+    shutil.rmtree(EVALUATING_DIR, ignore_errors=True)
+    EVALUATING_DIR.mkdir(parents=True)
+    c = _real(app_factory)
+    trials = 3
+    body = tiny_spec(metric="entrypoint:tests.reliability.helpers:slow_metric",
+                     agent={"kind": "random", "trials": trials}, finalize={"top_k": 0}, workers=0)
+    job = c.post("/api/v1/jobs", json=body).json()
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and time.monotonic() < deadline:
+        view = c.get(f"/api/v1/jobs/{job['id']}").json()
+        assert view["state"] not in FINAL_STATES, view["error"]
+        for marker in EVALUATING_DIR.iterdir():
+            pid = int(marker.name)
+            if pid != os.getpid() and view["dense"] is not None:  # a trial's evaluation, not the dense one
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+                break
+        time.sleep(0.1)
+    assert killed is not None, "never saw the task process mid-evaluation"
+    done = wait_state(c, job["id"], FINAL_STATES, timeout=240)
+    assert done["state"] == "succeeded", done["error"]
+    items = _trials(c, job["id"])
+    assert [t["trial_id"] for t in items] == list(range(trials))
+    for t in items:
+        assert t["state"] == "succeeded" or "worker died" in (t["error"] or ""), t
+        if t["metrics"] and not t["cached"]:
+            assert t["metrics"]["extra"]["worker_pid"] not in (killed, os.getpid())
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
 """Schemathesis against the app's own OpenAPI schema, in-process (ASGI, no network).
 
 The app runs with the service's fake launcher, so fuzzed jobs run the real runner, agents and
-storage but never train a model. Checks: no 5xx, responses conform to the declared schemas and
-content types. Undocumented status codes (404/409/413 the routes do not declare) are checked in a
-separate, strict-xfail test until the routes declare them.
+storage but never train a model. Checks: no 5xx; every response conforms to its declared content
+type, headers and schema (the routes' pydantic response models: Job, Page[Trial], ParetoFront,
+...), so a field of the wrong type or a missing one fails here. ``POST /jobs`` is fuzzed with
+JSON and YAML bodies. A separate test checks that the error statuses the routes can answer
+(404/409/413) are declared.
 
 A second pass fuzzes the job routes with the id of a real, finished job, so trials/pareto/events/
 artifacts are exercised on data rather than only on 404s.

@@ -28,7 +28,7 @@ SCREENSHOT = ROOT / "test-artifacts" / "dashboard-job.png"
 TOKEN = "dashboard-test-token"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
-# Typed into the form as YAML (the page's own parser turns it into the JSON the API takes).
+# Typed into the form as YAML; the page sends the text as it is and the server parses it.
 # The weights are uploaded by the test (seeded, untrained: training a reference would take minutes
 # on a busy 2-core machine), so quality is top-1 agreement with that dense model.
 JOB_YAML = """\
@@ -122,11 +122,13 @@ def drive(page: Any, base: str, job_yaml: str = JOB_YAML, finish_timeout_s: floa
     assert page.evaluate("localStorage.getItem('autoprune.token')") == TOKEN
     page.evaluate("window.__sameDocument = true")  # a reload would drop this
 
-    # The page's YAML subset parser, on the constructs specs use.
-    parsed = page.evaluate("(t) => parseSpec(t)", job_yaml)
-    assert parsed["agent"] == {"kind": "random", "trials": 8}
-    assert parsed["model"]["zoo"] == "resnet20" and parsed["budget"] == {"macs_ratio": 0.5}
-    assert parsed["finalize"]["export"] == ["safetensors"] and parsed["workers"] == 0
+    # The page parses no YAML itself: the server's PyYAML does, and a syntax error names its line.
+    assert page.evaluate("typeof parseYaml === 'undefined' && typeof parseSpec === 'undefined'")
+    page.fill("#spec-input", job_yaml.replace("agent:\n", "agent: [\n", 1))
+    page.click("#submit-button")
+    page.wait_for_selector("#spec-errors li", timeout=10_000)
+    errors = page.inner_text("#spec-errors")
+    assert "YAML at line" in errors and "column" in errors, errors
 
     # A bad spec: the 422 is shown next to the form, naming the field.
     page.fill("#spec-input", job_yaml.replace("macs_ratio: 0.5", "macs_ratio: 1.5"))
@@ -221,6 +223,9 @@ def test_submit_watch_and_explore_a_job(server: str, weights_id: str, chromium_p
             browser.close()
 
     assert not console_errors, console_errors
+    spec = seen["job"]["spec"]  # the YAML as the server read it
+    assert spec["agent"]["kind"] == "random" and spec["agent"]["trials"] == 8
+    assert spec["finalize"]["export"] == ["safetensors"] and spec["workers"] == 0
     assert seen["trials"]["count"] == 8
     assert seen["with_metrics"] == seen["trials"]["count"]  # no trial failed
     assert seen["drawn"] == seen["trials"]["count"]

@@ -42,6 +42,8 @@ def test_real_job_in_process(tmp_path: Path) -> None:
         assert done["dense"]["quality"] > 0.5
         best = done["best"]
         assert best["feasible"] and best["metrics"]["macs_ratio"] <= 0.5 + 1e-6
+        # workers: 0 evaluates in a child process, never in the one serving the API
+        assert best["metrics"]["extra"]["worker_pid"] not in (None, os.getpid())
         assert done["space"]["groups"] and done["progress"]["trials_done"] == 4
         arts = c.get(f"/api/v1/jobs/{job['id']}/artifacts").json()["items"]
         assert len(arts) == 1 and arts[0]["files"]

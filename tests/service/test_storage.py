@@ -83,7 +83,7 @@ def test_front_flag(db: Database) -> None:
 
 
 def test_job_view_best_is_feasible_then_cheapest_and_baseline_is_first(db: Database) -> None:
-    from service.views import job_view
+    from service.api.schemas import Job
 
     job_id = _job(db)
     rows = [  # (quality, macs, feasible, role)
@@ -99,7 +99,7 @@ def test_job_view_best_is_feasible_then_cheapest_and_baseline_is_first(db: Datab
                            metrics=None, quality=q, macs=macs, feasible=ok,
                            info={"role": role} if role else {}, cached=False)
     with db.session_scope() as s:
-        view = job_view(s, repo.get_job(s, job_id))
+        view = Job.from_row(s, repo.get_job(s, job_id)).model_dump(mode="json")
     assert view["best"]["trial_id"] == 3
     assert view["baseline"]["trial_id"] == 0
     assert view["progress"]["trials_done"] == 5

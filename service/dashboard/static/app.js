@@ -107,130 +107,6 @@ function progressText(p, state) {
 }
 const progressFrac = (p) => (p && p.trials_total ? Math.min(1, p.trials_done / p.trials_total) : 0);
 
-// ---------------------------------------------------------------- a small YAML subset
-// Block maps and lists by indentation, "- key: v" list items, flow [..] / {..}, quoted and plain
-// scalars, comments. Enough for job specs; anything else is reported with its line number.
-function parseYaml(text) {
-  const lines = [];
-  text.split("\n").forEach((raw, i) => {
-    const s = stripComment(raw).replace(/\s+$/, "");
-    if (!s.trim() || s.trim() === "---") return;
-    const lead = s.match(/^\s*/)[0];
-    if (lead.includes("\t")) throw new Error(`YAML line ${i + 1}: tabs are not allowed for indentation`);
-    lines.push({ indent: lead.length, text: s.trim(), line: i + 1 });
-  });
-  let pos = 0;
-  const fail = (ln, why) => new Error(`YAML line ${ln.line}: ${why}`);
-  const isItem = (ln) => ln.text === "-" || ln.text.startsWith("- ");
-  const block = () => (isItem(lines[pos]) ? list(lines[pos].indent) : map(lines[pos].indent));
-
-  function map(indent) {
-    const obj = {};
-    while (pos < lines.length && lines[pos].indent === indent && !isItem(lines[pos])) {
-      const ln = lines[pos++];
-      const m = ln.text.match(/^("[^"]*"|'[^']*'|[^:"'][^:]*?)\s*:(?:\s+(.*))?$/);
-      if (!m) throw fail(ln, "expected 'key: value'");
-      const key = scalar(m[1], ln);
-      if (m[2]) obj[key] = value(m[2], ln);
-      else if (pos < lines.length && lines[pos].indent > indent) obj[key] = block();
-      else if (pos < lines.length && lines[pos].indent === indent && isItem(lines[pos])) obj[key] = list(indent);
-      else obj[key] = null;
-    }
-    if (pos < lines.length && lines[pos].indent > indent) throw fail(lines[pos], "unexpected indentation");
-    return obj;
-  }
-  function list(indent) {
-    const arr = [];
-    while (pos < lines.length && lines[pos].indent === indent && isItem(lines[pos])) {
-      const ln = lines[pos];
-      const rest = ln.text.slice(1).trim();
-      if (!rest) {
-        pos++;
-        arr.push(pos < lines.length && lines[pos].indent > indent ? block() : null);
-      } else if (/^[^"'[{][^:]*:(\s|$)/.test(rest)) {
-        ln.indent = indent + 2; // "- key: v": the item is a map indented past the dash
-        ln.text = rest;
-        arr.push(map(indent + 2));
-      } else {
-        pos++;
-        arr.push(value(rest, ln));
-      }
-    }
-    return arr;
-  }
-  function value(s, ln) {
-    if (s[0] === "[" || s[0] === "{") {
-      const f = flow(s, 0, ln);
-      if (s.slice(f.end).trim()) throw fail(ln, "text after a flow collection");
-      return f.value;
-    }
-    return scalar(s, ln);
-  }
-  function flow(s, i, ln) {
-    const ws = () => { while (s[i] === " ") i++; };
-    ws();
-    if (s[i] === "[" || s[i] === "{") {
-      const close = s[i] === "[" ? "]" : "}";
-      const out = close === "]" ? [] : {};
-      i++; ws();
-      while (s[i] !== close) {
-        if (i >= s.length) throw fail(ln, `missing '${close}'`);
-        if (close === "]") {
-          const v = flow(s, i, ln); out.push(v.value); i = v.end;
-        } else {
-          const k = flow(s, i, ln); i = k.end; ws();
-          if (s[i] !== ":") throw fail(ln, "expected ':' in a flow map");
-          const v = flow(s, i + 1, ln); out[k.value] = v.value; i = v.end;
-        }
-        ws();
-        if (s[i] === ",") { i++; ws(); } else if (s[i] !== close) throw fail(ln, `expected ',' or '${close}'`);
-      }
-      return { value: out, end: i + 1 };
-    }
-    let j = i;
-    if (s[i] === '"' || s[i] === "'") {
-      j = s.indexOf(s[i], i + 1);
-      if (j < 0) throw fail(ln, "unterminated string");
-      j++;
-    } else {
-      while (j < s.length && !",]}".includes(s[j]) && !(s[j] === ":" && (s[j + 1] === " " || s[j + 1] === undefined))) j++;
-    }
-    return { value: scalar(s.slice(i, j).trim(), ln), end: j };
-  }
-  function scalar(s, ln) {
-    if (s[0] === '"') {
-      try { return JSON.parse(s); } catch { throw fail(ln, `bad string ${s}`); }
-    }
-    if (s[0] === "'") return s.slice(1, -1).replace(/''/g, "'");
-    if (s === "null" || s === "~") return null;
-    if (s === "true" || s === "false") return s === "true";
-    if (/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) return Number(s);
-    return s;
-  }
-  if (!lines.length) throw new Error("the spec is empty");
-  const out = block();
-  if (pos < lines.length) throw fail(lines[pos], "unexpected content");
-  return out;
-}
-
-function stripComment(line) {
-  let q = null;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i];
-    if (q) { if (c === q) q = null; } else if (c === '"' || c === "'") q = c;
-    else if (c === "#" && (i === 0 || /\s/.test(line[i - 1]))) return line.slice(0, i);
-  }
-  return line;
-}
-
-function parseSpec(text) {
-  const t = text.trim();
-  if (t.startsWith("{")) {
-    try { return JSON.parse(t); } catch (e) { throw new Error(`JSON: ${e.message}`); }
-  }
-  return parseYaml(text);
-}
-
 // ---------------------------------------------------------------- router
 let current = null; // the active view's { stop() }
 
@@ -300,18 +176,17 @@ class JobsView {
     const status = $("#submit-status");
     errors.innerHTML = "";
     status.textContent = "";
-    let spec;
-    try {
-      spec = parseSpec($("#spec-input").value);
-    } catch (e) {
-      errors.innerHTML = `<li><b>spec</b>: ${esc(e.message)}</li>`;
+    const text = $("#spec-input").value;
+    if (!text.trim()) {
+      errors.innerHTML = "<li><b>spec</b>: the spec is empty</li>";
       return;
     }
     $("#submit-button").disabled = true;
     status.textContent = "submitting…";
     try {
       const job = await api("/jobs", {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(spec),
+        // sent as typed: the server parses YAML (JSON is YAML too) and names the line of an error
+        method: "POST", headers: { "Content-Type": "application/yaml" }, body: text,
       });
       location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
     } catch (e) {
@@ -345,4 +220,4 @@ function renderPager(el, offset, count, go) {
   next.onclick = () => go(offset + PAGE);
 }
 
-// The job page lives in jobview.js-sized pieces below: state, stream, charts, table.
+// The job page (state, stream, charts, table) is in job.js.
