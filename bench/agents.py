@@ -53,6 +53,7 @@ def build(task: str, args: argparse.Namespace) -> Any:
             "evaluation": {
                 "finetune_steps": args.search_finetune_steps,
                 "calibration_batches": args.calibration_batches,
+                "recovery": args.recovery,
             },
             "search_space": {"criterion": args.criterion, "round_to": args.round_to},
             "seed": args.reference_seed,
@@ -151,7 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calibration-batches", type=int, default=8)
     ap.add_argument("--criterion", default="l1", help="channel importance within a group")
     ap.add_argument(
-        "--round-to", type=int, default=1, help="kept channels, multiple of (1: every width)"
+        "--round-to", default="1", help="kept channels, multiple of (1: every width), or auto"
+    )
+    ap.add_argument(
+        "--recovery", default="auto", help="evaluation.recovery: auto, none, bn, lsq, finetune"
     )
     ap.add_argument(
         "--latency-rounds",

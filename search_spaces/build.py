@@ -20,7 +20,7 @@ from torch import nn
 from search_spaces.criteria import CRITERIA
 from search_spaces.importance import ensure_gradients, group_scores, needs_gradients
 from search_spaces.measure import layer_macs
-from search_spaces.space import Group, LayerCost, SearchSpace
+from search_spaces.space import Group, LayerCost, RoundTo, SearchSpace, parse_round_to
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -170,7 +170,7 @@ def build_space(
     example_input: torch.Tensor,
     *,
     max_ratio: float = 0.8,
-    round_to: int = 8,
+    round_to: RoundTo = "auto",
     ignore: Sequence[str] = (),
     criterion: str = "l1",
 ) -> SearchSpace:
@@ -180,14 +180,14 @@ def build_space(
         model: any model Torch-Pruning can trace.
         example_input: a batch (usually of one) with the model's input shape.
         max_ratio: the largest pruning ratio a policy may give a group.
-        round_to: kept channels are rounded up to a multiple of this.
+        round_to: kept channels are rounded up to a multiple of this, or "auto" (a step that
+            scales with each group's width: ``space.auto_step``).
         ignore: module names never pruned (their groups are left out of the space).
         criterion: importance criterion used for ``Group.importance`` (see ``CRITERIA``).
     """
     if not 0.0 <= max_ratio < 1.0:
         raise ValueError(f"max_ratio must be in [0, 1), got {max_ratio}")
-    if round_to < 1:
-        raise ValueError(f"round_to must be >= 1, got {round_to}")
+    round_to = parse_round_to(round_to)
     scorer = CRITERIA.get(criterion)()
     work = copy.deepcopy(model).eval()
     modules = dict(work.named_modules())

@@ -31,11 +31,14 @@ def prune_to_counts(
     *,
     criterion: str = "l1",
     batches: Any = None,
+    kept_out: dict[str, list[int]] | None = None,
 ) -> nn.Module:
     """Prunes ``model`` IN PLACE so each named group keeps exactly ``kept[name]`` channels.
 
     Indices are chosen by the criterion's importance, all computed on the unpruned model first
     so that the order in which groups are pruned does not change which channels survive.
+    ``kept_out``, if given, receives for every conv/linear whose outputs were pruned the dense
+    indices of the output channels it kept (what layer-wise reconstruction must match).
     """
     scorer = CRITERIA.get(criterion)()
     dense_shape = _output_shape(model, example_input)
@@ -58,12 +61,24 @@ def prune_to_counts(
         drop = torch.argsort(scores, stable=True)[: n - k].sort().values.tolist()
         plans.append((root, drop))
     for root, drop in plans:
-        dg.get_pruning_group(root, out_pruner(dg, root), drop).prune()
+        pruning = dg.get_pruning_group(root, out_pruner(dg, root), drop)
+        if kept_out is not None:
+            _record_kept_out(dg, pruning, kept_out)
+        pruning.prune()
     model.zero_grad(set_to_none=True)
     shape = _output_shape(model, example_input)
     if shape != dense_shape:
         raise SpaceError(f"pruning changed the output shape from {dense_shape} to {shape}")
     return model
+
+
+def _record_kept_out(dg: Any, pruning: Any, kept_out: dict[str, list[int]]) -> None:
+    for dep, idxs in pruning:
+        target = dep.target.module
+        if isinstance(target, nn.modules.conv._ConvNd | nn.Linear) and dg.is_out_channel_pruning_fn(dep.handler):
+            n = int(target.out_channels if isinstance(target, nn.modules.conv._ConvNd) else target.out_features)
+            gone = {int(i) for i in idxs}
+            kept_out[dg._module2name[target]] = [i for i in range(n) if i not in gone]
 
 
 def apply_policy(
@@ -74,6 +89,7 @@ def apply_policy(
     criterion: str = "l1",
     example_input: torch.Tensor,
     batches: Any = None,
+    kept_out: dict[str, list[int]] | None = None,
 ) -> nn.Module:
     """A physically pruned deep copy of ``model``; ``model`` itself is left untouched.
 
@@ -84,10 +100,13 @@ def apply_policy(
         criterion: importance criterion choosing which channels go (see ``CRITERIA``).
         example_input: an input batch for tracing.
         batches: optional labelled ``(x, y)`` batches for the ``taylor`` criterion's gradients.
+        kept_out: receives the kept output indices of every pruned layer (``prune_to_counts``).
     """
     kept = space.kept(space.validate(policy))
     pruned = copy.deepcopy(model)
-    prune_to_counts(pruned, kept, example_input, criterion=criterion, batches=batches)
+    prune_to_counts(
+        pruned, kept, example_input, criterion=criterion, batches=batches, kept_out=kept_out
+    )
     return pruned
 
 

@@ -12,11 +12,35 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 #: A pruning policy: group name -> fraction of that group's channels to remove.
 #: Groups left out are not pruned (ratio 0).
 Policy = dict[str, float]
+
+#: ``round_to`` is a fixed channel multiple, or "auto": a step that scales with the group's width.
+RoundTo = int | Literal["auto"]
+
+
+def auto_step(channels: int) -> int:
+    """The "auto" rounding step: channels // 16, rounded down to a power of two (at least 1).
+
+    A 16- or 31-channel group moves one channel at a time, 64 channels in steps of 4, 512 in
+    steps of 32: every group has about 16 widths (fewer below ``max_ratio``), where a fixed
+    ``round_to: 8`` leaves a 16-channel ResNet stage two.
+    """
+    return 1 << max(0, (max(1, channels // 16)).bit_length() - 1)
+
+
+def parse_round_to(value: Any) -> RoundTo:
+    """``"auto"`` or an integer >= 1 (as given in a spec, a stored space or on the command line)."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"round_to must be 'auto' or an integer >= 1, got {value!r}")
+    return value
 
 
 class PolicyError(ValueError):
@@ -78,7 +102,7 @@ class SearchSpace:
     dense_params: int
     input_shape: tuple[int, ...]  # one example, without the batch dimension
     max_ratio: float = 0.8
-    round_to: int = 8
+    round_to: RoundTo = "auto"
     ignored: tuple[str, ...] = ()
     _by_name: dict[str, Group] = field(default=None, repr=False, compare=False)  # type: ignore[assignment,arg-type]
 
@@ -112,7 +136,8 @@ class SearchSpace:
     def step(self, group: Group | str) -> int:
         """Granularity of kept channels: the space's ``round_to`` combined with the group's own."""
         g = self.group(group) if isinstance(group, str) else group
-        step = math.lcm(max(1, self.round_to), max(1, g.round_to))
+        base = auto_step(g.channels) if self.round_to == "auto" else max(1, self.round_to)
+        step = math.lcm(base, max(1, g.round_to))
         return step if step < g.channels else max(1, g.round_to)
 
     def levels(self, group: Group | str) -> list[int]:
@@ -198,6 +223,6 @@ class SearchSpace:
             dense_params=int(data["dense_params"]),
             input_shape=tuple(data["input_shape"]),
             max_ratio=float(data["max_ratio"]),
-            round_to=int(data["round_to"]),
+            round_to=parse_round_to(data["round_to"]),
             ignored=tuple(data.get("ignored", ())),
         )

@@ -395,7 +395,17 @@ class Runner:
                 repo.set_state(s, job=job, state="finalizing")
             front = [t for t in repo.front_trials(s, job_id=job_id) if t.feasible and t.metrics]
             front.sort(key=lambda t: (-(t.quality or 0.0), t.trial_id))
-            candidates = [_outcome(t) for t in front[: spec.finalize.top_k]]
+            chosen = front[: spec.finalize.top_k]
+            base = repo.first_trial(s, job_id=job_id) if spec.finalize.baseline else None
+            if (
+                base is not None
+                and (base.info or {}).get("role") == "baseline"
+                and base.feasible
+                and base.metrics
+                and all(t.trial_id != base.trial_id for t in chosen)
+            ):
+                chosen.append(base)  # the last artifact: the same fine-tune as the best
+            candidates = [_outcome(t) for t in chosen]
         out_dir = Path(self.settings.artifacts_dir or ".") / job_id
         # a controller that lost the lease stops at finalize's next step, not after it
         artifacts = launched.finalize(candidates, out_dir, lambda _e: self._check_lease(job_id)) if candidates else []

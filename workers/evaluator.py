@@ -1,7 +1,8 @@
 """Turns a pruning policy into Metrics on the hardware this process runs on.
 
-prune (Torch-Pruning, via ``search_spaces.apply_policy``) → BatchNorm recalibration on a fixed
-set of training batches → optional ``finetune_steps`` → quality on the validation split (never
+prune (Torch-Pruning, via ``search_spaces.apply_policy``) → recovery on a fixed set of training
+batches (``evaluation.recovery``: BatchNorm recalibration, or least-squares reconstruction of
+the layers reading pruned channels then recalibration) → optional ``finetune_steps`` → quality on the validation split (never
 the test split) → MACs/params → latency (``LatencyMeter``: cached per architecture, measured
 with the node held exclusively). Everything except the latency measurement holds the node lock
 shared, so quality evaluations of several workers overlap but never disturb a measurement.
@@ -27,6 +28,7 @@ from agents.types import Metrics
 from search_spaces.calibrate import recalibrate_bn
 from search_spaces.measure import count_macs_params
 from search_spaces.plugins import METRIC_PLUGINS, PREFIX
+from search_spaces.reconstruct import DenseTargets, reconstruct
 from search_spaces.space import SearchSpace
 from workers.latency import LatencyMeter, NodeLock
 
@@ -120,6 +122,8 @@ class Evaluator:
         self.calibration = list(itertools.islice(self._train_batches(), ev.calibration_batches))
         # their inputs on the device once, not on every evaluation
         self.calibration_inputs = [_inputs(b).to(self.device) for b in self.calibration]
+        self.recovery = ev.resolved_recovery()
+        self._dense_targets: DenseTargets | None = None  # lsq's, computed on first use
         self.example = task.example_input.to(self.device)
         self.metric_fn = self._metric(spec.metric)
         self.dense_signature = self.space.signature({})
@@ -221,10 +225,11 @@ class Evaluator:
         return self._dense_metrics
 
     def prune(self, policy: dict[str, float]) -> nn.Module:
-        """The pruned, BN-recalibrated (and optionally fine-tuned) model of ``policy``."""
+        """The pruned model of ``policy``, recovered as ``evaluation.recovery`` says."""
         from search_spaces.prune import apply_policy
 
         spec = self.task.spec
+        kept_out: dict[str, list[int]] = {}
         pruned = apply_policy(
             self.dense,
             self.space,
@@ -232,8 +237,15 @@ class Evaluator:
             criterion=self.task.criterion,
             example_input=self.example,
             batches=self.calibration[:2] if self.task.criterion == "taylor" else None,
+            kept_out=kept_out,
         )
-        if self.calibration_inputs:  # none given: keep the dense statistics
+        if not self.calibration_inputs or self.recovery == "none":
+            pass  # keep the dense statistics
+        elif self.recovery == "lsq":  # refit + BN recalibration, one pass
+            if self._dense_targets is None:
+                self._dense_targets = DenseTargets(self.dense, torch.cat(self.calibration_inputs))
+            reconstruct(pruned, self.dense, self._dense_targets, kept_out)
+        else:
             recalibrate_bn(pruned, self.calibration_inputs)
         if spec.evaluation.finetune_steps > 0:
             teacher = None if spec.metric == "accuracy" else self.dense

@@ -201,12 +201,16 @@ def finalize(
     *,
     on_progress: ProgressFn | None = None,
 ) -> list[ArtifactInfo]:
-    """Fine-tunes, measures, exports and verifies the first ``spec.top_k`` candidates."""
+    """Fine-tunes, measures, exports and verifies the first ``spec.top_k`` candidates.
+
+    With ``spec.baseline`` one more: the service appends the uniform-fill baseline when it is
+    not already among them.
+    """
     from search_spaces.bundle import architecture, save_bundle
 
     out_dir = Path(out_dir)
     _check_writable(out_dir)
-    chosen = candidates[: spec.top_k]
+    chosen = candidates[: spec.top_k + int(spec.baseline)]  # the service appends the baseline
     if not chosen:
         return []
     fin = _Finalizer(task, spec, on_progress)

@@ -170,8 +170,21 @@ class AgentSpec(_Spec):
 class SearchSpaceSpec(_Spec):
     criterion: str = "l1"
     max_ratio: float = Field(0.8, ge=0.0, lt=1.0)
-    round_to: int = Field(8, ge=1, le=256)
+    round_to: int | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "kept channels are a multiple of this; 'auto' scales the step with the group's width "
+            "(width // 16 rounded down to a power of two: 16 channels move by 1, 64 by 4)"
+        ),
+    )
     ignore: list[str] = Field(default_factory=list, description="module names never pruned")
+
+    @field_validator("round_to")
+    @classmethod
+    def _round_to(cls, v: int | str) -> int | str:
+        if v != "auto" and not 1 <= int(v) <= 256:
+            raise ValueError("round_to must be 'auto' or an integer between 1 and 256")
+        return v
 
     @field_validator("criterion")
     @classmethod
@@ -181,16 +194,43 @@ class SearchSpaceSpec(_Spec):
         return v
 
 
+Recovery = Literal["auto", "none", "bn", "lsq", "finetune"]
+
+
 class EvaluationSpec(_Spec):
-    calibration_batches: int = Field(8, ge=0, le=1000)
+    recovery: Recovery = Field(
+        "auto",
+        description=(
+            "how a pruned candidate is repaired before it is scored: 'none'; 'bn' (BatchNorm "
+            "recalibration on the calibration batches); 'lsq' (least-squares refit of the layers "
+            "reading pruned channels to the dense model's outputs, then BN recalibration); "
+            "'finetune' (BN recalibration, then finetune_steps of SGD); 'auto' (default): "
+            "'finetune' if finetune_steps > 0, else 'lsq' (docs/benchmarks.md, 'Proxy study')"
+        ),
+    )
+    calibration_batches: int = Field(
+        8, ge=0, le=1000, description="training batches for BN recalibration / reconstruction"
+    )
     finetune_steps: int = Field(
         0,
         ge=0,
         le=100_000,
-        description="SGD steps on each pruned candidate before it is scored (try 20 for deep cuts)",
+        description="SGD steps on each pruned candidate after its recovery, before it is scored",
     )
     val_samples: int | None = Field(None, ge=1, le=10_000_000)
     batch_size: int = Field(128, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _steps_for_finetune(self) -> EvaluationSpec:
+        if self.recovery == "finetune" and self.finetune_steps == 0:
+            raise ValueError("recovery 'finetune' needs finetune_steps > 0 (try 20)")
+        return self
+
+    def resolved_recovery(self) -> str:
+        """The recovery ``auto`` stands for (what the proxy study found honest and cheapest)."""
+        if self.recovery != "auto":
+            return self.recovery
+        return "finetune" if self.finetune_steps > 0 else "lsq"
 
 
 ExportFormat = Literal["torchscript", "onnx", "safetensors"]
@@ -198,6 +238,13 @@ ExportFormat = Literal["torchscript", "onnx", "safetensors"]
 
 class FinalizeSpec(_Spec):
     top_k: int = Field(3, ge=0, le=50)
+    baseline: bool = Field(
+        False,
+        description=(
+            "also fine-tune the uniform-fill baseline (an extra artifact when it is not among the "
+            "top_k), so the search's best can be compared with it after the same fine-tune"
+        ),
+    )
     finetune_epochs: float = Field(1.0, ge=0, le=1000)
     schedule: Literal["oneshot", "agp"] = "oneshot"
     export: list[ExportFormat] = Field(

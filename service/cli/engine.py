@@ -49,14 +49,24 @@ def _model_and_input(model: str, dataset: str | None, weights: str | None, num_c
     return net.eval(), torch.zeros(1, *shape).normal_(generator=torch.Generator().manual_seed(0)), arch
 
 
+def _round_to(_ctx: click.Context, _param: click.Parameter, value: str) -> int | str:
+    from search_spaces.space import parse_round_to
+
+    try:
+        return parse_round_to(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command("space")
 @click.argument("model")
 @click.option("--dataset", default=None, help="take the input shape and classes from this dataset (or entrypoint:<plugin>)")
-@click.option("--round-to", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option("--round-to", default="auto", show_default=True, callback=_round_to,
+              help="kept channels are a multiple of this, or 'auto' (scales with each group's width)")
 @click.option("--max-ratio", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--criterion", default="l1", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the whole space as JSON")
-def space_cmd(model: str, dataset: str | None, round_to: int, max_ratio: float, criterion: str, as_json: bool) -> None:
+def space_cmd(model: str, dataset: str | None, round_to: int | str, max_ratio: float, criterion: str, as_json: bool) -> None:
     """List MODEL's prunable channel groups and its dense MACs/params.
 
     MODEL is a zoo name (resnet20, resnet56, mobilenetv2, vgg16_bn, resnet1d20),
@@ -81,7 +91,8 @@ def space_cmd(model: str, dataset: str | None, round_to: int, max_ratio: float, 
 @click.option("--uniform", type=click.FloatRange(0, 1, max_open=True), help="the same ratio for every group")
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), help="JSON {group: ratio}")
 @click.option("--criterion", default="l1", show_default=True, help="l1, l2, fpgm, bn_scale, taylor, random")
-@click.option("--round-to", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option("--round-to", default="auto", show_default=True, callback=_round_to,
+              help="kept channels are a multiple of this, or 'auto' (scales with each group's width)")
 @click.option("--max-ratio", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="state dict (.safetensors, or a weights_only torch file)")
 @click.option("--dataset", default=None, help="input shape/classes from this dataset (default: the model's usual input)")
@@ -89,7 +100,7 @@ def space_cmd(model: str, dataset: str | None, round_to: int, max_ratio: float, 
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="bundle directory")
 @click.option("--json", "as_json", is_flag=True)
 def prune_cmd(
-    model: str, uniform: float | None, policy_file: str | None, criterion: str, round_to: int, max_ratio: float,
+    model: str, uniform: float | None, policy_file: str | None, criterion: str, round_to: int | str, max_ratio: float,
     weights: str | None, dataset: str | None, rounds: int, out_dir: str, as_json: bool,
 ) -> None:
     """Prune MODEL with a uniform ratio or a policy file and write the bundle to --out.

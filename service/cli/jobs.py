@@ -232,30 +232,73 @@ def demo(trials: int, workers: int, port: int | None) -> None:
 
 def _report(client: Client, job: dict[str, Any], settings: Any, elapsed: float) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    dense, best = job["dense"] or {}, (job["best"] or {}).get("metrics") or {}
     arts = client.artifacts(job["id"])
-    final = arts[0]["metrics"] if arts else {}
-    table = Table("", "dense", "best pruned (search, val)", "best pruned (final, test)")
-    table.add_row("accuracy (val / test)", f"{_fmt(dense.get('quality'), '.4f')} / "
-                  f"{_fmt(final.get('dense_test_accuracy'), '.4f')}", _fmt(best.get("quality"), ".4f"),
-                  _fmt(final.get("test_accuracy"), ".4f"))
-    table.add_row("MACs", _fmt(dense.get("macs"), ",d"), _fmt(best.get("macs"), ",d"), _fmt(final.get("macs"), ",d"))
-    table.add_row("params", _fmt(dense.get("params"), ",d"), _fmt(best.get("params"), ",d"),
-                  _fmt(final.get("params"), ",d"))
-    table.add_row("MACs ratio", "1.000", _fmt(best.get("macs_ratio"), ".3f"), _fmt(final.get("macs_ratio"), ".3f"))
-    # Latency drifts between sessions: show each pruned figure next to the dense one measured
-    # interleaved with it (ms / ratio), so the two ms numbers agree with the ratio below.
-    table.add_row("latency ms (pruned / dense, same session)", _fmt(dense.get("latency_ms"), ".3f"),
-                  _latency_pair(best), _latency_pair(final))
-    table.add_row("latency ratio (measured)", "1.000", _fmt(best.get("latency_ratio"), ".3f"),
-                  _fmt(final.get("latency_ratio"), ".3f"))
-    Console(width=120).print(table)
+    table, verdict = demo_table(job, arts)
+    Console(width=130).print(table)
+    for line in verdict:
+        click.echo(line)
     if arts:
         folder = Path(settings.artifacts_dir) / job["id"] / f"rank-{arts[0]['rank']}"
         click.echo(f"artifact (rank 1, trial {arts[0]['trial_id']}): {folder}")
     click.echo(f"finished in {elapsed:.0f} s")
+
+
+def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, list[str]]:
+    """Dense vs the uniform-fill baseline vs the best found, at search time and after the final
+    fine-tune; and a plain verdict on whether the search beat the baseline."""
+    from rich.table import Table
+
+    dense = job.get("dense") or {}
+    best_trial, base_trial = job.get("best") or {}, job.get("baseline") or {}
+    best, base = best_trial.get("metrics") or {}, base_trial.get("metrics") or {}
+    by_trial = {a["trial_id"]: a.get("metrics") or {} for a in arts}
+    best_final = arts[0].get("metrics") or {} if arts else {}
+    base_final = by_trial.get(base_trial.get("trial_id"), {})
+    table = Table("", "dense", "uniform-fill baseline", "best found")
+    table.add_row("accuracy at search (val)", _fmt(dense.get("quality"), ".4f"),
+                  _fmt(base.get("quality"), ".4f"), _fmt(best.get("quality"), ".4f"))
+    table.add_row("accuracy after final fine-tune (test)", _fmt(best_final.get("dense_test_accuracy"), ".4f"),
+                  _fmt(base_final.get("test_accuracy"), ".4f"), _fmt(best_final.get("test_accuracy"), ".4f"))
+    table.add_row("MACs", _fmt(dense.get("macs"), ",d"), _fmt(base.get("macs"), ",d"), _fmt(best.get("macs"), ",d"))
+    table.add_row("MACs ratio", "1.000", _fmt(base.get("macs_ratio"), ".3f"), _fmt(best.get("macs_ratio"), ".3f"))
+    table.add_row("params", _fmt(dense.get("params"), ",d"), _fmt(base.get("params"), ",d"),
+                  _fmt(best.get("params"), ",d"))
+    # Latency drifts between sessions: each final figure next to the dense one measured
+    # interleaved with it (ms / ratio), so the two ms numbers agree with the ratio.
+    table.add_row("latency ms, final (pruned / dense, same session)", _fmt(dense.get("latency_ms"), ".3f"),
+                  _latency_pair(base_final), _latency_pair(best_final))
+    table.add_row("latency ratio (measured at search / final)", "1.000",
+                  _ratio_pair(base, base_final), _ratio_pair(best, best_final))
+    return table, _verdict(best_trial, base_trial, best_final, base_final)
+
+
+def _verdict(best_trial: dict[str, Any], base_trial: dict[str, Any], best_final: dict[str, Any],
+             base_final: dict[str, Any]) -> list[str]:
+    q_best = (best_trial.get("metrics") or {}).get("quality")
+    q_base = (base_trial.get("metrics") or {}).get("quality")
+    if q_best is None or q_base is None:
+        return ["no feasible baseline or best to compare"]
+    lines = []
+    if best_trial.get("trial_id") == base_trial.get("trial_id") or q_best <= q_base:
+        lines.append(f"The search did NOT beat the uniform-fill baseline at search time (best {q_best:.4f}, "
+                     f"baseline {q_base:.4f}).")
+    else:
+        lines.append(f"At search time the best found beats the uniform-fill baseline by "
+                     f"{100 * (q_best - q_base):+.1f} points ({q_best:.4f} vs {q_base:.4f}).")
+    t_best, t_base = best_final.get("test_accuracy"), base_final.get("test_accuracy")
+    if isinstance(t_best, int | float) and isinstance(t_base, int | float):
+        if t_best > t_base:
+            lines.append(f"After the same final fine-tune it is {100 * (t_best - t_base):+.1f} points "
+                         f"ahead on the test split ({t_best:.4f} vs {t_base:.4f}).")
+        else:
+            lines.append(f"After the same final fine-tune it is NOT better than the baseline on the test "
+                         f"split ({t_best:.4f} vs {t_base:.4f}).")
+    return lines
+
+
+def _ratio_pair(search: dict[str, Any], final: dict[str, Any]) -> str:
+    return f"{_fmt(search.get('latency_ratio'), '.3f')} / {_fmt(final.get('latency_ratio'), '.3f')}"
 
 
 def _latency_pair(metrics: dict[str, Any]) -> str:

@@ -75,3 +75,39 @@ def test_cli_errors(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert r.exit_code == 1 and "401" in r.output
     r = runner.invoke(main, ["jobs", "--server", "http://127.0.0.1:9"])
     assert r.exit_code == 1 and "cannot reach" in r.output
+
+
+def _trial(trial_id: int, quality: float, macs_ratio: float) -> dict[str, object]:
+    return {"trial_id": trial_id, "metrics": {"quality": quality, "macs": int(1e6 * macs_ratio), "macs_ratio": macs_ratio,
+                                               "params": 1000, "latency_ratio": 0.5}}
+
+
+def _render(job: dict[str, object], arts: list[dict[str, object]]) -> str:
+    from rich.console import Console
+
+    from service.cli.jobs import demo_table
+
+    table, verdict = demo_table(job, arts)
+    console = Console(width=160, record=True)
+    console.print(table)
+    return console.export_text() + "\n".join(verdict)
+
+
+def test_demo_table_puts_the_baseline_next_to_the_best() -> None:
+    job = {"dense": {"quality": 0.99, "macs": 1_000_000, "params": 2000, "latency_ms": 10.0},
+           "baseline": _trial(0, 0.8123, 0.249), "best": _trial(17, 0.9345, 0.248)}
+    arts = [{"rank": 1, "trial_id": 17, "metrics": {"test_accuracy": 0.9611, "dense_test_accuracy": 0.99,
+                                                    "latency_ms": 5.0, "latency_ratio": 0.5}},
+            {"rank": 2, "trial_id": 0, "metrics": {"test_accuracy": 0.9444, "latency_ms": 6.0, "latency_ratio": 0.6}}]
+    text = _render(job, arts)
+    assert "uniform-fill baseline" in text and "best found" in text
+    row = next(line for line in text.splitlines() if "accuracy at search" in line)
+    assert "0.8123" in row and "0.9345" in row
+    row = next(line for line in text.splitlines() if "accuracy after final" in line)
+    assert "0.9444" in row and "0.9611" in row
+    assert "+12.2 points" in text and "+1.7 points ahead" in text
+
+    # the search found nothing better: said plainly
+    job["best"] = job["baseline"]
+    text = _render(job, arts[1:])
+    assert "did NOT beat the uniform-fill baseline" in text

@@ -180,3 +180,35 @@ def test_make_pool_without_workers_is_in_process(settings: WorkerSettings) -> No
     (out,) = pool.evaluate([Proposal(7, {"bogus": 0.1})])
     assert out.trial_id == 7 and not out.ok and "bogus" in (out.error or "")
     pool.close()
+
+
+def test_each_recovery_option_is_honoured(task: Task) -> None:
+    policy = task.space.uniform(0.5)
+    models = {}
+    for recovery in ("none", "bn", "lsq", "finetune"):
+        evaluation = {
+            **task.spec.evaluation.model_dump(),
+            "recovery": recovery,
+            "finetune_steps": 2 if recovery == "finetune" else 0,
+            "batch_size": 16,
+        }
+        ev = Evaluator(variant(task, evaluation=evaluation), latency_rounds=0)
+        assert ev.recovery == recovery
+        models[recovery] = ev.prune(policy)
+        assert 0.0 <= ev.evaluate(policy).quality <= 1.0
+    bn_stats = dict(models["bn"].named_buffers())
+    none_stats = dict(models["none"].named_buffers())
+    # none keeps the dense statistics (of the kept channels); bn re-estimates them
+    assert int(none_stats["layer1.0.bn1.num_batches_tracked"]) == 0
+    assert not torch.allclose(none_stats["layer1.0.bn1.running_var"], bn_stats["layer1.0.bn1.running_var"])
+    weights = {k: dict(m.named_parameters()) for k, m in models.items()}
+    # bn and none share the plainly pruned weights; lsq refits the layers reading pruned channels
+    assert torch.equal(weights["bn"]["layer1.0.conv2.weight"], weights["none"]["layer1.0.conv2.weight"])
+    assert not torch.allclose(weights["lsq"]["layer1.0.conv2.weight"], weights["bn"]["layer1.0.conv2.weight"])
+    assert not torch.allclose(weights["finetune"]["layer1.0.conv2.weight"], weights["bn"]["layer1.0.conv2.weight"])
+
+
+def test_auto_recovery_is_lsq_or_the_finetune_of_old_specs(task: Task) -> None:
+    assert Evaluator(task, latency_rounds=0).recovery == "lsq"
+    evaluation = {**task.spec.evaluation.model_dump(), "finetune_steps": 3}
+    assert Evaluator(variant(task, evaluation=evaluation), latency_rounds=0).recovery == "finetune"
