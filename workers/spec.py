@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agents.registry import AGENTS
 from search_spaces.criteria import CRITERIA
-from search_spaces.data import DATASETS
-from search_spaces.zoo import ZOO
+from search_spaces.data import DATASETS, TEXT_DATASETS
+from search_spaces.zoo import ZOO, is_text_model
 
 
 class _Spec(BaseModel):
@@ -81,6 +81,13 @@ class TargetSpec(_Spec):
     device: Literal["cpu", "cuda"] = "cpu"
     batch_size: int = Field(1, ge=1, le=1024)
     threads: int = Field(1, ge=1, le=256)
+    seq_len: int = Field(
+        128,
+        ge=1,
+        le=8192,
+        description="text models: token sequence length for latency and MACs, and the "
+        "tokenizer's maximum length (ignored for other models)",
+    )
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="custom Ray resources evaluators must run on (pins latency to those nodes)",
@@ -165,8 +172,30 @@ class JobSpec(_Spec):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if v not in ("accuracy", "agreement") and not (
+        if v not in ("accuracy", "agreement", "embedding_cosine") and not (
             v.startswith("entrypoint:") and ":" in v[11:]
         ):
-            raise ValueError("metric must be 'accuracy', 'agreement' or 'entrypoint:pkg.mod:fn'")
+            raise ValueError(
+                "metric must be 'accuracy', 'agreement', 'embedding_cosine' or "
+                "'entrypoint:pkg.mod:fn'"
+            )
         return v
+
+    @model_validator(mode="after")
+    def _text_metric(self) -> JobSpec:
+        text = self.dataset.name in TEXT_DATASETS
+        if self.model.zoo is not None and is_text_model(self.model.zoo) and not text:
+            raise ValueError(
+                f"model {self.model.zoo!r} is a sentence embedder: it needs a text dataset "
+                f"({', '.join(TEXT_DATASETS)})"
+            )
+        if self.metric == "embedding_cosine" and not text:
+            raise ValueError(
+                f"metric 'embedding_cosine' needs a text dataset ({', '.join(TEXT_DATASETS)}), "
+                f"not {self.dataset.name!r}"
+            )
+        if text and self.metric != "embedding_cosine":
+            raise ValueError(
+                f"dataset {self.dataset.name!r} is text: use metric 'embedding_cosine'"
+            )
+        return self

