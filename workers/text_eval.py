@@ -143,7 +143,13 @@ class TextEvaluation:
         self.last_extra = ranking_fidelity(got, self.dense_val)
         return mean_cosine(got, self.dense_val)
 
-    def prune(self, policy: dict[str, float], *, distil_steps: int | None = None) -> nn.Module:
+    def prune(
+        self,
+        policy: dict[str, float],
+        *,
+        distil_steps: int | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> nn.Module:
         from search_spaces.prune import apply_policy
 
         ev = self.ev
@@ -156,5 +162,5 @@ class TextEvaluation:
             batches=self.calibration,
         )
         steps = ev.task.spec.evaluation.finetune_steps if distil_steps is None else distil_steps
-        distil(pruned, self.teacher_batches(steps), steps)
+        distil(pruned, self.teacher_batches(steps), steps, on_step=on_step)
         return pruned.eval()
