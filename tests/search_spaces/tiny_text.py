@@ -11,7 +11,7 @@ import torch
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
-def tiny_config(vocab_size: int = 200, **overrides: int):  # type: ignore[no-untyped-def]
+def tiny_config(vocab_size: int = 200, **overrides: float):  # type: ignore[no-untyped-def]
     from transformers import BertConfig
 
     kw = dict(
@@ -54,7 +54,7 @@ def save_tiny_hf_dir(path: Path, seed: int = 0) -> Path:
     from transformers import BertModel
 
     torch.manual_seed(seed)
-    BertModel(tiny_config(vocab_size=30522), add_pooling_layer=False).save_pretrained(str(path))
+    BertModel(tiny_config(vocab_size=30522, initializer_range=0.3), add_pooling_layer=False).save_pretrained(str(path))
     for name in TOKENIZER_FILES:
         src = minilm_dir() / name
         if src.is_file():
