@@ -13,7 +13,7 @@ from tests.search_spaces.tiny_text import save_tiny_hf_dir
 from workers.spec import JobSpec
 from workers.task import WorkerSettings, load_task
 
-WORDS = "alpha beta gamma delta river stone light music window garden paper city".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "light", "music", "window", "garden", "paper", "city"]
 
 
 def _corpus(path: Path, n: int = 120) -> Path:
