@@ -23,7 +23,9 @@ class _Spec(BaseModel):
 
 class ModelSpec(_Spec):
     zoo: str | None = Field(
-        None, description="built-in model name, 'torchvision:<name>' or 'timm:<name>'"
+        None,
+        description="built-in model name, 'torchvision:<name>', 'timm:<name>' or "
+        "'hf:<model directory or package>' (a BERT-family sentence embedder)",
     )
     entrypoint: str | None = Field(None, description="'pkg.module:function' returning an nn.Module")
     weights: str | None = Field(None, description="an upload id (POST /uploads) or a file path")
