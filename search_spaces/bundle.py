@@ -116,6 +116,10 @@ def load_bundle(directory: str | Path, *, trusted: bool = False) -> nn.Module:
         arch = json.loads((d / "architecture.json").read_text())
     except FileNotFoundError:
         raise ValueError(f"bundle {str(d)!r}: no architecture.json") from None
+    if arch.get("kind") == "sentence-embedder":  # transformers: per-layer sizes, own loader
+        from search_spaces.transformers.bundle import load_sentence_embedder
+
+        return load_sentence_embedder(d)
     model = rebuild_pruned(arch, trusted=trusted)
     model.load_state_dict(load_file(str(d / "model.safetensors")), strict=True)
     return model.eval()

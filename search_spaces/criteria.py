@@ -14,5 +14,6 @@ CRITERIA = Registry(
         "bn_scale": "search_spaces.importance:bn_scale",
         "taylor": "search_spaces.importance:taylor",
         "random": "search_spaces.importance:random",
+        "activation": "search_spaces.transformers.prune:activation_criterion",
     },
 )

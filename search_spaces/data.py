@@ -20,8 +20,17 @@ DATASETS = Registry(
         "synthetic": "search_spaces.datasets.synthetic:load_synthetic_splits",
         "image_folder": "search_spaces.datasets.local:load_image_folder_splits",
         "cifar10": "search_spaces.datasets.local:load_cifar10_splits",
+        "docstrings": "search_spaces.datasets.text:load_docstrings",
+        "text_lines": "search_spaces.datasets.text:load_text_lines",
     },
 )
+
+
+def is_text_dataset(name: str) -> bool:
+    return name in TEXT_DATASETS
+
+
+TEXT_DATASETS = ("docstrings", "text_lines")
 
 
 def load_dataset(
@@ -39,7 +48,8 @@ def load_dataset(
 
     ``path`` is only used by local datasets and must lie inside one of ``roots`` (ValueError
     naming the path otherwise). ``options`` go to the loader (``input_shape``/``num_classes`` for
-    ``synthetic``).
+    ``synthetic``). Text datasets (``docstrings``, ``text_lines``) return a ``TextCorpus``
+    that the task tokenizes with the model's tokenizer.
     """
     from search_spaces.datasets.common import DataSplits
 

@@ -1,7 +1,9 @@
 """Counting MACs/params of a real model, and latency measured interleaved.
 
 MACs count convolutions and linear layers (the layers pruning shrinks; normalisations and
-activations are a rounding error next to them), per example: the batch dimension is divided out.
+activations are a rounding error next to them), plus the two attention products of Hugging
+Face self-attention modules (q·kᵀ and attention·v, which grow with seq²), per example: the batch
+dimension is divided out.
 """
 
 from __future__ import annotations
@@ -37,9 +39,21 @@ def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
 
         return fn
 
+    def products(name: str):  # type: ignore[no-untyped-def]
+        # q·kᵀ and attention·v of a transformer self-attention: 2·seq²·heads·head_size
+        def fn(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            seq = int(hidden.shape[1])
+            width = int(module.num_attention_heads) * int(module.attention_head_size)
+            counts[f"{name}.products"] = counts.get(f"{name}.products", 0) + 2 * seq * seq * width * int(hidden.shape[0]) // batch
+
+        return fn
+
     for name, m in model.named_modules():
         if isinstance(m, _MAC_TYPES):
             handles.append(m.register_forward_hook(hook(name)))
+        elif hasattr(m, "num_attention_heads") and hasattr(m, "attention_head_size"):
+            handles.append(m.register_forward_pre_hook(products(name), with_kwargs=True))
     try:
         with torch.no_grad():
             model(example_input)

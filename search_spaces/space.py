@@ -63,8 +63,8 @@ class Group:
 
     name: str
     index: int
-    kind: str  # "conv", "conv1d", "depthwise", "linear", "attention", ...
-    channels: int  # prunable channels of the root layer (its output channels)
+    kind: str  # "conv", "conv1d", "depthwise", "linear", "attention", "heads", "mlp", "hidden"
+    channels: int  # prunable channels of the root layer (its output channels; heads for "heads")
     in_channels: int
     kernel: int
     stride: int
@@ -136,6 +136,8 @@ class SearchSpace:
     def step(self, group: Group | str) -> int:
         """Granularity of kept channels: the space's ``round_to`` combined with the group's own."""
         g = self.group(group) if isinstance(group, str) else group
+        if g.kind == "heads":  # a head is already the unit: rounding 12 heads to 8 leaves 2 levels
+            return max(1, g.round_to)
         base = auto_step(g.channels) if self.round_to == "auto" else max(1, self.round_to)
         step = math.lcm(base, max(1, g.round_to))
         return step if step < g.channels else max(1, g.round_to)

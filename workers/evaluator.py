@@ -34,6 +34,7 @@ from workers.latency import LatencyMeter, NodeLock
 
 if TYPE_CHECKING:
     from workers.task import Task, WorkerSettings
+    from workers.text_eval import TextEvaluation
 
 QualityFn = Callable[[nn.Module, DataLoader], float]
 
@@ -125,9 +126,18 @@ class Evaluator:
         self.recovery = ev.resolved_recovery()
         self._dense_targets: DenseTargets | None = None  # lsq's, computed on first use
         self.example = task.example_input.to(self.device)
+        from workers.text_task import is_text_task
+
+        self.text: TextEvaluation | None = None
+        if is_text_task(task):  # a sentence embedder: workers/text_eval.py scores and distils
+            from workers.text_eval import TextEvaluation
+
+            self.text = TextEvaluation(self)
         self.metric_fn = self._metric(spec.metric)
         self.dense_signature = self.space.signature({})
-        self._dense_predictions = predictions(self.dense, self.val_loader, self.device)
+        self._dense_predictions = (
+            None if self.text else predictions(self.dense, self.val_loader, self.device)
+        )
         self._costs: dict[str, tuple[int, int]] = {}
         self._dense_metrics: Metrics | None = None
         lock = lock or NodeLock()
@@ -171,6 +181,10 @@ class Evaluator:
         return DataLoader(val, batch_size=batch_size, shuffle=False)
 
     def _metric(self, metric: str) -> Callable[[nn.Module], float]:
+        if metric == "embedding_cosine":
+            if self.text is None:
+                raise ValueError("metric 'embedding_cosine' needs a text dataset")
+            return self.text.quality
         if metric == "accuracy":
             return lambda m: accuracy(m, self.val_loader, self.device)
         if metric == "agreement":
@@ -221,13 +235,16 @@ class Evaluator:
             t0 = time.perf_counter()
             with self.lock.shared():
                 quality = self.metric_fn(self.dense)
-            self._dense_metrics = self._metrics(self.dense_signature, self.dense, quality, t0, {})
+            extra = dict(self.text.last_extra) if self.text is not None else {}
+            self._dense_metrics = self._metrics(self.dense_signature, self.dense, quality, t0, extra)
         return self._dense_metrics
 
     def prune(self, policy: dict[str, float]) -> nn.Module:
         """The pruned model of ``policy``, recovered as ``evaluation.recovery`` says."""
         from search_spaces.prune import apply_policy
 
+        if self.text is not None:
+            return self.text.prune(policy)
         spec = self.task.spec
         kept_out: dict[str, list[int]] = {}
         pruned = apply_policy(
@@ -271,6 +288,8 @@ class Evaluator:
             t1 = time.perf_counter()
             quality = self.metric_fn(model)
             timings["quality_s"] = time.perf_counter() - t1
+            if self.text is not None:  # ranking fidelity beside the cosine
+                timings.update(self.text.last_extra)
         return self._metrics(signature, model, quality, t0, timings)
 
 

@@ -207,6 +207,12 @@ def finalize(
     not already among them.
     """
     from search_spaces.bundle import architecture, save_bundle
+    from workers.text_task import is_text_task
+
+    if is_text_task(task):  # sentence embedders: distillation, embedding fidelity, own bundle
+        from workers.text_finalize import finalize_text
+
+        return finalize_text(task, candidates, spec, out_dir, on_progress=on_progress)
 
     out_dir = Path(out_dir)
     _check_writable(out_dir)

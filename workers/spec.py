@@ -17,13 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from agents.registry import AGENTS
 from search_spaces.criteria import CRITERIA
-from search_spaces.data import DATASETS
+from search_spaces.data import DATASETS, TEXT_DATASETS
 from search_spaces.plugins import DATASET_PLUGINS, METRIC_PLUGINS, MODEL_PLUGINS, PREFIX
 from search_spaces.registry import NotRegisteredError, Registry
-from search_spaces.zoo import ZOO, check_hub_source, pretrained_weights_name
+from search_spaces.zoo import ZOO, check_hub_source, is_text_model, pretrained_weights_name
 
 #: Metrics the evaluator computes itself; others are plugins (``entrypoint:<name>``).
-BUILTIN_METRICS = ("accuracy", "agreement")
+BUILTIN_METRICS = ("accuracy", "agreement", "embedding_cosine")
 
 
 class _Spec(BaseModel):
@@ -33,7 +33,8 @@ class _Spec(BaseModel):
 class ModelSpec(_Spec):
     zoo: str | None = Field(
         None,
-        description="built-in model name, 'torchvision:<name>' or 'timm:<name>' (random weights, never downloaded)",
+        description="built-in model name, 'torchvision:<name>' or 'timm:<name>' (random weights, "
+        "never downloaded), or 'hf:<model directory or package>' (a BERT-family sentence embedder)",
     )
     entrypoint: str | None = Field(
         None,
@@ -50,10 +51,12 @@ class ModelSpec(_Spec):
     def _known_zoo(cls, v: str | None) -> str | None:
         if v is None or v in ZOO:
             return v
+        if v.startswith("hf:") and len(v) > 3:
+            return v  # a local directory (confined to the data roots when a job loads it) or package
         if ":" not in v or v.partition(":")[0] not in ("torchvision", "timm"):
             raise ValueError(
                 f"unknown zoo model {v!r}; valid: {', '.join(ZOO.names())}, 'torchvision:<name>', "
-                "'timm:<name>' (plugins go in model.entrypoint)"
+                "'timm:<name>', 'hf:<model directory or package>' (plugins go in model.entrypoint)"
             )
         check_hub_source(v)
         return v
@@ -140,6 +143,13 @@ class TargetSpec(_Spec):
     device: Literal["cpu", "cuda"] = "cpu"
     batch_size: int = Field(1, ge=1, le=1024)
     threads: int = Field(1, ge=1, le=256)
+    seq_len: int = Field(
+        128,
+        ge=1,
+        le=8192,
+        description="text models: token sequence length for latency and MACs, and the "
+        "tokenizer's maximum length (ignored for other models)",
+    )
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="custom Ray resources evaluators must run on (pins latency to those nodes)",
@@ -280,3 +290,22 @@ class JobSpec(_Spec):
             return _plugin_ref(v, METRIC_PLUGINS, list(BUILTIN_METRICS))
         plugins = ", ".join(PREFIX + c for c in METRIC_PLUGINS.choices()) or "none"
         raise ValueError(f"metric must be one of {', '.join(BUILTIN_METRICS)}; plugins: {plugins}")
+
+    @model_validator(mode="after")
+    def _text_metric(self) -> JobSpec:
+        text = self.dataset.name in TEXT_DATASETS
+        if self.model.zoo is not None and is_text_model(self.model.zoo) and not text:
+            raise ValueError(
+                f"model {self.model.zoo!r} is a sentence embedder: it needs a text dataset "
+                f"({', '.join(TEXT_DATASETS)})"
+            )
+        if self.metric == "embedding_cosine" and not text:
+            raise ValueError(
+                f"metric 'embedding_cosine' needs a text dataset ({', '.join(TEXT_DATASETS)}), "
+                f"not {self.dataset.name!r}"
+            )
+        if text and self.metric != "embedding_cosine":
+            raise ValueError(
+                f"dataset {self.dataset.name!r} is text: use metric 'embedding_cosine'"
+            )
+        return self

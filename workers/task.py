@@ -151,6 +151,10 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor) -> SearchSpac
 
 def load_task(spec: JobSpec, settings: WorkerSettings) -> Task:
     """Builds the dense model and its data; trains (once, cached) a zoo reference without weights."""
+    from workers.text_task import is_text_spec, load_text_task
+
+    if is_text_spec(spec):  # a sentence embedder on a text corpus
+        return load_text_task(spec, settings)
     splits = _splits(spec, settings)
     example = _example(spec, splits)
     info: dict[str, Any] = {}
@@ -210,6 +214,10 @@ class TaskFactory:
 
         allow_plugins(self.settings.plugins)  # this (Ray worker) process validates like the controller
         spec = JobSpec.model_validate_json(self.spec_json)
+        from workers.text_task import is_text_spec, rebuild_text_task
+
+        if is_text_spec(spec):
+            return rebuild_text_task(spec, self.settings, ray.get(self.state_ref), self.space)
         splits = _splits(spec, self.settings)
         example = _example(spec, splits)
         shared = ray.get(self.state_ref)

@@ -11,9 +11,19 @@ from agents.registry import make_agent
 from agents.types import Budget
 from search_spaces.registry import UnknownNameError
 from tests.agents.conftest import FAST_OPTIONS
-from tests.agents.synthetic import make_evaluator
+from tests.agents.synthetic import chain_space, make_evaluator
 
 BUDGET = Budget(macs_ratio=0.5, params_ratio=0.6)
+
+
+@pytest.fixture(params=["chain", "transformer"])
+def space(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Every agent on a conv chain and on a transformer space (heads and MLP widths per layer)."""
+    if request.param == "chain":
+        return chain_space()
+    from tests.search_spaces.tiny_text import tiny_transformer_space
+
+    return tiny_transformer_space()
 
 
 def _make(name, space, seed=0, budget=BUDGET):

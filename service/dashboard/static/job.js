@@ -342,16 +342,23 @@ class JobView {
     const channels = Object.fromEntries((this.job.space?.groups || []).map((g) => [g.name, g.channels]));
     const ratios = groups.map((g) => t.policy?.[g] ?? 0);
     const kept = groups.map((g) => t.kept?.[g]);
+    // transformer groups: per-layer attention heads and MLP widths, labelled as such
+    const kinds = Object.fromEntries((this.job.space?.groups || []).map((g) => [g.name, g.kind]));
+    const unit = (g) => ({ heads: "heads", mlp: "MLP channels", hidden: "hidden channels" })[kinds[g]] || "channels";
+    const label = (g) => {
+      const layer = /layer\.(\d+)\./.exec(g);
+      return kinds[g] in { heads: 1, mlp: 1 } && layer ? `layer ${layer[1]} ${kinds[g]}` : g;
+    };
     const traces = [{
-      type: "bar", name: `trial #${id}`, x: groups, y: ratios,
+      type: "bar", name: `trial #${id}`, x: groups.map(label), y: ratios,
       marker: { color: ratios, colorscale: [[0, "#bfdbfe"], [1, "#1e3a8a"]], cmin: 0, cmax: 1 },
       text: groups.map((g, i) => `${g}<br>ratio ${num(ratios[i], 2)}` +
-        (kept[i] != null ? `<br>kept ${kept[i]}${channels[g] ? ` / ${channels[g]}` : ""} channels` : "")),
+        (kept[i] != null ? `<br>kept ${kept[i]}${channels[g] ? ` / ${channels[g]}` : ""} ${unit(g)}` : "")),
       hoverinfo: "text", textposition: "none",
     }];
     const base = this.job.baseline;
     if (base && base.trial_id !== id) {
-      traces.push({ type: "scatter", mode: "markers", name: "uniform baseline", x: groups,
+      traces.push({ type: "scatter", mode: "markers", name: "uniform baseline", x: groups.map(label),
         y: groups.map((g) => base.policy?.[g] ?? 0), hoverinfo: "y",
         marker: { color: COLORS.baseline, symbol: "line-ew-open", size: 14, line: { width: 2.5, color: COLORS.baseline } } });
     }

@@ -1,0 +1,166 @@
+"""Scoring and distilling pruned sentence embedders (the evaluator's text path).
+
+``embedding_cosine``: the mean cosine between the pruned and the dense model's pooled,
+normalised embeddings of the validation sentences (label-free; at most ``val_samples``, 256 by
+default). Beside it, in ``Metrics.extra``: ``spearman_pairwise`` (Spearman correlation of all
+pairwise similarities, pruned vs dense: does the model still rank sentence pairs alike) and
+``knn10_overlap`` (mean share of each sentence's 10 nearest neighbours that stay the same).
+Batches are sorted by length and trimmed to their longest sentence (dynamic padding): docstring
+sentences are ~20 tokens, so this is several times cheaper than padding to ``seq_len``.
+
+``evaluation.finetune_steps`` here means distillation: AdamW (lr 1e-4) on the MSE between the
+pruned and the dense embeddings of fixed training batches (at most 32 sentences each).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from workers.evaluator import Evaluator
+
+DEFAULT_VAL_SENTENCES = 256
+CALIBRATION_SENTENCES = 256  # activation statistics: enough for stable per-channel RMS
+DISTIL_BATCH = 32
+DISTIL_LR = 1e-4
+
+
+def trim(ids: torch.Tensor, pad: int) -> torch.Tensor:
+    """Drops the all-padding tail columns of a batch."""
+    length = int((ids != pad).sum(1).max().clamp(min=1))
+    return ids[:, :length]
+
+
+def calibration_text(batches: Sequence[Any], pad: int, limit: int = CALIBRATION_SENTENCES) -> list[torch.Tensor]:
+    """The first ``limit`` calibration sentences, length-sorted and trimmed (cheap statistics)."""
+    rows = [b[0] if isinstance(b, list | tuple) else b for b in batches]
+    if not rows:
+        return []
+    return length_batches(torch.cat(rows)[:limit], pad)
+
+
+def length_batches(ids: torch.Tensor, pad: int, batch_size: int = 64) -> list[torch.Tensor]:
+    """Rows sorted by length (stable), batched and trimmed; order is restored by ``order``."""
+    order = torch.argsort((ids != pad).sum(1), stable=True)
+    return [trim(ids[order[i : i + batch_size]], pad) for i in range(0, len(ids), batch_size)]
+
+
+@torch.no_grad()
+def embed(model: nn.Module, batches: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(b.to(device)).float().cpu() for b in batches])
+
+
+def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a, b, dim=1).mean().item()
+
+
+def ranking_fidelity(pruned: torch.Tensor, dense: torch.Tensor, k: int = 10) -> dict[str, float]:
+    """Spearman of pairwise similarities and k-NN overlap, pruned vs dense embeddings."""
+    from scipy.stats import spearmanr
+
+    p, d = F.normalize(pruned, dim=1), F.normalize(dense, dim=1)
+    sp, sd = p @ p.T, d @ d.T
+    iu = torch.triu_indices(len(p), len(p), offset=1)
+    rho = float(spearmanr(sp[iu[0], iu[1]].numpy(), sd[iu[0], iu[1]].numpy()).statistic)
+    k = min(k, len(p) - 1)
+    if k < 1:
+        return {"spearman_pairwise": rho}
+    eye = torch.eye(len(p), dtype=torch.bool)
+    nn_p = sp.masked_fill(eye, -2).topk(k, dim=1).indices
+    nn_d = sd.masked_fill(eye, -2).topk(k, dim=1).indices
+    overlap = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(nn_p, nn_d, strict=True))
+    return {"spearman_pairwise": rho, f"knn{k}_overlap": overlap / (k * len(p))}
+
+
+def distil(
+    model: nn.Module,
+    teacher_batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    *,
+    lr: float = DISTIL_LR,
+    on_step: Callable[[int], None] | None = None,
+) -> None:
+    """AdamW on the MSE to the dense embeddings; ``teacher_batches`` yields (ids, targets)."""
+    if steps <= 0:
+        return
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        ids, target = next(teacher_batches)
+        loss = F.mse_loss(model(ids), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step)
+    model.eval()
+
+
+class TextEvaluation:
+    """The text parts of an :class:`~workers.evaluator.Evaluator`: metric, prune + distil."""
+
+    def __init__(self, ev: Evaluator) -> None:
+        self.ev = ev
+        task = ev.task
+        self.pad = int(task.splits.pad_token_id)
+        spec = task.spec.evaluation
+        cap = spec.val_samples or DEFAULT_VAL_SENTENCES
+        val_ids = task.splits.val.tensors[0][:cap]
+        self.val_batches = length_batches(val_ids, self.pad)
+        self.dense_val = embed(ev.dense, self.val_batches, ev.device)
+        self.distil_batch = min(spec.batch_size, DISTIL_BATCH)
+        self._teacher: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.last_extra: dict[str, Any] = {}
+        self.calibration = calibration_text(ev.calibration_inputs, self.pad)
+
+    def train_loader(self) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.ev.task.spec.seed)
+        return DataLoader(
+            self.ev.task.splits.train, batch_size=self.distil_batch, shuffle=True, generator=gen
+        )
+
+    def teacher_batches(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The same (trimmed ids, dense embeddings) batches on every call; targets cached."""
+        if len(self._teacher) < steps:
+            loader = itertools.chain.from_iterable(itertools.repeat(self.train_loader()))
+            with torch.no_grad():
+                self.ev.dense.eval()
+                for batch in itertools.islice(loader, len(self._teacher), steps):
+                    ids = trim(batch[0], self.pad).to(self.ev.device)
+                    self._teacher.append((ids, self.ev.dense(ids)))
+        return iter(self._teacher[:steps])
+
+    def quality(self, model: nn.Module) -> float:
+        got = embed(model, self.val_batches, self.ev.device)
+        self.last_extra = ranking_fidelity(got, self.dense_val)
+        return mean_cosine(got, self.dense_val)
+
+    def prune(
+        self,
+        policy: dict[str, float],
+        *,
+        distil_steps: int | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> nn.Module:
+        from search_spaces.prune import apply_policy
+
+        ev = self.ev
+        pruned = apply_policy(
+            ev.dense,
+            ev.space,
+            policy,
+            criterion=ev.task.criterion,
+            example_input=ev.example,
+            batches=self.calibration,
+        )
+        steps = ev.task.spec.evaluation.finetune_steps if distil_steps is None else distil_steps
+        distil(pruned, self.teacher_batches(steps), steps, on_step=on_step)
+        return pruned.eval()

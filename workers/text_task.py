@@ -1,0 +1,151 @@
+"""Loading a text task: a sentence embedder, its tokenized corpus, token-id example, the space.
+
+Chosen by the dataset (``docstrings`` / ``text_lines``, see ``search_spaces.data.TEXT_DATASETS``).
+The model is a zoo embedder (pretrained: ``all-minilm-l6-v2``) or ``hf:<directory or package>``;
+``model.weights`` optionally replaces its weights (same architecture). The corpus is tokenized
+with the model's own tokenizer to ``target.seq_len``; the latency example is one full-length
+sequence of real tokens. Unless the job names a criterion, text spaces rank channels by
+``activation`` (RMS activation on calibration text × weight norm), which beats weight magnitude
+on these models.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from search_spaces.data import TEXT_DATASETS
+from search_spaces.space import SearchSpace
+from workers.spec import JobSpec
+from workers.task import Task, WorkerSettings, load_weights, resolve_weights
+
+
+def is_text_spec(spec: JobSpec) -> bool:
+    return spec.dataset.name in TEXT_DATASETS
+
+
+def is_text_task(task: Task) -> bool:
+    return is_text_spec(task.spec)
+
+
+def criterion_of(spec: JobSpec) -> str:
+    s = spec.search_space
+    return s.criterion if "criterion" in s.model_fields_set else "activation"
+
+
+def _source(spec: JobSpec) -> str:
+    if spec.model.zoo is None:
+        return f"entrypoint:{spec.model.entrypoint}"
+    return spec.model.zoo
+
+
+def build_embedder(spec: JobSpec, settings: WorkerSettings) -> nn.Module:
+    """The job's embedder. A job's spec comes from a REST caller: an ``hf:`` source must be a
+    model directory inside the operator's data roots (never an importable package name, which
+    would run that package's code), and plugins must be registered (``trusted=False``)."""
+    from search_spaces.transformers.model import is_transformer
+    from search_spaces.zoo import build_model
+
+    source = _source(spec)
+    if source.startswith("hf:"):
+        from search_spaces.datasets.local import confine
+
+        try:
+            source = f"hf:{confine(source[3:], settings.data_roots)}"
+        except ValueError as exc:
+            raise ValueError(f"model.zoo {source!r}: {str(exc).replace('dataset.path ', '')}") from None
+    model = build_model(source, trusted=False)
+    if not is_transformer(model):
+        raise ValueError(
+            f"dataset {spec.dataset.name!r} is text, but model {_source(spec)!r} is not a sentence "
+            "embedder (use zoo 'all-minilm-l6-v2' or 'hf:<model directory>')"
+        )
+    return model.eval()
+
+
+def _corpus_splits(spec: JobSpec, settings: WorkerSettings, model: nn.Module) -> Any:
+    from search_spaces.data import load_dataset
+
+    seq_len = spec.target.seq_len
+    limit = int(getattr(model.backbone.config, "max_position_embeddings", seq_len))
+    if seq_len > limit:
+        raise ValueError(f"target.seq_len {seq_len} exceeds the model's maximum of {limit} positions")
+    corpus = load_dataset(
+        spec.dataset.name,
+        path=spec.dataset.path,
+        roots=settings.data_roots,
+        seed=spec.seed,
+        cache_dir=settings.cache_dir,
+    )
+    return corpus.tokenize(model.tokenizer(), seq_len)
+
+
+def example_tokens(model: nn.Module, texts: list[str], seq_len: int) -> torch.Tensor:
+    """``(1, seq_len)`` ids of real text, no padding: the sequence latency is measured on."""
+    tok = model.tokenizer()
+    joined = " ".join(texts[:400])
+    ids = tok(joined, truncation=True, max_length=seq_len, return_tensors="pt")["input_ids"].long()
+    if ids.shape[1] < seq_len:  # a tiny corpus: repeat it
+        reps = -(-seq_len // ids.shape[1])
+        ids = ids.repeat(1, reps)[:, :seq_len]
+    return ids
+
+
+def calibration_batches(spec: JobSpec, splits: Any) -> list[torch.Tensor]:
+    """The evaluator's calibration text (same seed, order, size and trimming), as token ids."""
+    from workers.text_eval import calibration_text
+
+    ev = spec.evaluation
+    gen = torch.Generator().manual_seed(spec.seed)
+    loader = DataLoader(splits.train, batch_size=ev.batch_size, shuffle=True, generator=gen)
+    batches = [b[0] for b in itertools.islice(loader, ev.calibration_batches)]
+    return calibration_text(batches, int(splits.pad_token_id))
+
+
+def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any) -> SearchSpace:
+    from search_spaces.transformers.space import build_transformer_space
+
+    s = spec.search_space
+    return build_transformer_space(
+        model,
+        example,
+        max_ratio=s.max_ratio,
+        round_to=s.round_to,
+        ignore=list(s.ignore),
+        criterion=criterion_of(spec),
+        calibration=calibration_batches(spec, splits),
+    )
+
+
+def load_text_task(spec: JobSpec, settings: WorkerSettings) -> Task:
+    model = build_embedder(spec, settings)
+    info: dict[str, Any] = {"weights": "pretrained", "kind": "text"}
+    if spec.model.weights is not None:
+        path = resolve_weights(spec.model.weights, settings)
+        loaded = load_weights(path, allow_pickle=False)
+        if isinstance(loaded, nn.Module):
+            raise ValueError("model.weights: a text model takes a state dict, not a pickled module")
+        try:
+            model.load_state_dict(loaded)
+        except RuntimeError as exc:
+            raise ValueError(f"model.weights do not fit {_source(spec)}: {exc}") from None
+        info["weights"] = path.name
+    splits = _corpus_splits(spec, settings, model)
+    example = example_tokens(model, splits.texts["val"], spec.target.seq_len)
+    space = _space(spec, model, example, splits)
+    return Task(spec, model, splits, example, space, criterion_of(spec), info)
+
+
+def rebuild_text_task(
+    spec: JobSpec, settings: WorkerSettings, state: dict[str, torch.Tensor], space: dict[str, Any]
+) -> Task:
+    """The task inside a Ray actor: the embedder rebuilt from its source, the shared weights."""
+    model = build_embedder(spec, settings)
+    model.load_state_dict(state)
+    splits = _corpus_splits(spec, settings, model)
+    example = example_tokens(model, splits.texts["val"], spec.target.seq_len)
+    return Task(spec, model.eval(), splits, example, SearchSpace.from_dict(space), criterion_of(spec))
