@@ -90,8 +90,8 @@ def check_hub_source(source: str) -> None:
         arch, tag = name.split(".", 1)
         raise ValueError(
             f"{source!r} names timm's pretrained weights {tag!r}, which would need a download; "
-            f"autoprune never downloads weights: give 'timm:{arch}' and the weights in model.weights "
-            "(an uploaded state dict)"
+            f"autoprune never downloads weights: give 'timm:{arch}' with a state dict of your own "
+            "(a job's model.weights, the CLI's --weights)"
         )
     if not _HUB_NAME.fullmatch(name):
         raise ValueError(
@@ -129,7 +129,7 @@ def no_downloads(source: str) -> Iterator[None]:
     def refuse(url: str, *args: Any, **kwargs: Any) -> None:
         raise DownloadRefusedError(
             f"model source {source!r} tried to download {url}; autoprune never downloads weights "
-            "(offline): upload the state dict and give it as model.weights"
+            "(offline): give a state dict of your own (a job's model.weights, the CLI's --weights)"
         )
 
     with _guard_lock:  # counted: concurrent builds in job threads share one patch

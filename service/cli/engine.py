@@ -69,7 +69,7 @@ def _round_to(_ctx: click.Context, _param: click.Parameter, value: str) -> int |
 def space_cmd(model: str, dataset: str | None, round_to: int | str, max_ratio: float, criterion: str, as_json: bool) -> None:
     """List MODEL's prunable channel groups and its dense MACs/params.
 
-    MODEL is a zoo name (resnet20, resnet56, mobilenetv2, vgg16_bn, resnet1d20),
+    MODEL is a built-in zoo name (resnet20, ...; an unknown one lists them all),
     torchvision:<name> or timm:<name> (random weights, nothing downloaded), or
     entrypoint:<plugin name or module:function>.
     """
