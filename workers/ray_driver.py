@@ -85,7 +85,7 @@ class RayDriver:
         self._ready = False
         self._stopped = False
         self.error: str | None = None  # why it is down, when it is
-        self.starts = 0
+        self.starts = 0  # successful starts: 1 + the restarts after a death
 
     # state -----------------------------------------------------------------------------------
     def state(self) -> str:
@@ -101,15 +101,26 @@ class RayDriver:
         return self._proc.pid if self._proc is not None else None
 
     # lifecycle -------------------------------------------------------------------------------
-    def ensure_running(self) -> None:
-        """Starts the driver if it is not running (after a death: a fresh Ray)."""
+    def ensure_running(self, attempts: int = 2) -> None:
+        """Starts the driver if it is not running (after a death: a fresh Ray).
+
+        A second attempt follows a failed start: on a loaded host a raylet can miss Ray's fixed
+        30 s registration window (seen right after the previous Ray was killed).
+        """
         with self._lock:
             if self._stopped:
                 raise RayUnavailable("the controller is shutting down")
             if self._proc is not None and self._proc.poll() is None and self._ready:
                 return
-            self._reap()
-            self._start()
+            for attempt in range(1, attempts + 1):
+                self._reap()
+                try:
+                    self._start()
+                    return
+                except RayUnavailable as exc:
+                    if attempt == attempts:
+                        raise
+                    log.warning("Ray start failed, trying again: %s", exc)
 
     def _start(self) -> None:
         self._dir = tempfile.mkdtemp(prefix="autoprune-ray-")
@@ -124,7 +135,6 @@ class RayDriver:
             [sys.executable, "-m", "workers.ray_driver"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
-        self.starts += 1
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write((json.dumps(config) + "\n").encode())
         self._proc.stdin.flush()  # stdin stays open: its EOF tells the child we are gone
@@ -137,6 +147,7 @@ class RayDriver:
             self.error = f"Ray did not start: {why}"
             raise RayUnavailable(self.error)
         self._ready, self.error = True, None
+        self.starts += 1
         log.info("Ray driver %d up (%s)", self._proc.pid, reply.get("address"))
         threading.Thread(target=self._watch, args=(self._proc,), name="autoprune-ray-watch",
                          daemon=True).start()

@@ -29,7 +29,14 @@ def _kill_ray_of(driver: RayDriver) -> list[int]:
     return victims
 
 
-def test_ray_killed_mid_evaluation_is_retried_on_a_fresh_ray(settings: WorkerSettings) -> None:
+def _wait_down(driver: RayDriver) -> None:
+    deadline = time.monotonic() + 30
+    while driver.state() != "down" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert driver.state() == "down"
+
+
+def test_ray_killed_mid_evaluation_and_between_batches(settings: WorkerSettings) -> None:
     driver = RayDriver(num_cpus=1)
     assert driver.state() == "not_started"
     pools = []
@@ -44,42 +51,43 @@ def test_ray_killed_mid_evaluation_is_retried_on_a_fresh_ray(settings: WorkerSet
         pools.append(pool)
         assert driver.state() == "running"
         first_driver = driver.pid()
-        proposals = [Proposal(i, pool.space.uniform(0.25 * (i % 3))) for i in range(4)]  # type: ignore[attr-defined]
+        space = pool.space  # type: ignore[attr-defined]
+        proposals = [Proposal(i, space.uniform(0.25 * (i % 3))) for i in range(4)]
+
+        # 1. Ray dies under a running batch: the unfinished trials are retried on a fresh Ray
         out: list[Outcome] = []
         killed: list[int] = []
         for o in pool.evaluate(proposals):  # type: ignore[attr-defined]
             out.append(o)
-            if not killed:  # the other three are queued or in flight: Ray dies under them
+            if not killed:  # the other three are queued or in flight
                 killed = _kill_ray_of(driver)
         assert sorted(o.trial_id for o in out) == [0, 1, 2, 3]  # each once
-        assert all(o.ok for o in out), [o.error for o in out]  # retried on a fresh Ray
+        assert all(o.ok for o in out), [o.error for o in out]
         assert pool.reopened == 1 and driver.starts == 2  # type: ignore[attr-defined]
         assert driver.pid() != first_driver and driver.state() == "running"
         assert not set(killed) & set(descendants(driver.pid() or 0))
+
+        # 2. Ray dies between batches: reported down with the cause; the next batch restarts it
+        second_driver = driver.pid()
+        _kill_ray_of(driver)
+        _wait_down(driver)
+        assert driver.error and "died" in driver.error and "raylet" in driver.error, driver.error
+        more = [Proposal(4 + i, space.uniform(0.5)) for i in range(2)]
+        out = list(pool.evaluate(more))  # type: ignore[attr-defined]
+        assert sorted(o.trial_id for o in out) == [4, 5] and all(o.ok for o in out), out
+        assert driver.starts == 3 and driver.pid() != second_driver and driver.state() == "running"
+        assert driver.error is None
+        last = driver.pid() or 0
+        left = descendants(last)
     finally:
         for p in pools:
             p.close()  # type: ignore[attr-defined]
         driver.stop()
     assert driver.state() == "not_started"
-
-
-def test_ray_down_between_jobs_is_reported_then_restarted(settings: WorkerSettings) -> None:
-    driver = RayDriver(num_cpus=1)
-    try:
-        driver.ensure_running()
-        pid = driver.pid()
-        assert pid is not None
-        _kill_ray_of(driver)
-        deadline = time.monotonic() + 20
-        while driver.state() != "down" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert driver.state() == "down"
-        assert driver.error and "died" in driver.error and "raylet" in driver.error, driver.error
-        driver.ensure_running()  # the next job's call starts a fresh Ray
-        assert driver.state() == "running" and driver.pid() != pid and driver.error is None
-    finally:
-        driver.stop()
-    assert not descendants(pid), "the first driver left processes behind"
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in (last, *left)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in (last, *left) if alive(p)], "the driver left processes behind"
     with pytest.raises(RayUnavailable, match="shutting down"):
         driver.ensure_running()
 
