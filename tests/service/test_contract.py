@@ -184,3 +184,22 @@ def test_generated_client_runs_a_job_end_to_end(client: TestClient, tmp_path: Pa
         sys.path.remove(str(tmp_path))
         for name in [m for m in sys.modules if m == "gen" or m.startswith("gen.")]:
             del sys.modules[name]
+
+
+def test_event_stream_is_fed_by_commits_not_by_polling(client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                                       launcher) -> None:  # type: ignore[no-untyped-def]
+    """With the fallback poll pushed to a minute, a stream still follows a job to its end: each
+    commit of the runner wakes it."""
+    import service.api.jobs as jobs_routes
+
+    monkeypatch.setattr(jobs_routes, "FALLBACK_POLL_S", 60.0)
+    launcher.delay = 0.2
+    job = client.post("/api/v1/jobs", json=spec(agent={"kind": "random", "trials": 5}, workers=1)).json()
+    t0 = time.monotonic()
+    kinds = []
+    with client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as r:
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                kinds.append(line.split(":", 1)[1].strip())
+    assert time.monotonic() - t0 < 45, "the stream waited for the fallback poll"
+    assert kinds.count("trial") == 5 and kinds[-1] == "state"

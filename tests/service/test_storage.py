@@ -103,3 +103,68 @@ def test_job_view_best_is_feasible_then_cheapest_and_baseline_is_first(db: Datab
     assert view["best"]["trial_id"] == 3
     assert view["baseline"]["trial_id"] == 0
     assert view["progress"]["trials_done"] == 5
+
+
+def test_front_kept_as_trials_arrive_equals_the_front_of_all_trials(db: Database) -> None:
+    """Each new trial is compared with the stored front only; after every arrival (ids out of
+    order, equal points, infeasible ones, failures) the flags equal ``pareto_front`` over all."""
+    import random
+
+    from agents.pareto import pareto_front
+    from service.front import add_to_front, front_rows, point_of
+
+    rng = random.Random(7)
+    job_id = _job(db)
+    order = list(range(120))
+    rng.shuffle(order)  # parallel workers finish out of trial-id order
+    for trial_id in order:
+        failed = rng.random() < 0.1
+        quality, macs = rng.choice([0.5, 0.6, 0.7, 0.8]), float(rng.choice([10, 20, 30, 40]))
+        violation = rng.choice([0.0, 0.0, 0.0, 0.1, 0.2])
+        with db.session_scope() as s:
+            row = repo.add_trial(s, job_id=job_id, trial_id=trial_id, state="failed" if failed else "succeeded",
+                                 policy={}, kept={}, metrics=None if failed else {"macs": macs},
+                                 quality=None if failed else quality, macs=None if failed else macs,
+                                 feasible=violation == 0.0, violation=violation, info={}, cached=False)
+            changed = add_to_front(s, job_id=job_id, cost_key="macs", row=row)
+        with db.session_scope() as s:
+            rows = repo.measured_trials(s, job_id=job_id)
+            want = sorted(rows[i].trial_id for i in pareto_front([point_of(t, "macs") for t in rows]))
+            got = [t.trial_id for t in repo.front_trials(s, job_id=job_id)]
+            assert got == want, (trial_id, got, want)
+            if changed is not None:
+                assert changed == want
+            ordered = [t.trial_id for t in front_rows(s, job_id=job_id, job_cost_key="macs", cost_key="macs")]
+            assert sorted(ordered) == want
+            costs = [point_of(t, "macs").cost for t in front_rows(s, job_id=job_id, job_cost_key="macs",
+                                                                   cost_key="macs")]
+            assert costs == sorted(costs)
+
+
+def test_a_commit_of_events_wakes_the_job_subscribers_only_after_commit(db: Database) -> None:
+    import asyncio
+    import threading
+
+    job_id, other = _job(db), _job(db)
+
+    def write(job: str, fail: bool = False) -> None:
+        try:
+            with db.session_scope() as s:
+                repo.add_event(s, job_id=job, type="progress", data={})
+                if fail:
+                    raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+
+    async def main() -> None:
+        with db.events.subscribe(job_id) as woken:
+            assert db.events.subscribers(job_id) == 1
+            for job, fail in ((other, False), (job_id, True)):  # another job's, a rolled-back one
+                threading.Thread(target=write, args=(job, fail)).start()
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), 0.5)
+            threading.Thread(target=write, args=(job_id,)).start()
+            await asyncio.wait_for(woken.wait(), 10)
+        assert db.events.subscribers(job_id) == 0
+
+    asyncio.run(main())
