@@ -64,6 +64,7 @@ def test_text_task_tokenizes_with_the_models_tokenizer(text_task) -> None:  # ty
     assert [g.kind for g in t.space.groups] == ["heads", "mlp"] * 2
 
 
+@pytest.mark.slow
 def test_evaluator_scores_cosine_fidelity_and_latency(text_task) -> None:  # type: ignore[no-untyped-def]
     from workers.evaluator import Evaluator
 
@@ -85,6 +86,7 @@ def test_evaluator_scores_cosine_fidelity_and_latency(text_task) -> None:  # typ
     assert Evaluator(tuned, latency_rounds=0).evaluate(policy).quality > m.quality
 
 
+@pytest.mark.slow
 def test_finalize_writes_a_verified_bundle(text_task, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from agents.types import Metrics
     from search_spaces.transformers.bundle import load_sentence_embedder
