@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.reliability.helpers import tiny_spec
+from tests.reliability.helpers import EVALUATING_DIR, tiny_spec
 from tests.server_process import free_port, kill, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import _reset_postgres, reference_cache
 
@@ -108,20 +108,30 @@ def test_each_job_runs_on_exactly_one_controller(pair: tuple[Controller, Control
 
 def test_sigkill_one_controller_mid_job_and_the_other_finishes_it(pair: tuple[Controller, Controller]) -> None:
     a, b = pair
-    trials = 6  # each takes a second or more (two latency measurements): time to kill mid-job
-    body = tiny_spec(metric="agreement", agent={"kind": "random", "trials": trials}, name="killed")
+    trials = 8
+    # slow_metric takes ~1.5 s and leaves EVALUATING_DIR/<pid> while it runs: the kill lands mid-evaluation
+    body = tiny_spec(metric="entrypoint:tests.reliability.helpers:slow_metric",
+                     agent={"kind": "random", "trials": trials}, name="killed")
     job_id = a.submit(body)
     deadline = time.monotonic() + 120
-    before: list[dict[str, Any]] = []
-    while time.monotonic() < deadline and len(before) < 2:
-        time.sleep(0.3)
-        before = _trials(a, job_id)
     job = a.get(f"/jobs/{job_id}")
-    assert job["state"] == "running" and 2 <= len(before) < trials, (job["state"], len(before), _logs(a, b))
+    while job["controller"] is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = a.get(f"/jobs/{job_id}")
     victim, survivor = (a, b) if a.owns(job["controller"]) else (b, a)
-    assert victim.owns(job["controller"]), job["controller"]
-    kill(victim.proc)
+    assert victim.owns(job["controller"]), (job["controller"], _logs(a, b))
+    marker = EVALUATING_DIR / str(victim.proc.pid)
+    try:
+        while time.monotonic() < deadline:  # at least one trial stored and the next one evaluating
+            if a.get(f"/jobs/{job_id}")["progress"]["trials_done"] >= 1 and marker.exists():
+                break
+            time.sleep(0.05)
+        kill(victim.proc)
+    finally:
+        marker.unlink(missing_ok=True)  # the killed process could not remove it
     killed_at = time.monotonic()
+    before = _trials(survivor, job_id)  # what the victim stored (the lease keeps the survivor off for now)
+    assert 1 <= len(before) < trials, (len(before), _logs(a, b))
     claimed_after = None
     while time.monotonic() - killed_at < 120:  # the lease goes stale, the survivor claims the job
         job = survivor.get(f"/jobs/{job_id}")
@@ -140,11 +150,10 @@ def test_sigkill_one_controller_mid_job_and_the_other_finishes_it(pair: tuple[Co
     assert [t["trial_id"] for t in after] == list(range(trials))  # none lost, none twice
     by_id = {t["trial_id"]: t for t in after}
     for t in before:  # what the victim stored is kept as it was, not re-run
-        assert by_id[t["trial_id"]] == t
-        assert victim.owns(t["controller"])
-    resumed = [t for t in after if t["trial_id"] not in {b["trial_id"] for b in before}]
-    assert resumed and all(victim.owns(t["controller"]) or survivor.owns(t["controller"]) for t in resumed)
-    assert survivor.owns(after[-1]["controller"])  # the survivor finished it
+        assert by_id[t["trial_id"]] == t and victim.owns(t["controller"])
+    seen = {t["trial_id"] for t in before}
+    resumed = [t for t in after if t["trial_id"] not in seen]
+    assert resumed and all(survivor.owns(t["controller"]) for t in resumed)  # the in-flight one among them
     assert len(survivor.get(f"/jobs/{job_id}/artifacts")["items"]) == 1
     states = _state_events(survivor, job_id)
     assert states.count("succeeded") == 1 and states.count("finalizing") == 1, states
