@@ -83,6 +83,12 @@ def _percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _kind(url: str) -> str:
     """The route a polled URL belongs to (ids and query strings dropped)."""
     parts = url.split("?")[0].split("/")
@@ -209,12 +215,17 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
         if profile is not None:  # py-spy samples the server (all its threads, GIL holders marked)
             exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             spy = subprocess.Popen([exe, "record", "--pid", str(proc.pid), "--output", str(profile),
-                                    "--format", "speedscope" if profile.suffix == ".json" else "flamegraph",
+                                    "--format", {".json": "speedscope", ".txt": "raw"}.get(profile.suffix, "flamegraph"),
                                     "--rate", "50", "--gil", "--threads", "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
+        cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
         summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval))
-        return {**summary, "poll_interval_s": interval, "real_jobs": real}
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        # what the server process (its child task processes apart) got of a core while it served
+        share = round(cpu / (time.perf_counter() - wall0), 2)
+        return {**summary, "poll_interval_s": interval, "real_jobs": real, "server_cpu_s": round(cpu, 2),
+                "server_cores_used": share, "load_avg_1m": os.getloadavg()[0]}
     finally:
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes the profile and exits
@@ -237,7 +248,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0, help="seconds each poller waits between requests")
     ap.add_argument("--timeout", type=float, default=240.0)
     ap.add_argument("--real", action="store_true", help="real tiny jobs (workers: 0, one trains its reference)")
-    ap.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg flame graph, .json speedscope)")
+    ap.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg flame graph, .json speedscope, .txt collapsed stacks)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -251,7 +262,8 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     print(f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms over {summary['requests']} requests; "
           f"{summary['jobs_succeeded']}/{summary['jobs']} jobs succeeded in {summary['wall_s']} s; "
-          f"{summary['errors']} errors")
+          f"{summary['errors']} errors; the server used {summary['server_cores_used']} of a core "
+          f"(load average {summary['load_avg_1m']:.1f})")
 
 
 if __name__ == "__main__":

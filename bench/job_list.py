@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.api.schemas import Job, Progress, Trial  # noqa: E402
 from service.db import Database, repo, upgrade  # noqa: E402
+from tests.service.fakes import spec  # noqa: E402
+from workers.spec import JobSpec  # noqa: E402
 
 
 def naive_view(s: Any, job: Any) -> Any:
@@ -44,10 +46,11 @@ def main() -> None:
     db = Database(url)
     rng = random.Random(0)
     policy = {f"layer{i}.conv1": 0.3 for i in range(20)}
-    metrics = {k: 0.5 for k in ("quality", "macs", "params", "macs_ratio", "params_ratio", "latency_ms")}
+    metrics = {**{k: 0.5 for k in ("quality", "macs_ratio", "params_ratio", "latency_ms")}, "macs": 1000, "params": 100}
+    job_spec = JobSpec.model_validate(spec(budget={"macs_ratio": 0.5})).model_dump(mode="json")
     with db.session_scope() as s:
         for j in range(args.jobs):
-            job = repo.create_job(s, spec={"budget": {"macs_ratio": 0.5}}, name=f"j{j}", cost_key="macs",
+            job = repo.create_job(s, spec=job_spec, name=f"j{j}", cost_key="macs",
                                   trials_total=args.trials)
             for t in range(args.trials):
                 repo.add_trial(s, job_id=job.id, trial_id=t, state="succeeded", policy=policy,

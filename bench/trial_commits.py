@@ -59,6 +59,9 @@ def main() -> None:
         t0 = time.perf_counter()
         recorder.on_outcome(proposal, Outcome(trial_id, policy, metrics, None), False)
         seconds.append(time.perf_counter() - t0)
+        if len(seconds) % 100 == 0:
+            print(f"trials {len(seconds) - 99}-{len(seconds)}: {statistics.mean(seconds[-100:]) * 1000:.2f} ms/commit",
+                  flush=True)
     with db.session_scope() as s:
         front = len(repo.front_trials(s, job_id=job_id))
     hundreds = [statistics.mean(seconds[i:i + 100]) * 1000 for i in range(0, len(seconds), 100)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -45,10 +47,37 @@ def check_paths(spec: JobSpec, settings: Settings, db: Database) -> None:
             raise _invalid(["model", "weights"], "not an upload id, and not a path inside the data roots")
 
 
+class _FinishedJobs:
+    """Views of finished jobs, which never change again: the jobs list is mostly these, and
+    each view otherwise costs four queries. Bounded (least recently used dropped)."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._views: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def view(self, s: Any, row: Any) -> Job:
+        with self._lock:
+            cached = self._views.get(row.id)
+            if cached is not None:
+                self._views.move_to_end(row.id)
+                return cached
+        view = Job.from_row(s, row)
+        if row.state in FINAL_STATES:
+            with self._lock:
+                self._views[row.id] = view
+                while len(self._views) > self.size:
+                    self._views.popitem(last=False)
+        return view
+
+
+_finished = _FinishedJobs()
+
+
 def _job(db: Database, job_id: str) -> Job:
     with db.session_scope() as s:
         try:
-            return Job.from_row(s, repo.get_job(s, job_id))
+            return _finished.view(s, repo.get_job(s, job_id))
         except NotFoundError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
@@ -76,7 +105,7 @@ def list_jobs(
 ) -> Page[Job]:
     with db.session_scope() as s:
         rows, count = repo.list_jobs(s, offset=offset, limit=limit)
-        return Page[Job](items=[Job.from_row(s, j) for j in rows], count=count, offset=offset, limit=limit)
+        return Page[Job](items=[_finished.view(s, j) for j in rows], count=count, offset=offset, limit=limit)
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=errors(404))
@@ -161,7 +190,7 @@ async def events(
     def poll(seq: int) -> tuple[list[tuple[int, str, dict[str, Any]]], bool]:
         with db.session_scope() as s:
             rows = repo.events_after(s, job_id=job_id, seq=seq)
-            done = repo.get_job(s, job_id).state in FINAL_STATES
+            done = repo.job_state(s, job_id) in FINAL_STATES
             return [(e.seq, e.type, e.data) for e in rows], done
 
     async def stream() -> AsyncIterator[str]:

@@ -41,7 +41,9 @@ class JobRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     cost_key: Mapped[str] = mapped_column(String(16))
     trials_total: Mapped[int] = mapped_column(Integer)
-    agent_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # grows with the search (an Optuna agent keeps every told trial): loaded only when read, so
+    # job views and the runner's commits do not parse it each time
+    agent_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, deferred=True)
     space: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     dense: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -57,6 +57,14 @@ def get_job(s: Session, job_id: str, *, for_update: bool = False) -> JobRow:
     return job
 
 
+def job_state(s: Session, job_id: str) -> str:
+    """Just the job's state (one column): for the event streams' end-of-job check."""
+    state = s.scalar(sa.select(JobRow.state).where(JobRow.id == job_id))
+    if state is None:
+        raise NotFoundError(f"job {job_id!r} not found")
+    return state
+
+
 def list_jobs(s: Session, *, offset: int, limit: int) -> tuple[Sequence[JobRow], int]:
     count = s.scalar(sa.select(sa.func.count()).select_from(JobRow)) or 0
     rows = s.scalars(

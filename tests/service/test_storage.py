@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from service.db import Base, Database, repo, upgrade
 from service.db.migrate import downgrade
 from service.errors import ConflictError, NotFoundError, StorageError
+from tests.service.fakes import spec
+from workers.spec import JobSpec
 
 
 @pytest.fixture
@@ -20,7 +22,8 @@ def db(db_url: str) -> Database:
 
 def _job(db: Database) -> str:
     with db.session_scope() as s:
-        return repo.create_job(s, spec={"budget": {"macs_ratio": 0.5}}, name="j", cost_key="macs", trials_total=3).id
+        return repo.create_job(s, spec=JobSpec.model_validate(spec()).model_dump(mode="json"), name="j",
+                               cost_key="macs", trials_total=3).id
 
 
 def test_migration_matches_models_and_downgrades(db: Database, db_url: str) -> None:
