@@ -87,6 +87,8 @@ class Agent(abc.ABC):
             if self.proposes_baseline and self._baseline_trial_id is None:  # the first proposal
                 out.append(self._baseline())
             if len(out) < n:
+                # pending before ``propose`` runs, so it sees this batch's earlier proposals too
+                self._pending.update((p.trial_id, p) for p in out)
                 out += self.propose(n - len(out))
         for p in out:
             self._pending[p.trial_id] = p

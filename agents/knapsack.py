@@ -18,7 +18,8 @@ knapsack. Here:
 4. **Refinement with real evaluations.** After the baseline and the first solve, each proposal
    is the MILP optimum under a Thompson sample of the weights (``exploration``: log-normal
    spread), inside a trust region around the best measured feasible policy (``radius`` level
-   steps, L1; doubled after an improvement, halved after ``patience`` misses), with every
+   steps, L1; doubled after an improvement up to twice its start, halved after ``patience``
+   misses, widened only when it holds no untried architecture), with every
    architecture already evaluated or pending cut off.
 
 Every proposal meets MACs/params budgets by construction; latency budgets are met as modelled
@@ -236,14 +237,13 @@ class KnapsackAgent(Agent):
         if center is None:
             return self.solver.solve(values, exclude=taken, time_limit=self.time_limit, gap=self.gap)
         widest = sum(len(lv) - 1 for lv in self.levels.values())
-        radius = self._radius
         while True:  # widen the region until it holds an untried feasible architecture
             kept = self.solver.solve(
-                values, center=center, radius=radius, exclude=taken, time_limit=self.time_limit, gap=self.gap
+                values, center=center, radius=self._radius, exclude=taken, time_limit=self.time_limit, gap=self.gap
             )
-            if kept is not None or radius >= widest:
+            if kept is not None or self._radius >= widest:
                 return kept
-            radius = min(widest, 2 * radius)
+            self._radius = min(widest, 2 * self._radius)  # kept: the small region is used up
 
     def observe(self, outcomes: list[Outcome]) -> None:
         for o in sorted(outcomes, key=lambda o: o.trial_id):
@@ -259,8 +259,8 @@ class KnapsackAgent(Agent):
             if record["quality"] is None:
                 continue
             if record["violation"] <= 1e-9 and (self._best is None or record["quality"] > self._best + 1e-9):
-                if self._best is not None:
-                    self._radius = min(2 * self._radius, sum(len(lv) - 1 for lv in self.levels.values()))
+                if self._best is not None:  # TuRBO-style: grow on success, up to twice the start
+                    self._radius = min(2 * self._radius, 2 * self.start_radius)
                 self._best, self._misses = record["quality"], 0
             elif o.trial_id != self.baseline_trial_id:
                 self._misses += 1

@@ -38,6 +38,7 @@ from workers.pool import InProcessPool  # noqa: E402
 
 def build(args: argparse.Namespace) -> tuple[Any, Any]:
     from workers.evaluator import Evaluator
+    from workers.latency import NodeLock
     from workers.spec import JobSpec
     from workers.task import WorkerSettings, load_task
 
@@ -49,13 +50,17 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
             "budget": {"latency_ratio": args.latency_ratio},
             "target": {"threads": args.threads, "batch_size": 1},
             "search_space": {"round_to": args.round_to} if args.round_to else {},
+            "evaluation": {"calibration_batches": args.calibration_batches},
             "seed": args.reference_seed,
         }
     )
     settings = WorkerSettings(cache_dir=Path(args.cache_dir))
     t0 = time.perf_counter()
     task = load_task(spec, settings)
-    ev = Evaluator(task, settings=settings, latency_rounds=args.latency_rounds)
+    # a node lock of this bench's own (``--lock``): other users of the machine are not waited
+    # for, interleaving against the dense model absorbs their load
+    lock = NodeLock(Path(args.cache_dir) / "lock", name=args.lock)
+    ev = Evaluator(task, settings=settings, latency_rounds=args.latency_rounds, lock=lock)
     dense = ev.dense_metrics()
     print(
         f"[{args.task}] {len(task.space)} groups, round_to {task.space.round_to}, dense val "
@@ -186,11 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=1, help="proposals per ask")
     ap.add_argument("--options", type=json.loads, default={}, help="JSON {agent: options}")
     ap.add_argument("--round-to", type=int, default=0, help="0: the job default")
+    ap.add_argument("--calibration-batches", type=int, default=8, help="BN recalibration batches per evaluation")
     ap.add_argument("--latency-rounds", type=int, default=10, help="interleaved rounds per evaluation")
     ap.add_argument("--remeasure-rounds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reference-seed", type=int, default=0)
     ap.add_argument("--cache-dir", default=".cache/bench")
+    ap.add_argument("--lock", default="bench-knapsack", help="node lock name; processes sharing it never measure at once")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="no search: combine earlier result files")
     ap.add_argument("--out", default="docs/bench/knapsack.json")
     ap.add_argument("--plot", default="")

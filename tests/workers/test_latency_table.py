@@ -1,0 +1,69 @@
+"""The per-group latency table measured by a real evaluator, handed to the knapsack agent."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from agents.registry import make_agent
+from agents.types import Budget
+from workers.evaluator import Evaluator
+from workers.hints import agent_hints
+from workers.latency_table import measure_latency_table, table_policies
+from workers.loop import run_search
+from workers.pool import InProcessPool
+from workers.task import Task
+
+
+@pytest.fixture(scope="module")
+def evaluator(task: Task) -> Evaluator:
+    return Evaluator(task, latency_rounds=3)
+
+
+def test_table_policies_prune_one_group_each(task: Task) -> None:
+    space = task.space
+    plan = table_policies(space, (0.5, 0.8, 0.99))
+    assert set(plan) == set(space.names)
+    for name, policies in plan.items():
+        kept = [space.kept(p)[name] for p in policies]
+        assert len(set(kept)) == len(kept) and all(k < space.group(name).channels for k in kept)
+        for p in policies:  # every other group dense
+            assert set(p) == {name}
+
+
+@pytest.mark.slow
+def test_measured_table_is_cached_and_reaches_the_agent(evaluator: Evaluator, task: Task) -> None:
+    table = measure_latency_table(evaluator, (0.5,))
+    assert set(table.entries) == set(task.space.names)
+    assert table.dense_ms > 0
+    for name, entries in table.entries.items():
+        for kept, ratio in entries:
+            assert kept < task.space.group(name).channels and math.isfinite(ratio) and ratio > 0
+    timed = evaluator.latency.measurements
+    pool = InProcessPool(evaluator)
+    budget = Budget(latency_ratio=0.8)
+    hints = agent_hints("knapsack", budget, {"table_ratios": [0.5]}, pool)
+    assert evaluator.latency.measurements == timed  # every entry came from the latency cache
+    assert hints.latency_table == table
+    assert agent_hints("optuna-tpe", budget, {}, pool).latency_table is None  # asks for nothing
+    assert agent_hints("knapsack", Budget(macs_ratio=0.5), {}, pool).latency_table is None
+
+    # the agent end to end, in process: the service's loop, real pruned models, measured latency
+    agent = make_agent("knapsack", task.space, budget, seed=0, options={"table_ratios": [0.5]}, hints=hints)
+    done = []
+    summary = run_search(
+        agent,
+        pool,
+        trials=4,
+        batch_size=2,
+        on_outcome=lambda p, o, _cached: done.append((p, o)),
+        on_state=lambda _s: None,
+        should_stop=lambda: False,
+    )
+    assert summary.answered == 4 and summary.failed == 0
+    roles = [p.info["role"] for p, _ in sorted(done, key=lambda po: po[0].trial_id)]
+    assert roles[:2] == ["baseline", "knapsack"] and set(roles[2:]) == {"refine"}
+    assert all(o.metrics.latency_ratio is not None for _, o in done)
+    assert len({task.space.signature(p.policy) for p, _ in done}) == 4  # never the same twice
+    assert agent.state_dict()["extra"]["latency_table"] == table.to_dict()
