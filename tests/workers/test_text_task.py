@@ -140,3 +140,11 @@ def test_seq_len_beyond_the_models_positions_is_refused(text_env) -> None:  # ty
     model_dir, corpus, settings = text_env
     with pytest.raises(ValueError, match="target.seq_len 512 exceeds"):
         load_task(_spec(model_dir, corpus, target={"seq_len": 512}), settings)
+
+
+def test_ray_actors_get_the_same_criterion_as_the_controller(text_task) -> None:  # type: ignore[no-untyped-def]
+    from workers.text_task import criterion_of
+
+    # TaskFactory ships the spec as JSON (every field set): the default must survive that
+    shipped = JobSpec.model_validate_json(text_task.spec.model_dump_json())
+    assert criterion_of(shipped) == text_task.criterion == "activation"
