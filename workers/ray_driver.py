@@ -101,10 +101,10 @@ class RayDriver:
         return self._proc.pid if self._proc is not None else None
 
     # lifecycle -------------------------------------------------------------------------------
-    def ensure_running(self, attempts: int = 2) -> None:
+    def ensure_running(self, attempts: int = 3) -> None:
         """Starts the driver if it is not running (after a death: a fresh Ray).
 
-        A second attempt follows a failed start: on a loaded host a raylet can miss Ray's fixed
+        Further attempts follow a failed start: on a loaded host a raylet can miss Ray's fixed
         30 s registration window (seen right after the previous Ray was killed).
         """
         with self._lock:
@@ -113,6 +113,8 @@ class RayDriver:
             if self._proc is not None and self._proc.poll() is None and self._ready:
                 return
             for attempt in range(1, attempts + 1):
+                if self._stopped:
+                    raise RayUnavailable("the controller is shutting down")
                 self._reap()
                 try:
                     self._start()
@@ -144,6 +146,7 @@ class RayDriver:
             why = (reply or {}).get("error") or (
                 f"no answer within {START_TIMEOUT_S:.0f} s" if code is None else f"exit code {code}")
             self._kill()
+            self._proc.stdout.close()  # no watcher reads it
             self.error = f"Ray did not start: {why}"
             raise RayUnavailable(self.error)
         self._ready, self.error = True, None
@@ -161,6 +164,7 @@ class RayDriver:
                 last = json.loads(line)
             except json.JSONDecodeError:
                 continue
+        proc.stdout.close()
         code = proc.wait()
         if proc is self._proc and not self._stopped:
             self.error = last.get("error") or f"the Ray driver process exited with code {code}"
@@ -175,25 +179,32 @@ class RayDriver:
 
     def _kill(self) -> None:
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+            if proc.stdin is not None and not proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Shuts Ray down: the child sees EOF on stdin, calls ``ray.shutdown()`` and exits."""
+        """Shuts Ray down: the child sees EOF on stdin, calls ``ray.shutdown()`` and exits.
+
+        Does not wait for a start in progress: that child exits at once on the same EOF.
+        """
+        self._stopped = True
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()
         with self._lock:
-            self._stopped = True
             proc = self._proc
-            if proc is not None and proc.poll() is None:
-                assert proc.stdin is not None
-                try:
-                    proc.stdin.close()
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout)
-                except (OSError, subprocess.TimeoutExpired):
-                    pass
             self._kill()
             self._proc, self._ready = None, False
 

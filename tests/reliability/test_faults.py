@@ -174,9 +174,10 @@ def test_task_process_killed_mid_evaluation(app_factory: Callable[..., TestClien
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ray_worker_killed_mid_evaluation(app_factory: Callable[..., TestClient], ray_cluster: None) -> None:
+def test_ray_worker_killed_mid_evaluation(app_factory: Callable[..., TestClient]) -> None:
     """SIGKILL of the actor process while it evaluates: the trial is retried (or recorded failed),
-    and the job completes with every trial stored once."""
+    and the job completes with every trial stored once. (The app starts its own Ray, in its
+    driver process: no session-wide ``ray_cluster`` is needed.)"""
     shutil.rmtree(EVALUATING_DIR, ignore_errors=True)
     EVALUATING_DIR.mkdir(parents=True)
     c = _real(app_factory)
