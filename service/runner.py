@@ -239,7 +239,7 @@ class Runner:
     def _renew_leases(self) -> None:
         """Renews the leases of running jobs; marks lost ones, picks up cancels made elsewhere."""
         with self._lock:
-            ids = list(self._active)
+            ids = sorted(self._active)  # one lock order for every controller: no deadlocks between beats
         if not ids:
             return
         try:
