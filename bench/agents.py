@@ -62,7 +62,14 @@ def build(task: str, args: argparse.Namespace) -> Any:
     settings = WorkerSettings(cache_dir=Path(args.cache_dir))
     t0 = time.perf_counter()
     task_obj = load_task(spec, settings)
-    ev = Evaluator(task_obj, latency_rounds=args.latency_rounds)
+    lock = None
+    if args.latency_rounds == 0:  # nothing measured: other processes' measurements need not stall us
+        import tempfile
+
+        from workers.latency import NodeLock
+
+        lock = NodeLock(Path(tempfile.mkdtemp(prefix="bench-agents-")))
+    ev = Evaluator(task_obj, latency_rounds=args.latency_rounds, lock=lock)
     dense = ev.dense_metrics()
     print(
         f"[{task}] {len(task_obj.space)} groups, dense val {dense.quality:.4f}, ready in {time.perf_counter() - t0:.0f}s",

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,11 @@ def policies_for(space: Any, budget: float, n: int, seed: int) -> list[dict[str,
 
 def evaluators(task: Any, configs: list[tuple[str, int]], ft_steps: int) -> dict[str, Any]:
     from workers.evaluator import Evaluator
+    from workers.latency import NodeLock
 
+    # no latency is measured here: a private lock, so other processes' latency measurements on
+    # this host (the shared node lock) never stall these evaluations
+    lock = NodeLock(Path(tempfile.mkdtemp(prefix="proxy-study-")))
     out = {}
     for recovery, batches in configs:
         ev_spec = task.spec.evaluation.model_copy(
@@ -74,7 +79,9 @@ def evaluators(task: Any, configs: list[tuple[str, int]], ft_steps: int) -> dict
             }
         )
         spec = task.spec.model_copy(update={"evaluation": ev_spec})
-        out[f"{recovery}@{batches}"] = Evaluator(dataclasses.replace(task, spec=spec), latency_rounds=0)
+        out[f"{recovery}@{batches}"] = Evaluator(
+            dataclasses.replace(task, spec=spec), latency_rounds=0, lock=lock
+        )
     return out
 
 

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from workers.evaluator import Evaluator
+    from workers.latency import NodeLock
     from workers.spec import JobSpec
     from workers.task import WorkerSettings, load_task
 
@@ -66,10 +68,11 @@ def main() -> None:
         {"model": {"zoo": "resnet20"}, "dataset": {"name": "digits"}, "budget": {"macs_ratio": args.budget}}
     )
     task = load_task(spec, WorkerSettings(cache_dir=Path(args.cache_dir)))
+    lock = NodeLock(Path(tempfile.mkdtemp(prefix="proxy-throughput-")))  # no latency measured
     evs = {}
     for name, ev_opts in CONFIGS.items():
         s = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update=ev_opts)})
-        evs[name] = Evaluator(dataclasses.replace(task, spec=s), latency_rounds=0)
+        evs[name] = Evaluator(dataclasses.replace(task, spec=s), latency_rounds=0, lock=lock)
     first = next(iter(evs.values()))
     val_images = sum(len(b[1]) for b in first.val_loader)
     policies = policies_for(task.space, args.budget, args.rounds * args.per_round + 1, seed=7)[1:]

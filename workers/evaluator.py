@@ -2,9 +2,9 @@
 
 prune (Torch-Pruning, via ``search_spaces.apply_policy``) → recovery on a fixed set of training
 batches (``evaluation.recovery``: BatchNorm recalibration, or least-squares reconstruction of
-the layers reading pruned channels then recalibration) → optional ``finetune_steps`` → quality on the validation split (never
-the test split) → MACs/params → latency (``LatencyMeter``: cached per architecture, measured
-with the node held exclusively). Everything except the latency measurement holds the node lock
+the layers reading pruned channels and recalibration) → optional ``finetune_steps`` → quality
+on the validation split (never the test split) → MACs/params → latency (``LatencyMeter``:
+cached per architecture, measured with the node held exclusively). Everything except the latency measurement holds the node lock
 shared, so quality evaluations of several workers overlap but never disturb a measurement.
 """
 
@@ -124,7 +124,12 @@ class Evaluator:
         # their inputs on the device once, not on every evaluation
         self.calibration_inputs = [_inputs(b).to(self.device) for b in self.calibration]
         self.recovery = ev.resolved_recovery()
-        self._dense_targets: DenseTargets | None = None  # lsq's, computed on first use
+        # lsq's targets: the dense layers' outputs on the calibration batches, once per worker
+        self._dense_targets = (
+            DenseTargets(self.dense, torch.cat(self.calibration_inputs))
+            if self.recovery == "lsq" and self.calibration_inputs
+            else None
+        )
         self.example = task.example_input.to(self.device)
         from workers.text_task import is_text_task
 
@@ -258,9 +263,7 @@ class Evaluator:
         )
         if not self.calibration_inputs or self.recovery == "none":
             pass  # keep the dense statistics
-        elif self.recovery == "lsq":  # refit + BN recalibration, one pass
-            if self._dense_targets is None:
-                self._dense_targets = DenseTargets(self.dense, torch.cat(self.calibration_inputs))
+        elif self._dense_targets is not None:  # lsq: refit + BN recalibration, one pass
             reconstruct(pruned, self.dense, self._dense_targets, kept_out)
         else:
             recalibrate_bn(pruned, self.calibration_inputs)

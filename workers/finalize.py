@@ -109,7 +109,7 @@ class _Finalizer:
                 self.on_progress({"rank": rank, "stage": "finetune", "step": done, "steps": total})
 
         if self.spec.schedule == "oneshot":
-            model = self.ev.prune(policy)  # prune + BN recalibration (+ the search's few steps)
+            model = self.ev.prune(policy)  # prune + the search's recovery (lsq by default)
             train_steps(
                 model, batches, total, device=self.ev.device, teacher=self.teacher, on_step=progress
             )

@@ -219,7 +219,10 @@ class EvaluationSpec(_Spec):
         ),
     )
     calibration_batches: int = Field(
-        8, ge=0, le=1000, description="training batches for BN recalibration / reconstruction"
+        2,
+        ge=0,
+        le=1000,
+        description="training batches (of batch_size) for reconstruction and BN recalibration",
     )
     finetune_steps: int = Field(
         0,

@@ -17,6 +17,11 @@ def test_space_lists_groups() -> None:
     assert "12 groups" in res.output and "layer1.0.conv1" in res.output
     js = CliRunner().invoke(main, ["space", "resnet1d20", "--json"])
     assert json.loads(js.output)["input_shape"] == [1, 40]
+    assert json.loads(js.output)["round_to"] == "auto"
+    js = CliRunner().invoke(main, ["space", "resnet1d20", "--json", "--round-to", "8"])
+    assert json.loads(js.output)["round_to"] == 8
+    bad = CliRunner().invoke(main, ["space", "resnet20", "--round-to", "big"])
+    assert bad.exit_code == 2 and "round_to must be 'auto' or an integer" in bad.output
 
 
 def test_prune_uniform_writes_a_loadable_bundle(tmp_path: Path) -> None:

@@ -195,7 +195,6 @@ def test_each_recovery_option_is_honoured(task: Task) -> None:
         ev = Evaluator(variant(task, evaluation=evaluation), latency_rounds=0)
         assert ev.recovery == recovery
         models[recovery] = ev.prune(policy)
-        assert 0.0 <= ev.evaluate(policy).quality <= 1.0
     bn_stats = dict(models["bn"].named_buffers())
     none_stats = dict(models["none"].named_buffers())
     # none keeps the dense statistics (of the kept channels); bn re-estimates them
