@@ -21,6 +21,8 @@ _EXPORTS = {
     "RayPool": "workers.pool",
     "make_pool": "workers.pool",
     "run_search": "workers.loop",
+    "agent_hints": "workers.hints",
+    "measure_latency_table": "workers.latency_table",
     "SearchSummary": "workers.loop",
     "finalize": "workers.finalize",
     "ArtifactInfo": "workers.finalize",
