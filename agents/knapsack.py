@@ -238,12 +238,33 @@ class KnapsackAgent(Agent):
             return self.solver.solve(values, exclude=taken, time_limit=self.time_limit, gap=self.gap)
         widest = sum(len(lv) - 1 for lv in self.levels.values())
         while True:  # widen the region until it holds an untried feasible architecture
+            if self._radius <= 2 and not self._region_has_room(center, taken):
+                # a small region used up: skip the MILP (proving it infeasible is its slowest case)
+                self._radius = min(widest, 2 * self._radius)
+                continue
             kept = self.solver.solve(
                 values, center=center, radius=self._radius, exclude=taken, time_limit=self.time_limit, gap=self.gap
             )
             if kept is not None or self._radius >= widest:
                 return kept
             self._radius = min(widest, 2 * self._radius)  # kept: the small region is used up
+
+    def _region_has_room(self, center: Mapping[str, int], taken: list[dict[str, int]]) -> bool:
+        """Whether some untried architecture within ``self._radius`` steps of ``center`` fits."""
+        names, seen = self.space.names, {tuple(k[g] for g in self.space.names) for k in taken}
+        pos = [self.levels[g].index(center[g]) for g in names]
+
+        def walk(i: int, left: int, idx: list[int]) -> bool:
+            if i == len(names):
+                kept = {g: self.levels[g][j] for g, j in zip(names, idx, strict=True)}
+                return tuple(kept[g] for g in names) not in seen and not self.solver.violated(kept)
+            for step in range(-left, left + 1):
+                j = pos[i] + step
+                if 0 <= j < len(self.levels[names[i]]) and walk(i + 1, left - abs(step), [*idx, j]):
+                    return True
+            return False
+
+        return walk(0, self._radius, [])
 
     def observe(self, outcomes: list[Outcome]) -> None:
         for o in sorted(outcomes, key=lambda o: o.trial_id):

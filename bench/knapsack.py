@@ -89,13 +89,21 @@ def search(kind: str, task: Any, ev: Any, budget: Budget, seed: int, args: argpa
     hint_s = time.perf_counter() - t0
     agent = make_agent(kind, ev.space, budget, seed=seed, options=options, hints=hints)
     done: list[tuple[Proposal, Outcome]] = []
+    partial = Path(f"{args.out}.{kind}-s{seed}.partial")
+
+    def on_outcome(p: Proposal, o: Outcome, _cached: bool) -> None:
+        # progress as it goes (a run cut short still shows its best-so-far curve)
+        done.append((p, o))
+        rows = [(q.trial_id, r.metrics.quality, r.metrics.latency_ratio) for q, r in done if r.metrics is not None]
+        partial.write_text(json.dumps({"agent": kind, "seed": seed, "trials": rows}))
+
     t1 = time.perf_counter()
     summary = run_search(
         agent,
         pool,
         trials=args.evaluations,
         batch_size=args.batch,
-        on_outcome=lambda p, o, _cached: done.append((p, o)),
+        on_outcome=on_outcome,
         on_state=lambda _state: None,
         should_stop=lambda: False,
     )

@@ -23,6 +23,8 @@ _EXPORTS = {
     "RayDriver": "workers.ray_driver",
     "RemotePool": "workers.ray_driver",
     "run_search": "workers.loop",
+    "agent_hints": "workers.hints",
+    "measure_latency_table": "workers.latency_table",
     "SearchSummary": "workers.loop",
     "finalize": "workers.finalize",
     "ArtifactInfo": "workers.finalize",
