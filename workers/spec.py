@@ -178,7 +178,11 @@ class AgentSpec(_Spec):
 
 
 class SearchSpaceSpec(_Spec):
-    criterion: str = "l1"
+    criterion: str | None = Field(
+        None,
+        description="channel importance (see search_spaces.criteria); default 'l1', or "
+        "'activation' for text models",
+    )
     max_ratio: float = Field(0.8, ge=0.0, lt=1.0)
     round_to: int | Literal["auto"] = Field(
         "auto",
@@ -198,8 +202,8 @@ class SearchSpaceSpec(_Spec):
 
     @field_validator("criterion")
     @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in CRITERIA:
+    def _known(cls, v: str | None) -> str | None:
+        if v is not None and v not in CRITERIA:
             raise ValueError(f"unknown criterion {v!r}; valid: {', '.join(CRITERIA.names())}")
         return v
 

@@ -145,7 +145,7 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor) -> SearchSpac
         max_ratio=s.max_ratio,
         round_to=s.round_to,
         ignore=list(s.ignore),
-        criterion=s.criterion,
+        criterion=s.criterion or "l1",
     )
 
 
@@ -185,7 +185,7 @@ def load_task(spec: JobSpec, settings: WorkerSettings) -> Task:
     model.eval()
     _check_outputs(model, example, splits)
     space = _space(spec, model, example)
-    return Task(spec, model, splits, example, space, spec.search_space.criterion, info)
+    return Task(spec, model, splits, example, space, spec.search_space.criterion or "l1", info)
 
 
 @dataclass
@@ -228,7 +228,7 @@ class TaskFactory:
             model.load_state_dict(shared)
         model.eval()
         space = SearchSpace.from_dict(self.space)
-        return Task(spec, model, splits, example, space, spec.search_space.criterion)
+        return Task(spec, model, splits, example, space, spec.search_space.criterion or "l1")
 
     def __call__(self) -> Any:
         from workers.evaluator import Evaluator

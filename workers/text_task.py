@@ -34,7 +34,7 @@ def is_text_task(task: Task) -> bool:
 
 def criterion_of(spec: JobSpec) -> str:
     s = spec.search_space
-    return s.criterion if "criterion" in s.model_fields_set else "activation"
+    return s.criterion or "activation"
 
 
 def _source(spec: JobSpec) -> str:
@@ -121,15 +121,7 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any) 
     )
 
 
-def with_criterion(spec: JobSpec) -> JobSpec:
-    """The spec with its criterion explicit, so a Ray actor (which gets the spec as JSON, every
-    field set) uses the same one as the controller."""
-    space = spec.search_space.model_copy(update={"criterion": criterion_of(spec)})
-    return spec.model_copy(update={"search_space": space})
-
-
 def load_text_task(spec: JobSpec, settings: WorkerSettings) -> Task:
-    spec = with_criterion(spec)
     model = build_embedder(spec, settings)
     info: dict[str, Any] = {"weights": "pretrained", "kind": "text"}
     if spec.model.weights is not None:
