@@ -1,6 +1,7 @@
 """What a job evaluates: the dense model, its data, an example input and the search space.
 
-``load_task`` is run once per job by the controller. Ray actors do not repeat the expensive
+``load_task`` is run once per job by the controller (for Ray jobs, by its Ray driver process,
+:mod:`workers.ray_driver`). Ray actors do not repeat the expensive
 parts: a :class:`TaskFactory` carries the dense weights (as a Ray object reference) and the
 built space, and rebuilds the task in the actor from the model source and the (offline,
 deterministic) dataset.

@@ -89,7 +89,7 @@ class Server:
     def healthz(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.url}/healthz", timeout=5).json())
 
-    def assert_succeeded(self, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    def assert_succeeded(self, job_id: str, timeout: float = 600) -> dict[str, Any]:
         try:
             job = wait_final(self.url, job_id, HEADERS, timeout=timeout)
         except httpx.TransportError as exc:
