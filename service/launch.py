@@ -27,8 +27,9 @@ def worker_settings(settings: Settings) -> Any:
 
 
 def launch_with_workers(spec: JobSpec, settings: Settings) -> Launched:
-    """``workers: 0``: the whole task in a child process; else Ray actors evaluate, and the
-    reference training and finalize run in child processes: never torch work in the API's process."""
+    """``workers: 0``: the whole task in a child process. Ray jobs: actors evaluate, the reference
+    is trained and the finalize runs in child processes; only loading the (cached) task to share
+    its weights with the actors stays in the controller."""
     from workers.process_pool import TaskProcess, run_in_task_process, warm_reference
 
     ws = worker_settings(settings)
