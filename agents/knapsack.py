@@ -105,7 +105,7 @@ class KnapsackAgent(Agent):
         self._misses = 0
         self._best: float | None = None  # best measured feasible quality
         self._prior_done = False
-        self._build()
+        self._build(check=True)
 
     @classmethod
     def hint_requests(cls, budget: Budget, options: Mapping[str, Any]) -> list[LatencyTableRequest]:
@@ -122,8 +122,10 @@ class KnapsackAgent(Agent):
         total = sum(imp) or 1.0
         return [sum(imp[: g.channels - k]) / total for k in self.levels[group]]
 
-    def _build(self) -> None:
-        """The solver for the current latency correction (raises BudgetError when unreachable)."""
+    def _build(self, *, check: bool = False) -> None:
+        """The solver for the current latency correction; ``check``: raise BudgetError when
+        unreachable (at construction only: mid-search a correction that closes the budget just
+        leaves the agent nothing to propose)."""
         b, limits = self.budget, []
         if b.macs_ratio is not None:
             limits.append(Limit("macs_ratio", analytic_cost_model(self.space, "macs"), b.macs_ratio))
@@ -135,7 +137,7 @@ class KnapsackAgent(Agent):
             limits.append(Limit("latency", self._latency_model, bound - self._latency_offset()))
         self.solver = Knapsack(self.space, limits)
         lowest = {g: lv[0] for g, lv in self.levels.items()}
-        if self.solver.violated(lowest) and self.solver.solve({g: [0.0] * len(lv) for g, lv in self.levels.items()}) is None:
+        if check and self.solver.violated(lowest) and self.solver.solve({g: [0.0] * len(lv) for g, lv in self.levels.items()}) is None:
             modelled = {lim.name: round(lim.model.value(self.space, lowest), 3) for lim in limits}
             raise BudgetError(
                 f"budget {b.to_dict()} is unreachable for the knapsack: with every group at "

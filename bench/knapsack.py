@@ -143,6 +143,22 @@ def search(kind: str, task: Any, ev: Any, budget: Budget, seed: int, args: argpa
     return result
 
 
+def _load_runs(path: Path, budget: float) -> list[dict[str, Any]]:
+    """Runs of a result file, or the one run of a ``.partial`` progress file (cut short: no
+    re-measurement, its curve as far as it got)."""
+    data = json.loads(path.read_text())
+    if "runs" in data:
+        return data["runs"]
+    curve, run = [], None
+    for _, quality, latency_ratio in sorted(data["trials"]):
+        if latency_ratio is not None and latency_ratio <= budget + 1e-9:
+            run = quality if run is None else max(run, quality)
+        curve.append(run)
+    best = None if run is None else {"quality": run}
+    return [{"agent": data["agent"], "seed": data["seed"], "evaluations": len(curve), "curve": curve,
+             "best": best, "baseline": None, "partial": True}]
+
+
 def _ms(xs: list[float]) -> str:
     if not xs:
         return "–"
@@ -150,23 +166,29 @@ def _ms(xs: list[float]) -> str:
 
 
 def report(runs: list[dict[str, Any]], budget: float, plot: str | None) -> None:
-    print("| agent | evaluations | seeds | search val acc (best feasible) | per seed | baseline val acc | "
-          "re-measured latency ratio (max) | within budget + 10 % | test acc, no fine-tune | hints s | search s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    n = min(len(r["curve"]) for r in runs)  # equal evaluations: every run's best within its first n
+    print(f"| agent | evaluations | seeds | best feasible val acc @{n} evals | per seed @{n} | best feasible val acc, "
+          "whole run | baseline val acc | re-measured latency ratio (max) | within budget + 10 % | "
+          "test acc, no fine-tune | hints s | search s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for agent in dict.fromkeys(r["agent"] for r in runs):
         rs = sorted((r for r in runs if r["agent"] == agent), key=lambda r: r["seed"])
+        at_n = [r["curve"][n - 1] for r in rs if r["curve"][n - 1] is not None]
         q = [r["best"]["quality"] for r in rs if r["best"]]
         re = [r["remeasured"] for r in rs if r.get("remeasured")]
         lat = [m["latency_ratio"] for m in re]
         within = sum(x <= budget * 1.1 for x in lat)
         base = [r["baseline"]["quality"] for r in rs if r.get("baseline")]
+        secs = [r for r in rs if "hint_seconds" in r]
         print(
-            f"| {agent} | {max(r['evaluations'] for r in rs)} | {len(rs)} | {_ms(q)} | "
-            f"{', '.join(f'{x:.3f}' for x in q)} | {_ms(base)} | "
-            f"{_ms(lat)} ({max(lat, default=float('nan')):.3f}) | {within}/{len(rs)} | "
-            f"{_ms([m['test_acc'] for m in re])} | {statistics.mean(r['hint_seconds'] for r in rs):.0f} | "
-            f"{statistics.mean(r['search_seconds'] for r in rs):.0f} |"
+            f"| {agent} | {', '.join(str(r['evaluations']) + ('*' if r.get('partial') else '') for r in rs)} | "
+            f"{len(rs)} | {_ms(at_n)} | {', '.join(f'{x:.3f}' for x in at_n)} | {_ms(q)} | {_ms(base)} | "
+            f"{_ms(lat)} ({max(lat, default=float('nan')):.3f}) | {within}/{len(re)} | "
+            f"{_ms([m['test_acc'] for m in re])} | "
+            f"{statistics.mean(r['hint_seconds'] for r in secs) if secs else float('nan'):.0f} | "
+            f"{statistics.mean(r['search_seconds'] for r in secs) if secs else float('nan'):.0f} |"
         )
+    print("(* a run cut short: its progress file; no re-measurement)")
     if not plot:
         return
     import matplotlib
@@ -212,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.merge:
-        runs = [r for f in args.merge for r in json.loads(Path(f).read_text())["runs"]]
+        runs = [r for f in args.merge for r in _load_runs(Path(f), args.latency_ratio)]
         out.write_text(json.dumps({"runs": runs}, indent=1))
         report(runs, args.latency_ratio, args.plot)
         return

@@ -190,3 +190,29 @@ def test_options_are_checked_and_hints_are_not_an_option():
     assert KnapsackAgent.hint_requests(Budget(macs_ratio=0.5), {}) == []  # MACs: nothing measured
     (req,) = KnapsackAgent.hint_requests(Budget(latency_ratio=0.5), {"table_ratios": [0.5]})
     assert req.ratios == (0.5,)
+
+
+def test_latency_search_resumes_exactly_from_json_state():
+    space = chain_space()
+    evaluate = make_evaluator(space, sensitivities(space), latency=True)
+    hints = AgentHints(_table(space, slope=0.7, overhead=0.05))
+    budget = Budget(latency_ratio=0.9)  # the table's floor is ~0.85
+
+    def run(agent, rounds):
+        trace = []
+        for _ in range(rounds):
+            props = agent.ask(2)
+            trace += [(p.trial_id, p.policy) for p in props]
+            agent.tell([evaluate(p) for p in props])
+        return trace
+
+    a = make_agent("knapsack", space, budget, seed=5, hints=hints)
+    run(a, 3)
+    pending = a.ask(2)
+    saved = json.loads(json.dumps(a.state_dict()))
+    b = make_agent("knapsack", space, budget, seed=5, hints=hints)
+    b.load_state_dict(saved)
+    assert [(p.trial_id, p.policy) for p in b.ask(2)] == [(p.trial_id, p.policy) for p in pending]
+    for ag in (a, b):
+        ag.tell([evaluate(p) for p in pending])
+    assert run(a, 3) == run(b, 3)
