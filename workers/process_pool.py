@@ -48,7 +48,7 @@ def finalize_outcomes(
     from workers.finalize import finalize as run_finalize
 
     usable = [o for o in candidates if o.metrics is not None]
-    pairs = [(o.policy, o.metrics) for o in usable]
+    pairs = [(o.policy, o.metrics) for o in usable if o.metrics is not None]
     infos = run_finalize(task, pairs, task.spec.finalize, out_dir, on_progress=on_progress)
     dense_test = _dense_test_accuracy(task) if infos else None
     # workers' ArtifactInfo knows its rank, not the trial: ranks follow the candidates' order

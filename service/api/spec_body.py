@@ -53,7 +53,13 @@ def parse_yaml(text: str) -> Any:
         raise _invalid(f"YAML{where}: {problem}", "yaml_invalid", line=line, column=column) from None
     except yaml.YAMLError as exc:
         raise _invalid(f"YAML: {exc}", "yaml_invalid") from None
-    if _expanded_size(data, {}) > MAX_NODES:
+    except RecursionError:
+        raise _invalid("YAML: nested too deeply", "yaml_invalid") from None
+    try:
+        too_large = _expanded_size(data, {}) > MAX_NODES
+    except RecursionError:
+        raise _invalid("YAML: nested too deeply", "yaml_invalid") from None
+    if too_large:
         raise _invalid(f"YAML: aliases expand to more than {MAX_NODES} values", "yaml_too_large")
     return data
 
@@ -61,6 +67,8 @@ def parse_yaml(text: str) -> Any:
 def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise _invalid("JSON: nested too deeply", "json_invalid") from None
     except (ValueError, UnicodeDecodeError) as exc:
         line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
         where = f" at line {line}, column {column}" if line is not None else ""

@@ -125,6 +125,10 @@ def test_yaml_errors_are_422_naming_line_and_column(client: TestClient) -> None:
     r = client.post("/api/v1/jobs", content=bomb, headers=YAML)
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "yaml_too_large"
 
+    for deep in ("[" * 5000 + "]" * 5000, "{a: " * 3000 + "1" + "}" * 3000):  # RecursionError inside
+        r = client.post("/api/v1/jobs", content=deep, headers=YAML)
+        assert r.status_code == 422, (deep[:10], r.status_code)
+
     r = client.post("/api/v1/jobs", content=b"name: x", headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
 
