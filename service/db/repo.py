@@ -219,11 +219,6 @@ def list_trials(
     return s.scalars(stmt).all(), count_trials(s, job_id=job_id)
 
 
-def get_trial(s: Session, *, job_id: str, trial_id: int) -> TrialRow | None:
-    stmt = sa.select(TrialRow).where(TrialRow.job_id == job_id, TrialRow.trial_id == trial_id)
-    return s.scalars(stmt).first()
-
-
 def front_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:
     stmt = sa.select(TrialRow).where(TrialRow.job_id == job_id, TrialRow.on_front.is_(True))
     return s.scalars(stmt.order_by(TrialRow.trial_id)).all()
