@@ -198,7 +198,8 @@ class Evaluator:
         fn = METRIC_PLUGINS.load(metric.removeprefix(PREFIX))
         return lambda m: float(fn(m, self.val_loader))
 
-    def _costs_of(self, signature: str, model: nn.Module) -> tuple[int, int]:
+    def costs(self, signature: str, model: nn.Module) -> tuple[int, int]:
+        """(MACs, parameters) of ``model`` on this task's example input, cached by signature."""
         if signature not in self._costs:
             self._costs[signature] = count_macs_params(model, self.example)
         return self._costs[signature]
@@ -206,8 +207,8 @@ class Evaluator:
     def _metrics(
         self, signature: str, model: nn.Module, quality: float, t0: float, extra: dict[str, Any]
     ) -> Metrics:
-        macs, params = self._costs_of(signature, model)
-        dense_macs, dense_params = self._costs_of(self.dense_signature, self.dense)
+        macs, params = self.costs(signature, model)
+        dense_macs, dense_params = self.costs(self.dense_signature, self.dense)
         lat = None
         extra["signature"] = signature
         if self.latency.rounds > 0:

@@ -230,7 +230,7 @@ def finalize(
         # and verified on the CPU with CPU inputs: one device per stage, never a mix
         model = fin.fine_tuned(rank, policy).to(fin.ev.device)
         signature = task.space.signature(policy)
-        macs, params = fin.ev._costs_of(signature, model)
+        macs, params = fin.ev.costs(signature, model)
         lat = fin.ev.latency.measure(signature, model, use_cache=False)
         metrics: dict[str, Any] = {
             **fin.test_quality(model),

@@ -86,7 +86,7 @@ def finalize_text(
 
         model = te.prune(policy, distil_steps=total, on_step=progress)
         signature = task.space.signature(policy)
-        macs, params = ev._costs_of(signature, model)
+        macs, params = ev.costs(signature, model)
         lat = ev.latency.measure(signature, model.to(ev.device), use_cache=False)
         model = model.cpu().eval()
         got = embed(model, test_batches, torch.device("cpu"))
