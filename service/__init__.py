@@ -14,7 +14,7 @@ _EXPORTS = {
     "create_app": "service.api.app",
     "Runner": "service.runner",
     "Launched": "service.runner",
-    "JobState": "service.runner",
+    "JobState": "service.states",
     "Database": "service.db.session",
     "Client": "service.client",
 }

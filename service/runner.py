@@ -29,7 +29,6 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,21 +40,10 @@ from service.db import Database, repo
 from service.db.models import JobRow, TrialRow
 from service.errors import ConflictError, LeaseLost, StorageError
 from service.front import add_to_front
+from service.states import JobState
 from workers.spec import JobSpec
 
 log = logging.getLogger("autoprune.runner")
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINALIZING = "finalizing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    def is_finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 class EvalPool(Protocol):

@@ -4,6 +4,7 @@
 
 const API = "/api/v1";
 const TOKEN_KEY = "autoprune.token";
+// the states a job never leaves: service/states.py FINAL_STATES (test_lifecycle.py checks they agree)
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const PAGE = 15;
 const $ = (sel) => document.querySelector(sel);
