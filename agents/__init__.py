@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from agents.base import Agent
 from agents.budget_fit import BudgetError, BudgetFit, LatencyModel
-from agents.pareto import Point, best_feasible, dominates, hypervolume_2d, pareto_front
+from agents.pareto import Point, dominates, hypervolume_2d, pareto_front
 from agents.registry import AGENTS, make_agent
 from agents.types import Budget, Metrics, Outcome, Proposal
 
@@ -22,7 +22,6 @@ __all__ = [
     "Outcome",
     "Point",
     "Proposal",
-    "best_feasible",
     "dominates",
     "hypervolume_2d",
     "make_agent",
