@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from search_spaces.data import load_dataset
+from search_spaces.threads import torch_threads
 from search_spaces.zoo import build_model
 
 
@@ -122,13 +123,8 @@ def train_reference(
         info["cached"] = True
         return model.eval(), info
     t0 = time.perf_counter()
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         finetune(model, splits.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    finally:
-        torch.set_num_threads(old_threads)
     info = {
         "model": model_source,
         "dataset": dataset,
