@@ -13,7 +13,7 @@ from search_spaces.space import Group, LayerCost, Policy, PolicyError, SearchSpa
 
 _LAZY = {
     "build_space": "search_spaces.build",
-    "SpaceError": "search_spaces.build",
+    "SpaceError": "search_spaces.graph",
     "apply_policy": "search_spaces.prune",
     "prune_to_counts": "search_spaces.prune",
     "kept_counts": "search_spaces.prune",

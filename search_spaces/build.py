@@ -18,46 +18,13 @@ import torch_pruning as tp
 from torch import nn
 
 from search_spaces.criteria import CRITERIA
+from search_spaces.graph import SpaceError, trace_graph
 from search_spaces.importance import ensure_gradients, group_scores, needs_gradients
 from search_spaces.measure import layer_macs
+from search_spaces.prune import prune_to_counts
 from search_spaces.space import Group, LayerCost, RoundTo, SearchSpace, parse_round_to
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
-
-
-class SpaceError(ValueError):
-    """A model autoprune cannot turn into a search space (untraceable, nothing prunable, ...)."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-def trace_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model``, or a SpaceError saying why not."""
-    was_training = model.training
-    model.eval()  # tracing runs a forward pass: keep BatchNorm running stats untouched
-    try:
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure becomes one clear error
-        raise SpaceError(
-            f"Torch-Pruning cannot trace {type(model).__name__} with an input of shape "
-            f"{tuple(example_input.shape)} ({_first_line(exc)})"
-        ) from exc
-    finally:
-        model.train(was_training)
-
-
-def out_pruner(dg: tp.DependencyGraph, module: nn.Module) -> Any:
-    return dg.get_pruner_of_module(module).prune_out_channels
-
-
-def full_group(dg: tp.DependencyGraph, root: nn.Module) -> Any:
-    """The group rooted at ``root`` with every channel index (for importance and features)."""
-    n = dg.get_pruner_of_module(root).get_out_channels(root)
-    return dg.get_pruning_group(root, out_pruner(dg, root), list(range(n)))
 
 
 def _is_depthwise(m: nn.Module) -> bool:
@@ -151,8 +118,6 @@ def _probe(model: nn.Module, groups: list[tuple[str, int]], example_input: torch
     projection reshaped into heads, say); such a group traces fine but cannot run pruned. One
     probe prunes every group to half at once; only if that fails is each group tried alone.
     """
-    from search_spaces.prune import prune_to_counts
-
     def runs(subset: list[tuple[str, int]]) -> bool:
         try:
             prune_to_counts(copy.deepcopy(model), {n: max(1, c // 2) for n, c in subset}, example_input)
