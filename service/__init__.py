@@ -13,7 +13,7 @@ _EXPORTS = {
     "Settings": "service.config",
     "create_app": "service.api.app",
     "Runner": "service.runner",
-    "Launched": "service.runner",
+    "Launched": "service.launcher",
     "JobState": "service.states",
     "Database": "service.db.session",
     "Client": "service.client",

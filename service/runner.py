@@ -27,10 +27,9 @@ import socket
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agents.types import Budget, Metrics, Outcome, Proposal
 from search_spaces.space import PolicyError, SearchSpace
@@ -40,36 +39,11 @@ from service.db import Database, repo
 from service.db.models import JobRow, TrialRow
 from service.errors import ConflictError, LeaseLost, StorageError
 from service.front import add_to_front
+from service.launcher import Launched, Launcher
 from service.states import JobState
 from workers.spec import JobSpec
 
 log = logging.getLogger("autoprune.runner")
-
-
-class EvalPool(Protocol):
-    @property
-    def space(self) -> SearchSpace: ...
-
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]: ...
-
-    def close(self) -> None: ...
-
-
-#: finalize(candidates, out_dir, on_progress) -> artifacts, each with rank, dir, files, metrics.
-FinalizeFn = Callable[[list[Outcome], Path, Callable[[str], None] | None], Sequence[Any]]
-
-
-@dataclass
-class Launched:
-    """What a launcher builds for one job."""
-
-    space: SearchSpace
-    dense_metrics: Metrics
-    pool: EvalPool
-    finalize: FinalizeFn
-
-
-Launcher = Callable[[JobSpec], Launched]
 
 
 def cost_key_for(spec: JobSpec) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from agents.types import Metrics, Outcome, Proposal
 from search_spaces.space import Group, LayerCost, SearchSpace
-from service.runner import Launched
+from service.launcher import Launched
 from workers.spec import JobSpec
 
 
