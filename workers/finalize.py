@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 from agents.types import Metrics
 from search_spaces.calibrate import recalibrate_bn
 from search_spaces.space import Policy, SearchSpace
-from workers.evaluator import Evaluator, accuracy, cycle, predictions, train_steps
+from search_spaces.training import evaluate_accuracy, train_steps
+from workers.evaluator import Evaluator, cycle, predictions
 from workers.spec import FinalizeSpec
 from workers.task import Task
 
@@ -141,7 +142,7 @@ class _Finalizer:
         return model.eval()
 
     def test_quality(self, model: nn.Module) -> dict[str, float]:
-        out = {"test_accuracy": accuracy(model, self.test_loader, self.ev.device)}
+        out = {"test_accuracy": evaluate_accuracy(model, self.test_loader, device=self.ev.device)}
         dense_pred = predictions(self.ev.dense, self.test_loader, self.ev.device)
         out["test_agreement"] = (
             (predictions(model, self.test_loader, self.ev.device) == dense_pred)
