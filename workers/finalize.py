@@ -207,7 +207,6 @@ def finalize(
     With ``spec.baseline`` one more: the service appends the uniform-fill baseline when it is
     not already among them.
     """
-    from search_spaces.bundle import architecture, save_bundle
     from workers.text_task import is_text_task
 
     if is_text_task(task):  # sentence embedders: distillation, embedding fidelity, own bundle
@@ -221,70 +220,103 @@ def finalize(
     if not chosen:
         return []
     fin = _Finalizer(task, spec, on_progress)
-    artifacts: list[ArtifactInfo] = []
-    for rank, (policy, searched) in enumerate(chosen, start=1):
-        t0 = time.perf_counter()
-        policy = task.space.validate(policy)
-        on = fin.on_progress
-        on({"rank": rank, "stage": "start", "policy": policy})
-        # measured where it was searched (the evaluator's device, with its inputs), then exported
-        # and verified on the CPU with CPU inputs: one device per stage, never a mix
-        model = fin.fine_tuned(rank, policy).to(fin.ev.device)
-        signature = task.space.signature(policy)
-        macs, params = fin.ev.costs(signature, model)
-        lat = fin.ev.latency.measure(signature, model, use_cache=False)
-        metrics: dict[str, Any] = {
-            **fin.test_quality(model),
-            "val_quality": fin.ev.metric_fn(model),
-            "searched_quality": searched.quality,
-            "metric": task.spec.metric,
-            "macs": macs,
-            "params": params,
-            "macs_ratio": macs / task.space.dense_macs,
-            "params_ratio": params / task.space.dense_params,
-            "latency_ms": lat.ms,
-            "latency_spread_ms": lat.spread_ms,
-            "latency_ratio": lat.ratio,
-            "dense_latency_ms": lat.dense_ms,
-            "node": fin.ev.node,
-            "schedule": spec.schedule,
-            "finetune_epochs": spec.finetune_epochs,
-        }
-        model = model.cpu()
-        bundle = out_dir / f"rank-{rank}"
-        staging = out_dir / f".rank-{rank}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        example = fin.ev.example.cpu()
-        with torch.no_grad():
-            num_classes = int(model(example).shape[1])
-        arch = architecture(
-            _source(task),
-            num_classes=num_classes,
-            in_channels=int(example.shape[1]),
-            input_shape=tuple(example.shape[1:]),
-            kept=task.space.kept(policy),
-        )
-        written = save_bundle(
-            staging,
-            model,
-            arch=arch,
-            policy=policy,
-            metrics=metrics,
-            onnx="onnx" in spec.export,
-            torchscript="torchscript" in spec.export,
-        )
-        # a format the model cannot be exported to is reported, not silently dropped
-        formats = [f for f in spec.export if f != "onnx" or written.get("model.onnx") == "onnx"]
-        if "onnx" in spec.export and "onnx" not in formats:
-            metrics["export_errors"] = {"onnx": written.get("model.onnx")}
-        metrics["export_max_abs_diff"] = fin.verify(staging, model, formats)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-        shutil.rmtree(bundle, ignore_errors=True)
-        staging.replace(bundle)  # a bundle appears only once it is complete and verified
-        files = [
-            (p.name, p.stat().st_size, _sha256(p)) for p in sorted(bundle.iterdir()) if p.is_file()
-        ]
-        metrics["finalize_seconds"] = time.perf_counter() - t0
-        artifacts.append(ArtifactInfo(rank, bundle, files, metrics, policy))
-        on({"rank": rank, "stage": "done", "dir": str(bundle), "metrics": metrics})
-    return artifacts
+    return [
+        _finalize_one(fin, task, spec, out_dir, rank, policy, searched)
+        for rank, (policy, searched) in enumerate(chosen, start=1)
+    ]
+
+
+def _finalize_one(
+    fin: _Finalizer,
+    task: Task,
+    spec: FinalizeSpec,
+    out_dir: Path,
+    rank: int,
+    policy: Policy,
+    searched: Metrics,
+) -> ArtifactInfo:
+    """One candidate: fine-tuned, measured, exported, verified, published as ``rank-<rank>``."""
+    t0 = time.perf_counter()
+    policy = task.space.validate(policy)
+    fin.on_progress({"rank": rank, "stage": "start", "policy": policy})
+    # measured where it was searched (the evaluator's device, with its inputs), then exported
+    # and verified on the CPU with CPU inputs: one device per stage, never a mix
+    model = fin.fine_tuned(rank, policy).to(fin.ev.device)
+    metrics = _measured(fin, task, spec, policy, searched, model)
+    model = model.cpu()
+    bundle = _exported_and_verified(fin, task, spec, out_dir / f"rank-{rank}", policy, model, metrics)
+    files = [(p.name, p.stat().st_size, _sha256(p)) for p in sorted(bundle.iterdir()) if p.is_file()]
+    metrics["finalize_seconds"] = time.perf_counter() - t0
+    fin.on_progress({"rank": rank, "stage": "done", "dir": str(bundle), "metrics": metrics})
+    return ArtifactInfo(rank, bundle, files, metrics, policy)
+
+
+def _measured(
+    fin: _Finalizer, task: Task, spec: FinalizeSpec, policy: Policy, searched: Metrics, model: nn.Module
+) -> dict[str, Any]:
+    """The fine-tuned model's metrics: test and validation quality, costs, latency."""
+    signature = task.space.signature(policy)
+    macs, params = fin.ev.costs(signature, model)
+    lat = fin.ev.latency.measure(signature, model, use_cache=False)
+    return {
+        **fin.test_quality(model),
+        "val_quality": fin.ev.metric_fn(model),
+        "searched_quality": searched.quality,
+        "metric": task.spec.metric,
+        "macs": macs,
+        "params": params,
+        "macs_ratio": macs / task.space.dense_macs,
+        "params_ratio": params / task.space.dense_params,
+        "latency_ms": lat.ms,
+        "latency_spread_ms": lat.spread_ms,
+        "latency_ratio": lat.ratio,
+        "dense_latency_ms": lat.dense_ms,
+        "node": fin.ev.node,
+        "schedule": spec.schedule,
+        "finetune_epochs": spec.finetune_epochs,
+    }
+
+
+def _exported_and_verified(
+    fin: _Finalizer,
+    task: Task,
+    spec: FinalizeSpec,
+    bundle: Path,
+    policy: Policy,
+    model: nn.Module,
+    metrics: dict[str, Any],
+) -> Path:
+    """The bundle written to a staging directory, each export checked against the model, then
+    moved to ``bundle``: a bundle appears only once it is complete and verified."""
+    from search_spaces.bundle import architecture, save_bundle
+
+    staging = bundle.parent / f".{bundle.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    example = fin.ev.example.cpu()
+    with torch.no_grad():
+        num_classes = int(model(example).shape[1])
+    arch = architecture(
+        _source(task),
+        num_classes=num_classes,
+        in_channels=int(example.shape[1]),
+        input_shape=tuple(example.shape[1:]),
+        kept=task.space.kept(policy),
+    )
+    written = save_bundle(
+        staging,
+        model,
+        arch=arch,
+        policy=policy,
+        metrics=metrics,
+        onnx="onnx" in spec.export,
+        torchscript="torchscript" in spec.export,
+    )
+    # a format the model cannot be exported to is reported, not silently dropped
+    formats = [f for f in spec.export if f != "onnx" or written.get("model.onnx") == "onnx"]
+    if "onnx" in spec.export and "onnx" not in formats:
+        metrics["export_errors"] = {"onnx": written.get("model.onnx")}
+    metrics["export_max_abs_diff"] = fin.verify(staging, model, formats)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    shutil.rmtree(bundle, ignore_errors=True)
+    staging.replace(bundle)
+    return bundle
