@@ -271,6 +271,25 @@ class Runner:
     def _should_stop(self, job_id: str) -> bool:
         return self._stopping.is_set() or job_id in self._cancel or job_id in self._lost
 
+    def _finalize_progress(self, job_id: str) -> Callable[[Any], None]:
+        """Finalize's ``on_progress``: each report becomes a ``finalize`` event (the dashboard's
+        progress line shows it); a controller that lost the lease stops at finalize's next step."""
+
+        def on_progress(report: Any) -> None:
+            self._check_lease(job_id)
+            data = {k: report[k] for k in FINALIZE_PROGRESS_FIELDS if isinstance(report, dict) and k in report}
+
+            def write(s: Any) -> None:
+                self._fence(s, job_id)
+                repo.add_event(s, job_id=job_id, type="finalize", data=data)
+
+            try:
+                self.db.write_retrying(write)
+            except StorageError:  # progress is for show: a database away must not fail finalize
+                log.warning("job %s: finalize progress not recorded", job_id, exc_info=True)
+
+        return on_progress
+
     def _check_lease(self, job_id: str) -> None:
         if job_id in self._lost:
             raise LeaseLost(f"job {job_id}: another controller took over its lease")
@@ -369,13 +388,18 @@ class Runner:
                 chosen.append(base)  # the last artifact: the same fine-tune as the best
             candidates = [_outcome(t) for t in chosen]
         out_dir = Path(self.settings.artifacts_dir or ".") / job_id
-        # a controller that lost the lease stops at finalize's next step, not after it
-        artifacts = launched.finalize(candidates, out_dir, lambda _e: self._check_lease(job_id)) if candidates else []
+        on_progress = self._finalize_progress(job_id)
+        artifacts = launched.finalize(candidates, out_dir, on_progress) if candidates else []
         with self.db.session_scope() as s:
             self._fence(s, job_id)
             repo.replace_artifacts(s, job_id=job_id, items=[_artifact_fields(a) for a in artifacts])
             job = repo.get_job(s, job_id)
             self._end(s, job, "cancelled" if job_id in self._cancel else "succeeded")
+
+
+#: The fields of finalize's progress reports that the ``finalize`` event carries (not the policy
+#: or the metrics, which the artifacts hold once they are written).
+FINALIZE_PROGRESS_FIELDS = ("rank", "stage", "step", "steps", "prune_step", "prune_steps")
 
 
 def _outcome(t: TrialRow) -> Outcome:
