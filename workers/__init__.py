@@ -10,9 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports lazily
+    from workers.artifacts import ArtifactInfo as ArtifactInfo
+    from workers.artifacts import FinalizeError as FinalizeError
     from workers.evaluator import Evaluator as Evaluator
-    from workers.finalize import ArtifactInfo as ArtifactInfo
-    from workers.finalize import FinalizeError as FinalizeError
     from workers.finalize import finalize as finalize
     from workers.latency import LatencyMeter as LatencyMeter
     from workers.latency import NodeLock as NodeLock
@@ -44,8 +44,8 @@ _EXPORTS = {
     "run_search": "workers.loop",
     "SearchSummary": "workers.loop",
     "finalize": "workers.finalize",
-    "ArtifactInfo": "workers.finalize",
-    "FinalizeError": "workers.finalize",
+    "ArtifactInfo": "workers.artifacts",
+    "FinalizeError": "workers.artifacts",
 }
 
 __all__ = sorted(_EXPORTS)

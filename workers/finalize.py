@@ -11,12 +11,10 @@ compute what the model computes before the bundle is accepted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,55 +26,16 @@ from agents.types import Metrics
 from search_spaces.calibrate import recalibrate_bn
 from search_spaces.space import Policy, SearchSpace
 from search_spaces.training import evaluate_accuracy, train_steps
+from workers.artifacts import ArtifactInfo, FinalizeError, ProgressFn, bundle_files, check_writable
 from workers.evaluator import Evaluator, cycle, predictions
 from workers.spec import FinalizeSpec
 from workers.task import Task
-
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
-class FinalizeError(RuntimeError):
-    """Finalization could not produce a bundle (unwritable directory, export mismatch...)."""
-
-
-@dataclass
-class ArtifactInfo:
-    """One accepted bundle: its rank, directory, files (name, size, sha256) and final metrics."""
-
-    rank: int
-    dir: Path
-    files: list[tuple[str, int, str]]
-    metrics: dict[str, Any]
-    policy: Policy = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["dir"] = str(self.dir)
-        return d
 
 
 def agp_ratios(final: Policy, step: int, steps: int) -> Policy:
     """Zhu & Gupta's cubic schedule: the ratios after pruning step ``step`` of ``steps`` (1-based)."""
     frac = 1.0 - (1.0 - step / steps) ** 3
     return {g: r * frac for g, r in final.items()}
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise FinalizeError(f"artifact directory {out_dir} is not writable: {exc}") from exc
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Finalizer:
@@ -215,7 +174,7 @@ def finalize(
         return finalize_text(task, candidates, spec, out_dir, on_progress=on_progress)
 
     out_dir = Path(out_dir)
-    _check_writable(out_dir)
+    check_writable(out_dir)
     chosen = candidates[: spec.top_k + int(spec.baseline)]  # the service appends the baseline
     if not chosen:
         return []
@@ -245,7 +204,7 @@ def _finalize_one(
     metrics = _measured(fin, task, spec, policy, searched, model)
     model = model.cpu()
     bundle = _exported_and_verified(fin, task, spec, out_dir / f"rank-{rank}", policy, model, metrics)
-    files = [(p.name, p.stat().st_size, _sha256(p)) for p in sorted(bundle.iterdir()) if p.is_file()]
+    files = bundle_files(bundle)
     metrics["finalize_seconds"] = time.perf_counter() - t0
     fin.on_progress({"rank": rank, "stage": "done", "dir": str(bundle), "metrics": metrics})
     return ArtifactInfo(rank, bundle, files, metrics, policy)
