@@ -8,7 +8,7 @@ from __future__ import annotations
 from agents.base import Agent
 from agents.budget_fit import BudgetError, BudgetFit, LatencyModel
 from agents.latency_table import LatencyTable, LatencyTableRequest
-from agents.pareto import Point, best_feasible, dominates, hypervolume_2d, pareto_front
+from agents.pareto import Point, dominates, hypervolume_2d, pareto_front
 from agents.registry import AGENTS, make_agent
 from agents.types import AgentHints, Budget, Metrics, Outcome, Proposal
 
@@ -26,7 +26,6 @@ __all__ = [
     "Outcome",
     "Point",
     "Proposal",
-    "best_feasible",
     "dominates",
     "hypervolume_2d",
     "make_agent",

@@ -111,6 +111,16 @@ class Agent(abc.ABC):
         return proposal
 
     @property
+    def has_replay(self) -> bool:
+        """True while proposals restored by ``load_state_dict`` still wait to be asked again:
+        an agent whose own sweep is done is not ``finished`` until they are."""
+        return bool(self._replay)
+
+    def outstanding(self) -> list[Proposal]:
+        """Proposals asked and not yet told, restored ones not yet asked again included."""
+        return [*self._pending.values(), *self._replay]
+
+    @property
     def baseline_trial_id(self) -> int | None:
         """Trial id of the baseline proposal, once ``ask`` has made it."""
         return self._baseline_trial_id

@@ -31,7 +31,7 @@ class UniformAgent(Agent):
 
     @property
     def finished(self) -> bool:
-        return self.baseline_trial_id is not None and not self._replay
+        return self.baseline_trial_id is not None and not self.has_replay
 
     def propose(self, n: int) -> list[Proposal]:
         return []  # the baseline ``ask`` makes is this agent's only proposal

@@ -253,7 +253,3 @@ class BudgetFit:
 
     def _from_kept(self, kept: Mapping[str, int]) -> Policy:
         return {n: self.space.ratio_for(n, k) for n, k in kept.items()}
-
-
-def clip(value: float, lo: float, hi: float) -> float:
-    return min(hi, max(lo, value)) if not math.isnan(value) else lo

@@ -61,7 +61,7 @@ class GlobalAgent(Agent):
 
     @property
     def finished(self) -> bool:
-        return self._done and not self._replay
+        return self._done and not self.has_replay
 
     def propose(self, n: int) -> list[Proposal]:
         if self._done:

@@ -206,7 +206,7 @@ class KnapsackAgent(Agent):
     def _taken(self) -> list[dict[str, int]]:
         """Architectures evaluated or pending: cut off from every solve."""
         out = [self._kept(r) for r in self._history]
-        for p in [*self._pending.values(), *self._replay]:
+        for p in self.outstanding():
             out.append(self.space.kept(p.policy))
         return out
 

@@ -48,14 +48,6 @@ def pareto_front(points: Sequence[Point]) -> list[int]:
     return sorted(front, key=lambda i: (points[i].cost, -points[i].quality))
 
 
-def best_feasible(points: Sequence[Point]) -> int | None:
-    """Index of the highest-quality feasible point (cheapest on ties), or None."""
-    feasible = [i for i, p in enumerate(points) if p.feasible]
-    if not feasible:
-        return None
-    return max(feasible, key=lambda i: (points[i].quality, -points[i].cost))
-
-
 def hypervolume_2d(points: Sequence[Point], ref_quality: float, ref_cost: float) -> float:
     """Area dominated by the feasible points, bounded by (ref_quality, ref_cost)."""
     pts = sorted(

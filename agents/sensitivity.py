@@ -54,7 +54,7 @@ class SensitivityAgent(Agent):
 
     @property
     def finished(self) -> bool:
-        return self._done and not self._replay
+        return self._done and not self.has_replay
 
     def propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []

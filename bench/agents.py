@@ -120,7 +120,7 @@ def search(
 def finetuned_test(
     task_obj: Any, ev: Any, policy: dict[str, float], epochs: float, seed: int
 ) -> float:
-    from search_spaces.reference import evaluate_accuracy, finetune
+    from search_spaces.training import evaluate_accuracy, finetune
 
     model = ev.prune(policy)
     finetune(model, task_obj.splits.train, epochs=epochs, lr=0.01, seed=seed)

@@ -72,7 +72,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def remeasure(task: Any, ev: Any, policy: dict[str, float], rounds: int) -> dict[str, float]:
     """The best policy rebuilt, its latency measured afresh against dense, its test accuracy."""
-    from search_spaces.reference import evaluate_accuracy
+    from search_spaces.training import evaluate_accuracy
     from workers.latency import measure_pair
 
     model = ev.prune(policy)

@@ -86,7 +86,7 @@ def evaluators(task: Any, configs: list[tuple[str, int]], ft_steps: int) -> dict
 
 
 def truth(task: Any, ev: Any, policy: dict[str, float], steps: int, seed: int) -> float:
-    from search_spaces.reference import evaluate_accuracy, finetune
+    from search_spaces.training import evaluate_accuracy, finetune
 
     model = ev.prune(policy)  # BN-recalibrated: the same start for every policy
     finetune(model, task.splits.train, steps=steps, lr=0.01, seed=seed)

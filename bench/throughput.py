@@ -34,9 +34,13 @@ import torch  # noqa: E402
 
 from agents.types import Proposal  # noqa: E402
 from workers.evaluator import Evaluator  # noqa: E402
-from workers.pool import InProcessPool, RayPool  # noqa: E402
+from workers.pool import (  # noqa: E402
+    InProcessPool,
+    RayPool,
+    TaskFactory,  # noqa: E402
+)
 from workers.spec import JobSpec  # noqa: E402
-from workers.task import TaskFactory, WorkerSettings, load_task  # noqa: E402
+from workers.task import WorkerSettings, load_task  # noqa: E402
 
 
 def _distinct_policies(space: Any, n: int, seed: int) -> list[dict[str, float]]:

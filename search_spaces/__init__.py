@@ -13,7 +13,7 @@ from search_spaces.space import Group, LayerCost, Policy, PolicyError, SearchSpa
 
 _LAZY = {
     "build_space": "search_spaces.build",
-    "SpaceError": "search_spaces.build",
+    "SpaceError": "search_spaces.graph",
     "apply_policy": "search_spaces.prune",
     "prune_to_counts": "search_spaces.prune",
     "kept_counts": "search_spaces.prune",
@@ -30,8 +30,8 @@ _LAZY = {
     "measure_latency": "search_spaces.measure",
     "LatencyStats": "search_spaces.measure",
     "train_reference": "search_spaces.reference",
-    "finetune": "search_spaces.reference",
-    "evaluate_accuracy": "search_spaces.reference",
+    "finetune": "search_spaces.training",
+    "evaluate_accuracy": "search_spaces.training",
     "save_bundle": "search_spaces.bundle",
     "load_bundle": "search_spaces.bundle",
     "rebuild_pruned": "search_spaces.bundle",

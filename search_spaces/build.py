@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,46 +19,13 @@ import torch_pruning as tp
 from torch import nn
 
 from search_spaces.criteria import CRITERIA
+from search_spaces.graph import SpaceError, trace_graph
 from search_spaces.importance import ensure_gradients, group_scores, needs_gradients
 from search_spaces.measure import layer_macs
+from search_spaces.prune import prune_to_counts
 from search_spaces.space import Group, LayerCost, RoundTo, SearchSpace, parse_round_to
 
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
-
-
-class SpaceError(ValueError):
-    """A model autoprune cannot turn into a search space (untraceable, nothing prunable, ...)."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-def trace_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model``, or a SpaceError saying why not."""
-    was_training = model.training
-    model.eval()  # tracing runs a forward pass: keep BatchNorm running stats untouched
-    try:
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure becomes one clear error
-        raise SpaceError(
-            f"Torch-Pruning cannot trace {type(model).__name__} with an input of shape "
-            f"{tuple(example_input.shape)} ({_first_line(exc)})"
-        ) from exc
-    finally:
-        model.train(was_training)
-
-
-def out_pruner(dg: tp.DependencyGraph, module: nn.Module) -> Any:
-    return dg.get_pruner_of_module(module).prune_out_channels
-
-
-def full_group(dg: tp.DependencyGraph, root: nn.Module) -> Any:
-    """The group rooted at ``root`` with every channel index (for importance and features)."""
-    n = dg.get_pruner_of_module(root).get_out_channels(root)
-    return dg.get_pruning_group(root, out_pruner(dg, root), list(range(n)))
 
 
 def _is_depthwise(m: nn.Module) -> bool:
@@ -151,8 +119,6 @@ def _probe(model: nn.Module, groups: list[tuple[str, int]], example_input: torch
     projection reshaped into heads, say); such a group traces fine but cannot run pruned. One
     probe prunes every group to half at once; only if that fails is each group tried alone.
     """
-    from search_spaces.prune import prune_to_counts
-
     def runs(subset: list[tuple[str, int]]) -> bool:
         try:
             prune_to_counts(copy.deepcopy(model), {n: max(1, c // 2) for n, c in subset}, example_input)
@@ -189,6 +155,31 @@ def build_space(
         raise ValueError(f"max_ratio must be in [0, 1), got {max_ratio}")
     round_to = parse_round_to(round_to)
     scorer = CRITERIA.get(criterion)()
+    work, modules, dg = _traced_copy(model, example_input, ignore, criterion)
+    raw = _prunable_groups(model, dg, modules, ignore, example_input)
+    roles = _channel_roles(dg, work, raw)
+    costs = _layer_costs(work, layer_macs(work, example_input), roles.owners, roles.in_parts, roles.param_groups)
+    groups = [
+        _describe_group(index, gname, group, modules[gname], roles.members[gname], costs, scorer, dg)
+        for index, (gname, group) in enumerate(raw)
+    ]
+    return SearchSpace(
+        groups=tuple(groups),
+        costs=tuple(costs),
+        dense_macs=int(sum(c.macs for c in costs)),
+        dense_params=int(sum(p.numel() for p in work.parameters())),
+        input_shape=tuple(int(d) for d in example_input.shape[1:]),
+        max_ratio=max_ratio,
+        round_to=round_to,
+        ignored=tuple(ignore),
+    )
+
+
+def _traced_copy(
+    model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str], criterion: str
+) -> tuple[nn.Module, dict[str, nn.Module], tp.DependencyGraph]:
+    """An eval-mode copy of ``model``, its modules by name and its dependency graph (with
+    gradients in place when the criterion needs them)."""
     work = copy.deepcopy(model).eval()
     modules = dict(work.named_modules())
     missing = [n for n in ignore if n not in modules]
@@ -197,11 +188,19 @@ def build_space(
     dg = trace_graph(work, example_input)
     if needs_gradients(criterion):
         ensure_gradients(work, example_input)
-    names = dg._module2name
-    param_names = {id(p): n for n, p in work.named_parameters()}
+    return work, modules, dg
 
+
+def _prunable_groups(
+    model: nn.Module,
+    dg: tp.DependencyGraph,
+    modules: dict[str, nn.Module],
+    ignore: Sequence[str],
+    example_input: torch.Tensor,
+) -> list[tuple[str, Any]]:
+    """(root name, group) of every group that can really be pruned, in network order (the order
+    AMC's agent walks them), not graph-discovery order; a SpaceError when there is none."""
     order = {name: i for i, name in enumerate(modules)}
-    # Groups in network order (the order AMC's agent walks them), not graph-discovery order.
     raw = sorted(iter_groups(dg, [modules[n] for n in ignore]), key=lambda item: order[item[0]])
     unprunable = _probe(model, [(n, len(g[0].idxs)) for n, g in raw], example_input)
     raw = [(n, g) for n, g in raw if n not in unprunable]
@@ -211,63 +210,71 @@ def build_space(
             "traced reaches the output, is ignored, or breaks when pruned (a forward pass that "
             "leaves autograd, e.g. through numpy, hides layers from the tracer)"
         )
-    owners: dict[str, str] = {}
-    in_parts: dict[str, list[tuple[str, int]]] = {}
-    param_groups: dict[str, str] = {}
-    members: dict[str, list[nn.Module]] = {}
+    return raw
+
+
+@dataclass
+class _ChannelRoles:
+    """Which group each layer's channels belong to, read from the groups' dependencies."""
+
+    owners: dict[str, str] = field(default_factory=dict)  # layer -> the group owning its outputs
+    in_parts: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # layer -> (group, inputs)
+    param_groups: dict[str, str] = field(default_factory=dict)  # free parameter -> its group
+    members: dict[str, list[nn.Module]] = field(default_factory=dict)  # group -> its modules
+
+
+def _channel_roles(dg: tp.DependencyGraph, work: nn.Module, raw: list[tuple[str, Any]]) -> _ChannelRoles:
+    roles = _ChannelRoles()
+    names = dg._module2name
+    param_names = {id(p): n for n, p in work.named_parameters()}
     for gname, group in raw:
-        members[gname] = []
+        roles.members[gname] = []
         for dep, idxs in group:
             target = dep.target.module
             if isinstance(target, nn.Parameter):
                 if id(target) in param_names:
-                    param_groups[param_names[id(target)]] = gname
+                    roles.param_groups[param_names[id(target)]] = gname
                 continue
             mname = names.get(target)
             if mname is None:
                 continue
-            members[gname].append(target)
+            roles.members[gname].append(target)
             is_conv_like = isinstance(target, _ROOT_TYPES)
             in_only = dg.is_in_channel_pruning_fn(dep.handler) and not dg.is_out_channel_pruning_fn(dep.handler)
             if is_conv_like and in_only and not _is_depthwise(target):
-                in_parts.setdefault(mname, []).append((gname, len(idxs)))
+                roles.in_parts.setdefault(mname, []).append((gname, len(idxs)))
             elif dg.is_out_channel_pruning_fn(dep.handler) or not is_conv_like:
-                owners.setdefault(mname, gname)
+                roles.owners.setdefault(mname, gname)
+    return roles
 
-    costs = _layer_costs(work, layer_macs(work, example_input), owners, in_parts, param_groups)
-    dense_macs = sum(c.macs for c in costs)
-    dense_params = sum(p.numel() for p in work.parameters())
 
-    groups = []
-    for index, (gname, group) in enumerate(raw):
-        root = modules[gname]
-        scores = group_scores(scorer, group, gname).sort().values
-        mean = float(scores.mean()) if scores.numel() else 0.0
-        importance = tuple(float(s) / mean if mean > 0 else 1.0 for s in scores)
-        touched = [c for c in costs if gname in c.scale_by]
-        conv = root if isinstance(root, nn.modules.conv._ConvNd) else None
-        groups.append(
-            Group(
-                name=gname,
-                index=index,
-                kind=_kind(root, members[gname]),
-                channels=len(group[0].idxs),
-                in_channels=_in_channels(root),
-                kernel=int(conv.kernel_size[0]) if conv is not None else 1,
-                stride=int(conv.stride[0]) if conv is not None else 1,
-                macs=sum(c.macs for c in touched),
-                params=sum(c.params for c in touched),
-                layers=tuple(dict.fromkeys(names[m] for m in members[gname])),
-                importance=importance,
-            )
-        )
-    return SearchSpace(
-        groups=tuple(groups),
-        costs=tuple(costs),
-        dense_macs=int(dense_macs),
-        dense_params=int(dense_params),
-        input_shape=tuple(int(d) for d in example_input.shape[1:]),
-        max_ratio=max_ratio,
-        round_to=round_to,
-        ignored=tuple(ignore),
+def _describe_group(
+    index: int,
+    gname: str,
+    group: Any,
+    root: nn.Module,
+    members: list[nn.Module],
+    costs: list[LayerCost],
+    scorer: Any,
+    dg: tp.DependencyGraph,
+) -> Group:
+    """The space's record of one group: shape, the costs it scales, its channels' importance
+    (sorted, relative to their mean)."""
+    scores = group_scores(scorer, group, gname).sort().values
+    mean = float(scores.mean()) if scores.numel() else 0.0
+    importance = tuple(float(s) / mean if mean > 0 else 1.0 for s in scores)
+    touched = [c for c in costs if gname in c.scale_by]
+    conv = root if isinstance(root, nn.modules.conv._ConvNd) else None
+    return Group(
+        name=gname,
+        index=index,
+        kind=_kind(root, members),
+        channels=len(group[0].idxs),
+        in_channels=_in_channels(root),
+        kernel=int(conv.kernel_size[0]) if conv is not None else 1,
+        stride=int(conv.stride[0]) if conv is not None else 1,
+        macs=sum(c.macs for c in touched),
+        params=sum(c.params for c in touched),
+        layers=tuple(dict.fromkeys(dg._module2name[m] for m in members)),
+        importance=importance,
     )

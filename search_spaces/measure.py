@@ -8,14 +8,15 @@ dimension is divided out.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from search_spaces.threads import torch_threads
 
 _MAC_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -89,16 +90,6 @@ class LatencyStats:
         return asdict(self)
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def synchronizer(device: torch.device) -> Callable[[], None]:
     """What to call before reading the clock on ``device``: CUDA kernels run asynchronously, so
     a timer read without ``torch.cuda.synchronize`` would time the kernel launches, not the work."""
@@ -133,7 +124,7 @@ def measure_latency(
         m.eval()
     times: list[list[float]] = [[] for _ in models]
     try:
-        with _threads(threads), torch.inference_mode():
+        with torch_threads(threads), torch.inference_mode():
             for _ in range(warmup):
                 for m in models:
                     m(example_input)

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_spaces.build import SpaceError, full_group, out_pruner, trace_graph
 from search_spaces.criteria import CRITERIA
+from search_spaces.graph import SpaceError, full_group, out_pruner, trace_graph
 from search_spaces.importance import ensure_gradients, group_scores, needs_gradients
 from search_spaces.space import PolicyError, SearchSpace
 

@@ -7,14 +7,23 @@ Public surface (imported lazily so that ``import service`` stays light):
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports lazily
+    from service.api.app import create_app as create_app
+    from service.client import Client as Client
+    from service.config import Settings as Settings
+    from service.db.session import Database as Database
+    from service.launcher import Launched as Launched
+    from service.runner import Runner as Runner
+    from service.states import JobState as JobState
 
 _EXPORTS = {
     "Settings": "service.config",
     "create_app": "service.api.app",
     "Runner": "service.runner",
-    "Launched": "service.runner",
-    "JobState": "service.runner",
+    "Launched": "service.launcher",
+    "JobState": "service.states",
     "Database": "service.db.session",
     "Client": "service.client",
 }

@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from search_spaces.paths import inside
+
 
 class Settings(BaseSettings):
     """Controller settings (environment prefix ``AUTOPRUNE_``)."""
@@ -91,5 +93,4 @@ class Settings(BaseSettings):
 
     def is_confined(self, path: str | Path) -> bool:
         """True when ``path`` resolves inside one of ``data_roots`` (symlinks followed)."""
-        p = Path(path).expanduser().resolve()
-        return any(p == root or root in p.parents for root in self.data_roots)
+        return inside(path, self.data_roots) is not None

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from service.config import Settings
-from service.runner import Launched
+from service.launcher import Launched
 from workers.spec import JobSpec
 
 

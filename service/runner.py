@@ -27,11 +27,9 @@ import socket
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agents.types import Budget, Metrics, Outcome, Proposal
 from search_spaces.space import PolicyError, SearchSpace
@@ -41,47 +39,11 @@ from service.db import Database, repo
 from service.db.models import JobRow, TrialRow
 from service.errors import ConflictError, LeaseLost, StorageError
 from service.front import add_to_front
+from service.launcher import Launched, Launcher
+from service.states import JobState
 from workers.spec import JobSpec
 
 log = logging.getLogger("autoprune.runner")
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINALIZING = "finalizing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    def is_finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-class EvalPool(Protocol):
-    @property
-    def space(self) -> SearchSpace: ...
-
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]: ...
-
-    def close(self) -> None: ...
-
-
-#: finalize(candidates, out_dir, on_progress) -> artifacts, each with rank, dir, files, metrics.
-FinalizeFn = Callable[[list[Outcome], Path, Callable[[str], None] | None], Sequence[Any]]
-
-
-@dataclass
-class Launched:
-    """What a launcher builds for one job."""
-
-    space: SearchSpace
-    dense_metrics: Metrics
-    pool: EvalPool
-    finalize: FinalizeFn
-
-
-Launcher = Callable[[JobSpec], Launched]
 
 
 def cost_key_for(spec: JobSpec) -> str:
@@ -309,6 +271,25 @@ class Runner:
     def _should_stop(self, job_id: str) -> bool:
         return self._stopping.is_set() or job_id in self._cancel or job_id in self._lost
 
+    def _finalize_progress(self, job_id: str) -> Callable[[Any], None]:
+        """Finalize's ``on_progress``: each report becomes a ``finalize`` event (the dashboard's
+        progress line shows it); a controller that lost the lease stops at finalize's next step."""
+
+        def on_progress(report: Any) -> None:
+            self._check_lease(job_id)
+            data = {k: report[k] for k in FINALIZE_PROGRESS_FIELDS if isinstance(report, dict) and k in report}
+
+            def write(s: Any) -> None:
+                self._fence(s, job_id)
+                repo.add_event(s, job_id=job_id, type="finalize", data=data)
+
+            try:
+                self.db.write_retrying(write)
+            except StorageError:  # progress is for show: a database away must not fail finalize
+                log.warning("job %s: finalize progress not recorded", job_id, exc_info=True)
+
+        return on_progress
+
     def _check_lease(self, job_id: str) -> None:
         if job_id in self._lost:
             raise LeaseLost(f"job {job_id}: another controller took over its lease")
@@ -407,13 +388,18 @@ class Runner:
                 chosen.append(base)  # the last artifact: the same fine-tune as the best
             candidates = [_outcome(t) for t in chosen]
         out_dir = Path(self.settings.artifacts_dir or ".") / job_id
-        # a controller that lost the lease stops at finalize's next step, not after it
-        artifacts = launched.finalize(candidates, out_dir, lambda _e: self._check_lease(job_id)) if candidates else []
+        on_progress = self._finalize_progress(job_id)
+        artifacts = launched.finalize(candidates, out_dir, on_progress) if candidates else []
         with self.db.session_scope() as s:
             self._fence(s, job_id)
             repo.replace_artifacts(s, job_id=job_id, items=[_artifact_fields(a) for a in artifacts])
             job = repo.get_job(s, job_id)
             self._end(s, job, "cancelled" if job_id in self._cancel else "succeeded")
+
+
+#: The fields of finalize's progress reports that the ``finalize`` event carries (not the policy
+#: or the metrics, which the artifacts hold once they are written).
+FINALIZE_PROGRESS_FIELDS = ("rank", "stage", "step", "steps", "prune_step", "prune_steps")
 
 
 def _outcome(t: TrialRow) -> Outcome:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from service.api.schemas import FINAL_STATES
+from service.states import FINAL_STATES
 
 #: The tests' own plugin code (entrypoint builders and metrics) that test servers allow; the
 #: hostile-input tests check that anything else is refused.

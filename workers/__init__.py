@@ -7,7 +7,26 @@ The public names are imported lazily so that ``import workers`` (done by the ser
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports lazily
+    from workers.artifacts import ArtifactInfo as ArtifactInfo
+    from workers.artifacts import FinalizeError as FinalizeError
+    from workers.evaluator import Evaluator as Evaluator
+    from workers.finalize import finalize as finalize
+    from workers.latency import LatencyMeter as LatencyMeter
+    from workers.latency import NodeLock as NodeLock
+    from workers.loop import SearchSummary as SearchSummary
+    from workers.loop import run_search as run_search
+    from workers.pool import InProcessPool as InProcessPool
+    from workers.pool import RayPool as RayPool
+    from workers.pool import make_pool as make_pool
+    from workers.ray_driver import RayDriver as RayDriver
+    from workers.ray_driver import RemotePool as RemotePool
+    from workers.spec import JobSpec as JobSpec
+    from workers.task import Task as Task
+    from workers.task import WorkerSettings as WorkerSettings
+    from workers.task import load_task as load_task
 
 _EXPORTS = {
     "JobSpec": "workers.spec",
@@ -27,8 +46,8 @@ _EXPORTS = {
     "measure_latency_table": "workers.latency_table",
     "SearchSummary": "workers.loop",
     "finalize": "workers.finalize",
-    "ArtifactInfo": "workers.finalize",
-    "FinalizeError": "workers.finalize",
+    "ArtifactInfo": "workers.artifacts",
+    "FinalizeError": "workers.artifacts",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -30,6 +29,7 @@ from search_spaces.measure import count_macs_params
 from search_spaces.plugins import METRIC_PLUGINS, PREFIX
 from search_spaces.reconstruct import DenseTargets, reconstruct
 from search_spaces.space import SearchSpace
+from search_spaces.training import batch_inputs, evaluate_accuracy, train_steps
 from workers.latency import LatencyMeter, NodeLock
 
 if TYPE_CHECKING:
@@ -39,54 +39,10 @@ if TYPE_CHECKING:
 QualityFn = Callable[[nn.Module, DataLoader], float]
 
 
-def _inputs(batch: Any) -> torch.Tensor:
-    return batch[0] if isinstance(batch, list | tuple) else batch
-
-
 @torch.no_grad()
 def predictions(model: nn.Module, loader: DataLoader, device: torch.device) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(_inputs(b).to(device)).argmax(1).cpu() for b in loader])
-
-
-def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    labels = torch.cat([b[1] for b in loader])
-    return (predictions(model, loader, device) == labels).float().mean().item()
-
-
-def train_steps(
-    model: nn.Module,
-    batches: Iterator[Any],
-    steps: int,
-    *,
-    device: torch.device,
-    lr: float = 0.01,
-    teacher: nn.Module | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> None:
-    """SGD for ``steps`` batches: cross-entropy on labels, or distillation from ``teacher``.
-
-    Distillation (KL to the dense model's soft predictions) needs no labels, which is what a
-    user who searches with the ``agreement`` metric has.
-    """
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    model.train()
-    for step in range(steps):
-        batch = next(batches)
-        x = _inputs(batch).to(device)
-        out = model(x)
-        if teacher is not None:
-            with torch.no_grad():
-                target = F.softmax(teacher(x), dim=1)
-            loss = F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")
-        else:
-            loss = F.cross_entropy(out, batch[1].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if on_step is not None:
-            on_step(step)
-    model.eval()
+    return torch.cat([model(batch_inputs(b).to(device)).argmax(1).cpu() for b in loader])
 
 
 def cycle(loader: DataLoader) -> Iterator[Any]:
@@ -122,7 +78,7 @@ class Evaluator:
         # before: differences in quality come from the policy alone
         self.calibration = list(itertools.islice(self._train_batches(), ev.calibration_batches))
         # their inputs on the device once, not on every evaluation
-        self.calibration_inputs = [_inputs(b).to(self.device) for b in self.calibration]
+        self.calibration_inputs = [batch_inputs(b).to(self.device) for b in self.calibration]
         self.recovery = ev.resolved_recovery()
         # lsq's targets: the dense layers' outputs on the calibration batches, once per worker
         self._dense_targets = (
@@ -191,7 +147,7 @@ class Evaluator:
                 raise ValueError("metric 'embedding_cosine' needs a text dataset")
             return self.text.quality
         if metric == "accuracy":
-            return lambda m: accuracy(m, self.val_loader, self.device)
+            return lambda m: evaluate_accuracy(m, self.val_loader, device=self.device)
         if metric == "agreement":
             return lambda m: (
                 (predictions(m, self.val_loader, self.device) == self._dense_predictions)
@@ -203,7 +159,8 @@ class Evaluator:
         fn = METRIC_PLUGINS.load(metric.removeprefix(PREFIX))
         return lambda m: float(fn(m, self.val_loader))
 
-    def _costs_of(self, signature: str, model: nn.Module) -> tuple[int, int]:
+    def costs(self, signature: str, model: nn.Module) -> tuple[int, int]:
+        """(MACs, parameters) of ``model`` on this task's example input, cached by signature."""
         if signature not in self._costs:
             self._costs[signature] = count_macs_params(model, self.example)
         return self._costs[signature]
@@ -211,8 +168,8 @@ class Evaluator:
     def _metrics(
         self, signature: str, model: nn.Module, quality: float, t0: float, extra: dict[str, Any]
     ) -> Metrics:
-        macs, params = self._costs_of(signature, model)
-        dense_macs, dense_params = self._costs_of(self.dense_signature, self.dense)
+        macs, params = self.costs(signature, model)
+        dense_macs, dense_params = self.costs(self.dense_signature, self.dense)
         lat = None
         extra["signature"] = signature
         if self.latency.rounds > 0:

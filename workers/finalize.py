@@ -11,12 +11,10 @@ compute what the model computes before the bundle is accepted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,55 +25,17 @@ from torch.utils.data import DataLoader
 from agents.types import Metrics
 from search_spaces.calibrate import recalibrate_bn
 from search_spaces.space import Policy, SearchSpace
-from workers.evaluator import Evaluator, accuracy, cycle, predictions, train_steps
+from search_spaces.training import evaluate_accuracy, train_steps
+from workers.artifacts import ArtifactInfo, FinalizeError, ProgressFn, bundle_files, check_writable
+from workers.evaluator import Evaluator, cycle, predictions
 from workers.spec import FinalizeSpec
 from workers.task import Task
-
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
-class FinalizeError(RuntimeError):
-    """Finalization could not produce a bundle (unwritable directory, export mismatch...)."""
-
-
-@dataclass
-class ArtifactInfo:
-    """One accepted bundle: its rank, directory, files (name, size, sha256) and final metrics."""
-
-    rank: int
-    dir: Path
-    files: list[tuple[str, int, str]]
-    metrics: dict[str, Any]
-    policy: Policy = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["dir"] = str(self.dir)
-        return d
 
 
 def agp_ratios(final: Policy, step: int, steps: int) -> Policy:
     """Zhu & Gupta's cubic schedule: the ratios after pruning step ``step`` of ``steps`` (1-based)."""
     frac = 1.0 - (1.0 - step / steps) ** 3
     return {g: r * frac for g, r in final.items()}
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise FinalizeError(f"artifact directory {out_dir} is not writable: {exc}") from exc
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Finalizer:
@@ -141,7 +101,7 @@ class _Finalizer:
         return model.eval()
 
     def test_quality(self, model: nn.Module) -> dict[str, float]:
-        out = {"test_accuracy": accuracy(model, self.test_loader, self.ev.device)}
+        out = {"test_accuracy": evaluate_accuracy(model, self.test_loader, device=self.ev.device)}
         dense_pred = predictions(self.ev.dense, self.test_loader, self.ev.device)
         out["test_agreement"] = (
             (predictions(model, self.test_loader, self.ev.device) == dense_pred)
@@ -206,7 +166,6 @@ def finalize(
     With ``spec.baseline`` one more: the service appends the uniform-fill baseline when it is
     not already among them.
     """
-    from search_spaces.bundle import architecture, save_bundle
     from workers.text_task import is_text_task
 
     if is_text_task(task):  # sentence embedders: distillation, embedding fidelity, own bundle
@@ -215,75 +174,108 @@ def finalize(
         return finalize_text(task, candidates, spec, out_dir, on_progress=on_progress)
 
     out_dir = Path(out_dir)
-    _check_writable(out_dir)
+    check_writable(out_dir)
     chosen = candidates[: spec.top_k + int(spec.baseline)]  # the service appends the baseline
     if not chosen:
         return []
     fin = _Finalizer(task, spec, on_progress)
-    artifacts: list[ArtifactInfo] = []
-    for rank, (policy, searched) in enumerate(chosen, start=1):
-        t0 = time.perf_counter()
-        policy = task.space.validate(policy)
-        on = fin.on_progress
-        on({"rank": rank, "stage": "start", "policy": policy})
-        # measured where it was searched (the evaluator's device, with its inputs), then exported
-        # and verified on the CPU with CPU inputs: one device per stage, never a mix
-        model = fin.fine_tuned(rank, policy).to(fin.ev.device)
-        signature = task.space.signature(policy)
-        macs, params = fin.ev._costs_of(signature, model)
-        lat = fin.ev.latency.measure(signature, model, use_cache=False)
-        metrics: dict[str, Any] = {
-            **fin.test_quality(model),
-            "val_quality": fin.ev.metric_fn(model),
-            "searched_quality": searched.quality,
-            "metric": task.spec.metric,
-            "macs": macs,
-            "params": params,
-            "macs_ratio": macs / task.space.dense_macs,
-            "params_ratio": params / task.space.dense_params,
-            "latency_ms": lat.ms,
-            "latency_spread_ms": lat.spread_ms,
-            "latency_ratio": lat.ratio,
-            "dense_latency_ms": lat.dense_ms,
-            "node": fin.ev.node,
-            "schedule": spec.schedule,
-            "finetune_epochs": spec.finetune_epochs,
-        }
-        model = model.cpu()
-        bundle = out_dir / f"rank-{rank}"
-        staging = out_dir / f".rank-{rank}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        example = fin.ev.example.cpu()
-        with torch.no_grad():
-            num_classes = int(model(example).shape[1])
-        arch = architecture(
-            _source(task),
-            num_classes=num_classes,
-            in_channels=int(example.shape[1]),
-            input_shape=tuple(example.shape[1:]),
-            kept=task.space.kept(policy),
-        )
-        written = save_bundle(
-            staging,
-            model,
-            arch=arch,
-            policy=policy,
-            metrics=metrics,
-            onnx="onnx" in spec.export,
-            torchscript="torchscript" in spec.export,
-        )
-        # a format the model cannot be exported to is reported, not silently dropped
-        formats = [f for f in spec.export if f != "onnx" or written.get("model.onnx") == "onnx"]
-        if "onnx" in spec.export and "onnx" not in formats:
-            metrics["export_errors"] = {"onnx": written.get("model.onnx")}
-        metrics["export_max_abs_diff"] = fin.verify(staging, model, formats)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-        shutil.rmtree(bundle, ignore_errors=True)
-        staging.replace(bundle)  # a bundle appears only once it is complete and verified
-        files = [
-            (p.name, p.stat().st_size, _sha256(p)) for p in sorted(bundle.iterdir()) if p.is_file()
-        ]
-        metrics["finalize_seconds"] = time.perf_counter() - t0
-        artifacts.append(ArtifactInfo(rank, bundle, files, metrics, policy))
-        on({"rank": rank, "stage": "done", "dir": str(bundle), "metrics": metrics})
-    return artifacts
+    return [
+        _finalize_one(fin, task, spec, out_dir, rank, policy, searched)
+        for rank, (policy, searched) in enumerate(chosen, start=1)
+    ]
+
+
+def _finalize_one(
+    fin: _Finalizer,
+    task: Task,
+    spec: FinalizeSpec,
+    out_dir: Path,
+    rank: int,
+    policy: Policy,
+    searched: Metrics,
+) -> ArtifactInfo:
+    """One candidate: fine-tuned, measured, exported, verified, published as ``rank-<rank>``."""
+    t0 = time.perf_counter()
+    policy = task.space.validate(policy)
+    fin.on_progress({"rank": rank, "stage": "start", "policy": policy})
+    # measured where it was searched (the evaluator's device, with its inputs), then exported
+    # and verified on the CPU with CPU inputs: one device per stage, never a mix
+    model = fin.fine_tuned(rank, policy).to(fin.ev.device)
+    metrics = _measured(fin, task, spec, policy, searched, model)
+    model = model.cpu()
+    bundle = _exported_and_verified(fin, task, spec, out_dir / f"rank-{rank}", policy, model, metrics)
+    files = bundle_files(bundle)
+    metrics["finalize_seconds"] = time.perf_counter() - t0
+    fin.on_progress({"rank": rank, "stage": "done", "dir": str(bundle), "metrics": metrics})
+    return ArtifactInfo(rank, bundle, files, metrics, policy)
+
+
+def _measured(
+    fin: _Finalizer, task: Task, spec: FinalizeSpec, policy: Policy, searched: Metrics, model: nn.Module
+) -> dict[str, Any]:
+    """The fine-tuned model's metrics: test and validation quality, costs, latency."""
+    signature = task.space.signature(policy)
+    macs, params = fin.ev.costs(signature, model)
+    lat = fin.ev.latency.measure(signature, model, use_cache=False)
+    return {
+        **fin.test_quality(model),
+        "val_quality": fin.ev.metric_fn(model),
+        "searched_quality": searched.quality,
+        "metric": task.spec.metric,
+        "macs": macs,
+        "params": params,
+        "macs_ratio": macs / task.space.dense_macs,
+        "params_ratio": params / task.space.dense_params,
+        "latency_ms": lat.ms,
+        "latency_spread_ms": lat.spread_ms,
+        "latency_ratio": lat.ratio,
+        "dense_latency_ms": lat.dense_ms,
+        "node": fin.ev.node,
+        "schedule": spec.schedule,
+        "finetune_epochs": spec.finetune_epochs,
+    }
+
+
+def _exported_and_verified(
+    fin: _Finalizer,
+    task: Task,
+    spec: FinalizeSpec,
+    bundle: Path,
+    policy: Policy,
+    model: nn.Module,
+    metrics: dict[str, Any],
+) -> Path:
+    """The bundle written to a staging directory, each export checked against the model, then
+    moved to ``bundle``: a bundle appears only once it is complete and verified."""
+    from search_spaces.bundle import architecture, save_bundle
+
+    staging = bundle.parent / f".{bundle.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    example = fin.ev.example.cpu()
+    with torch.no_grad():
+        num_classes = int(model(example).shape[1])
+    arch = architecture(
+        _source(task),
+        num_classes=num_classes,
+        in_channels=int(example.shape[1]),
+        input_shape=tuple(example.shape[1:]),
+        kept=task.space.kept(policy),
+    )
+    written = save_bundle(
+        staging,
+        model,
+        arch=arch,
+        policy=policy,
+        metrics=metrics,
+        onnx="onnx" in spec.export,
+        torchscript="torchscript" in spec.export,
+    )
+    # a format the model cannot be exported to is reported, not silently dropped
+    formats = [f for f in spec.export if f != "onnx" or written.get("model.onnx") == "onnx"]
+    if "onnx" in spec.export and "onnx" not in formats:
+        metrics["export_errors"] = {"onnx": written.get("model.onnx")}
+    metrics["export_max_abs_diff"] = fin.verify(staging, model, formats)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    shutil.rmtree(bundle, ignore_errors=True)
+    staging.replace(bundle)
+    return bundle

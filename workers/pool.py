@@ -13,6 +13,7 @@ import os
 import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.latency_table import LatencyTable
@@ -21,7 +22,7 @@ from search_spaces.space import SearchSpace
 
 if TYPE_CHECKING:
     from workers.spec import JobSpec
-    from workers.task import WorkerSettings
+    from workers.task import Task, WorkerSettings
 
 
 class EvaluatorLike(Protocol):
@@ -276,7 +277,7 @@ def make_pool(spec: JobSpec, settings: WorkerSettings) -> InProcessPool | RayPoo
 
 def make_ray_pool(spec: JobSpec, settings: WorkerSettings) -> RayPool:
     """``spec.workers`` Ray actors sharing the job's dense weights and space."""
-    from workers.task import TaskFactory, load_task
+    from workers.task import load_task
 
     task = load_task(spec, settings)
     ensure_ray()
@@ -290,3 +291,39 @@ def make_ray_pool(spec: JobSpec, settings: WorkerSettings) -> RayPool:
         device=spec.target.device,
         resources=spec.target.resources,
     )
+
+
+@dataclass
+class TaskFactory:
+    """Rebuilds a task inside a Ray actor from shared weights and the built space (picklable)."""
+
+    spec_json: str
+    settings: WorkerSettings
+    state_ref: Any  # ray.ObjectRef of the dense state dict (the module itself if it was pickled)
+    space: dict[str, Any]
+    threads: int | None = None
+
+    @classmethod
+    def from_task(cls, task: Task, settings: WorkerSettings, *, state_ref: Any) -> TaskFactory:
+        return cls(task.spec.model_dump_json(), settings, state_ref, task.space.to_dict())
+
+    @staticmethod
+    def shareable(task: Task) -> Any:
+        """What to put in the object store: the state dict, or the module if it came pickled."""
+        return task.model if task.info.get("pickled_module") else task.model.state_dict()
+
+    def task(self) -> Task:
+        import ray
+
+        from search_spaces.registry import allow_plugins
+        from workers.spec import JobSpec
+        from workers.task import rebuild_task
+
+        allow_plugins(self.settings.plugins)  # this (Ray worker) process validates like the controller
+        spec = JobSpec.model_validate_json(self.spec_json)
+        return rebuild_task(spec, self.settings, ray.get(self.state_ref), self.space)
+
+    def __call__(self) -> Any:
+        from workers.evaluator import Evaluator
+
+        return Evaluator(self.task(), settings=self.settings, threads=self.threads)

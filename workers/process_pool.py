@@ -66,7 +66,7 @@ def _dense_test_accuracy(task: Task) -> float | None:
         return float(ref["test_accuracy"])
     if task.spec.metric != "accuracy":
         return None
-    from search_spaces.reference import evaluate_accuracy
+    from search_spaces.training import evaluate_accuracy
 
     return float(evaluate_accuracy(task.model, task.splits.test))
 

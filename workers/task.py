@@ -1,10 +1,10 @@
 """What a job evaluates: the dense model, its data, an example input and the search space.
 
 ``load_task`` is run once per job by the controller (for Ray jobs, by its Ray driver process,
-:mod:`workers.ray_driver`). Ray actors do not repeat the expensive
-parts: a :class:`TaskFactory` carries the dense weights (as a Ray object reference) and the
-built space, and rebuilds the task in the actor from the model source and the (offline,
-deterministic) dataset.
+:mod:`workers.ray_driver`). Ray actors do not repeat the expensive parts: a
+``workers.pool.TaskFactory`` carries the dense weights (as a Ray object reference) and the built
+space, and ``rebuild_task`` rebuilds the task in the actor from the model source and the
+(offline, deterministic) dataset.
 
 Weights never unpickle arbitrary objects: safetensors, or a ``torch.load(weights_only=True)``
 state dict; a pickled module only with ``allow_pickle`` (an operator's flag).
@@ -189,49 +189,19 @@ def load_task(spec: JobSpec, settings: WorkerSettings) -> Task:
     return Task(spec, model, splits, example, space, spec.search_space.criterion or "l1", info)
 
 
-@dataclass
-class TaskFactory:
-    """Rebuilds a task inside a Ray actor from shared weights and the built space (picklable)."""
+def rebuild_task(spec: JobSpec, settings: WorkerSettings, shared: Any, space: dict[str, Any]) -> Task:
+    """The task again, in a Ray actor, from the dense weights ``load_task`` built and shared
+    (the state dict, or the module if it came pickled) and the built space's dict."""
+    from workers.text_task import is_text_spec, rebuild_text_task
 
-    spec_json: str
-    settings: WorkerSettings
-    state_ref: Any  # ray.ObjectRef of the dense state dict (the module itself if it was pickled)
-    space: dict[str, Any]
-    threads: int | None = None
-
-    @classmethod
-    def from_task(cls, task: Task, settings: WorkerSettings, *, state_ref: Any) -> TaskFactory:
-        return cls(task.spec.model_dump_json(), settings, state_ref, task.space.to_dict())
-
-    @staticmethod
-    def shareable(task: Task) -> Any:
-        """What to put in the object store: the state dict, or the module if it came pickled."""
-        return task.model if task.info.get("pickled_module") else task.model.state_dict()
-
-    def task(self) -> Task:
-        import ray
-
-        from search_spaces.registry import allow_plugins
-
-        allow_plugins(self.settings.plugins)  # this (Ray worker) process validates like the controller
-        spec = JobSpec.model_validate_json(self.spec_json)
-        from workers.text_task import is_text_spec, rebuild_text_task
-
-        if is_text_spec(spec):
-            return rebuild_text_task(spec, self.settings, ray.get(self.state_ref), self.space)
-        splits = _splits(spec, self.settings)
-        example = _example(spec, splits)
-        shared = ray.get(self.state_ref)
-        if isinstance(shared, nn.Module):
-            model = shared
-        else:
-            model = _build(spec, splits, example)
-            model.load_state_dict(shared)
-        model.eval()
-        space = SearchSpace.from_dict(self.space)
-        return Task(spec, model, splits, example, space, spec.search_space.criterion or "l1")
-
-    def __call__(self) -> Any:
-        from workers.evaluator import Evaluator
-
-        return Evaluator(self.task(), settings=self.settings, threads=self.threads)
+    if is_text_spec(spec):
+        return rebuild_text_task(spec, settings, shared, space)
+    splits = _splits(spec, settings)
+    example = _example(spec, splits)
+    if isinstance(shared, nn.Module):
+        model = shared
+    else:
+        model = _build(spec, splits, example)
+        model.load_state_dict(shared)
+    model.eval()
+    return Task(spec, model, splits, example, SearchSpace.from_dict(space), spec.search_space.criterion or "l1")

@@ -22,8 +22,8 @@ import torch
 
 from agents.types import Metrics
 from search_spaces.space import Policy
+from workers.artifacts import ArtifactInfo, FinalizeError, ProgressFn, bundle_files, check_writable
 from workers.evaluator import Evaluator
-from workers.finalize import ArtifactInfo, FinalizeError, ProgressFn, _check_writable, _sha256
 from workers.spec import FinalizeSpec
 from workers.task import Task
 from workers.text_eval import embed, length_batches, mean_cosine, ranking_fidelity
@@ -59,7 +59,7 @@ def finalize_text(
     from search_spaces.transformers.bundle import save_sentence_embedder
 
     out_dir = Path(out_dir)
-    _check_writable(out_dir)
+    check_writable(out_dir)
     chosen = candidates[: spec.top_k]
     if not chosen:
         return []
@@ -86,7 +86,7 @@ def finalize_text(
 
         model = te.prune(policy, distil_steps=total, on_step=progress)
         signature = task.space.signature(policy)
-        macs, params = ev._costs_of(signature, model)
+        macs, params = ev.costs(signature, model)
         lat = ev.latency.measure(signature, model.to(ev.device), use_cache=False)
         model = model.cpu().eval()
         got = embed(model, test_batches, torch.device("cpu"))
@@ -129,7 +129,7 @@ def finalize_text(
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         shutil.rmtree(bundle, ignore_errors=True)
         staging.replace(bundle)  # a bundle appears only once it is complete and verified
-        files = [(p.name, p.stat().st_size, _sha256(p)) for p in sorted(bundle.iterdir()) if p.is_file()]
+        files = bundle_files(bundle)
         metrics["finalize_seconds"] = time.perf_counter() - t0
         artifacts.append(ArtifactInfo(rank, bundle, files, metrics, policy))
         on({"rank": rank, "stage": "done", "dir": str(bundle), "metrics": metrics})

@@ -23,9 +23,10 @@ from scipy.stats import truncnorm
 from agents.base import Agent
 from agents.baselines import rng_state, set_rng_state
 from agents.ddpg.env import OBS_DIM, PruningEnv
-from agents.ddpg.learner import DDPG, one_thread
+from agents.ddpg.learner import DDPG
 from agents.types import Budget, Outcome, Proposal
 from search_spaces.space import SearchSpace
+from search_spaces.threads import torch_threads
 
 
 class DDPGAgent(Agent):
@@ -111,7 +112,7 @@ class DDPGAgent(Agent):
     def propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []
         while len(out) < n:
-            with one_thread():
+            with torch_threads(1):  # tiny nets: intra-op threads only add contention (40x slower on a busy 2-core box)
                 policy, record = self.rollout()
             p = self._proposal(policy, episode=record["episode"], role="warmup" if record["episode"] < self.warmup else "episode")
             self._episodes[p.trial_id] = record
@@ -142,7 +143,7 @@ class DDPGAgent(Agent):
             if record["episode"] >= self.warmup:
                 updates += steps
         if self._episode > self.warmup and updates:
-            with one_thread():
+            with torch_threads(1):
                 for _ in range(updates):
                     self.ddpg.update(self._rng)
 

@@ -11,8 +11,6 @@ reward baseline subtracted from each sampled batch (α = 0.5).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -20,17 +18,6 @@ import torch
 from torch import nn
 
 from agents.ddpg.serial import pack, pack_optimizer, unpack, unpack_optimizer
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """These nets are tiny: intra-op threads only add contention (40x slower on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class Actor(nn.Module):

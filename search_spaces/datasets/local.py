@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.datasets.common import DataSplits, split_arrays, standardize
+from search_spaces.paths import inside
 
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
@@ -26,13 +27,11 @@ def confine(path: str | os.PathLike[str] | None, roots: Sequence[str | os.PathLi
         raise ValueError("dataset.path: this dataset needs a path")
     if not roots:
         raise ValueError(f"dataset.path {str(path)!r}: no data roots are configured, so no local path is allowed")
-    resolved = Path(path).expanduser().resolve()
-    for root in roots:
-        r = Path(root).expanduser().resolve()
-        if resolved == r or r in resolved.parents:
-            if not resolved.exists():
-                raise ValueError(f"dataset.path {str(path)!r}: does not exist")
-            return resolved
+    resolved = inside(path, roots)
+    if resolved is not None:
+        if not resolved.exists():
+            raise ValueError(f"dataset.path {str(path)!r}: does not exist")
+        return resolved
     raise ValueError(f"dataset.path {str(path)!r}: outside the configured data roots")
 
 
@@ -89,7 +88,7 @@ def load_image_folder_splits(
     xs, ys = [], []
     for label, cls in enumerate(classes):
         for f in sorted((base / cls).iterdir()):
-            if f.suffix.lower() in _IMAGE_EXTS and f.resolve().is_relative_to(base):
+            if f.suffix.lower() in _IMAGE_EXTS and inside(f, [base]):
                 with Image.open(f) as im:
                     arr = np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0
                 xs.append(arr.transpose(2, 0, 1))

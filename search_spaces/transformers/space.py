@@ -77,7 +77,7 @@ def build_transformer_space(
     names groups (``...attention.self`` or ``...intermediate.dense``) left unpruned.
     ``calibration``: token-id batches for the ``activation`` criterion.
     """
-    from search_spaces.build import SpaceError
+    from search_spaces.graph import SpaceError
     from search_spaces.transformers.prune import group_importance
 
     if not is_transformer(model):

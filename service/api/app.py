@@ -23,7 +23,8 @@ from service.api.schemas import Health, finite
 from service.config import Settings
 from service.db import Database, upgrade
 from service.errors import StorageError
-from service.runner import Launcher, Runner
+from service.launcher import Launcher
+from service.runner import Runner
 from workers.ray_driver import ray_state, shutdown_shared
 
 API_PREFIX = "/api/v1"

@@ -14,6 +14,7 @@ from fastapi import APIRouter, File, HTTPException, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
+from search_spaces.paths import inside
 from service.api.deps import DbDep, SettingsDep, errors
 from service.api.schemas import Artifact, ArtifactList, Upload
 from service.db import repo
@@ -37,8 +38,8 @@ def _zip(directory: Path, names: list[str]) -> BinaryIO:
     spool: BinaryIO = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # type: ignore[assignment]  # noqa: SIM115 - returned open
     with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in names:
-            path = (directory / name).resolve()
-            if directory not in path.parents or not path.is_file():
+            path = inside(directory / name, [directory])
+            if path is None or path == directory or not path.is_file():
                 raise HTTPException(status.HTTP_410_GONE, f"artifact file {name!r} is missing")
             zf.write(path, arcname=name)
     spool.seek(0)

@@ -16,12 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import DbDep, RunnerDep, SettingsDep, errors
-from service.api.schemas import FINAL_STATES, Job, Page, ParetoFront, ParetoPoint, Trial
+from service.api.schemas import Job, Page, ParetoFront, ParetoPoint, Trial
 from service.api.spec_body import job_spec_body, request_body_openapi
 from service.config import Settings
 from service.db import Database, repo
 from service.errors import ConflictError, NotFoundError
 from service.front import front_rows
+from service.states import FINAL_STATES
 from workers.spec import JobSpec
 
 router = APIRouter(tags=["jobs"])

@@ -18,8 +18,6 @@ from service.db import repo
 from service.db.models import ArtifactRow, JobRow, TrialRow
 from workers.spec import BudgetSpec, JobSpec
 
-FINAL_STATES = ("succeeded", "failed", "cancelled")
-
 
 def aware(t: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything is stored in UTC."""

@@ -14,8 +14,8 @@ import click
 
 from service.cli import main
 from service.client import ApiError, Client
+from service.states import FINAL_STATES
 
-FINAL = ("succeeded", "failed", "cancelled")
 server_option = click.option(
     "--server", default=None, metavar="URL",
     help="API base URL (default: $AUTOPRUNE_SERVER, else the local server on AUTOPRUNE_HOST/PORT).",
@@ -110,7 +110,7 @@ def watch_job(client: Client, job_id: str, interval: float = 1.0) -> dict[str, A
             eta = p.get("eta_seconds")
             bar.update(task, completed=p["trials_done"], state=job["state"], best=_best_text(job),
                        eta=f"{eta:.0f}s" if eta is not None else "-")
-            if job["state"] in FINAL:
+            if job["state"] in FINAL_STATES:
                 break
             time.sleep(interval)
             job = client.job(job_id)

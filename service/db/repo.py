@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from service.db.models import ArtifactRow, EventRow, JobRow, TrialRow, UploadRow, utcnow
 from service.db.notify import EVENT_JOBS
 from service.errors import NotFoundError
+from service.states import FINAL_STATES, JobState
 
 _TRIAL_SORTS = {
     "trial_id": TrialRow.trial_id,
@@ -79,7 +80,7 @@ def set_state(s: Session, *, job: JobRow, state: str, error: str | None = None) 
     now = utcnow()
     if state == "running" and job.started_at is None:
         job.started_at = now
-    if state in ("succeeded", "failed", "cancelled"):
+    if state in FINAL_STATES:
         job.finished_at = now
     if error is not None:
         job.error = error
@@ -90,7 +91,7 @@ def set_state(s: Session, *, job: JobRow, state: str, error: str | None = None) 
 # A controller runs a job only while it holds the job's lease (owner id + expiry). Every lease
 # change is one conditional UPDATE, so two controllers can never both hold it: on PostgreSQL the
 # second UPDATE waits for the first's row lock and re-checks its WHERE; SQLite has one writer.
-UNFINISHED_STATES = ("queued", "running", "finalizing")
+UNFINISHED_STATES = tuple(s.value for s in JobState if not s.is_finished())
 
 
 def db_now(s: Session) -> datetime:
@@ -225,11 +226,6 @@ def list_trials(
         .limit(limit)
     )
     return s.scalars(stmt).all(), count_trials(s, job_id=job_id)
-
-
-def get_trial(s: Session, *, job_id: str, trial_id: int) -> TrialRow | None:
-    stmt = sa.select(TrialRow).where(TrialRow.job_id == job_id, TrialRow.trial_id == trial_id)
-    return s.scalars(stmt).first()
 
 
 def front_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:

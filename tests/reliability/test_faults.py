@@ -19,8 +19,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.schemas import FINAL_STATES
 from service.runner import default_launcher
+from service.states import FINAL_STATES
 from tests.reliability.helpers import EVALUATING_DIR, tiny_spec
 from tests.server_process import free_port, kill, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import reference_cache, wait_state

@@ -12,7 +12,8 @@ import torch
 
 from search_spaces import load_dataset
 from search_spaces.datasets.local import confine
-from search_spaces.reference import evaluate_accuracy, finetune, train_reference
+from search_spaces.reference import train_reference
+from search_spaces.training import evaluate_accuracy, finetune
 from search_spaces.zoo import build_model
 
 

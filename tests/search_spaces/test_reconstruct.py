@@ -34,7 +34,7 @@ class TinyCNN(nn.Module):
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, object]:
     from search_spaces.data import load_dataset
-    from search_spaces.reference import finetune
+    from search_spaces.training import finetune
 
     splits = load_dataset("digits", size=8)
     torch.manual_seed(0)
@@ -67,7 +67,7 @@ def test_reconstruction_reduces_the_consumers_output_error(trained: tuple[nn.Mod
 
 
 def test_reconstructed_accuracy_beats_bn_recalibration(trained: tuple[nn.Module, object]) -> None:
-    from search_spaces.reference import evaluate_accuracy
+    from search_spaces.training import evaluate_accuracy
 
     model, splits = trained
     dense = evaluate_accuracy(model, splits.val)

@@ -14,7 +14,7 @@ from search_spaces import (
     measure_latency,
     recalibrate_bn,
 )
-from search_spaces.build import SpaceError
+from search_spaces.graph import SpaceError
 from tests.search_spaces.tiny_models import ConcatNet, TinyEncoder, Untraceable
 
 

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from search_spaces.build import SpaceError
+from search_spaces.graph import SpaceError
 from search_spaces.measure import count_macs_params
 from search_spaces.prune import apply_policy, kept_counts
 from search_spaces.space import PolicyError

@@ -15,7 +15,7 @@ from search_spaces import (
     count_macs_params,
     kept_counts,
 )
-from search_spaces.build import SpaceError
+from search_spaces.graph import SpaceError
 from search_spaces.zoo import DEFAULT_INPUT_SHAPES, ZOO
 from tests.search_spaces.conftest import example
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from agents.types import Metrics, Outcome, Proposal
 from search_spaces.space import Group, LayerCost, SearchSpace
-from service.runner import Launched
+from service.launcher import Launched
 from workers.spec import JobSpec
 
 
@@ -89,6 +89,8 @@ class FakeLauncher:
         def finalize(candidates: list[Outcome], out_dir: Path, on_progress: Any = None) -> list[dict[str, Any]]:
             out = []
             for rank, c in enumerate(candidates, start=1):
+                if on_progress is not None:  # as workers' finalize reports its steps
+                    on_progress({"rank": rank, "stage": "start", "policy": c.policy})
                 d = out_dir / f"rank{rank}"
                 d.mkdir(parents=True, exist_ok=True)
                 data = json.dumps(c.policy).encode()
@@ -96,6 +98,8 @@ class FakeLauncher:
                 out.append({"rank": rank, "trial_id": c.trial_id, "dir": str(d),
                             "files": [("policy.json", len(data), hashlib.sha256(data).hexdigest())],
                             "metrics": c.metrics.to_dict() if c.metrics else {}})
+                if on_progress is not None:
+                    on_progress({"rank": rank, "stage": "done", "dir": str(d)})
             return out
 
         return Launched(space=pool.space, dense_metrics=pool.dense_metrics, pool=pool, finalize=finalize)

@@ -132,6 +132,15 @@ def test_events_stream_and_replay(client: TestClient) -> None:
     states = [e[2]["state"] for e in events if e[1] == "state"]
     assert states == ["queued", "running", "finalizing", "succeeded"]
     assert set(next(e[2] for e in events if e[1] == "trial")) == TRIAL_FIELDS
+    # finalize's steps reach the stream, between the finalizing and succeeded states
+    fin = [(i, e[2]) for i, e in enumerate(events) if e[1] == "finalize"]
+    ranks = len(client.get(f"/api/v1/jobs/{job['id']}/artifacts").json()["items"])
+    assert ranks >= 1 and [(d["rank"], d["stage"]) for _, d in fin] == [
+        (r, stage) for r in range(1, ranks + 1) for stage in ("start", "done")
+    ]
+    state_at = {e[2]["state"]: i for i, e in enumerate(events) if e[1] == "state"}
+    assert all(state_at["finalizing"] < i < state_at["succeeded"] for i, _ in fin)
+    assert all("policy" not in d for _, d in fin)  # the event stays small: the artifact holds the rest
     # Last-Event-ID replays only what comes after it
     with client.stream("GET", f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": str(seqs[-3])}) as r:
         tail = "".join(r.iter_text())

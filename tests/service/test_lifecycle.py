@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from service.db import Database, repo
-from service.runner import JobState
+from service.states import FINAL_STATES, JobState
 from tests.service.conftest import wait_state
 from tests.service.fakes import FakeLauncher, spec
 
 
 def test_state_enum() -> None:
     assert [s for s in JobState if s.is_finished()] == [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED]
+
+
+def test_dashboard_final_states_match_the_server() -> None:
+    """app.js keeps its own copy of the final states (no build step); it must not drift."""
+    app_js = (Path(__file__).parents[2] / "service/dashboard/static/app.js").read_text()
+    found = re.search(r"const FINAL = new Set\(\[([^\]]*)\]\)", app_js)
+    assert found, "app.js no longer declares FINAL"
+    assert set(re.findall(r'"([a-z]+)"', found.group(1))) == set(FINAL_STATES)
 
 
 def test_one_job_at_a_time_and_trials_visible_while_running(client_factory) -> None:  # type: ignore[no-untyped-def]

@@ -94,7 +94,7 @@ class ListAgent(Agent):
 
     @property
     def finished(self) -> bool:
-        return self._next_trial_id >= len(self.policies) and not self._pending and not self._replay
+        return self._next_trial_id >= len(self.policies) and not self.outstanding()
 
 
 def mean_confidence(model: Any, loader: Any) -> float:

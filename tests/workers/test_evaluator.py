@@ -11,8 +11,9 @@ import torch
 
 from search_spaces.registry import allow_plugins
 from search_spaces.space import PolicyError
+from search_spaces.training import evaluate_accuracy
 from tests.workers.conftest import small_spec, variant
-from workers.evaluator import Evaluator, accuracy
+from workers.evaluator import Evaluator
 from workers.latency import NodeLock
 from workers.task import Task, WorkerSettings, load_task, load_weights, resolve_weights
 
@@ -84,7 +85,7 @@ def test_latency_file_cache_is_shared_between_evaluators(task: Task, tmp_path: P
 def test_accuracy_and_entrypoint_metrics(task: Task) -> None:
     t = variant(task, metric="accuracy")
     ev = Evaluator(t, latency_rounds=3)
-    want = accuracy(t.model, ev.val_loader, torch.device("cpu"))
+    want = evaluate_accuracy(t.model, ev.val_loader, device=torch.device("cpu"))
     assert ev.evaluate({}).quality == pytest.approx(want)
     assert len(ev.val_loader.dataset) == 64  # val_samples caps the val split
     assert ev.dense_metrics().quality == pytest.approx(want)

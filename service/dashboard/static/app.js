@@ -4,6 +4,7 @@
 
 const API = "/api/v1";
 const TOKEN_KEY = "autoprune.token";
+// the states a job never leaves: service/states.py FINAL_STATES (test_lifecycle.py checks they agree)
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const PAGE = 15;
 const $ = (sel) => document.querySelector(sel);
@@ -98,10 +99,17 @@ function formatBest(job) {
 const modelName = (spec) => spec?.model?.zoo || spec?.model?.entrypoint || "–";
 const badge = (state) => `<span class="badge ${esc(state)}">${esc(state)}</span>`;
 
-function progressText(p, state) {
+// the latest `finalize` event: "rank 1: finetune 40/200"
+function finalizeText(fin) {
+  if (!fin || fin.rank == null) return "";
+  const of = fin.steps ? ` ${fin.step}/${fin.steps}` : fin.prune_steps ? ` ${fin.prune_step}/${fin.prune_steps}` : "";
+  return ` rank ${fin.rank}: ${fin.stage}${of}`;
+}
+
+function progressText(p, state, fin) {
   if (!p) return "";
   let t = `${p.trials_done} / ${p.trials_total} trials`;
-  if (state === "finalizing") t += " · finalizing";
+  if (state === "finalizing") t += " · finalizing" + finalizeText(fin);
   else if (!FINAL.has(state) && p.eta_seconds != null) t += ` · ETA ${duration(p.eta_seconds)}`;
   return t;
 }

@@ -139,6 +139,9 @@ class JobView {
     } else if (ev.type === "progress") {
       this.job.progress = d;
       this.renderProgress();
+    } else if (ev.type === "finalize") {
+      this.finalizeStep = d;
+      this.renderProgress();
     } else if (ev.type === "state") {
       this.job.state = d.state;
       this.job.error = d.error;
@@ -218,7 +221,7 @@ class JobView {
     const p = this.job.progress;
     $("#job-progress-bar").style.width = `${100 * progressFrac(p)}%`;
     $("#job-progress-bar").classList.toggle("done", FINAL.has(this.job.state));
-    $("#job-progress-text").textContent = progressText(p, this.job.state);
+    $("#job-progress-text").textContent = progressText(p, this.job.state, this.finalizeStep);
   }
 
   renderAll() {
