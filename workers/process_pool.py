@@ -117,6 +117,11 @@ def _child(conn: Connection, spec_json: str, settings: WorkerSettings, parent: i
                 else:
                     metrics.extra = {**metrics.extra, "worker_pid": os.getpid()}
                     conn.send(("outcome", trial_id, metrics.to_dict(), None))
+            elif kind == "latency_table":  # the knapsack agent's hint, measured where the model is
+                from workers.latency_table import measure_latency_table
+
+                evaluator = evaluator or Evaluator(task, settings=settings)
+                conn.send(("latency_table", measure_latency_table(evaluator, msg[1]).to_dict()))
             elif kind == "finalize":
                 candidates = [Outcome(t, p, Metrics.from_dict(m) if m else None) for t, p, m in msg[1]]
                 artifacts = finalize_outcomes(task, candidates, Path(msg[2]),
@@ -230,6 +235,14 @@ class TaskProcess:
                 continue
             metrics = Metrics.from_dict(msg[2]) if msg[2] is not None else None
             return Outcome(p.trial_id, p.policy, metrics, msg[3])
+
+    def latency_table(self, ratios: tuple[float, ...]) -> Any:
+        """The per-group latency table (``workers.latency_table``), measured in the child."""
+        from agents.latency_table import LatencyTable
+
+        with self._lock:
+            self._send(("latency_table", list(ratios)))
+            return LatencyTable.from_dict(self._expect("latency_table")[1])
 
     def finalize(self, candidates: list[Outcome], out_dir: Path,
                  on_progress: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:

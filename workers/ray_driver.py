@@ -286,9 +286,15 @@ class RemotePool:
     def worker_pids(self) -> list[int]:
         return list(self._call("pids"))
 
-    def _call(self, what: str) -> Any:
+    def latency_table(self, ratios: tuple[float, ...]) -> Any:
+        """The per-group latency table, measured by one of the job's actors."""
+        from agents.latency_table import LatencyTable
+
+        return LatencyTable.from_dict(self._call("latency_table", list(ratios)))
+
+    def _call(self, what: str, *args: Any) -> Any:
         assert self._conn is not None
-        self._conn.send((what,))
+        self._conn.send((what, *args))
         kind, value = self._conn.recv()
         if kind == "error":
             raise RuntimeError(value)
@@ -416,6 +422,12 @@ def _serve_pool(conn: Connection) -> None:
                 return
             if msg[0] == "pids":
                 conn.send(("pids", pool.worker_pids()))
+                continue
+            if msg[0] == "latency_table":
+                try:
+                    conn.send(("latency_table", pool.latency_table(tuple(msg[1])).to_dict()))
+                except Exception as exc:  # noqa: BLE001 - the job fails with this message
+                    conn.send(("error", _error(exc)))
                 continue
             try:
                 for outcome in pool.evaluate(msg[1]):

@@ -13,7 +13,7 @@ from workers.hints import agent_hints
 from workers.latency_table import measure_latency_table, table_policies
 from workers.loop import run_search
 from workers.pool import InProcessPool
-from workers.task import Task
+from workers.task import Task, WorkerSettings
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,21 @@ def test_measured_table_is_cached_and_reaches_the_agent(evaluator: Evaluator, ta
     assert all(o.metrics.latency_ratio is not None for _, o in done)
     assert len({task.space.signature(p.policy) for p, _ in done}) == 3  # never the same twice
     assert agent.state_dict()["extra"]["latency_table"] == table.to_dict()
+
+
+@pytest.mark.slow
+def test_task_process_measures_the_table_in_its_child(settings: WorkerSettings) -> None:
+    """``workers: 0`` jobs evaluate in a child process: the knapsack's table comes from there too."""
+    from tests.workers.conftest import small_spec
+    from workers.process_pool import TaskProcess
+
+    spec = small_spec("resnet20-digits", budget={"latency_ratio": 0.8}, agent={"kind": "knapsack"})
+    proc = TaskProcess(spec, settings)
+    try:
+        hints = agent_hints("knapsack", Budget(latency_ratio=0.8), {"table_ratios": [0.5]}, proc)
+        table = hints.latency_table
+        assert table is not None and set(table.entries) == set(proc.space.names)
+        assert table.dense_ms > 0
+        assert all(ratio > 0 for entries in table.entries.values() for _, ratio in entries)
+    finally:
+        proc.close()
