@@ -100,7 +100,7 @@ def main() -> None:
         images += 3 * ev_opts.get("finetune_steps", 0) * spec.evaluation.batch_size
         limit_s = images * pruned_macs / rate
         per = statistics.median(seconds[name])
-        print(f"| {name} | {per:.2f} | {60 / per:.1f} | {60 / limit_s:.0f} | {limit_s / per:.0%} |")
+        print(f"| {name} | {per:.2f} | {60 / per:.2f} | {60 / limit_s:.2f} | {limit_s / per:.0%} |")
 
 
 if __name__ == "__main__":

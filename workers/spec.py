@@ -209,6 +209,8 @@ class SearchSpaceSpec(_Spec):
 
 
 Recovery = Literal["auto", "none", "bn", "lsq", "finetune"]
+#: Below this budget ratio ``recovery: auto`` reconstructs (docs/benchmarks.md, "Proxy study").
+DEEP_CUT = 0.4
 
 
 class EvaluationSpec(_Spec):
@@ -219,7 +221,8 @@ class EvaluationSpec(_Spec):
             "recalibration on the calibration batches); 'lsq' (least-squares refit of the layers "
             "reading pruned channels to the dense model's outputs, then BN recalibration); "
             "'finetune' (BN recalibration, then finetune_steps of SGD); 'auto' (default): "
-            "'finetune' if finetune_steps > 0, else 'lsq' (docs/benchmarks.md, 'Proxy study')"
+            "'finetune' if finetune_steps > 0, else 'lsq' for budgets below 0.4 of the dense "
+            "model and 'bn' above (docs/benchmarks.md, 'Proxy study')"
         ),
     )
     calibration_batches: int = Field(
@@ -243,11 +246,19 @@ class EvaluationSpec(_Spec):
             raise ValueError("recovery 'finetune' needs finetune_steps > 0 (try 20)")
         return self
 
-    def resolved_recovery(self) -> str:
-        """The recovery ``auto`` stands for (what the proxy study found honest and cheapest)."""
+    def resolved_recovery(self, budget: BudgetSpec) -> str:
+        """The recovery ``auto`` stands for: what the proxy study found honest at the budget.
+
+        Deep cuts (the tightest of the budget's ratios below ``DEEP_CUT``, or only an absolute
+        latency bound) get ``lsq``: BN recalibration leaves them near chance and ranks noise.
+        Shallower ones get ``bn``: there it ranked policies better than ``lsq``, for less.
+        """
         if self.recovery != "auto":
             return self.recovery
-        return "finetune" if self.finetune_steps > 0 else "lsq"
+        if self.finetune_steps > 0:
+            return "finetune"
+        ratios = [r for r in (budget.macs_ratio, budget.params_ratio, budget.latency_ratio) if r]
+        return "lsq" if not ratios or min(ratios) < DEEP_CUT else "bn"
 
 
 ExportFormat = Literal["torchscript", "onnx", "safetensors"]

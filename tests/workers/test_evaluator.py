@@ -208,7 +208,9 @@ def test_each_recovery_option_is_honoured(task: Task) -> None:
     assert not torch.allclose(weights["finetune"]["layer1.0.conv2.weight"], weights["bn"]["layer1.0.conv2.weight"])
 
 
-def test_auto_recovery_is_lsq_or_the_finetune_of_old_specs(task: Task) -> None:
-    assert Evaluator(task, latency_rounds=0).recovery == "lsq"
+def test_auto_recovery_follows_the_budget_or_the_finetune_of_old_specs(task: Task) -> None:
+    assert Evaluator(task, latency_rounds=0).recovery == "bn"  # 50 % MACs
+    deep = Evaluator(variant(task, budget={"macs_ratio": 0.25}), latency_rounds=0)
+    assert deep.recovery == "lsq" and deep._dense_targets is not None
     evaluation = {**task.spec.evaluation.model_dump(), "finetune_steps": 3}
     assert Evaluator(variant(task, evaluation=evaluation), latency_rounds=0).recovery == "finetune"
