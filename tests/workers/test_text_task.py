@@ -28,7 +28,7 @@ def _corpus(path: Path, n: int = 120) -> Path:
 @pytest.fixture(scope="module")
 def text_env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("data")
-    model_dir = save_tiny_hf_dir(tmp_path_factory.mktemp("tiny-bert"))
+    model_dir = save_tiny_hf_dir(root / "tiny-bert")  # hf: directories must lie in the data roots
     corpus = _corpus(root / "corpus.jsonl")
     settings = WorkerSettings(cache_dir=tmp_path_factory.mktemp("cache"), data_roots=(root,))
     return model_dir, corpus, settings
@@ -53,6 +53,15 @@ def _spec(model_dir: Path, corpus: Path, **overrides) -> JobSpec:  # type: ignor
 def text_task(text_env):  # type: ignore[no-untyped-def]
     model_dir, corpus, settings = text_env
     return load_task(_spec(model_dir, corpus), settings)
+
+
+def test_hf_directory_outside_the_data_roots_is_refused(text_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A REST caller names ``hf:<dir>``: only model directories the operator's data roots hold."""
+    model_dir, corpus, settings = text_env
+    outside = save_tiny_hf_dir(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="outside the configured data roots"):
+        load_task(_spec(outside, corpus), settings)
+    assert model_dir.is_relative_to(settings.data_roots[0])
 
 
 def test_text_task_tokenizes_with_the_models_tokenizer(text_task) -> None:  # type: ignore[no-untyped-def]
