@@ -73,13 +73,16 @@ def train_steps(
     lr: float = 0.01,
     teacher: nn.Module | None = None,
     on_step: Callable[[int], None] | None = None,
+    cosine: bool = False,
 ) -> None:
     """SGD for ``steps`` batches: cross-entropy on labels, or distillation from ``teacher``.
 
     Distillation (KL to the dense model's soft predictions) needs no labels, which is what a
-    user who searches with the ``agreement`` metric has.
+    user who searches with the ``agreement`` metric has. ``cosine`` decays ``lr`` to zero over
+    the steps: a final fine-tune must end at a low rate, or its last steps undo what it learned.
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)) if cosine else None
 
     def loss_of(batch: Any) -> torch.Tensor:
         x = batch_inputs(batch).to(device)
@@ -90,7 +93,7 @@ def train_steps(
             target = F.softmax(teacher(x), dim=1)
         return F.kl_div(F.log_softmax(out, dim=1), target, reduction="batchmean")
 
-    sgd_steps(model, batches, steps, opt=opt, loss_of=loss_of, on_step=on_step)
+    sgd_steps(model, batches, steps, opt=opt, loss_of=loss_of, scheduler=sched, on_step=on_step)
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator, pixels: int = 2) -> torch.Tensor:

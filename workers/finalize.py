@@ -71,7 +71,8 @@ class _Finalizer:
         if self.spec.schedule == "oneshot":
             model = self.ev.prune(policy)  # prune + the search's recovery (lsq by default)
             train_steps(
-                model, batches, total, device=self.ev.device, teacher=self.teacher, on_step=progress
+                model, batches, total, device=self.ev.device, teacher=self.teacher, on_step=progress,
+                cosine=True,  # end at a low rate: a constant 0.01 undid the recovered model's accuracy
             )
             return model.eval()
         # AGP: prune steps spread over the first half of training, then fine-tune at the target
@@ -97,6 +98,7 @@ class _Finalizer:
             device=self.ev.device,
             teacher=self.teacher,
             on_step=progress,
+            cosine=True,
         )
         return model.eval()
 

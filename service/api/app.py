@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             status_code=503, content={"detail": f"database unavailable: {exc}"}, headers={"Retry-After": "5"}
         )
 
-    @app.get("/healthz", tags=["health"], response_model=Health)
+    @app.get("/healthz", tags=["health"], response_model=Health, response_model_exclude_none=True)
     def healthz() -> Health:
         # "ok" means the API answers; Ray's state is reported beside it, never instead of it
         return Health(status="ok", **ray_state())
