@@ -82,10 +82,12 @@ def _exit_with_parent(parent: int) -> None:
 def _child(conn: Connection, spec_json: str, settings: WorkerSettings, parent: int) -> None:
     """The child's loop: one request at a time, answered on ``conn``."""
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    from search_spaces.registry import allow_plugins
     from workers.evaluator import Evaluator
     from workers.spec import JobSpec
     from workers.task import load_task
 
+    allow_plugins(settings.plugins)  # a spawned process: validates like the controller
     try:
         task = load_task(JobSpec.model_validate_json(spec_json), settings)
     except BaseException as exc:  # noqa: BLE001 - the job's failure, reported to the controller
@@ -276,8 +278,10 @@ class TaskProcess:
 
 def _train_reference(spec_json: str, settings: WorkerSettings) -> None:
     from search_spaces.reference import train_reference
+    from search_spaces.registry import allow_plugins
     from workers.spec import JobSpec
 
+    allow_plugins(settings.plugins)
     spec = JobSpec.model_validate_json(spec_json)
     assert spec.model.zoo is not None
     train_reference(spec.model.zoo, spec.dataset.name, cache_dir=settings.cache_dir, seed=spec.seed)

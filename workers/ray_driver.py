@@ -411,6 +411,9 @@ def _serve_pool(conn: Connection) -> None:
     try:
         msg = conn.recv()
         try:
+            from search_spaces.registry import allow_plugins
+
+            allow_plugins(msg[2].plugins)  # the driver process validates like the controller
             pool = make_ray_pool(msg[1], msg[2])
         except Exception as exc:  # noqa: BLE001 - the job fails with this message
             conn.send(("error", _error(exc)))
