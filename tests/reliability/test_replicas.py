@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.process_tree import descendants
 from tests.reliability.helpers import EVALUATING_DIR, tiny_spec
 from tests.server_process import free_port, kill, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import _reset_postgres, reference_cache
@@ -120,15 +121,22 @@ def test_sigkill_one_controller_mid_job_and_the_other_finishes_it(pair: tuple[Co
         job = a.get(f"/jobs/{job_id}")
     victim, survivor = (a, b) if a.owns(job["controller"]) else (b, a)
     assert victim.owns(job["controller"]), (job["controller"], _logs(a, b))
-    marker = EVALUATING_DIR / str(victim.proc.pid)
+    def evaluating() -> list[Path]:  # slow_metric's markers of the victim's task process (its child)
+        mine = set(descendants(victim.proc.pid))
+        return [m for m in EVALUATING_DIR.glob("*") if m.name.isdigit() and int(m.name) in mine]
+
+    markers: list[Path] = []
     try:
         while time.monotonic() < deadline:  # at least one trial stored and the next one evaluating
-            if a.get(f"/jobs/{job_id}")["progress"]["trials_done"] >= 1 and marker.exists():
-                break
+            if a.get(f"/jobs/{job_id}")["progress"]["trials_done"] >= 1:
+                markers = evaluating()
+                if markers:
+                    break
             time.sleep(0.05)
         kill(victim.proc)
     finally:
-        marker.unlink(missing_ok=True)  # the killed process could not remove it
+        for marker in markers:
+            marker.unlink(missing_ok=True)  # the killed process could not remove it
     killed_at = time.monotonic()
     before = _trials(survivor, job_id)  # what the victim stored (the lease keeps the survivor off for now)
     assert 1 <= len(before) < trials, (len(before), _logs(a, b))
