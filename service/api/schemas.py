@@ -165,7 +165,11 @@ class Job(_Model):
     id: str
     name: str
     state: str = Field(description="queued | running | finalizing | succeeded | failed | cancelled")
-    spec: JobSpec = Field(description="the job spec as accepted (defaults filled in)")
+    spec: JobSpec | dict[str, Any] = Field(
+        union_mode="left_to_right",
+        description="the job spec as accepted (defaults filled in); as stored when it no longer "
+        "validates (e.g. the operator withdrew its plugin), so the job stays readable",
+    )
     created_at: Timestamp | None
     started_at: Timestamp | None
     finished_at: Timestamp | None
@@ -246,3 +250,4 @@ class Health(_Model):
     status: str
     ray: str = "not_started"  # not_started | starting | running | down
     ray_error: str | None = None
+
