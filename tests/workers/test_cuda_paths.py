@@ -94,6 +94,7 @@ def test_measure_latency_on_a_cuda_input_syncs_by_default(monkeypatch: pytest.Mo
 
 
 @pytest.mark.slow
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_finalize_on_cuda_measures_on_the_device_and_exports_on_cpu(task: Task, tmp_path: Path) -> None:
     from agents.types import Metrics
