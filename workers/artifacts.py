@@ -57,3 +57,17 @@ def sha256(path: Path) -> str:
 def bundle_files(bundle: Path) -> list[tuple[str, int, str]]:
     """(name, size, sha256) of each file of a bundle directory, by name."""
     return [(p.name, p.stat().st_size, sha256(p)) for p in sorted(bundle.iterdir()) if p.is_file()]
+
+
+def cost_metrics(space: Any, macs: int, params: int, lat: Any) -> dict[str, Any]:
+    """A finalized model's costs and its re-measured latency, as every artifact reports them."""
+    return {
+        "macs": macs,
+        "params": params,
+        "macs_ratio": macs / space.dense_macs,
+        "params_ratio": params / space.dense_params,
+        "latency_ms": lat.ms,
+        "latency_spread_ms": lat.spread_ms,
+        "latency_ratio": lat.ratio,
+        "dense_latency_ms": lat.dense_ms,
+    }

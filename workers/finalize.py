@@ -26,7 +26,14 @@ from agents.types import Metrics
 from search_spaces.calibrate import recalibrate_bn
 from search_spaces.space import Policy, SearchSpace
 from search_spaces.training import evaluate_accuracy, train_steps
-from workers.artifacts import ArtifactInfo, FinalizeError, ProgressFn, bundle_files, check_writable
+from workers.artifacts import (
+    ArtifactInfo,
+    FinalizeError,
+    ProgressFn,
+    bundle_files,
+    check_writable,
+    cost_metrics,
+)
 from workers.evaluator import Evaluator, cycle, predictions
 from workers.spec import FinalizeSpec
 from workers.task import Task
@@ -224,14 +231,7 @@ def _measured(
         "val_quality": fin.ev.metric_fn(model),
         "searched_quality": searched.quality,
         "metric": task.spec.metric,
-        "macs": macs,
-        "params": params,
-        "macs_ratio": macs / task.space.dense_macs,
-        "params_ratio": params / task.space.dense_params,
-        "latency_ms": lat.ms,
-        "latency_spread_ms": lat.spread_ms,
-        "latency_ratio": lat.ratio,
-        "dense_latency_ms": lat.dense_ms,
+        **cost_metrics(task.space, macs, params, lat),
         "node": fin.ev.node,
         "schedule": spec.schedule,
         "finetune_epochs": spec.finetune_epochs,

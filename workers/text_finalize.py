@@ -22,7 +22,14 @@ import torch
 
 from agents.types import Metrics
 from search_spaces.space import Policy
-from workers.artifacts import ArtifactInfo, FinalizeError, ProgressFn, bundle_files, check_writable
+from workers.artifacts import (
+    ArtifactInfo,
+    FinalizeError,
+    ProgressFn,
+    bundle_files,
+    check_writable,
+    cost_metrics,
+)
 from workers.evaluator import Evaluator
 from workers.spec import FinalizeSpec
 from workers.task import Task
@@ -97,14 +104,7 @@ def finalize_text(
             "val_quality": te.quality(model),
             "searched_quality": searched.quality,
             "metric": task.spec.metric,
-            "macs": macs,
-            "params": params,
-            "macs_ratio": macs / task.space.dense_macs,
-            "params_ratio": params / task.space.dense_params,
-            "latency_ms": lat.ms,
-            "latency_spread_ms": lat.spread_ms,
-            "latency_ratio": lat.ratio,
-            "dense_latency_ms": lat.dense_ms,
+            **cost_metrics(task.space, macs, params, lat),
             "seq_len": task.spec.target.seq_len,
             "batch_size": task.spec.target.batch_size,
             "node": ev.node,
