@@ -138,6 +138,22 @@ def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
     assert zipped is not None and zipped.status_code == 200 and zipped.content.startswith(b"PK")
 
 
+def _kill_one_evaluating(c: TestClient, job_id: str, what: str) -> int:
+    """SIGKILLs a process that ``slow_metric`` marks as evaluating a trial (once the dense
+    model's own evaluation is done), failing if the job ends or 240 s pass first."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        view = c.get(f"/api/v1/jobs/{job_id}").json()
+        assert view["state"] not in FINAL_STATES, view["error"]
+        for marker in EVALUATING_DIR.iterdir():
+            pid = int(marker.name)
+            if pid != os.getpid() and view["dense"] is not None:
+                os.kill(pid, signal.SIGKILL)
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"never saw {what} mid-evaluation")
+
+
 @pytest.mark.slow
 def test_task_process_killed_mid_evaluation(app_factory: Callable[..., TestClient]) -> None:
     """``workers: 0`` evaluates in a child process: SIGKILL it mid-trial and the child is started
@@ -149,19 +165,7 @@ def test_task_process_killed_mid_evaluation(app_factory: Callable[..., TestClien
     body = tiny_spec(metric="entrypoint:tests.reliability.helpers:slow_metric",
                      agent={"kind": "random", "trials": trials}, finalize={"top_k": 0}, workers=0)
     job = c.post("/api/v1/jobs", json=body).json()
-    killed = None
-    deadline = time.monotonic() + 240
-    while killed is None and time.monotonic() < deadline:
-        view = c.get(f"/api/v1/jobs/{job['id']}").json()
-        assert view["state"] not in FINAL_STATES, view["error"]
-        for marker in EVALUATING_DIR.iterdir():
-            pid = int(marker.name)
-            if pid != os.getpid() and view["dense"] is not None:  # a trial's evaluation, not the dense one
-                os.kill(pid, signal.SIGKILL)
-                killed = pid
-                break
-        time.sleep(0.1)
-    assert killed is not None, "never saw the task process mid-evaluation"
+    killed = _kill_one_evaluating(c, job["id"], "the task process")
     done = wait_state(c, job["id"], FINAL_STATES, timeout=240)
     assert done["state"] == "succeeded", done["error"]
     items = _trials(c, job["id"])
@@ -185,20 +189,7 @@ def test_ray_worker_killed_mid_evaluation(app_factory: Callable[..., TestClient]
     body = tiny_spec(metric="entrypoint:tests.reliability.helpers:slow_metric",
                      agent={"kind": "random", "trials": trials}, finalize={"top_k": 0}, workers=1)
     job = c.post("/api/v1/jobs", json=body).json()
-    killed = None
-    deadline = time.monotonic() + 240
-    while killed is None and time.monotonic() < deadline:
-        state = c.get(f"/api/v1/jobs/{job['id']}").json()["state"]
-        assert state not in FINAL_STATES, c.get(f"/api/v1/jobs/{job['id']}").json()["error"]
-        for marker in EVALUATING_DIR.iterdir():
-            pid = int(marker.name)
-            # the first evaluation is the dense model's; kill one that evaluates a trial
-            if pid != os.getpid() and c.get(f"/api/v1/jobs/{job['id']}").json()["dense"] is not None:
-                os.kill(pid, signal.SIGKILL)
-                killed = pid
-                break
-        time.sleep(0.1)
-    assert killed is not None, "never saw a worker mid-evaluation"
+    killed = _kill_one_evaluating(c, job["id"], "a worker")
     done = wait_state(c, job["id"], FINAL_STATES, timeout=240)
     assert done["state"] == "succeeded", done["error"]
     items = _trials(c, job["id"])
