@@ -190,8 +190,11 @@ async def events(
 
     def poll(seq: int) -> tuple[list[tuple[int, str, dict[str, Any]]], bool]:
         with db.session_scope() as s:
-            rows = repo.events_after(s, job_id=job_id, seq=seq)
+            # State first: a final state read here was committed with its ``state`` event, so the
+            # events read after it include that event (read the other way round, a job finishing
+            # between the two reads ended the stream without its final event).
             done = repo.job_state(s, job_id) in FINAL_STATES
+            rows = repo.events_after(s, job_id=job_id, seq=seq)
             return [(e.seq, e.type, e.data) for e in rows], done
 
     async def stream() -> AsyncIterator[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import wait_state
@@ -145,6 +146,40 @@ def test_events_stream_and_replay(client: TestClient) -> None:
     with client.stream("GET", f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": str(seqs[-3])}) as r:
         tail = "".join(r.iter_text())
     assert [int(line[4:]) for line in tail.splitlines() if line.startswith("id: ")] == seqs[-2:]
+
+
+def test_event_stream_of_a_job_finishing_mid_read_ends_with_its_final_state(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job finishes between the stream's reads of its events and of its state: the stream
+    still ends with the final ``state`` event (it once ended on "running": a client following the
+    stream never learned the outcome)."""
+    from datetime import timedelta
+
+    from service.db import repo
+
+    db = client.app.state.db  # type: ignore[attr-defined]
+    with db.session_scope() as s:  # a job another controller runs: this server's runner leaves it be
+        row = repo.create_job(s, spec=spec(), name="elsewhere", cost_key="macs", trials_total=1)
+        row.lease_owner, row.lease_expires_at = "other-controller", repo.utcnow() + timedelta(hours=1)
+        repo.set_state(s, job=row, state="running")
+        job_id = row.id
+    read = repo.events_after
+    finished = []
+
+    def events_then_finish(s, **kw):  # type: ignore[no-untyped-def]
+        rows = read(s, **kw)
+        if not rows and not finished:  # the other controller commits the job's end just after
+            finished.append(True)
+            with db.session_scope() as other:
+                repo.set_state(other, job=repo.get_job(other, job_id), state="succeeded")
+        return rows
+
+    monkeypatch.setattr(repo, "events_after", events_then_finish)
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as r:
+        states = [json.loads(line[5:])["state"] for line in r.iter_lines()
+                  if line.startswith("data:") and '"state"' in line]
+    assert states == ["running", "succeeded"]
 
 
 def test_body_size_limit(client_factory) -> None:  # type: ignore[no-untyped-def]
