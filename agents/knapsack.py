@@ -87,9 +87,9 @@ class KnapsackAgent(Agent):
             ("exploration", exploration), ("prior_points", prior_points), ("latency_margin", latency_margin),
             ("gap", gap), ("time_limit", time_limit),
         )
-        for name, v in named:
-            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"options.{name} must be a number >= 0, got {v!r}")
+        for name, x in named:
+            if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x) or x < 0:
+                raise ValueError(f"options.{name} must be a number >= 0, got {x!r}")
         self.start_radius = radius
         self.patience = patience
         self.exploration = float(exploration)
@@ -224,7 +224,7 @@ class KnapsackAgent(Agent):
             else:
                 sample = alpha * np.exp(self.exploration * rng.standard_normal(len(alpha)))
                 center, role = self._incumbent(), "refine"
-            values = {g: [-s * v for v in self.features[g]] for g, s in zip(self.space.names, sample, strict=True)}
+            values: dict[str, list[float]] = {g: [-s * v for v in self.features[g]] for g, s in zip(self.space.names, sample, strict=True)}
             kept = self._solve(values, center, taken)
             if kept is None:
                 break  # every architecture the budget allows was tried

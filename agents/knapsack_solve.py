@@ -71,7 +71,7 @@ class Knapsack:
         for (a, b) in self._pairs:  # marginals: sum_j z[AB, i, j] = x[A, i], sum_i z[AB, i, j] = x[B, j]
             na, nb = len(self.levels[a]), len(self.levels[b])
             for i in range(na):
-                row = {self._z[((a, b), i, j)]: 1.0 for j in range(nb)}
+                row: dict[int, float] = {self._z[((a, b), i, j)]: 1.0 for j in range(nb)}
                 row[self._x[(a, i)]] = -1.0
                 rows.append((row, 0.0, 0.0))
             for j in range(nb):
@@ -79,7 +79,7 @@ class Knapsack:
                 row[self._x[(b, j)]] = -1.0
                 rows.append((row, 0.0, 0.0))
         for lim in self.limits:
-            row: dict[int, float] = {}
+            row = {}
             for g in self.names:
                 for i, v in enumerate(lim.model.linear[g]):
                     row[self._x[(g, i)]] = row.get(self._x[(g, i)], 0.0) + v

@@ -160,10 +160,10 @@ def latency_cost_model(space: SearchSpace, table: LatencyTable | None) -> CostMo
         model.linear[g] = [s - 1.0 for s in single]
     # ρ s (1 − f_A)(1 − f_B) = ρ s (1 − f_A − f_B + f_A f_B)
     for (a, b), s in pair_share.items():
-        c = rho * s
-        model.const += c
+        w = rho * s
+        model.const += w
         for g in (a, b):
             n = space.group(g).channels
-            model.linear[g] = [v - c * k / n for v, k in zip(model.linear[g], levels[g], strict=True)]
-        model.pairs[(a, b)] = model.pairs.get((a, b), 0.0) + c
+            model.linear[g] = [v - w * k / n for v, k in zip(model.linear[g], levels[g], strict=True)]
+        model.pairs[(a, b)] = model.pairs.get((a, b), 0.0) + w
     return _fold_self_pairs(space, model)

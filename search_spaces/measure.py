@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +43,8 @@ def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
 
     def products(name: str):  # type: ignore[no-untyped-def]
         # q·kᵀ and attention·v of a transformer self-attention: 2·seq²·heads·head_size
-        def fn(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        # module: a Hugging Face self-attention (found by its num_attention_heads attribute)
+        def fn(module: Any, args: tuple, kwargs: dict) -> None:
             hidden = args[0] if args else kwargs["hidden_states"]
             seq = int(hidden.shape[1])
             width = int(module.num_attention_heads) * int(module.attention_head_size)

@@ -53,11 +53,12 @@ def _flat_outputs(out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     return out.movedim(1, -1).reshape(-1, out.shape[1])
 
 
-def _patches(x: torch.Tensor, layer: nn.Module, target: _Target) -> torch.Tensor:
+def _patches(x: torch.Tensor, layer: _Layer, target: _Target) -> torch.Tensor:
     """The layer's input at the sampled output positions: (rows, in·k·k), the weight's layout."""
     if isinstance(layer, nn.Linear):
         return x.reshape(-1, x.shape[-1])[target.rows]
     dims = len(target.spatial)
+    assert not isinstance(layer.padding, str)  # _supported leaves string paddings out
     pad = [p for p in reversed(layer.padding) for _ in (0, 1)]
     xp = nn.functional.pad(x, pad) if any(pad) else x
     # unravel the flat row index into (n, o_1, ..., o_d)
@@ -72,7 +73,8 @@ def _patches(x: torch.Tensor, layer: nn.Module, target: _Target) -> torch.Tensor
         idx = [
             outs[d] * layer.stride[d] + offset[d] * layer.dilation[d] for d in range(dims)
         ]
-        cols.append(xp[(n, slice(None), *idx)])  # (rows, in_channels)
+        at: tuple[torch.Tensor | slice, ...] = (n, slice(None), *idx)
+        cols.append(xp[at])  # (rows, in_channels)
     return torch.stack(cols, dim=-1).reshape(len(target.rows), -1)
 
 

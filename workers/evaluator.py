@@ -149,12 +149,13 @@ class Evaluator:
         if metric == "accuracy":
             return lambda m: evaluate_accuracy(m, self.val_loader, device=self.device)
         if metric == "agreement":
-            return lambda m: (
-                (predictions(m, self.val_loader, self.device) == self._dense_predictions)
-                .float()
-                .mean()
-                .item()
-            )
+            def agreement(m: nn.Module) -> float:
+                got = predictions(m, self.val_loader, self.device)
+                dense = self._dense_predictions
+                assert dense is not None  # computed for every task that is not text
+                return (got == dense).float().mean().item()
+
+            return agreement
         # a plugin the spec's validation accepted; re-checked here against this process's allowlist
         fn = METRIC_PLUGINS.load(metric.removeprefix(PREFIX))
         return lambda m: float(fn(m, self.val_loader))

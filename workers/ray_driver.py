@@ -457,7 +457,7 @@ def _watch_ray(report: Any) -> None:
     while True:
         time.sleep(1.0)
         node = ray_worker._global_node
-        dead = node.dead_processes() if node is not None else []
+        dead: list[tuple[str, Any]] = node.dead_processes() if node is not None else []
         if dead:
             names = ", ".join(f"{kind} (pid {p.pid}, exit {p.returncode})" for kind, p in dead)
             report({"ok": False, "error": f"Ray's local processes died: {names}"})

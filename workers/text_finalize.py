@@ -64,6 +64,7 @@ def finalize_text(
     on_progress: ProgressFn | None = None,
 ) -> list[ArtifactInfo]:
     from search_spaces.transformers.bundle import save_sentence_embedder
+    from search_spaces.transformers.model import SentenceEmbedder
 
     out_dir = Path(out_dir)
     check_writable(out_dir)
@@ -92,6 +93,7 @@ def finalize_text(
                 on({"rank": rank, "stage": "distil", "step": step, "steps": total})
 
         model = te.prune(policy, distil_steps=total, on_step=progress)
+        assert isinstance(model, SentenceEmbedder)  # a pruned copy of the dense embedder
         signature = task.space.signature(policy)
         macs, params = ev.costs(signature, model)
         lat = ev.latency.measure(signature, model.to(ev.device), use_cache=False)

@@ -12,7 +12,7 @@ on these models.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -22,6 +22,10 @@ from search_spaces.data import TEXT_DATASETS
 from search_spaces.space import SearchSpace
 from workers.spec import JobSpec
 from workers.task import Task, WorkerSettings, load_weights, resolve_weights
+
+if TYPE_CHECKING:
+    from search_spaces.datasets.text import TextCorpus
+    from search_spaces.transformers.model import SentenceEmbedder
 
 
 def is_text_spec(spec: JobSpec) -> bool:
@@ -43,7 +47,7 @@ def _source(spec: JobSpec) -> str:
     return spec.model.zoo
 
 
-def build_embedder(spec: JobSpec, settings: WorkerSettings) -> nn.Module:
+def build_embedder(spec: JobSpec, settings: WorkerSettings) -> SentenceEmbedder:
     """The job's embedder. A job's spec comes from a REST caller: an ``hf:`` source must be a
     model directory inside the operator's data roots (never an importable package name, which
     would run that package's code), and plugins must be registered (``trusted=False``)."""
@@ -67,7 +71,7 @@ def build_embedder(spec: JobSpec, settings: WorkerSettings) -> nn.Module:
     return model.eval()
 
 
-def _corpus_splits(spec: JobSpec, settings: WorkerSettings, model: nn.Module) -> Any:
+def _corpus_splits(spec: JobSpec, settings: WorkerSettings, model: SentenceEmbedder) -> Any:
     from search_spaces.data import load_dataset
 
     seq_len = spec.target.seq_len
@@ -81,10 +85,11 @@ def _corpus_splits(spec: JobSpec, settings: WorkerSettings, model: nn.Module) ->
         seed=spec.seed,
         cache_dir=settings.cache_dir,
     )
-    return corpus.tokenize(model.tokenizer(), seq_len)
+    # a text dataset's loader returns a TextCorpus, not the DataSplits load_dataset is annotated with
+    return cast("TextCorpus", corpus).tokenize(model.tokenizer(), seq_len)
 
 
-def example_tokens(model: nn.Module, texts: list[str], seq_len: int) -> torch.Tensor:
+def example_tokens(model: SentenceEmbedder, texts: list[str], seq_len: int) -> torch.Tensor:
     """``(1, seq_len)`` ids of real text, no padding: the sequence latency is measured on."""
     tok = model.tokenizer()
     joined = " ".join(texts[:400])

@@ -107,7 +107,7 @@ def is_prose(sentence: str) -> bool:
 
 
 def docstring_sentences(docstring: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for para in re.split(r"\n\s*\n", docstring):
         lines = [ln.strip() for ln in para.splitlines()]
         if any(ln.startswith((">>>", "...", "-", "*", ":")) for ln in lines):

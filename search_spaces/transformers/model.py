@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,8 @@ class SentenceEmbedder(nn.Module):
         tokenizer_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.backbone = backbone
+        # a Hugging Face encoder (BertModel...): its submodules are reached by name
+        self.backbone: Any = backbone
         self.pad_token_id = int(pad_token_id)
         self.normalize = normalize
         # where the tokenizer files are (not a module, not saved in the state dict)
@@ -63,7 +64,7 @@ class Block:
 
     index: int
     prefix: str  # e.g. "backbone.encoder.layer.0"
-    attention: nn.Module  # holds num_attention_heads / attention_head_size / all_head_size
+    attention: Any  # a Hugging Face self-attention: num_attention_heads / attention_head_size / all_head_size
     query: nn.Linear
     key: nn.Linear
     value: nn.Linear
@@ -112,7 +113,7 @@ def blocks(model: nn.Module) -> list[Block]:
     return out
 
 
-def is_transformer(model: nn.Module) -> bool:
+def is_transformer(model: nn.Module) -> TypeGuard[SentenceEmbedder]:
     return isinstance(model, SentenceEmbedder)
 
 

@@ -25,7 +25,7 @@ import torch_pruning as tp
 from torch import nn
 
 from search_spaces.space import PolicyError
-from search_spaces.transformers.model import HIDDEN_GROUP, Block, blocks
+from search_spaces.transformers.model import HIDDEN_GROUP, Block, SentenceEmbedder, blocks
 
 Scores = dict[str, torch.Tensor]
 
@@ -38,7 +38,7 @@ def _inputs(batch: Any) -> torch.Tensor:
     return batch[0] if isinstance(batch, list | tuple) else batch
 
 
-def architecture_of(model: nn.Module) -> dict[str, Any]:
+def architecture_of(model: SentenceEmbedder) -> dict[str, Any]:
     """Per-layer sizes: heads, head size, MLP width; and the hidden width."""
     bl = blocks(model)
     return {
@@ -54,7 +54,7 @@ def _head_channels(b: Block, heads: Sequence[int]) -> list[int]:
     return [h * hd + j for h in heads for j in range(hd)]
 
 
-def _magnitude(model: nn.Module, p: int, hidden: bool) -> Scores:
+def _magnitude(model: SentenceEmbedder, p: int, hidden: bool) -> Scores:
     def mag(w: torch.Tensor, dim: int) -> torch.Tensor:
         return w.detach().abs().pow(p).sum(dim=dim)
 
@@ -72,7 +72,7 @@ def _magnitude(model: nn.Module, p: int, hidden: bool) -> Scores:
     return out
 
 
-def _hidden_magnitude(model: nn.Module, p: int) -> torch.Tensor:
+def _hidden_magnitude(model: SentenceEmbedder, p: int) -> torch.Tensor:
     emb = model.backbone.embeddings
     total = sum(e.weight.detach().abs().pow(p).sum(0) for e in
                 (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings))
@@ -85,7 +85,7 @@ def _hidden_magnitude(model: nn.Module, p: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _activation(model: nn.Module, calibration: Sequence[Any], hidden: bool) -> Scores:
+def _activation(model: SentenceEmbedder, calibration: Sequence[Any], hidden: bool) -> Scores:
     if not calibration:
         raise ValueError(
             "criterion 'activation' needs calibration text: set evaluation.calibration_batches >= 1"
@@ -145,7 +145,7 @@ def _activation(model: nn.Module, calibration: Sequence[Any], hidden: bool) -> S
     return out
 
 
-def _random(model: nn.Module, hidden: bool) -> Scores:
+def _random(model: SentenceEmbedder, hidden: bool) -> Scores:
     def r(name: str, n: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
         return torch.rand(n, generator=gen)
@@ -160,7 +160,7 @@ def _random(model: nn.Module, hidden: bool) -> Scores:
 
 
 def group_importance(
-    model: nn.Module, criterion: str, calibration: Sequence[Any] = (), *, hidden: bool = False
+    model: SentenceEmbedder, criterion: str, calibration: Sequence[Any] = (), *, hidden: bool = False
 ) -> Scores:
     """Scores per group (one per head / MLP channel / hidden channel), higher = keep."""
     if criterion in ("l1", "l2"):
@@ -176,7 +176,7 @@ def group_importance(
 
 
 def cached_importance(
-    model: nn.Module, criterion: str, calibration: Sequence[Any] = (), *, hidden: bool = False
+    model: SentenceEmbedder, criterion: str, calibration: Sequence[Any] = (), *, hidden: bool = False
 ) -> Scores:
     """``group_importance`` of a model that is not changed afterwards (the dense model)."""
     key = (criterion, hidden, repr(architecture_of(model)), len(calibration))
@@ -193,13 +193,13 @@ def _drop(scores: torch.Tensor, n: int, k: int, name: str) -> list[int]:
 
 
 def prune_transformer_to_counts(
-    model: nn.Module,
+    model: SentenceEmbedder,
     kept: Mapping[str, int],
     *,
     criterion: str = "activation",
     calibration: Sequence[Any] = (),
     scores: Scores | None = None,
-) -> nn.Module:
+) -> SentenceEmbedder:
     """Prunes ``model`` IN PLACE so each named group keeps ``kept[name]`` heads / channels."""
     bl = blocks(model)
     known = {b.heads_group for b in bl} | {b.mlp_group for b in bl} | {HIDDEN_GROUP}
@@ -243,7 +243,7 @@ def prune_transformer_to_counts(
     return model
 
 
-def kept_counts(model: nn.Module) -> dict[str, int]:
+def kept_counts(model: SentenceEmbedder) -> dict[str, int]:
     """Heads / MLP channels / hidden width the model actually has, by group name."""
     out: dict[str, int] = {}
     for b in blocks(model):

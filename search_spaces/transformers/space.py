@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_spaces.space import Group, LayerCost, SearchSpace
-from search_spaces.transformers.model import HIDDEN_GROUP, blocks, is_transformer
+from search_spaces.space import Group, LayerCost, RoundTo, SearchSpace
+from search_spaces.transformers.model import HIDDEN_GROUP, SentenceEmbedder, blocks, is_transformer
 
 #: criteria a transformer space can rank channels by
 CRITERIA = ("l1", "l2", "activation", "random")
@@ -28,7 +28,7 @@ def _n(*ps: Any) -> int:
     return sum(int(p.numel()) for p in ps if p is not None)
 
 
-def _costs(model: nn.Module, seq: int, hidden_group: bool) -> list[LayerCost]:
+def _costs(model: SentenceEmbedder, seq: int, hidden_group: bool) -> list[LayerCost]:
     """Dense MACs / params of every piece, each scaled by the groups that shrink it."""
     hid: tuple[str, ...] = (HIDDEN_GROUP,) if hidden_group else ()
     emb = model.backbone.embeddings
@@ -65,7 +65,7 @@ def build_transformer_space(
     example_input: torch.Tensor,
     *,
     max_ratio: float = 0.8,
-    round_to: int = 8,
+    round_to: RoundTo = 8,
     ignore: Sequence[str] = (),
     criterion: str = "activation",
     calibration: Sequence[torch.Tensor] = (),
@@ -113,7 +113,7 @@ def build_transformer_space(
     if hidden:
         h = model.backbone.embeddings.word_embeddings.embedding_dim
         specs.append((HIDDEN_GROUP, "hidden", h, h, (HIDDEN_GROUP,)))
-    groups = []
+    groups: list[Group] = []
     for name, kind, channels, in_ch, layers in specs:
         if name in ignore:
             continue

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from service.cli import main
+
+if TYPE_CHECKING:
+    from search_spaces.space import RoundTo
 
 
 def _model_and_input(model: str, dataset: str | None, weights: str | None, num_classes: int | None) -> tuple[Any, Any, dict[str, Any]]:
@@ -49,7 +52,7 @@ def _model_and_input(model: str, dataset: str | None, weights: str | None, num_c
     return net.eval(), torch.zeros(1, *shape).normal_(generator=torch.Generator().manual_seed(0)), arch
 
 
-def _round_to(_ctx: click.Context, _param: click.Parameter, value: str) -> int | str:
+def _round_to(_ctx: click.Context, _param: click.Parameter, value: str) -> RoundTo:
     from search_spaces.space import parse_round_to
 
     try:
@@ -66,7 +69,7 @@ def _round_to(_ctx: click.Context, _param: click.Parameter, value: str) -> int |
 @click.option("--max-ratio", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--criterion", default="l1", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the whole space as JSON")
-def space_cmd(model: str, dataset: str | None, round_to: int | str, max_ratio: float, criterion: str, as_json: bool) -> None:
+def space_cmd(model: str, dataset: str | None, round_to: RoundTo, max_ratio: float, criterion: str, as_json: bool) -> None:
     """List MODEL's prunable channel groups and its dense MACs/params.
 
     MODEL is a built-in zoo name (resnet20, ...; an unknown one lists them all),
@@ -100,7 +103,7 @@ def space_cmd(model: str, dataset: str | None, round_to: int | str, max_ratio: f
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="bundle directory")
 @click.option("--json", "as_json", is_flag=True)
 def prune_cmd(
-    model: str, uniform: float | None, policy_file: str | None, criterion: str, round_to: int | str, max_ratio: float,
+    model: str, uniform: float | None, policy_file: str | None, criterion: str, round_to: RoundTo, max_ratio: float,
     weights: str | None, dataset: str | None, rounds: int, out_dir: str, as_json: bool,
 ) -> None:
     """Prune MODEL with a uniform ratio or a policy file and write the bundle to --out.
