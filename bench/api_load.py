@@ -6,7 +6,8 @@ sleeps ``--delay`` seconds, so jobs produce trials, fronts, events and artifacts
 With ``--real`` it has the real workers and the jobs are real and tiny, all ``workers: 0``: the
 first trains a ResNet-20 digits reference from an empty cache, the others prune a small CNN
 (``tests.reliability.helpers:tiny_net``) with real Torch-Pruning, evaluation and finalize.
-40 clients poll (each waiting ``--interval`` s between requests, 1 s like ``autoprune watch``) ``GET /jobs/{id}``, ``/jobs/{id}/trials``, ``/jobs/{id}/pareto`` and ``GET /jobs``;
+40 clients poll (each starting at a random moment within its first interval unless ``--burst``, then waiting
+``--interval`` s between requests, 1 s like ``autoprune watch``) ``GET /jobs/{id}``, ``/jobs/{id}/trials``, ``/jobs/{id}/pareto`` and ``GET /jobs``;
 10 follow ``/jobs/{id}/events`` (SSE) to the end of a job each, then the next one. The latency
 of every polling request is measured at the client; p50/p99 are reported.
 
@@ -95,7 +96,8 @@ def _kind(url: str) -> str:
     return "GET /jobs" if len(parts) == 4 else "GET /jobs/{id}" + ("/" + parts[5] if len(parts) > 5 else "")
 
 
-async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout: float, interval: float) -> dict[str, Any]:
+async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout: float, interval: float,
+                 burst: bool = False) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -119,6 +121,8 @@ async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout
 
         async def poller(k: int) -> None:
             rng = random.Random(k)
+            if not burst:  # independent users: each starts at its own moment within one interval
+                await asyncio.sleep(rng.uniform(0, interval))
             while len(done) < jobs and time.monotonic() < deadline:
                 job = rng.choice(ids)
                 url_ = rng.choice([f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}/trials?limit=20",
@@ -182,7 +186,7 @@ async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout
 
 def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float = 0.05, concurrent: int = 2,
              interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None, real: bool = False,
-             profile: Path | None = None) -> dict[str, Any]:
+             profile: Path | None = None, burst: bool = False) -> dict[str, Any]:
     """Starts the server subprocess, drives the load, stops the server; returns the summary."""
     import httpx
 
@@ -220,11 +224,12 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
         cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
-        summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval))
+        summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
+                                     burst=burst))
         cpu = _cpu_seconds(proc.pid) - cpu0
         # what the server process (its child task processes apart) got of a core while it served
         share = round(cpu / (time.perf_counter() - wall0), 2)
-        return {**summary, "poll_interval_s": interval, "real_jobs": real, "server_cpu_s": round(cpu, 2),
+        return {**summary, "poll_interval_s": interval, "burst_start": burst, "real_jobs": real, "server_cpu_s": round(cpu, 2),
                 "server_cores_used": share, "load_avg_1m": os.getloadavg()[0]}
     finally:
         if spy is not None:
@@ -247,6 +252,8 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=2, help="max_concurrent_jobs of the server")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds each poller waits between requests")
     ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument("--burst", action="store_true",
+                    help="all pollers start at the same instant (default: each at a random moment within its first interval)")
     ap.add_argument("--real", action="store_true", help="real tiny jobs (workers: 0, one trains its reference)")
     ap.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg flame graph, .json speedscope, .txt collapsed stacks)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -258,7 +265,7 @@ def main() -> None:
         return
     summary = run_load(jobs=args.jobs, clients=args.clients, trials=args.trials, delay=args.delay,
                        concurrent=args.concurrent, interval=args.interval, timeout=args.timeout, real=args.real,
-                       profile=args.profile)
+                       profile=args.profile, burst=args.burst)
     print(json.dumps(summary, indent=2))
     print(f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms over {summary['requests']} requests; "
           f"{summary['jobs_succeeded']}/{summary['jobs']} jobs succeeded in {summary['wall_s']} s; "

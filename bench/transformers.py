@@ -143,8 +143,10 @@ def distilled(task: Any, ev: Any, policy: dict[str, float], steps: int) -> dict[
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for agent in dict.fromkeys(r["agent"] for r in runs):
-        rs = [r for r in runs if r["agent"] == agent and r["best"] is not None]
-        if not rs:
+        tried = [r for r in runs if r["agent"] == agent]
+        rs = [r for r in tried if r["best"] is not None]
+        if not rs:  # no seed found a feasible policy: a row that says so
+            rows.append({"agent": agent, "seeds": 0, "runs": len(tried)})
             continue
 
         def ms(key: str, src: str, rs: list[dict[str, Any]] = rs) -> tuple[float, float]:
@@ -155,6 +157,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "agent": agent,
                 "seeds": len(rs),
+                "runs": len(tried),
                 "evaluations": statistics.mean(len(r["trials"]) for r in rs),
                 "search_cosine": ms("quality", "best"),
                 "search_spearman": ms("spearman", "best"),
@@ -169,14 +172,17 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| agent | seeds | evaluations | val cosine at search | test cosine after distillation | "
+        "| agent | seeds with a feasible policy | evaluations | val cosine at search | test cosine after distillation | "
         "test Spearman after distillation | latency ratio (re-measured) | s / evaluation |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         f = lambda v: f"{v[0]:.3f} ± {v[1]:.3f}"  # noqa: E731
+        if not r["seeds"]:
+            out.append(f"| {r['agent']} | 0 of {r['runs']} | | | | | | |")
+            continue
         out.append(
-            f"| {r['agent']} | {r['seeds']} | {r['evaluations']:.0f} | {f(r['search_cosine'])} | "
+            f"| {r['agent']} | {r['seeds']} of {r['runs']} | {r['evaluations']:.0f} | {f(r['search_cosine'])} | "
             f"{f(r['distilled_cosine'])} | {f(r['distilled_spearman'])} | {f(r['latency_ratio'])} | "
             f"{r['seconds_per_eval']:.1f} |"
         )
@@ -190,6 +196,7 @@ def plot(rows: list[dict[str, Any]], runs: list[dict[str, Any]], path: Path) -> 
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    rows = [r for r in rows if r["seeds"]]  # agents that found something
     names = [r["agent"] for r in rows]
     x = range(len(rows))
     a.bar([i - 0.2 for i in x], [r["search_cosine"][0] for r in rows], 0.4,
@@ -241,18 +248,22 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     task, ev = build(args)
     budget = Budget(latency_ratio=args.latency_ratio)
-    runs: list[dict[str, Any]] = []
+    # a re-run with the same --out resumes: (agent, seed) runs already there are kept, not redone
+    runs: list[dict[str, Any]] = json.loads(out.read_text())["runs"] if out.exists() else []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for kind in args.agents.split(","):
+            if any(r["agent"] == kind and r["seed"] == seed for r in runs):
+                continue
             r = search(kind, ev, budget, seed, args.evaluations, args.options)
             r.update(agent=kind, seed=seed)
             r["final"] = distilled(task, ev, r["best"]["policy"], args.distil_steps) if r["best"] else None
             runs.append(r)
-            b, f = r["best"], r["final"] or {}
+            b, f, nan = r["best"] or {}, r["final"] or {}, float("nan")
             print(
                 f"{kind} seed {seed}: {len(r['trials'])} evals in {r['seconds']:.0f}s; best val cosine "
-                f"{b and b['quality']:.4f} (latency {b and b['latency_ratio']:.3f}) -> distilled test "
-                f"{f.get('test_cosine', float('nan')):.4f}, re-measured {f.get('latency_ratio_remeasured', float('nan')):.3f}",
+                f"{b.get('quality', nan):.4f} (latency {b.get('latency_ratio', nan):.3f}) -> distilled test "
+                f"{f.get('test_cosine', nan):.4f}, re-measured {f.get('latency_ratio_remeasured', nan):.3f}"
+                + ("" if r["best"] else " (no feasible policy found)"),
                 flush=True,
             )
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -121,14 +121,15 @@ class Progress(_Model):
     eta_seconds: float | None
 
     @classmethod
-    def of(cls, s: Session, job: JobRow, done: int | None = None) -> Progress:
-        done = repo.count_trials(s, job_id=job.id) if done is None else done
+    def of(cls, s: Session, job: JobRow, summary: repo.TrialSummary | None = None) -> Progress:
+        if summary is not None:
+            done, last = summary.count, summary.last_finished_at
+        else:  # the runner's commit of each trial: just the count
+            done, last = repo.trial_counts(s, job_ids=[job.id]).get(job.id, (0, None))
         eta: float | None = None
-        if job.state == "running" and job.started_at is not None and 0 < done < job.trials_total:
-            last = repo.last_trial_time(s, job_id=job.id)
-            if last is not None:
-                elapsed = max((aware(last) - aware(job.started_at)).total_seconds(), 0.0)
-                eta = elapsed / done * (job.trials_total - done)
+        if job.state == "running" and job.started_at is not None and 0 < done < job.trials_total and last is not None:
+            elapsed = max((aware(last) - aware(job.started_at)).total_seconds(), 0.0)
+            eta = elapsed / done * (job.trials_total - done)
         return cls(trials_done=done, trials_total=job.trials_total, eta_seconds=eta)
 
 
@@ -184,11 +185,11 @@ class Job(_Model):
     controller: str | None = Field(None, description="the controller running it now (none when none does)")
 
     @classmethod
-    def from_row(cls, s: Session, job: JobRow) -> Job:
-        # a few indexed queries, never every trial: the jobs list renders up to 500 of these
-        first = repo.first_trial(s, job_id=job.id)  # every agent asks the baseline first
+    def from_row(cls, s: Session, job: JobRow, summary: repo.TrialSummary | None = None) -> Job:
+        # never every trial: the jobs list renders up to 500 of these (one summary for its page)
+        summary = summary or repo.trial_summaries(s, job_ids=[job.id])[job.id]
+        first, best = summary.first, summary.best  # every agent asks the baseline first
         baseline = first if first is not None and (first.info or {}).get("role") == "baseline" else None
-        best = repo.best_feasible_trial(s, job_id=job.id)
         return cls(
             id=job.id,
             name=job.name,
@@ -197,7 +198,7 @@ class Job(_Model):
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            progress=Progress.of(s, job),
+            progress=Progress.of(s, job, summary),
             budget=job.spec.get("budget", {}),
             dense=finite(job.dense),
             baseline=Trial.from_row(baseline) if baseline else None,

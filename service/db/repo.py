@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -188,28 +189,88 @@ def all_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:
     return s.scalars(sa.select(TrialRow).where(TrialRow.job_id == job_id).order_by(TrialRow.trial_id)).all()
 
 
-def best_feasible_trial(s: Session, *, job_id: str) -> TrialRow | None:
-    """Highest quality among feasible trials; fewer MACs, then the lower id, break ties."""
-    return s.scalars(
-        sa.select(TrialRow)
-        .where(TrialRow.job_id == job_id, TrialRow.feasible.is_(True), TrialRow.quality.is_not(None))
-        .order_by(TrialRow.quality.desc(), TrialRow.macs.asc(), TrialRow.trial_id.asc())
-        .limit(1)
-    ).first()
-
-
 def first_trial(s: Session, *, job_id: str) -> TrialRow | None:
     return s.scalars(
         sa.select(TrialRow).where(TrialRow.job_id == job_id).order_by(TrialRow.trial_id).limit(1)
     ).first()
 
 
+# The jobs' views read these on every poll: built once (building a statement costs more Python
+# than SQLite spends running it), the job ids bound per call.
+_per_job = (
+    sa.select(
+        TrialRow.job_id,
+        sa.func.count().label("n"),
+        sa.func.max(TrialRow.finished_at).label("last"),
+        sa.func.min(TrialRow.trial_id).label("lowest"),
+    )
+    .where(TrialRow.job_id.in_(sa.bindparam("job_ids", expanding=True)))
+    .group_by(TrialRow.job_id)
+    .subquery()
+)
+_TRIAL_COUNTS = sa.select(_per_job.c.job_id, _per_job.c.n, _per_job.c.last)
+_FIRST_TRIALS = sa.select(TrialRow, _per_job.c.n, _per_job.c.last).join(
+    _per_job, sa.and_(TrialRow.job_id == _per_job.c.job_id, TrialRow.trial_id == _per_job.c.lowest)
+)
+_ranked_feasible = (
+    sa.select(
+        TrialRow.id,
+        sa.func.row_number()
+        .over(
+            partition_by=TrialRow.job_id,
+            order_by=[TrialRow.quality.desc(), TrialRow.macs.asc(), TrialRow.trial_id.asc()],
+        )
+        .label("rank"),
+    )
+    .where(
+        TrialRow.job_id.in_(sa.bindparam("job_ids", expanding=True)),
+        TrialRow.feasible.is_(True),
+        TrialRow.quality.is_not(None),
+    )
+    .subquery()
+)
+_BEST_TRIALS = (
+    sa.select(TrialRow)
+    .join(_ranked_feasible, TrialRow.id == _ranked_feasible.c.id)
+    .where(_ranked_feasible.c.rank == 1)
+)
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    """What a job's view shows of its trials: the first (the baseline), the best feasible, how
+    many, and when the latest finished."""
+
+    first: TrialRow | None = None
+    best: TrialRow | None = None
+    count: int = 0
+    last_finished_at: datetime | None = None
+
+
+def trial_counts(s: Session, *, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
+    """(number of trials, when the latest finished) of each job that has any."""
+    rows = s.execute(_TRIAL_COUNTS, {"job_ids": list(job_ids)})
+    return {job_id: (n, last) for job_id, n, last in rows}
+
+
+def trial_summaries(s: Session, *, job_ids: Sequence[str]) -> dict[str, TrialSummary]:
+    """``TrialSummary`` of each job in two queries, whatever their number (a page of the jobs
+    list used to cost four queries per unfinished job). The best is the feasible trial of highest
+    quality; fewer MACs, then the lower id, break ties."""
+    if not job_ids:
+        return {}
+    bound = {"job_ids": list(job_ids)}
+    firsts = {row.job_id: (row, n, last) for row, n, last in s.execute(_FIRST_TRIALS, bound)}
+    best = {row.job_id: row for row in s.scalars(_BEST_TRIALS, bound)}
+    summaries = {}
+    for job_id in job_ids:
+        first, n, last = firsts.get(job_id, (None, 0, None))
+        summaries[job_id] = TrialSummary(first, best.get(job_id), n, last)
+    return summaries
+
+
 def count_trials(s: Session, *, job_id: str) -> int:
     return s.scalar(sa.select(sa.func.count()).select_from(TrialRow).where(TrialRow.job_id == job_id)) or 0
-
-
-def last_trial_time(s: Session, *, job_id: str) -> datetime | None:
-    return s.scalar(sa.select(sa.func.max(TrialRow.finished_at)).where(TrialRow.job_id == job_id))
 
 
 def list_trials(

@@ -108,6 +108,36 @@ def test_job_view_best_is_feasible_then_cheapest_and_baseline_is_first(db: Datab
     assert view["progress"]["trials_done"] == 5
 
 
+def test_trial_summaries_of_a_page_equal_each_jobs_own(db: Database) -> None:
+    """The jobs list reads a page's summaries in one batch: per job the same first (lowest id),
+    best feasible (ties: fewer MACs, then lower id), count and latest time as read alone."""
+    import random
+
+    rng = random.Random(3)
+    jobs = [_job(db) for _ in range(4)]
+    with db.session_scope() as s:
+        for n, job_id in zip([0, 1, 7, 30], jobs, strict=True):
+            ids = rng.sample(range(100), n)  # ids not from 0 and out of order, as resumed jobs have them
+            for i in ids:
+                q = rng.choice([None, 0.5, 0.7, 0.7])
+                repo.add_trial(s, job_id=job_id, trial_id=i, state="succeeded", policy={}, kept={}, metrics=None,
+                               quality=q, macs=float(rng.choice([10, 20])), feasible=rng.random() < 0.7,
+                               info={}, cached=False)
+    with db.session_scope() as s:
+        page = repo.trial_summaries(s, job_ids=jobs)
+        for job_id in jobs:
+            alone = repo.trial_summaries(s, job_ids=[job_id])[job_id]
+            trials = repo.all_trials(s, job_id=job_id)
+            ranked = sorted((t for t in trials if t.feasible and t.quality is not None),
+                            key=lambda t: (-t.quality, t.macs, t.trial_id))
+            got = page[job_id]
+            assert got.count == alone.count == len(trials)
+            assert (got.first.trial_id if got.first else None) == (trials[0].trial_id if trials else None)
+            assert (got.best.trial_id if got.best else None) == (ranked[0].trial_id if ranked else None)
+            assert got.last_finished_at == max((t.finished_at for t in trials), default=None)
+        assert repo.trial_summaries(s, job_ids=[]) == {}
+
+
 def test_front_kept_as_trials_arrive_equals_the_front_of_all_trials(db: Database) -> None:
     """Each new trial is compared with the stored front only; after every arrival (ids out of
     order, equal points, infeasible ones, failures) the flags equal ``pareto_front`` over all."""
