@@ -113,15 +113,8 @@ def test_the_walk_sees_the_packages() -> None:
     assert "workers.loop" in GRAPH["service.runner"] or any(d.startswith("workers") for d in GRAPH["service.runner"])
 
 
-#: Cycles not cut yet: load_task dispatches to the text variant, which builds on task.py's types;
-#: listed so that no new cycle can appear, and the test fails when one is cut (then drop it).
-KNOWN_CYCLES = [
-    ["workers.task", "workers.text_task"],
-]
-
-
 def test_no_import_cycles_between_modules() -> None:
-    assert sorted(_cycles(GRAPH)) == KNOWN_CYCLES
+    assert _cycles(GRAPH) == []
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

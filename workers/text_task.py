@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from search_spaces.data import TEXT_DATASETS
 from search_spaces.space import SearchSpace
 from workers.spec import JobSpec
-from workers.task import Task, WorkerSettings, load_weights, resolve_weights
+from workers.task_types import Task, WorkerSettings
+from workers.weights import load_weights, resolve_weights
 
 if TYPE_CHECKING:
     from search_spaces.datasets.text import TextCorpus
