@@ -8,6 +8,11 @@ measures exactly the trade the allocation makes. The loss curve of each group is
 through (baseline, 0) and its probes, extended below the baseline with its first slope. The
 allocation starts from every group at ``max_ratio`` and repeatedly gives one channel step back to
 the group with the largest loss reduction per MAC, while the budget holds.
+
+Under a latency budget "holds" is the latency model's prediction, fitted on the probes' measured
+latencies; an allocation whose measured latency is over the budget (seen on a transformer, whose
+probes all sit near the baseline) is a new measured point, and the allocation is made again with
+the refitted model — up to ``allocations`` times — until one is feasible as measured.
 """
 
 from __future__ import annotations
@@ -22,23 +27,31 @@ from search_spaces.space import Policy, SearchSpace
 
 
 class SensitivityAgent(Agent):
-    """Baseline, one probe per (group, step), then the greedy allocation; then done."""
+    """Baseline, one probe per (group, step), then the greedy allocation (again, while measured
+    over a latency budget); then done."""
 
     name = "sensitivity"
 
-    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0, ratios: int = 3) -> None:
+    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0, ratios: int = 3,
+                 allocations: int = 4) -> None:
         super().__init__(space, budget, seed=seed)
         if not isinstance(ratios, int) or ratios < 1:
             raise ValueError(f"options.ratios must be a positive integer, got {ratios!r}")
-        self.ratios = ratios
+        if not isinstance(allocations, int) or allocations < 1:
+            raise ValueError(f"options.allocations must be a positive integer, got {allocations!r}")
+        self.ratios, self.allocations = ratios, allocations
+        # the baseline the probes are taken around (uniform_fill moves as the latency model learns)
+        self._base: Policy = self.fit.uniform_fill()
         self._queue: list[dict[str, Any]] = self._probe_plan()  # probes still to ask
         self._results: dict[str, float] = {}  # "group@ratio" (or "baseline") -> quality
         self._expected = len(self._queue) + 1  # the probes and the baseline
         self._keys: dict[int, str] = {}  # trial id -> probe key, for probes not yet told
+        self._allocated: list[str] = []  # signatures of the allocations proposed so far
+        self._allocation_trial: int | None = None  # the allocation's trial id until it is told
         self._done = False
 
     def _probe_plan(self) -> list[dict[str, Any]]:
-        base = self.fit.uniform_fill()
+        base = self._base
         plan: list[dict[str, Any]] = []  # the baseline itself is asked by Agent.ask
         seen = {self.space.signature(base)}
         for g in self.space.groups:
@@ -62,20 +75,33 @@ class SensitivityAgent(Agent):
             item = self._queue.pop(0)
             out.append(self._proposal(item["policy"], role="probe", key=item["key"]))
             self._keys[out[-1].trial_id] = item["key"]
-        if not out and not self._done and len(self._results) >= self._expected:
-            out.append(self._proposal(self.allocate(), role="allocation"))
-            self._done = True
+        if not out and not self._done and self._allocation_trial is None and len(self._results) >= self._expected:
+            policy = self.allocate()
+            signature = self.space.signature(policy)
+            if signature in self._allocated:  # the refitted model changed nothing: stop
+                self._done = True
+                return out
+            self._allocated.append(signature)
+            out.append(self._proposal(policy, role="allocation", allocation=len(self._allocated)))
+            self._allocation_trial = out[-1].trial_id
         return out  # [] while probes are still out: nothing to propose until they come back
 
     def observe(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
+            if o.trial_id == self._allocation_trial:
+                self._allocation_trial = None
+                measured_ok = o.metrics is not None and self.budget.feasible(o.metrics)
+                # only a latency budget can be missed as measured (MACs and params are exact)
+                if measured_ok or not self.budget.uses_latency or len(self._allocated) >= self.allocations:
+                    self._done = True
+                continue
             key = "baseline" if o.trial_id == self.baseline_trial_id else self._keys.pop(o.trial_id, None)
             if key is not None:
                 self._results[key] = o.metrics.quality if o.metrics is not None else 0.0
 
     def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per group: probe ratios and quality losses, (baseline ratio, 0) first."""
-        base = self.fit.uniform_fill()
+        base = self._base
         q0 = self._results.get("baseline", 0.0)
         out = {}
         for g in self.space.groups:
@@ -126,6 +152,9 @@ class SensitivityAgent(Agent):
             "results": self._results,
             "keys": {str(k): v for k, v in self._keys.items()},
             "expected": self._expected,
+            "base": self._base,
+            "allocated": self._allocated,
+            "pending": self._allocation_trial,
             "done": self._done,
         }
 
@@ -135,4 +164,8 @@ class SensitivityAgent(Agent):
         self._results = {k: float(v) for k, v in state.get("results", {}).items()}
         self._keys = {int(k): v for k, v in state.get("keys", {}).items()}
         self._expected = int(state.get("expected", self._expected))
+        if "base" in state:
+            self._base = {k: float(v) for k, v in state["base"].items()}
+        self._allocated = list(state.get("allocated", []))
+        self._allocation_trial = state.get("pending")
         self._done = bool(state.get("done", False))
