@@ -4,6 +4,7 @@ A real ``autoprune`` app (uvicorn subprocess, temporary SQLite database, the rea
 in-process) serves the page. The test types the token once, submits a tiny job through the form,
 watches it finish without a reload, checks the plotted points against the API's trial count,
 clicks a point, and saves a screenshot of the job page to ``test-artifacts/dashboard-job.png``.
+A second test opens a finished transformer job (a tiny BERT) and reads its per-layer chart.
 """
 
 from __future__ import annotations
@@ -50,13 +51,28 @@ workers: 0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def text_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's data root: a tiny BERT model directory and a small JSONL corpus."""
+    from tests.search_spaces.tiny_text import save_tiny_hf_dir
+
+    root = tmp_path_factory.mktemp("data")
+    save_tiny_hf_dir(root / "tiny-bert")
+    words = ["river", "stone", "light", "music", "window", "garden", "paper", "city", "cloud", "bread"]
+    lines = [json.dumps({"text": f"Line {i} tells of {' '.join(words[(i * k) % 10] for k in range(1, 5 + i % 6))}."})
+             for i in range(160)]
+    (root / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, text_data: Path) -> Iterator[str]:
     """A real server process on a free loopback port; always terminated."""
     state = tmp_path_factory.mktemp("dashboard")
     port = free_port()
     env = {
         **os.environ,
         "AUTOPRUNE_DATA_DIR": str(state),
+        "AUTOPRUNE_DATA_ROOTS": str(text_data),
         "AUTOPRUNE_DATABASE_URL": f"sqlite:///{state / 'autoprune.db'}",
         # Trained references are shared with the other tests (trained once per machine).
         "AUTOPRUNE_CACHE_DIR": str(ROOT / ".cache" / "autoprune" / "cache"),
@@ -237,3 +253,63 @@ def test_submit_watch_and_explore_a_job(server: str, weights_id: str, chromium_p
     assert seen["download_size"] > 0
     assert SCREENSHOT.stat().st_size > 10_000
     print(json.dumps({k: seen[k] for k in ("drawn", "bars", "clicked", "download_size")}))
+
+
+def test_a_transformer_job_shows_heads_and_mlp_widths_per_layer(server: str, text_data: Path,
+                                                               chromium_path: str) -> None:
+    """A text job (a tiny BERT from a model directory in the data roots): the per-layer chart
+    labels each group by layer and kind and says how many heads / MLP channels a trial keeps."""
+    from playwright.sync_api import sync_playwright
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {
+        "name": "browser-text",
+        "model": {"zoo": f"hf:{text_data / 'tiny-bert'}"},
+        "dataset": {"name": "text_lines", "path": str(text_data / "corpus.jsonl")},
+        "metric": "embedding_cosine",
+        "budget": {"macs_ratio": 0.6},
+        "target": {"batch_size": 2, "seq_len": 32},
+        "agent": {"kind": "random", "trials": 5},
+        "evaluation": {"calibration_batches": 1, "batch_size": 16},
+        "finalize": {"top_k": 1, "finetune_epochs": 0.2, "export": ["safetensors"]},
+        "workers": 0,
+    }
+    res = httpx.post(f"{server}/api/v1/jobs", json=body, headers=auth, timeout=30)
+    assert res.status_code == 201, res.text
+    job_id = res.json()["id"]
+    deadline = 300.0
+    import time
+
+    t0 = time.monotonic()
+    while (job := _api(server, f"/jobs/{job_id}"))["state"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() - t0 < deadline, f"job still {job['state']}"
+        time.sleep(1)
+    assert job["state"] == "succeeded", job["error"]
+    kinds = [g["kind"] for g in job["space"]["groups"]]
+    assert kinds == ["heads", "mlp", "heads", "mlp"]
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            console_errors: list[str] = []
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+            page.goto(server + "/")
+            page.evaluate(f"localStorage.setItem('autoprune.token', {json.dumps(TOKEN)})")
+            page.goto(f"{server}/#/jobs/{job_id}")
+            page.reload()  # the token stored, the job page opens without the dialog
+            page.wait_for_selector("#layer-plot[data-trial]", timeout=20_000)  # the best point, pre-selected
+            chart = page.evaluate(
+                "() => { const t = document.querySelector('#layer-plot').data[0]; return {x: t.x, text: t.text}; }"
+            )
+            trial = int(page.get_attribute("#layer-plot", "data-trial") or -1)
+        finally:
+            browser.close()
+
+    assert not console_errors, console_errors
+    assert chart["x"] == ["layer 0 heads", "layer 0 mlp", "layer 1 heads", "layer 1 mlp"]
+    kept = next(t for t in _api(server, f"/jobs/{job_id}/trials?limit=100")["items"] if t["trial_id"] == trial)["kept"]
+    names = [g["name"] for g in job["space"]["groups"]]
+    for name, text, kind in zip(names, chart["text"], kinds, strict=True):
+        unit = "heads" if kind == "heads" else "MLP channels"
+        assert f"kept {kept[name]} / {4 if kind == 'heads' else 128} {unit}" in text, text
