@@ -154,24 +154,31 @@ def _kill_one_evaluating(c: TestClient, job_id: str, what: str) -> int:
     raise AssertionError(f"never saw {what} mid-evaluation")
 
 
-@pytest.mark.slow
-def test_task_process_killed_mid_evaluation(app_factory: Callable[..., TestClient]) -> None:
-    """``workers: 0`` evaluates in a child process: SIGKILL it mid-trial and the child is started
-    again, the trial retried (or recorded failed); the API's process is untouched."""
+def _job_with_one_evaluator_killed(c: TestClient, *, workers: int, trials: int, who: str) -> tuple[list[Any], int]:
+    """Runs a slow-metric job, SIGKILLs the process evaluating one of its trials, and checks the
+    job completes with every trial stored once (retried, or recorded failed); returns the trials
+    and the killed pid."""
     shutil.rmtree(EVALUATING_DIR, ignore_errors=True)
     EVALUATING_DIR.mkdir(parents=True)
-    c = _real(app_factory)
-    trials = 3
     body = tiny_spec(metric="entrypoint:tests.reliability.helpers:slow_metric",
-                     agent={"kind": "random", "trials": trials}, finalize={"top_k": 0}, workers=0)
+                     agent={"kind": "random", "trials": trials}, finalize={"top_k": 0}, workers=workers)
     job = c.post("/api/v1/jobs", json=body).json()
-    killed = _kill_one_evaluating(c, job["id"], "the task process")
+    killed = _kill_one_evaluating(c, job["id"], who)
     done = wait_state(c, job["id"], FINAL_STATES, timeout=240)
     assert done["state"] == "succeeded", done["error"]
     items = _trials(c, job["id"])
     assert [t["trial_id"] for t in items] == list(range(trials))
     for t in items:
         assert t["state"] == "succeeded" or "worker died" in (t["error"] or ""), t
+    return items, killed
+
+
+@pytest.mark.slow
+def test_task_process_killed_mid_evaluation(app_factory: Callable[..., TestClient]) -> None:
+    """``workers: 0`` evaluates in a child process: SIGKILL it mid-trial and the child is started
+    again, the trial retried (or recorded failed); the API's process is untouched."""
+    items, killed = _job_with_one_evaluator_killed(_real(app_factory), workers=0, trials=3, who="the task process")
+    for t in items:
         if t["metrics"] and not t["cached"]:
             assert t["metrics"]["extra"]["worker_pid"] not in (killed, os.getpid())
 
@@ -182,19 +189,7 @@ def test_ray_worker_killed_mid_evaluation(app_factory: Callable[..., TestClient]
     """SIGKILL of the actor process while it evaluates: the trial is retried (or recorded failed),
     and the job completes with every trial stored once. (The app starts its own Ray, in its
     driver process: no session-wide ``ray_cluster`` is needed.)"""
-    shutil.rmtree(EVALUATING_DIR, ignore_errors=True)
-    EVALUATING_DIR.mkdir(parents=True)
-    c = _real(app_factory)
-    trials = 4
-    body = tiny_spec(metric="entrypoint:tests.reliability.helpers:slow_metric",
-                     agent={"kind": "random", "trials": trials}, finalize={"top_k": 0}, workers=1)
-    job = c.post("/api/v1/jobs", json=body).json()
-    killed = _kill_one_evaluating(c, job["id"], "a worker")
-    done = wait_state(c, job["id"], FINAL_STATES, timeout=240)
-    assert done["state"] == "succeeded", done["error"]
-    items = _trials(c, job["id"])
-    assert [t["trial_id"] for t in items] == list(range(trials))
+    items, killed = _job_with_one_evaluator_killed(_real(app_factory), workers=1, trials=4, who="a worker")
     for t in items:
-        assert t["state"] == "succeeded" or "worker died" in (t["error"] or ""), t
         if t["metrics"]:
             assert t["metrics"]["extra"].get("worker_pid") != killed or t["cached"]
