@@ -326,4 +326,9 @@ class JobSpec(_Spec):
             raise ValueError(
                 f"dataset {self.dataset.name!r} is text: use metric 'embedding_cosine'"
             )
+        if text and self.finalize.schedule == "agp":
+            raise ValueError(
+                "finalize.schedule: 'agp' (gradual re-pruning) is for CNNs; text models are pruned "
+                "once and distilled: use 'oneshot'"
+            )
         return self

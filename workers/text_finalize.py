@@ -1,8 +1,8 @@
 """Finalization of sentence-embedder candidates: longer distillation, test fidelity, export.
 
 For each candidate: prune (the search's criterion), distil to the dense embeddings for
-``finetune_epochs`` passes over the training sentences (AdamW, MSE; one-shot — ``schedule:
-agp`` is not implemented for text and falls back to one-shot, said in the metrics), score the
+``finetune_epochs`` passes over the training sentences (AdamW, MSE; one-shot — a text job's spec
+refuses ``schedule: agp``), score the
 test split (mean cosine to the dense embeddings, pairwise-similarity Spearman, k-NN overlap),
 re-measure latency against the dense model, then write the bundle
 (``search_spaces.transformers.bundle``) and check every exported program against the model:
@@ -110,7 +110,7 @@ def finalize_text(
             "seq_len": task.spec.target.seq_len,
             "batch_size": task.spec.target.batch_size,
             "node": ev.node,
-            "schedule": "oneshot" if spec.schedule == "oneshot" else "oneshot (agp: not for text)",
+            "schedule": spec.schedule,
             "distil_steps": total,
             "finetune_epochs": spec.finetune_epochs,
         }

@@ -125,6 +125,8 @@ def test_spec_rejects_mismatched_text_parts(text_env) -> None:  # type: ignore[n
         JobSpec.model_validate(
             {"model": {"zoo": "all-minilm-l6-v2"}, "dataset": {"name": "digits"}, "budget": {"macs_ratio": 0.5}}
         )
+    with pytest.raises(ValidationError, match="finalize.schedule: 'agp'.*use 'oneshot'"):
+        _spec(model_dir, corpus, finalize={"top_k": 1, "schedule": "agp"})
 
 
 def test_text_lines_path_is_confined_and_jsonl_needs_text(text_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
