@@ -12,7 +12,8 @@ the group with the largest loss reduction per MAC, while the budget holds.
 Under a latency budget "holds" is the latency model's prediction, fitted on the probes' measured
 latencies; an allocation whose measured latency is over the budget (seen on a transformer, whose
 probes all sit near the baseline) is a new measured point, and the allocation is made again with
-the refitted model — up to ``allocations`` times — until one is feasible as measured.
+the refitted model and a bound tightened by half the measured excess so far — up to ``allocations``
+times — until one is feasible as measured.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ import numpy as np
 from agents.base import Agent
 from agents.types import Budget, Outcome, Proposal
 from search_spaces.space import Policy, SearchSpace
+
+#: After a measured miss the bound is tightened by this share of the excess: the refitted latency
+#: model absorbs part of the miss already (the whole excess over-corrected on noisy latencies).
+TIGHTEN_BY = 0.5
 
 
 class SensitivityAgent(Agent):
@@ -48,6 +53,7 @@ class SensitivityAgent(Agent):
         self._keys: dict[int, str] = {}  # trial id -> probe key, for probes not yet told
         self._allocated: list[str] = []  # signatures of the allocations proposed so far
         self._allocation_trial: int | None = None  # the allocation's trial id until it is told
+        self._margin = 0.0  # how much the bound is tightened (from the allocations' measured excess)
         self._done = False
 
     def _probe_plan(self) -> list[dict[str, Any]]:
@@ -90,10 +96,11 @@ class SensitivityAgent(Agent):
         for o in outcomes:
             if o.trial_id == self._allocation_trial:
                 self._allocation_trial = None
-                measured_ok = o.metrics is not None and self.budget.feasible(o.metrics)
+                excess = max(self.budget.violations(o.metrics), default=0.0) if o.metrics is not None else 0.0
                 # only a latency budget can be missed as measured (MACs and params are exact)
-                if measured_ok or not self.budget.uses_latency or len(self._allocated) >= self.allocations:
+                if excess <= 1e-9 or not self.budget.uses_latency or len(self._allocated) >= self.allocations:
                     self._done = True
+                self._margin += TIGHTEN_BY * max(excess, 0.0)
                 continue
             key = "baseline" if o.trial_id == self.baseline_trial_id else self._keys.pop(o.trial_id, None)
             if key is not None:
@@ -135,14 +142,14 @@ class SensitivityAgent(Agent):
                 if not higher:
                     continue
                 trial = {**policy, g.name: space.ratio_for(g, higher[0])}
-                if not self.fit.fits(trial):
+                if self.fit.violation(trial) > -self._margin + 1e-9:
                     continue
                 gain = loss(g.name, policy[g.name]) - loss(g.name, trial[g.name])
                 per = gain / max(space.macs(trial) - cost0, 1.0)
                 if per > best_gain:
                     best, best_gain = (g.name, higher[0]), per
-            if best is None:
-                return self.fit.fill(policy)
+            if best is None:  # fill would grow it back up to the untightened bound
+                return policy if self._margin else self.fit.fill(policy)
             kept[best[0]] = best[1]
             policy[best[0]] = space.ratio_for(best[0], best[1])
 
@@ -155,6 +162,7 @@ class SensitivityAgent(Agent):
             "base": self._base,
             "allocated": self._allocated,
             "pending": self._allocation_trial,
+            "margin": self._margin,
             "done": self._done,
         }
 
@@ -168,4 +176,5 @@ class SensitivityAgent(Agent):
             self._base = {k: float(v) for k, v in state["base"].items()}
         self._allocated = list(state.get("allocated", []))
         self._allocation_trial = state.get("pending")
+        self._margin = float(state.get("margin", 0.0))
         self._done = bool(state.get("done", False))
