@@ -46,7 +46,14 @@ def main() -> None:
                               trials_total=args.trials)
         repo.set_state(s, job=job, state="running")
         job_id = job.id
-    recorder = _Recorder(db, job_id, space, budget)
+    owner = "bench-controller"
+    with db.session_scope() as s:
+        assert repo.take_lease(s, job_id=job_id, owner=owner, seconds=3600)
+
+    def fence(s: object) -> None:  # the runner's first statement of every job write
+        assert repo.renew_lease(s, job_id=job_id, owner=owner, seconds=3600)
+
+    recorder = _Recorder(db, job_id, space, budget, owner, fence)
     rng = random.Random(args.seed)
     seconds: list[float] = []
     for trial_id in range(args.trials):

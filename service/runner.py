@@ -458,7 +458,9 @@ class _Recorder:
             front = add_to_front(s, job_id=job.id, cost_key=job.cost_key, row=row)
             if front is not None:
                 repo.add_event(s, job_id=job.id, type="front", data={"trial_ids": front})
-            progress = Progress.of(s, job).model_dump(mode="json")
+            # the trial just stored is the latest to finish: only the count is read (an index count)
+            seen = repo.TrialSummary(count=repo.count_trials(s, job_id=job.id), last_finished_at=row.finished_at)
+            progress = Progress.of(s, job, seen).model_dump(mode="json")
             repo.add_event(s, job_id=self.job_id, type="progress", data=progress)
 
         self.db.write_retrying(record)

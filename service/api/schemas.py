@@ -122,10 +122,8 @@ class Progress(_Model):
 
     @classmethod
     def of(cls, s: Session, job: JobRow, summary: repo.TrialSummary | None = None) -> Progress:
-        if summary is not None:
-            done, last = summary.count, summary.last_finished_at
-        else:  # the runner's commit of each trial: just the count
-            done, last = repo.trial_counts(s, job_ids=[job.id]).get(job.id, (0, None))
+        summary = summary or repo.trial_summaries(s, job_ids=[job.id])[job.id]
+        done, last = summary.count, summary.last_finished_at
         eta: float | None = None
         if job.state == "running" and job.started_at is not None and 0 < done < job.trials_total and last is not None:
             elapsed = max((aware(last) - aware(job.started_at)).total_seconds(), 0.0)

@@ -208,7 +208,6 @@ _per_job = (
     .group_by(TrialRow.job_id)
     .subquery()
 )
-_TRIAL_COUNTS = sa.select(_per_job.c.job_id, _per_job.c.n, _per_job.c.last)
 _FIRST_TRIALS = sa.select(TrialRow, _per_job.c.n, _per_job.c.last).join(
     _per_job, sa.and_(TrialRow.job_id == _per_job.c.job_id, TrialRow.trial_id == _per_job.c.lowest)
 )
@@ -245,12 +244,6 @@ class TrialSummary:
     best: TrialRow | None = None
     count: int = 0
     last_finished_at: datetime | None = None
-
-
-def trial_counts(s: Session, *, job_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
-    """(number of trials, when the latest finished) of each job that has any."""
-    rows = s.execute(_TRIAL_COUNTS, {"job_ids": list(job_ids)})
-    return {job_id: (n, last) for job_id, n, last in rows}
 
 
 def trial_summaries(s: Session, *, job_ids: Sequence[str]) -> dict[str, TrialSummary]:
