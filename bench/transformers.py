@@ -119,7 +119,7 @@ def search(
         "trials": trials,
         "best": best,
         "seconds": time.perf_counter() - t0,
-        "seconds_per_eval": statistics.mean(fresh) if fresh else None,
+        "seconds_per_eval": statistics.median(fresh) if fresh else None,  # robust to a stalled one
     }
 
 
