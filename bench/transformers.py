@@ -208,16 +208,25 @@ def plot(rows: list[dict[str, Any]], runs: list[dict[str, Any]], path: Path) -> 
     a.set_ylim(max(0.0, lo - 0.1), 1.0)
     a.set_ylabel("mean cosine to dense embeddings")
     a.legend(fontsize=8, loc="lower right")
+    # one colour per agent, one line style per seed; agents with no feasible policy are named only
+    colours = dict(zip(dict.fromkeys(r["agent"] for r in runs), plt.rcParams["axes.prop_cycle"].by_key()["color"],
+                       strict=False))
+    styles = ["-", "--", ":", "-."]
+    labelled: set[str] = set()
     for r in runs:
-        t = r["trials"]
         best, curve = -1.0, []
-        for tr in t:
+        for tr in r["trials"]:
             best = max(best, tr["quality"] if tr["feasible"] else -1.0)
             curve.append(best if best >= 0 else float("nan"))
-        b.plot(range(1, len(curve) + 1), curve, label=f"{r['agent']} s{r['seed']}", lw=1)
-    b.set_xlabel("evaluations")
+        agent = r["agent"]
+        label = None if agent in labelled else agent + ("" if r["best"] or any(
+            x["best"] for x in runs if x["agent"] == agent) else " (none feasible)")
+        labelled.add(agent)
+        b.plot(range(1, len(curve) + 1), curve, color=colours[agent], ls=styles[r["seed"] % len(styles)],
+               lw=1.2, label=label, marker="o", ms=3, markevery=[len(curve) - 1])  # a lone final point shows
+    b.set_xlabel("evaluations (line style: seed)")
     b.set_ylabel("best feasible val cosine")
-    b.legend(fontsize=6, ncol=2)
+    b.legend(fontsize=7)
     fig.suptitle("all-MiniLM-L6-v2, latency ratio ≤ 0.6 (batch 1 × 128 tokens, 1 thread)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
