@@ -209,8 +209,11 @@ class SearchSpaceSpec(_Spec):
 
 
 Recovery = Literal["auto", "none", "bn", "lsq", "finetune"]
-#: Below this budget ratio ``recovery: auto`` reconstructs (docs/benchmarks.md, "Proxy study").
+#: Below this MACs/params ratio ``recovery: auto`` reconstructs (docs/benchmarks.md, "Proxy study").
 DEEP_CUT = 0.4
+#: Latency falls only 0.3–0.9× as much as MACs on CPU: a latency ratio r needs about
+#: 1 − (1 − r) / LATENCY_PER_MACS of the MACs, which is what ``auto`` compares with DEEP_CUT.
+LATENCY_PER_MACS = 0.6
 
 
 class EvaluationSpec(_Spec):
@@ -222,7 +225,8 @@ class EvaluationSpec(_Spec):
             "reading pruned channels to the dense model's outputs, then BN recalibration); "
             "'finetune' (BN recalibration, then finetune_steps of SGD); 'auto' (default): "
             "'finetune' if finetune_steps > 0, else 'lsq' for budgets below 0.4 of the dense "
-            "model and 'bn' above (docs/benchmarks.md, 'Proxy study')"
+            "model's MACs (a latency ratio below about 0.64) and 'bn' above (docs/benchmarks.md, "
+            "'Proxy study')"
         ),
     )
     calibration_batches: int = Field(
@@ -249,15 +253,19 @@ class EvaluationSpec(_Spec):
     def resolved_recovery(self, budget: BudgetSpec) -> str:
         """The recovery ``auto`` stands for: what the proxy study found honest at the budget.
 
-        Deep cuts (the tightest of the budget's ratios below ``DEEP_CUT``, or only an absolute
-        latency bound) get ``lsq``: BN recalibration leaves them near chance and ranks noise.
-        Shallower ones get ``bn``: there it ranked policies better than ``lsq``, for less.
+        Deep cuts (the tightest of the budget's MACs ratios below ``DEEP_CUT`` — a latency ratio
+        counted as the MACs it needs —, or only an absolute latency bound) get ``lsq``: BN
+        recalibration leaves them near chance and ranks noise (at ``latency_ratio: 0.6`` on
+        resnet56/digits every agent's best scored 0.10–0.19 with it). Shallower ones get ``bn``:
+        there it ranked policies better than ``lsq``, for less.
         """
         if self.recovery != "auto":
             return self.recovery
         if self.finetune_steps > 0:
             return "finetune"
-        ratios = [r for r in (budget.macs_ratio, budget.params_ratio, budget.latency_ratio) if r]
+        ratios = [r for r in (budget.macs_ratio, budget.params_ratio) if r]
+        if budget.latency_ratio:
+            ratios.append(1 - (1 - budget.latency_ratio) / LATENCY_PER_MACS)
         return "lsq" if not ratios or min(ratios) < DEEP_CUT else "bn"
 
 
