@@ -127,8 +127,9 @@ class BudgetFit:
             v = max(v, self.latency.predict_ratio(policy) * self.latency.dense_ms - self.budget.latency_ms)
         return v
 
-    def fits(self, policy: Mapping[str, float]) -> bool:
-        return self.violation(policy) <= _EPS
+    def fits(self, policy: Mapping[str, float], *, margin: float = 0.0) -> bool:
+        """Predicted within the budget, with ``margin`` to spare (in the budget's own units)."""
+        return self.violation(policy) <= _EPS - margin
 
     def observe(self, outcomes: Iterable[Outcome]) -> None:
         """Feeds measured latencies to the latency model (only when the budget has one)."""
@@ -189,8 +190,9 @@ class BudgetFit:
                 out.append(policy)
         return out
 
-    def fill(self, policy: Mapping[str, float], order: list[str] | None = None) -> Policy:
-        """Adds back one channel step per group in turn (round robin) while the budget holds."""
+    def fill(self, policy: Mapping[str, float], order: list[str] | None = None, *, margin: float = 0.0) -> Policy:
+        """Adds back one channel step per group in turn (round robin) while the budget holds
+        (with ``margin`` to spare, as in ``fits``)."""
         space = self.space
         kept = space.kept(policy)
         order = order or space.names
@@ -203,7 +205,7 @@ class BudgetFit:
                 if not higher:
                     continue
                 old, kept[n] = kept[n], higher[0]
-                if self.fits(self._from_kept(kept)):
+                if self.fits(self._from_kept(kept), margin=margin):
                     grown = True
                 else:
                     kept[n] = old

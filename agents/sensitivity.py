@@ -96,11 +96,13 @@ class SensitivityAgent(Agent):
         for o in outcomes:
             if o.trial_id == self._allocation_trial:
                 self._allocation_trial = None
-                excess = max(self.budget.violations(o.metrics), default=0.0) if o.metrics is not None else 0.0
                 # only a latency budget can be missed as measured (MACs and params are exact)
-                if excess <= 1e-9 or not self.budget.uses_latency or len(self._allocated) >= self.allocations:
+                m = o.metrics
+                if (m is not None and not self.budget.feasible(m) and self.budget.uses_latency
+                        and len(self._allocated) < self.allocations):
+                    self._margin += TIGHTEN_BY * max(self.budget.violations(m))
+                else:
                     self._done = True
-                self._margin += TIGHTEN_BY * max(excess, 0.0)
                 continue
             key = "baseline" if o.trial_id == self.baseline_trial_id else self._keys.pop(o.trial_id, None)
             if key is not None:
@@ -142,14 +144,14 @@ class SensitivityAgent(Agent):
                 if not higher:
                     continue
                 trial = {**policy, g.name: space.ratio_for(g, higher[0])}
-                if self.fit.violation(trial) > -self._margin + 1e-9:
+                if not self.fit.fits(trial, margin=self._margin):
                     continue
                 gain = loss(g.name, policy[g.name]) - loss(g.name, trial[g.name])
                 per = gain / max(space.macs(trial) - cost0, 1.0)
                 if per > best_gain:
                     best, best_gain = (g.name, higher[0]), per
-            if best is None:  # fill would grow it back up to the untightened bound
-                return policy if self._margin else self.fit.fill(policy)
+            if best is None:
+                return self.fit.fill(policy, margin=self._margin)
             kept[best[0]] = best[1]
             policy[best[0]] = space.ratio_for(best[0], best[1])
 
@@ -161,7 +163,7 @@ class SensitivityAgent(Agent):
             "expected": self._expected,
             "base": self._base,
             "allocated": self._allocated,
-            "pending": self._allocation_trial,
+            "allocation_trial": self._allocation_trial,
             "margin": self._margin,
             "done": self._done,
         }
@@ -175,6 +177,6 @@ class SensitivityAgent(Agent):
         if "base" in state:
             self._base = {k: float(v) for k, v in state["base"].items()}
         self._allocated = list(state.get("allocated", []))
-        self._allocation_trial = state.get("pending")
+        self._allocation_trial = state.get("allocation_trial")
         self._margin = float(state.get("margin", 0.0))
         self._done = bool(state.get("done", False))

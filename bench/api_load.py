@@ -14,6 +14,7 @@ of every polling request is measured at the client; p50/p99 are reported.
     .venv/bin/python bench/api_load.py            # 20 jobs, 50 clients; prints a JSON summary
     .venv/bin/python bench/api_load.py --real     # the same with real tiny jobs
     .venv/bin/python bench/api_load.py --real --profile   # and py-spy records the server (SVG)
+    .venv/bin/python bench/api_load.py --profile prof.txt # collapsed stacks + who held the GIL, %
 """
 
 from __future__ import annotations
@@ -88,6 +89,30 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profile_shares(path: Path) -> dict[str, float]:
+    """Shares (%) of py-spy's GIL-holder samples (collapsed stacks, ``--profile x.txt``): by who
+    holds the GIL — the runner's job threads, request threads, the event loop — and, counted
+    inclusively, how much of it is SQLAlchemy."""
+    counts = {"runner": 0, "requests": 0, "event loop": 0, "other": 0, "sqlalchemy": 0}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        total += int(n)
+        if "service/runner.py" in stack:
+            who = "runner"
+        elif "MainThread" in stack.split(";", 1)[0]:
+            who = "event loop"
+        elif "anyio" in stack or "starlette" in stack:
+            who = "requests"
+        else:
+            who = "other"
+        counts[who] += int(n)
+        counts["sqlalchemy"] += int(n) if "sqlalchemy/" in stack else 0
+    return {k: round(100 * v / total, 1) for k, v in counts.items()} if total else {}
 
 
 def _kind(url: str) -> str:
@@ -271,6 +296,8 @@ def main() -> None:
           f"{summary['jobs_succeeded']}/{summary['jobs']} jobs succeeded in {summary['wall_s']} s; "
           f"{summary['errors']} errors; the server used {summary['server_cores_used']} of a core "
           f"(load average {summary['load_avg_1m']:.1f})")
+    if args.profile is not None and args.profile.suffix == ".txt":
+        print(f"GIL-holder samples, % (py-spy, {args.profile}): {profile_shares(args.profile)}")
 
 
 if __name__ == "__main__":

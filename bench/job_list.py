@@ -32,7 +32,8 @@ def naive_view(s: Any, job: Any) -> Any:
     baseline = next((t for t in trials if (t.info or {}).get("role") == "baseline"), None)
     feasible = [t for t in trials if t.feasible and t.quality is not None]
     best = max(feasible, key=lambda t: (t.quality, -(t.macs or 0.0))) if feasible else None
-    return baseline and Trial.from_row(baseline), best and Trial.from_row(best), Progress.of(s, job, len(trials))
+    seen = repo.TrialSummary(count=len(trials), last_finished_at=max((t.finished_at for t in trials), default=None))
+    return baseline and Trial.from_row(baseline), best and Trial.from_row(best), Progress.of(job, seen)
 
 
 def main() -> None:

@@ -140,6 +140,27 @@ def distilled(task: Any, ev: Any, policy: dict[str, float], steps: int) -> dict[
     }
 
 
+def merge_runs(files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of several result files; a later (agent, seed) replaces an earlier one, which stays as
+    ``<agent> (earlier run)``. Seconds per evaluation recomputed (median of the fresh ones)."""
+    runs: list[dict[str, Any]] = []
+    for data in files:
+        for r in data["runs"]:
+            for old in runs:
+                if old["agent"] == r["agent"] and old["seed"] == r["seed"]:
+                    old["agent"] += " (earlier run)"
+            runs.append(dict(r))
+    for r in runs:
+        fresh = [t["eval_seconds"] for t in r["trials"] if not t["cached"]]
+        r["seconds_per_eval"] = statistics.median(fresh) if fresh else None
+    def base(agent: str) -> str:
+        return agent.removesuffix(" (earlier run)")
+
+    order = list(dict.fromkeys(base(r["agent"]) for r in runs))  # agents as first run; earlier runs first
+    runs.sort(key=lambda r: (order.index(base(r["agent"])), r["agent"] == base(r["agent"]), r["seed"]))
+    return {"args": [f.get("args") for f in files], "runs": runs}
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for agent in dict.fromkeys(r["agent"] for r in runs):
@@ -248,8 +269,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="docs/bench/transformers.json")
     ap.add_argument("--plot", default="docs/transformers_bench.png")
     ap.add_argument("--report", action="store_true", help="only print the table of --out")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="no search: combine result files into --out (and --plot); a later file's "
+                         "(agent, seed) run replaces an earlier one, kept as '<agent> (earlier run)'")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.merge:
+        merged = merge_runs([json.loads(f.read_text()) for f in args.merge])
+        out.write_text(json.dumps(merged, indent=1))
+        rows = summarize(merged["runs"])
+        print(table(rows))
+        if args.plot:
+            plot(rows, merged["runs"], Path(args.plot))
+        return
     if args.report:
         data = json.loads(out.read_text())
         print(table(summarize(data["runs"])))

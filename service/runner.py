@@ -460,7 +460,7 @@ class _Recorder:
                 repo.add_event(s, job_id=job.id, type="front", data={"trial_ids": front})
             # the trial just stored is the latest to finish: only the count is read (an index count)
             seen = repo.TrialSummary(count=repo.count_trials(s, job_id=job.id), last_finished_at=row.finished_at)
-            progress = Progress.of(s, job, seen).model_dump(mode="json")
+            progress = Progress.of(job, seen).model_dump(mode="json")
             repo.add_event(s, job_id=self.job_id, type="progress", data=progress)
 
         self.db.write_retrying(record)

@@ -254,10 +254,11 @@ class EvaluationSpec(_Spec):
         """The recovery ``auto`` stands for: what the proxy study found honest at the budget.
 
         Deep cuts (the tightest of the budget's MACs ratios below ``DEEP_CUT`` — a latency ratio
-        counted as the MACs it needs —, or only an absolute latency bound) get ``lsq``: BN
-        recalibration leaves them near chance and ranks noise (at ``latency_ratio: 0.6`` on
-        resnet56/digits every agent's best scored 0.10–0.19 with it). Shallower ones get ``bn``:
-        there it ranked policies better than ``lsq``, for less.
+        counted as the MACs it needs —, or only an absolute latency bound) get ``lsq``: with BN
+        recalibration alone their scores are near chance (at ``latency_ratio: 0.6`` on
+        resnet56/digits every agent's best scored 0.10–0.19), with ``lsq`` they are the accuracy
+        of a usable model. Shallower cuts get the cheaper ``bn``. Which of the two *ranks*
+        policies better differs by task (docs/benchmarks.md, "Proxy study recomputed").
         """
         if self.recovery != "auto":
             return self.recovery

@@ -121,8 +121,7 @@ class Progress(_Model):
     eta_seconds: float | None
 
     @classmethod
-    def of(cls, s: Session, job: JobRow, summary: repo.TrialSummary | None = None) -> Progress:
-        summary = summary or repo.trial_summaries(s, job_ids=[job.id])[job.id]
+    def of(cls, job: JobRow, summary: repo.TrialSummary) -> Progress:
         done, last = summary.count, summary.last_finished_at
         eta: float | None = None
         if job.state == "running" and job.started_at is not None and 0 < done < job.trials_total and last is not None:
@@ -196,7 +195,7 @@ class Job(_Model):
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            progress=Progress.of(s, job, summary),
+            progress=Progress.of(job, summary),
             budget=job.spec.get("budget", {}),
             dense=finite(job.dense),
             baseline=Trial.from_row(baseline) if baseline else None,

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server_process import free_port, wait_healthy
+from tests.server_process import free_port, wait_final, wait_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -276,14 +276,8 @@ def test_a_transformer_job_shows_heads_and_mlp_widths_per_layer(server: str, tex
     }
     res = httpx.post(f"{server}/api/v1/jobs", json=body, headers=auth, timeout=30)
     assert res.status_code == 201, res.text
-    job_id = res.json()["id"]
-    deadline = 300.0
-    import time
-
-    t0 = time.monotonic()
-    while (job := _api(server, f"/jobs/{job_id}"))["state"] not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() - t0 < deadline, f"job still {job['state']}"
-        time.sleep(1)
+    job = wait_final(server, res.json()["id"], auth, timeout=300)
+    job_id = job["id"]
     assert job["state"] == "succeeded", job["error"]
     kinds = [g["kind"] for g in job["space"]["groups"]]
     assert kinds == ["heads", "mlp", "heads", "mlp"]
