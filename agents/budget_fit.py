@@ -86,8 +86,26 @@ class LatencyModel:
         # argmin |Xw - y|^2 + (w - prior)^T lam (w - prior) (closed form)
         self.weights = np.linalg.solve(x.T @ x + lam, x.T @ y + lam @ self.prior)
 
+    def add_points(self, points: Iterable[tuple[Mapping[str, float], float]]) -> None:
+        """Several measured ``(policy, latency ratio)`` points at once (one refit)."""
+        self.points += [(self.features(p).tolist(), float(r)) for p, r in points]
+        if self.points:
+            self._fit()
+
     def predict_ratio(self, policy: Mapping[str, float]) -> float:
         return float(self.features(policy) @ self.weights)
+
+    @property
+    def overhead(self) -> float:
+        """a: the latency ratio no channel removal touches."""
+        return float(self.weights[0])
+
+    def layer_weight(self, scale_by: tuple[str, ...]) -> float:
+        """Latency ratio per MACs share of a layer scaled by these groups: b + mean of their d_g
+        (so the prediction is ``overhead + Σ_layers macs share · layer_weight``)."""
+        if not scale_by:
+            return float(self.weights[1])
+        return float(self.weights[1] + sum(self.weights[2 + self._index[g]] for g in scale_by) / len(scale_by))
 
     def state_dict(self) -> dict[str, Any]:
         return {"points": self.points, "dense_ms": self.dense_ms}

@@ -5,10 +5,13 @@ kept within a latency budget read from a measured per-layer latency table, a mul
 knapsack. Here:
 
 1. **Costs.** MACs and params from the space's analytic model (exact, products of two groups'
-   widths included); latency from the per-group latency table workers measured
-   (``AgentHints.latency_table``, see ``agents.latency_table``), or the MACs-proportional prior
-   when no table was given. Measured latencies correct the model as they arrive: the bound the
-   solver sees is the budget minus the shrunk mean residual (measured − modelled) and a margin.
+   widths included). Latency from the shared ``LatencyModel`` (``self.fit.latency``: a + b·MACs
+   + per-group corrections, ridge-shrunk toward MACs-proportional) fitted on the per-group
+   latency table workers measured (``AgentHints.latency_table``, see ``agents.latency_table``)
+   and refitted on every measured outcome. The bound the solver sees is the budget less
+   ``latency_margin`` and ``latency_sigmas`` standard deviations of the model's error on the
+   outcomes so far, each predicted before it was measured (a chance constraint: measured
+   latency is noisy, and a policy the model puts exactly at the budget is a coin flip).
 2. **Quality.** Each group's loss at each width is ``α_g · ℓ_g(k)``, ``ℓ_g`` the share of the
    group's channel importance (stored in the space) that width removes. The weights start equal
    (the first solve is the pure importance allocation) and are refitted after every evaluation:
@@ -47,7 +50,10 @@ from agents.latency_table import (
 from agents.types import AgentHints, Budget, Outcome, Proposal
 from search_spaces.space import Policy, SearchSpace
 
-_DEFAULT_TABLE_RATIOS = (0.4, 0.8)
+_DEFAULT_TABLE_RATIOS = LatencyTableRequest().ratios
+# the model's error before any outcome is measured: the spread of one latency measurement
+# (6 interleaved rounds on resnet56/digits: ±0.03–0.05), counted as this many outcomes
+_PRIOR_SIGMA, _PRIOR_SIGMA_POINTS = 0.03, 2.0
 
 
 def _option_ratios(value: Any) -> tuple[float, ...]:
@@ -74,7 +80,8 @@ class KnapsackAgent(Agent):
         patience: int = 3,
         exploration: float = 0.3,
         prior_points: float = 2.0,
-        latency_margin: float = 0.01,
+        latency_margin: float = 0.0,
+        latency_sigmas: float = 1.0,
         gap: float = 1e-4,
         time_limit: float = 10.0,
     ) -> None:
@@ -85,6 +92,7 @@ class KnapsackAgent(Agent):
                 raise ValueError(f"options.{name} must be an integer >= {lo}, got {v!r}")
         named = (
             ("exploration", exploration), ("prior_points", prior_points), ("latency_margin", latency_margin),
+            ("latency_sigmas", latency_sigmas),
             ("gap", gap), ("time_limit", time_limit),
         )
         for name, x in named:
@@ -95,8 +103,10 @@ class KnapsackAgent(Agent):
         self.exploration = float(exploration)
         self.prior_points = float(prior_points)
         self.latency_margin = float(latency_margin)
+        self.latency_sigmas = float(latency_sigmas)
         self.gap, self.time_limit = float(gap), float(time_limit) or 1.0
         self.table: LatencyTable | None = (hints or AgentHints()).latency_table
+        self._seed_latency_model()
         self.levels = {g.name: space.levels(g) for g in space.groups}
         self.features = {g.name: self._loss_features(g.name) for g in space.groups}
         # search state (all of it in extra_state)
@@ -105,6 +115,7 @@ class KnapsackAgent(Agent):
         self._misses = 0
         self._best: float | None = None  # best measured feasible quality
         self._prior_done = False
+        self._predicted: dict[int, float] = {}  # modelled latency ratio of pending proposals
         self._build(check=True)
 
     @classmethod
@@ -131,10 +142,10 @@ class KnapsackAgent(Agent):
             limits.append(Limit("macs_ratio", analytic_cost_model(self.space, "macs"), b.macs_ratio))
         if b.params_ratio is not None:
             limits.append(Limit("params_ratio", analytic_cost_model(self.space, "params"), b.params_ratio))
-        self._latency_model = latency_cost_model(self.space, self.table) if b.uses_latency else None
+        self._latency_model = latency_cost_model(self.space, self.fit.latency) if b.uses_latency else None
         bound = self._latency_bound()
         if self._latency_model is not None and bound is not None:
-            limits.append(Limit("latency", self._latency_model, bound - self._latency_offset()))
+            limits.append(Limit("latency", self._latency_model, bound - self.latency_sigmas * self._latency_sigma()))
         self.solver = Knapsack(self.space, limits)
         lowest = {g: lv[0] for g, lv in self.levels.items()}
         if check and self.solver.violated(lowest) and self.solver.solve({g: [0.0] * len(lv) for g, lv in self.levels.items()}) is None:
@@ -155,16 +166,24 @@ class KnapsackAgent(Agent):
                 bounds.append(b.latency_ms / dense_ms)
         return min(bounds) - self.latency_margin if bounds else None
 
-    def _latency_offset(self) -> float:
-        """Shrunk mean of (measured − modelled) latency ratio over the evaluated architectures."""
-        if self._latency_model is None:
-            return 0.0
-        res = [
-            r["latency_ratio"] - self._latency_model.value(self.space, self._kept(r))
+    def _seed_latency_model(self) -> None:
+        """The table's entries as the latency model's first points (before any outcome)."""
+        if self.table is None or not self.budget.uses_latency or self.fit.latency.points:
+            return
+        self.fit.latency.add_points(self.table.points(self.space))
+        self.fit.latency.dense_ms = self.fit.latency.dense_ms or self.table.dense_ms
+        self.fit.invalidate()  # the baseline's uniform fill follows the fitted model too
+
+    def _latency_sigma(self) -> float:
+        """RMS error of the latency model on outcomes it predicted before they were measured,
+        shrunk toward the spread of one measurement."""
+        errors = [
+            r["latency_ratio"] - r["predicted_latency"]
             for r in self._history
-            if r.get("latency_ratio") is not None
+            if r.get("latency_ratio") is not None and r.get("predicted_latency") is not None
         ]
-        return sum(res) / (len(res) + 1)
+        total = _PRIOR_SIGMA_POINTS * _PRIOR_SIGMA**2 + sum(e * e for e in errors)
+        return math.sqrt(total / (_PRIOR_SIGMA_POINTS + len(errors)))
 
     def _kept(self, record: Mapping[str, Any]) -> dict[str, int]:
         return dict(zip(self.space.names, record["kept"], strict=True))
@@ -230,7 +249,10 @@ class KnapsackAgent(Agent):
                 break  # every architecture the budget allows was tried
             self._prior_done = True
             taken.append(kept)
-            out.append(self._proposal(self._policy(kept), role=role, radius=self._radius))
+            proposal = self._proposal(self._policy(kept), role=role, radius=self._radius)
+            if self._latency_model is not None:
+                self._predicted[proposal.trial_id] = self._latency_model.value(self.space, kept)
+            out.append(proposal)
         return out
 
     def _solve(
@@ -277,6 +299,7 @@ class KnapsackAgent(Agent):
                 "quality": None if m is None or math.isnan(m.quality) else float(m.quality),
                 "latency_ratio": None if m is None else m.latency_ratio,
                 "violation": None if m is None else max(self.budget.violations(m), default=0.0),
+                "predicted_latency": self._predicted.pop(o.trial_id, None),
             }
             self._history.append(record)
             if record["quality"] is None:
@@ -300,6 +323,7 @@ class KnapsackAgent(Agent):
             "misses": self._misses,
             "best": self._best,
             "prior_done": self._prior_done,
+            "predicted": {str(t): v for t, v in self._predicted.items()},
             "latency_table": None if self.table is None else self.table.to_dict(),
         }
 
@@ -309,6 +333,7 @@ class KnapsackAgent(Agent):
         self._misses = int(state.get("misses", 0))
         self._best = state.get("best")
         self._prior_done = bool(state.get("prior_done", False))
+        self._predicted = {int(t): float(v) for t, v in state.get("predicted", {}).items()}
         if state.get("latency_table") is not None:  # the table the search used, not a re-measure
             self.table = LatencyTable.from_dict(state["latency_table"])
         self._build()
