@@ -38,7 +38,7 @@ from workers.pool import InProcessPool  # noqa: E402
 ALL_AGENTS = ["uniform", "global", "random", "sensitivity", "optuna-tpe", "optuna-nsga2", "ddpg"]
 
 
-def build(task: str, args: argparse.Namespace) -> Any:
+def build(task: str, budget_ratio: float, args: argparse.Namespace) -> Any:
     from workers.evaluator import Evaluator
     from workers.spec import JobSpec
     from workers.task import WorkerSettings, load_task
@@ -49,7 +49,7 @@ def build(task: str, args: argparse.Namespace) -> Any:
         {
             "model": {"zoo": model, "weights": weights},
             "dataset": {"name": dataset},
-            "budget": {"macs_ratio": 0.5},  # the evaluator does not read it
+            "budget": {"macs_ratio": budget_ratio},  # recovery "auto" resolves by it
             "evaluation": {
                 "finetune_steps": args.search_finetune_steps,
                 "calibration_batches": args.calibration_batches,
@@ -72,7 +72,8 @@ def build(task: str, args: argparse.Namespace) -> Any:
     ev = Evaluator(task_obj, latency_rounds=args.latency_rounds, lock=lock)
     dense = ev.dense_metrics()
     print(
-        f"[{task}] {len(task_obj.space)} groups, dense val {dense.quality:.4f}, ready in {time.perf_counter() - t0:.0f}s",
+        f"[{task} @{budget_ratio}] {len(task_obj.space)} groups, recovery {ev.recovery}, dense val "
+        f"{dense.quality:.4f}, ready in {time.perf_counter() - t0:.0f}s",
         flush=True,
     )
     return task_obj, ev, dense
@@ -198,10 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for task_name in args.tasks.split(","):
-        task_obj, ev, dense = build(task_name, args)
         steps = args.search_finetune_steps  # a different evaluation: its own rows in the tables
         task = f"{task_name} +{steps} ft steps" if steps else task_name
         for budget_ratio in [float(b) for b in args.budgets.split(",")]:
+            task_obj, ev, dense = build(task_name, budget_ratio, args)
             budget = Budget(macs_ratio=budget_ratio)
             rows: dict[str, list[dict[str, Any]]] = {a: [] for a in agents}
             for seed in seeds:
