@@ -54,6 +54,7 @@ class LatencyModel:
         self.prior = np.array([0.0, 1.0] + [0.0] * len(space))
         self.weights = self.prior.copy()
         self.points: list[tuple[list[float], float]] = []  # (features, latency ratio)
+        self.point_weights: list[float] = []  # how many measured outcomes each point counts as
         self.dense_ms: float | None = None  # learnt from measurements carrying both ms and ratio
 
     def features(self, policy: Mapping[str, float]) -> np.ndarray:
@@ -71,6 +72,7 @@ class LatencyModel:
 
     def add(self, policy: Mapping[str, float], latency_ratio: float, latency_ms: float | None = None) -> None:
         self.points.append((self.features(policy).tolist(), float(latency_ratio)))
+        self.point_weights.append(1.0)
         if latency_ms is not None and latency_ratio > 0:
             self.dense_ms = latency_ms / latency_ratio
         self._fit()
@@ -78,17 +80,25 @@ class LatencyModel:
     def _fit(self) -> None:
         x = np.array([f for f, _ in self.points])
         y = np.array([r for _, r in self.points])
+        w = np.array(self.point_weights)
         # The prior counts as ``strength`` pseudo-points in each feature's own scale (the group
         # features are small MACs shares; a unit penalty would freeze them at the prior).
-        scale = np.maximum((x**2).mean(axis=0), 1e-6)
+        scale = np.maximum((w[:, None] * x**2).sum(axis=0) / w.sum(), 1e-6)
         scale[:2] *= 1e-3  # overhead and slope: nearly free
         lam = np.diag(self.strength * scale)
-        # argmin |Xw - y|^2 + (w - prior)^T lam (w - prior) (closed form)
-        self.weights = np.linalg.solve(x.T @ x + lam, x.T @ y + lam @ self.prior)
+        # argmin Σ w_i (x_i·θ - y_i)^2 + (θ - prior)^T lam (θ - prior) (closed form)
+        xw = x * w[:, None]
+        self.weights = np.linalg.solve(xw.T @ x + lam, xw.T @ y + lam @ self.prior)
 
-    def add_points(self, points: Iterable[tuple[Mapping[str, float], float]]) -> None:
-        """Several measured ``(policy, latency ratio)`` points at once (one refit)."""
-        self.points += [(self.features(p).tolist(), float(r)) for p, r in points]
+    def add_points(self, points: Iterable[tuple[Mapping[str, float], float]], *, total_weight: float | None = None) -> None:
+        """Several measured ``(policy, latency ratio)`` points at once (one refit); with
+        ``total_weight`` they count together as that many outcomes (e.g. a table of one-group
+        cuts that should not outvote the networks the search actually measures)."""
+        new = [(self.features(p).tolist(), float(r)) for p, r in points]
+        if not new:
+            return
+        self.points += new
+        self.point_weights += [1.0 if total_weight is None else total_weight / len(new)] * len(new)
         if self.points:
             self._fit()
 
@@ -108,10 +118,11 @@ class LatencyModel:
         return float(self.weights[1] + sum(self.weights[2 + self._index[g]] for g in scale_by) / len(scale_by))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"points": self.points, "dense_ms": self.dense_ms}
+        return {"points": self.points, "point_weights": self.point_weights, "dense_ms": self.dense_ms}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.points = [(list(f), float(r)) for f, r in state.get("points", [])]
+        self.point_weights = [float(w) for w in state.get("point_weights", [1.0] * len(self.points))]
         self.dense_ms = state.get("dense_ms")
         if self.points:
             self._fit()

@@ -128,19 +128,44 @@ class Knapsack:
         """L1 distance in level steps between two kept-channel assignments."""
         return sum(abs(self.levels[g].index(a[g]) - self.levels[g].index(b[g])) for g in self.names)
 
+    def cheapest(
+        self, model: CostModel, *, exclude: Sequence[Mapping[str, int]] = (), time_limit: float = 20.0
+    ) -> dict[str, int] | None:
+        """The kept channels that minimise ``model`` within the limits, ``exclude`` cut off."""
+        if not set(model.pairs) <= set(self._pairs):
+            raise ValueError("cheapest: the model's pairs must be among the limits' pairs")
+        c = np.zeros(self.n_vars)
+        for g in self.names:
+            for i, v in enumerate(model.linear[g]):
+                c[self._x[(g, i)]] += v
+        for (a, b), w in model.pairs.items():
+            for i in range(len(self.levels[a])):
+                for j in range(len(self.levels[b])):
+                    c[self._z[((a, b), i, j)]] += w * self._frac(a, i) * self._frac(b, j)
+        cuts = list(exclude)
+        for _ in range(20):
+            out = self._solve_once(c, None, None, cuts, time_limit, 0.0)
+            if out is None or not self.violated(out):
+                return out
+            cuts.append(out)
+        return None
+
     def _solve_once(
         self,
-        values: Mapping[str, Sequence[float]],
+        values: Mapping[str, Sequence[float]] | np.ndarray,
         center: Mapping[str, int] | None,
         radius: int | None,
         exclude: Sequence[Mapping[str, int]],
         time_limit: float,
         gap: float,
     ) -> dict[str, int] | None:
-        c = np.zeros(self.n_vars)
-        for g in self.names:
-            for i, v in enumerate(values[g]):
-                c[self._x[(g, i)]] = -float(v)  # milp minimises
+        if isinstance(values, np.ndarray):  # an objective over every variable, minimised
+            c = values
+        else:
+            c = np.zeros(self.n_vars)
+            for g in self.names:
+                for i, v in enumerate(values[g]):
+                    c[self._x[(g, i)]] = -float(v)  # milp minimises
         rows: list[tuple[dict[int, float], float, float]] = []
         if center is not None and radius is not None:
             pos = {g: self.levels[g].index(center[g]) for g in self.names}

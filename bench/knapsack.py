@@ -2,7 +2,7 @@
 
 For each seed and agent: the agent's hints are measured through the pool (``workers.hints``: the
 knapsack's per-group latency table; TPE asks for none), then ``--evaluations`` real evaluations
-run through the service's loop (``workers.loop.run_search``: prune → BN recalibration → val
+run through the service's loop (``workers.loop.run_search``: prune → the recovery (`lsq` by default) → val
 accuracy → latency measured interleaved with the dense model, batch 1, 1 thread). The best
 feasible policy is then rebuilt and its latency **re-measured** (fresh, uncached, ``--remeasure-rounds``
 interleaved rounds against the dense model) and checked against the budget + 10 % noise; its
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=1, help="proposals per ask")
     ap.add_argument("--options", type=json.loads, default={}, help="JSON {agent: options}")
     ap.add_argument("--round-to", type=int, default=0, help="0: the job default")
-    ap.add_argument("--calibration-batches", type=int, default=8, help="BN recalibration batches per evaluation")
+    ap.add_argument("--calibration-batches", type=int, default=8, help="calibration batches per evaluation (recovery)")
     ap.add_argument("--latency-rounds", type=int, default=10, help="interleaved rounds per evaluation")
     ap.add_argument("--remeasure-rounds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)

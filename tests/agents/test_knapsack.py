@@ -87,9 +87,27 @@ def test_trust_region_and_exclusions_are_respected(small):
 def test_unreachable_budget_gives_none_and_budget_error(small):
     macs = analytic_cost_model(small, "macs")
     assert Knapsack(small, [Limit("macs_ratio", macs, 0.01)]).solve({g.name: [0.0] * len(small.levels(g)) for g in small.groups}) is None
+    with pytest.raises(BudgetError, match="unreachable"):
+        KnapsackAgent(small, Budget(macs_ratio=0.01))
+
+
+def test_latency_budget_the_model_thinks_unreachable_is_probed_not_refused(small):
     table = _table(small, slope=0.3)  # the table says pruning saves at most ~30 % of the time
-    with pytest.raises(BudgetError, match="unreachable for the knapsack"):
-        KnapsackAgent(small, Budget(latency_ratio=0.5), hints=AgentHints(latency_table=table))
+    budget = Budget(latency_ratio=0.6)
+    agent = KnapsackAgent(small, budget, hints=AgentHints(latency_table=table))
+    evaluate = make_evaluator(small, sensitivities(small), latency=True)  # measured: 0.3 + 0.7·MACs
+    narrowest = {g.name: small.levels(g)[0] for g in small.groups}
+    baseline, probe = agent.ask(2)  # nothing fits the model: the fastest networks, to be measured
+    assert small.kept(baseline.policy) == narrowest and probe.info["role"] == "fastest"
+    agent.tell([evaluate(baseline), evaluate(probe)])
+    roles, feasible = [], 0
+    for _ in range(3):  # the measurements moved the model: the budget has room after all
+        props = agent.ask(2)
+        roles += [p.info["role"] for p in props]
+        outs = [evaluate(p) for p in props]
+        feasible += sum(budget.feasible(o.metrics) for o in outs)
+        agent.tell(outs)
+    assert "fastest" not in roles[-2:] and feasible >= 4
 
 
 def _table(space, slope, overhead=0.0):
