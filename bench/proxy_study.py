@@ -7,7 +7,10 @@ per-group ratios projected onto the budget, as the ``random`` agent draws them).
   (``--calibration``), through the real ``workers.evaluator.Evaluator`` (val accuracy, seconds per
   evaluation without latency);
 * fine-tuned ONCE, the same way for every policy (``--truth-steps`` SGD steps, lr 0.01 cosine,
-  batch 64, from the BN-recalibrated pruned model) and scored on the test split: the truth.
+  batch 64) and scored on the test split: the truth. ``--truth-from`` says where the fine-tune
+  starts: ``bn`` (the BN-recalibrated pruned model, key ``truth``) or ``lsq`` (the model after the
+  least-squares refit on 2 batches, key ``truth_lsq``) — the start ``finalize`` fine-tunes from
+  under ``recovery: lsq``.
 
 The table gives, per proxy, Spearman ρ (proxy vs truth, over the policies), the proxy's spread and
 median seconds per evaluation. Results are cached in ``--out`` (JSON, written after every policy,
@@ -88,7 +91,7 @@ def evaluators(task: Any, configs: list[tuple[str, int]], ft_steps: int) -> dict
 def truth(task: Any, ev: Any, policy: dict[str, float], steps: int, seed: int) -> float:
     from search_spaces.training import evaluate_accuracy, finetune
 
-    model = ev.prune(policy)  # BN-recalibrated: the same start for every policy
+    model = ev.prune(policy)  # pruned and recovered by ``ev``: the same start for every policy
     finetune(model, task.splits.train, steps=steps, lr=0.01, seed=seed)
     return evaluate_accuracy(model, task.splits.test)
 
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> None:
     for rec in ("bn", "lsq"):
         configs += [(rec, b) for b in args.calibration]
     configs += [("finetune", b) for b in args.finetune_calibration]
+    truth_key = "truth" if args.truth_from == "bn" else f"truth_{args.truth_from}"
     for task_name in args.tasks:
         dataset, model = task_name.split(":")
         spec = JobSpec.model_validate(
@@ -116,7 +120,10 @@ def run(args: argparse.Namespace) -> None:
         )
         task = load_task(spec, WorkerSettings(cache_dir=Path(args.cache_dir)))
         evs = evaluators(task, configs, args.proxy_finetune_steps)
-        base = evs["bn@8"] if "bn@8" in evs else next(iter(evs.values()))
+        if args.truth_from == "bn":
+            base = evs["bn@8"] if "bn@8" in evs else next(iter(evs.values()))
+        else:
+            base = evs[f"{args.truth_from}@2"]
         for budget in args.budgets:
             key = f"{task_name}@{budget}"
             rows = data.setdefault(key, {})
@@ -130,22 +137,22 @@ def run(args: argparse.Namespace) -> None:
                     m = ev.evaluate(policy)
                     row["proxy"][name] = m.quality
                     row["seconds"][name] = m.eval_seconds
-                if "truth" not in row:
+                if truth_key not in row:
                     t0 = time.perf_counter()
-                    row["truth"] = truth(task, base, policy, args.truth_steps, args.seed)
-                    row["truth_s"] = time.perf_counter() - t0
+                    row[truth_key] = truth(task, base, policy, args.truth_steps, args.seed)
+                    row[f"{truth_key}_s"] = time.perf_counter() - t0
                     print(
-                        f"[{key}] policy {i}: truth {row['truth']:.3f} "
+                        f"[{key}] policy {i}: {truth_key} {row[truth_key]:.3f} "
                         + " ".join(f"{k}={v:.3f}" for k, v in row["proxy"].items()),
                         flush=True,
                     )
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_text(json.dumps(data, indent=1))
     out.write_text(json.dumps(data, indent=1))
-    table([out])
+    table([out], truth_key)
 
 
-def table(files: list[Path]) -> None:
+def table(files: list[Path], truth_key: str = "truth") -> None:
     merged: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     for f in files:
@@ -153,20 +160,20 @@ def table(files: list[Path]) -> None:
         settings = d.pop("settings", settings)
         merged.update(d)
     print(
-        f"truth: test accuracy after {settings.get('truth_steps')} SGD steps "
+        f"truth ({truth_key}): test accuracy after {settings.get('truth_steps')} SGD steps "
         f"(equal for every policy); proxies: val accuracy\n"
     )
     print("| task | MACs | recovery | calib. batches | policies | Spearman ρ | proxy range | truth range | s / eval |")
     print("|---|---|---|---:|---:|---:|---|---|---:|")
     for key, rows in merged.items():
         task, budget = key.rsplit("@", 1)
-        rows = [r for r in rows.values() if "truth" in r]
+        rows = [r for r in rows.values() if truth_key in r]
         names = sorted({n for r in rows for n in r["proxy"]}, key=_order)
-        t = [r["truth"] for r in rows]
+        t = [r[truth_key] for r in rows]
         for name in names:
             have = [r for r in rows if name in r["proxy"]]
             p = [r["proxy"][name] for r in have]
-            rho = spearman(p, [r["truth"] for r in have])
+            rho = spearman(p, [r[truth_key] for r in have])
             secs = statistics.median(r["seconds"][name] for r in have)
             rec, batches = name.split("@")
             batches = "-" if rec == "none" else batches
@@ -190,6 +197,7 @@ def main() -> None:
     ap.add_argument("--finetune-calibration", default="1,8", help="calibration batches for finetune")
     ap.add_argument("--proxy-finetune-steps", type=int, default=20)
     ap.add_argument("--truth-steps", type=int, default=100, help="the equal fine-tune")
+    ap.add_argument("--truth-from", default="bn", choices=["bn", "lsq"], help="where the equal fine-tune starts")
     ap.add_argument("--round-to", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -198,7 +206,7 @@ def main() -> None:
     ap.add_argument("--table", nargs="+", default=None, help="print the table of these files")
     args = ap.parse_args()
     if args.table:
-        table([Path(f) for f in args.table])
+        table([Path(f) for f in args.table], "truth" if args.truth_from == "bn" else f"truth_{args.truth_from}")
         return
     torch.set_num_threads(args.threads)
     args.tasks = args.tasks.split(",")

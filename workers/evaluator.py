@@ -79,7 +79,7 @@ class Evaluator:
         self.calibration = list(itertools.islice(self._train_batches(), ev.calibration_batches))
         # their inputs on the device once, not on every evaluation
         self.calibration_inputs = [batch_inputs(b).to(self.device) for b in self.calibration]
-        self.recovery = ev.resolved_recovery(spec.budget)
+        self.recovery = ev.resolved_recovery()
         # lsq's targets: the dense layers' outputs on the calibration batches, once per worker
         self._dense_targets = (
             DenseTargets(self.dense, torch.cat(self.calibration_inputs))
