@@ -1,7 +1,7 @@
 """Agents benchmark: every agent, equal evaluations, real pruned models (issue 4).
 
 For each task (dataset:model), MACs budget and seed, every agent runs ``--evaluations`` real
-evaluations (Torch-Pruning surgery → BN recalibration → optional ``--search-finetune-steps`` →
+evaluations (Torch-Pruning surgery → recovery (``--recovery``) → optional ``--search-finetune-steps`` →
 val accuracy, ``workers.evaluator``); then each agent's best feasible policy is fine-tuned for
 each of ``--finetune-epochs`` and scored on the test split. Reports: best search-time val
 quality (mean ± sd over seeds), test quality after fine-tuning, Spearman correlation search-time

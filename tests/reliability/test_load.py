@@ -28,7 +28,7 @@ def _bench() -> ModuleType:
 def test_50_clients_while_20_jobs_run(tmp_path: Path) -> None:
     summary = _bench().run_load(jobs=20, clients=50, trials=6, delay=0.05, interval=0.2, timeout=180,
                                 data_dir=tmp_path)
-    assert summary["errors"] == 0, summary["error_samples"]
+    assert summary["errors"] == 0, summary["error_samples"]  # a GET retried once on a closed kept-alive connection is not one
     assert summary["jobs_succeeded"] == 20, summary["states"]
     assert summary["sse_streams_ended"] == 20  # every event stream ended with the job's final state
     assert summary["requests"] >= 100  # the clients really polled while the jobs ran
