@@ -99,8 +99,7 @@ class LatencyModel:
             return
         self.points += new
         self.point_weights += [1.0 if total_weight is None else total_weight / len(new)] * len(new)
-        if self.points:
-            self._fit()
+        self._fit()
 
     def predict_ratio(self, policy: Mapping[str, float]) -> float:
         return float(self.features(policy) @ self.weights)

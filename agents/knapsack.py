@@ -247,7 +247,7 @@ class KnapsackAgent(Agent):
             if kept is None and self._unbounded is not None and self._latency_model is not None:
                 # Nothing untried fits the latency model. The model extrapolates worst at the
                 # narrowest widths (fitted on one-group cuts, it put resnet56's narrowest network
-                # at 0.58 of dense; measured: 0.43), so measure the fastest untried network rather
+                # at 0.54 of dense; measured: 0.43), so measure the fastest untried network rather
                 # than end the search on the model's word.
                 kept = self._unbounded.cheapest(self._latency_model, exclude=taken, time_limit=self.time_limit)
                 role = "fastest"

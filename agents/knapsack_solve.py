@@ -117,12 +117,7 @@ class Knapsack:
         # A no-good cut only for excluded architectures the trust region can reach: the others
         # cannot come back, and hundreds of standing cuts would slow every solve.
         cuts = [k for k in exclude if center is None or radius is None or self.distance(k, center) <= radius]
-        for _ in range(20):
-            out = self._solve_once(values, center, radius, cuts, time_limit, gap)
-            if out is None or not self.violated(out):
-                return out
-            cuts.append(out)  # over a limit within HiGHS' tolerance only: cut it off, solve again
-        return None
+        return self._solve_exact(values, center, radius, cuts, time_limit, gap)
 
     def distance(self, a: Mapping[str, int], b: Mapping[str, int]) -> int:
         """L1 distance in level steps between two kept-channel assignments."""
@@ -142,12 +137,23 @@ class Knapsack:
             for i in range(len(self.levels[a])):
                 for j in range(len(self.levels[b])):
                     c[self._z[((a, b), i, j)]] += w * self._frac(a, i) * self._frac(b, j)
-        cuts = list(exclude)
+        return self._solve_exact(c, None, None, list(exclude), time_limit, 0.0)
+
+    def _solve_exact(
+        self,
+        values: Mapping[str, Sequence[float]] | np.ndarray,
+        center: Mapping[str, int] | None,
+        radius: int | None,
+        cuts: list[Mapping[str, int]],
+        time_limit: float,
+        gap: float,
+    ) -> dict[str, int] | None:
+        """``_solve_once`` until its solution meets every limit exactly (``cuts`` grows)."""
         for _ in range(20):
-            out = self._solve_once(c, None, None, cuts, time_limit, 0.0)
+            out = self._solve_once(values, center, radius, cuts, time_limit, gap)
             if out is None or not self.violated(out):
                 return out
-            cuts.append(out)
+            cuts.append(out)  # over a limit within HiGHS' tolerance only: cut it off, solve again
         return None
 
     def _solve_once(
