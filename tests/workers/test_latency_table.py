@@ -63,7 +63,10 @@ def test_measured_table_is_cached_and_reaches_the_agent(evaluator: Evaluator, ta
     )
     assert summary.answered == 3 and summary.failed == 0
     roles = [p.info["role"] for p, _ in sorted(done, key=lambda po: po[0].trial_id)]
-    assert roles[:2] == ["baseline", "knapsack"] and set(roles[2:]) == {"refine"}
+    # the first solve, or — where this one-round (noisy) table's model admits nothing — the
+    # fastest untried network; then refinement
+    assert roles[0] == "baseline" and roles[1] in ("knapsack", "fastest")
+    assert set(roles[2:]) <= {"refine", "fastest"}
     assert all(o.metrics.latency_ratio is not None for _, o in done)
     assert len({task.space.signature(p.policy) for p, _ in done}) == 3  # never the same twice
     assert agent.state_dict()["extra"]["latency_table"] == table.to_dict()
