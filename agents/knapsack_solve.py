@@ -79,16 +79,22 @@ class Knapsack:
                 row[self._x[(b, j)]] = -1.0
                 rows.append((row, 0.0, 0.0))
         for lim in self.limits:
-            row = {}
-            for g in self.names:
-                for i, v in enumerate(lim.model.linear[g]):
-                    row[self._x[(g, i)]] = row.get(self._x[(g, i)], 0.0) + v
-            for (a, b), c in lim.model.pairs.items():
-                for i in range(len(self.levels[a])):
-                    for j in range(len(self.levels[b])):
-                        row[self._z[((a, b), i, j)]] = c * self._frac(a, i) * self._frac(b, j)
-            rows.append((row, -np.inf, lim.bound - lim.model.const))
+            rows.append((self._model_row(lim.model), -np.inf, lim.bound - lim.model.const))
         return [self._constraint(rows)]
+
+    def _model_row(self, model: CostModel) -> dict[int, float]:
+        """``model`` less its constant, as coefficients over the one-hot and product variables."""
+        if not set(model.pairs) <= set(self._pairs):
+            raise ValueError("the model's pairs must be among the limits' pairs")
+        row: dict[int, float] = {}
+        for g in self.names:
+            for i, v in enumerate(model.linear[g]):
+                row[self._x[(g, i)]] = row.get(self._x[(g, i)], 0.0) + v
+        for (a, b), c in model.pairs.items():
+            for i in range(len(self.levels[a])):
+                for j in range(len(self.levels[b])):
+                    row[self._z[((a, b), i, j)]] = c * self._frac(a, i) * self._frac(b, j)
+        return row
 
     def _constraint(self, rows: list[tuple[dict[int, float], float, float]]) -> LinearConstraint:
         a = lil_matrix((len(rows), self.n_vars))
@@ -117,7 +123,11 @@ class Knapsack:
         # A no-good cut only for excluded architectures the trust region can reach: the others
         # cannot come back, and hundreds of standing cuts would slow every solve.
         cuts = [k for k in exclude if center is None or radius is None or self.distance(k, center) <= radius]
-        return self._solve_exact(values, center, radius, cuts, time_limit, gap)
+        c = np.zeros(self.n_vars)
+        for g in self.names:
+            for i, v in enumerate(values[g]):
+                c[self._x[(g, i)]] = -float(v)  # milp minimises
+        return self._solve_exact(c, center, radius, cuts, time_limit, gap)
 
     def distance(self, a: Mapping[str, int], b: Mapping[str, int]) -> int:
         """L1 distance in level steps between two kept-channel assignments."""
@@ -127,21 +137,14 @@ class Knapsack:
         self, model: CostModel, *, exclude: Sequence[Mapping[str, int]] = (), time_limit: float = 20.0
     ) -> dict[str, int] | None:
         """The kept channels that minimise ``model`` within the limits, ``exclude`` cut off."""
-        if not set(model.pairs) <= set(self._pairs):
-            raise ValueError("cheapest: the model's pairs must be among the limits' pairs")
         c = np.zeros(self.n_vars)
-        for g in self.names:
-            for i, v in enumerate(model.linear[g]):
-                c[self._x[(g, i)]] += v
-        for (a, b), w in model.pairs.items():
-            for i in range(len(self.levels[a])):
-                for j in range(len(self.levels[b])):
-                    c[self._z[((a, b), i, j)]] += w * self._frac(a, i) * self._frac(b, j)
+        for j, v in self._model_row(model).items():
+            c[j] = v
         return self._solve_exact(c, None, None, list(exclude), time_limit, 0.0)
 
     def _solve_exact(
         self,
-        values: Mapping[str, Sequence[float]] | np.ndarray,
+        c: np.ndarray,
         center: Mapping[str, int] | None,
         radius: int | None,
         cuts: list[Mapping[str, int]],
@@ -150,7 +153,7 @@ class Knapsack:
     ) -> dict[str, int] | None:
         """``_solve_once`` until its solution meets every limit exactly (``cuts`` grows)."""
         for _ in range(20):
-            out = self._solve_once(values, center, radius, cuts, time_limit, gap)
+            out = self._solve_once(c, center, radius, cuts, time_limit, gap)
             if out is None or not self.violated(out):
                 return out
             cuts.append(out)  # over a limit within HiGHS' tolerance only: cut it off, solve again
@@ -158,20 +161,14 @@ class Knapsack:
 
     def _solve_once(
         self,
-        values: Mapping[str, Sequence[float]] | np.ndarray,
+        c: np.ndarray,
         center: Mapping[str, int] | None,
         radius: int | None,
         exclude: Sequence[Mapping[str, int]],
         time_limit: float,
         gap: float,
     ) -> dict[str, int] | None:
-        if isinstance(values, np.ndarray):  # an objective over every variable, minimised
-            c = values
-        else:
-            c = np.zeros(self.n_vars)
-            for g in self.names:
-                for i, v in enumerate(values[g]):
-                    c[self._x[(g, i)]] = -float(v)  # milp minimises
+        """One MILP: minimise ``c`` (over every variable) within the limits, region and cuts."""
         rows: list[tuple[dict[int, float], float, float]] = []
         if center is not None and radius is not None:
             pos = {g: self.levels[g].index(center[g]) for g in self.names}

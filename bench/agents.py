@@ -38,7 +38,7 @@ from workers.pool import InProcessPool  # noqa: E402
 ALL_AGENTS = ["uniform", "global", "random", "sensitivity", "optuna-tpe", "optuna-nsga2", "ddpg"]
 
 
-def build(task: str, budget_ratio: float, args: argparse.Namespace) -> Any:
+def build(task: str, args: argparse.Namespace) -> Any:
     from workers.evaluator import Evaluator
     from workers.spec import JobSpec
     from workers.task import WorkerSettings, load_task
@@ -49,7 +49,7 @@ def build(task: str, budget_ratio: float, args: argparse.Namespace) -> Any:
         {
             "model": {"zoo": model, "weights": weights},
             "dataset": {"name": dataset},
-            "budget": {"macs_ratio": budget_ratio},  # recovery "auto" resolves by it
+            "budget": {"macs_ratio": 0.5},  # the evaluator does not read it
             "evaluation": {
                 "finetune_steps": args.search_finetune_steps,
                 "calibration_batches": args.calibration_batches,
@@ -72,7 +72,7 @@ def build(task: str, budget_ratio: float, args: argparse.Namespace) -> Any:
     ev = Evaluator(task_obj, latency_rounds=args.latency_rounds, lock=lock)
     dense = ev.dense_metrics()
     print(
-        f"[{task} @{budget_ratio}] {len(task_obj.space)} groups, recovery {ev.recovery}, dense val "
+        f"[{task}] {len(task_obj.space)} groups, recovery {ev.recovery}, dense val "
         f"{dense.quality:.4f}, ready in {time.perf_counter() - t0:.0f}s",
         flush=True,
     )
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="JSON",
         help="no search: combine the results of earlier runs (e.g. one per task, run in parallel)",
     )
+    ap.add_argument("--at", default="", help="also the best within the first N evaluations, e.g. 100,200")
     ap.add_argument("--out", default="docs/bench/agents.json")
     ap.add_argument("--plot", default="docs/agents_best_so_far.png")
     args = ap.parse_args(argv)
@@ -199,10 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for task_name in args.tasks.split(","):
+        task_obj, ev, dense = build(task_name, args)
         steps = args.search_finetune_steps  # a different evaluation: its own rows in the tables
         task = f"{task_name} +{steps} ft steps" if steps else task_name
         for budget_ratio in [float(b) for b in args.budgets.split(",")]:
-            task_obj, ev, dense = build(task_name, budget_ratio, args)
             budget = Budget(macs_ratio=budget_ratio)
             rows: dict[str, list[dict[str, Any]]] = {a: [] for a in agents}
             for seed in seeds:
@@ -295,10 +296,25 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     print(corr_table(results["summary"], epochs))
     print()
     print(nsga_table(results["summary"]))
+    if args.at:
+        print()
+        print(at_table(results["runs"], [int(n) for n in args.at.split(",")]))
     if args.plot:
         plot(results["runs"], Path(args.plot))
         if any("front" in r for r in results["runs"]):
             plot_fronts(results["runs"], Path(args.plot).with_name("agents_nsga2_fronts.png"))
+
+
+def at_table(runs: list[dict[str, Any]], points: list[int]) -> str:
+    """Best feasible search-time val accuracy within each run's first n evaluations, per seed."""
+    lines = ["| task | MACs budget | agent | evaluations | best per seed | mean ± sd |", "|---|---|---|---|---|---|"]
+    keys = dict.fromkeys((r["task"], r["budget"], r["agent"]) for r in runs)
+    for task, budget, agent in keys:
+        rs = sorted((r for r in runs if (r["task"], r["budget"], r["agent"]) == (task, budget, agent)), key=lambda r: r["seed"])
+        for n in points:
+            best = [c[min(n, len(c)) - 1] for c in (r["curve"] for r in rs) if c and c[min(n, len(c)) - 1] is not None]
+            lines.append(f"| {task} | {budget} | {agent} | {n} | {', '.join(f'{b:.3f}' for b in best)} | {_ms(best)} |")
+    return "\n".join(lines)
 
 
 def _ms(xs: list[float]) -> str:

@@ -188,7 +188,17 @@ def report(runs: list[dict[str, Any]], budget: float, plot: str | None) -> None:
             f"{statistics.mean(r['hint_seconds'] for r in secs) if secs else float('nan'):.0f} | "
             f"{statistics.mean(r['search_seconds'] for r in secs) if secs else float('nan'):.0f} |"
         )
-    print("(* a run cut short: its progress file; no re-measurement)")
+    print("(* a run cut short: its progress file; no re-measurement)\n")
+    # where each run's best came from: the agent's own proposals beside its baseline
+    print("| agent | seed | evaluations within the budget | baseline val acc (latency ratio) | best of its other proposals |")
+    print("|---|---|---|---|---|")
+    for r in runs:
+        if r.get("partial"):
+            continue
+        own = [t["quality"] for t in r["trials"] if t["feasible"] and t["role"] != "baseline"]
+        base = r["baseline"]
+        print(f"| {r['agent']} | {r['seed']} | {sum(t['feasible'] for t in r['trials'])} of {len(r['trials'])} | "
+              f"{base['quality']:.3f} ({base['latency_ratio']:.3f}) | {max(own) if own else float('nan'):.3f} |")
     if not plot:
         return
     import matplotlib

@@ -5,8 +5,9 @@ their measured latency ratio), measures the per-group latency table the knapsack
 (``--table-ratios``, cached by signature like every latency measurement), and prints:
 
 * measured latency against the analytic MACs ratio: the least-squares line and its residual;
-* ``LatencyModel`` fitted on the table alone, weighted as the agent weights it: mean error and RMS
-  on every measured evaluation, and the model's value for the narrowest network;
+* the latency model a ``knapsack`` agent builds from that table (before any outcome): mean error
+  and RMS on every measured evaluation, and its value for the narrowest network beside a
+  measurement of it;
 * the same after the first k outcomes of each knapsack run are added, on the rest of that run.
 
     .venv/bin/python bench/latency_fit.py --runs docs/bench/knapsack-quiet-lsq.json docs/bench/knapsack-quiet-bn.json
@@ -26,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 from agents.budget_fit import LatencyModel  # noqa: E402
+from agents.registry import make_agent  # noqa: E402
+from agents.types import AgentHints, Budget  # noqa: E402
 from workers.latency_table import measure_latency_table  # noqa: E402
 
 
@@ -56,17 +59,20 @@ def main() -> None:
     table = measure_latency_table(ev, tuple(float(r) for r in args.table_ratios.split(",")))
 
     def fitted(extra: list[tuple[dict[str, float], float]]) -> LatencyModel:
-        model = LatencyModel(space)
-        model.add_points(table.points(space), total_weight=args.table_weight)
+        """The model a knapsack agent given this table starts from, plus ``extra`` outcomes."""
+        agent = make_agent("knapsack", space, Budget(latency_ratio=0.6), options={"table_weight": args.table_weight},
+                           hints=AgentHints(latency_table=table))
         for policy, ratio in extra:
-            model.add(policy, ratio)
-        return model
+            agent.fit.latency.add(policy, ratio)
+        return agent.fit.latency
 
     model = fitted([])
     err = y - np.array([model.predict_ratio(t["policy"]) for _, _, t in measured])
-    narrowest = model.predict_ratio(space.uniform(space.max_ratio))
+    lowest = space.uniform(space.max_ratio)
+    measured_lowest = ev.latency.measure(space.signature(lowest), ev.prune(lowest)).ratio
     print(f"table alone ({args.table_ratios}, weight {args.table_weight:g}): mean error {err.mean():+.3f}, "
-          f"RMS {np.sqrt((err**2).mean()):.3f}; narrowest network modelled at {narrowest:.3f}")
+          f"RMS {np.sqrt((err**2).mean()):.3f}; narrowest network modelled at "
+          f"{model.predict_ratio(lowest):.3f}, measured {measured_lowest:.3f}")
     for k in (1, 3, 8):
         errs = []
         for r in (r for r in runs if r["agent"] == "knapsack"):

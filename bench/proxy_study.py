@@ -96,6 +96,11 @@ def truth(task: Any, ev: Any, policy: dict[str, float], steps: int, seed: int) -
     return evaluate_accuracy(model, task.splits.test)
 
 
+def _truth_key(start: str) -> str:
+    """Where a row keeps the truth fine-tuned from ``start`` (``truth``: the first study's, BN)."""
+    return "truth" if start == "bn" else f"truth_{start}"
+
+
 def run(args: argparse.Namespace) -> None:
     from workers.spec import JobSpec
     from workers.task import WorkerSettings, load_task
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> None:
     for rec in ("bn", "lsq"):
         configs += [(rec, b) for b in args.calibration]
     configs += [("finetune", b) for b in args.finetune_calibration]
-    truth_key = "truth" if args.truth_from == "bn" else f"truth_{args.truth_from}"
+    truth_key = _truth_key(args.truth_from)
     for task_name in args.tasks:
         dataset, model = task_name.split(":")
         spec = JobSpec.model_validate(
@@ -206,7 +211,7 @@ def main() -> None:
     ap.add_argument("--table", nargs="+", default=None, help="print the table of these files")
     args = ap.parse_args()
     if args.table:
-        table([Path(f) for f in args.table], "truth" if args.truth_from == "bn" else f"truth_{args.truth_from}")
+        table([Path(f) for f in args.table], _truth_key(args.truth_from))
         return
     torch.set_num_threads(args.threads)
     args.tasks = args.tasks.split(",")

@@ -246,7 +246,7 @@ class EvaluationSpec(_Spec):
         """The recovery ``auto`` stands for: ``finetune`` when the spec sets ``finetune_steps``,
         else ``lsq``, at every budget.
 
-        The proxy study (docs/benchmarks.md, "Proxy study recomputed") against the truth a job
+        The proxy study (docs/benchmarks.md, "The truth a job delivers") against the truth a job
         delivers — the same fine-tune from the recovered network, as ``finalize`` runs it — found
         ``lsq`` ranking policies better than BN recalibration in three of its four cells (both
         built-in tasks at 25 and 50 % MACs; in the fourth, digits at 50 %, neither ranks: every
