@@ -20,13 +20,17 @@ class FinalizeError(RuntimeError):
 
 @dataclass
 class ArtifactInfo:
-    """One accepted bundle: its rank, directory, files (name, size, sha256) and final metrics."""
+    """One accepted bundle: its rank, directory, files (name, size, sha256), final metrics, and
+    the trial it came from (set by whoever knows the candidates' trials: the task process).
+
+    The one shape of a finalize result from the worker to the database."""
 
     rank: int
     dir: Path
     files: list[tuple[str, int, str]]
     metrics: dict[str, Any]
     policy: Policy = field(default_factory=dict)
+    trial_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
