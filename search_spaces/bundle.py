@@ -20,11 +20,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from search_spaces.prune import prune_to_counts
-from search_spaces.registry import NotRegisteredError
+from search_spaces.registry import NotRegisteredError, Registry
 from search_spaces.zoo import build_model
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+
+#: Bundles that are not rebuilt from a model source, by ``architecture.json``'s ``kind``: each
+#: writer ships its own loader (a string target: nothing is imported until such a bundle is read).
+BUNDLE_LOADERS = Registry(
+    "bundle kind", {"sentence-embedder": "search_spaces.transformers.bundle:load_sentence_embedder"}
+)
 
 
 def architecture(
@@ -116,10 +122,12 @@ def load_bundle(directory: str | Path, *, trusted: bool = False) -> nn.Module:
         arch = json.loads((d / "architecture.json").read_text())
     except FileNotFoundError:
         raise ValueError(f"bundle {str(d)!r}: no architecture.json") from None
-    if arch.get("kind") == "sentence-embedder":  # transformers: per-layer sizes, own loader
-        from search_spaces.transformers.bundle import load_sentence_embedder
-
-        return load_sentence_embedder(d)
+    if "kind" in arch:  # a bundle with its own layout (per-layer sizes...): its own loader
+        try:
+            loader = BUNDLE_LOADERS.get(str(arch["kind"]))
+        except KeyError as exc:  # UnknownNameError: its message lists the known kinds
+            raise ValueError(f"architecture.kind: {exc}") from None
+        return loader(d)  # type: ignore[no-any-return]
     model = rebuild_pruned(arch, trusted=trusted)
     model.load_state_dict(load_file(str(d / "model.safetensors")), strict=True)
     return model.eval()

@@ -26,13 +26,6 @@ DATASETS = Registry(
 )
 
 
-def is_text_dataset(name: str) -> bool:
-    return name in TEXT_DATASETS
-
-
-TEXT_DATASETS = ("docstrings", "text_lines")
-
-
 def load_dataset(
     name: str,
     *,

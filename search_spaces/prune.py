@@ -1,4 +1,5 @@
-"""Applying a policy: a physically pruned deep copy whose channels equal ``space.kept(policy)``."""
+"""Applying a policy to a CNN (Torch-Pruning's dependency graph): a physically pruned deep copy
+whose channels equal ``space.kept(policy)``."""
 
 from __future__ import annotations
 
@@ -39,17 +40,9 @@ def prune_to_counts(
     so that the order in which groups are pruned does not change which channels survive.
     ``kept_out``, if given, receives for every conv/linear whose outputs were pruned the dense
     indices of the output channels it kept (what layer-wise reconstruction must match).
-    Sentence embedders (``search_spaces.transformers``) go through their own surgery, with
-    ``batches`` as the calibration text of the ``activation`` criterion.
+    Sentence embedders have their own surgery (``search_spaces.transformers.prune``, which only
+    the text model kind uses).
     """
-    from search_spaces.transformers.model import is_transformer
-
-    if is_transformer(model):
-        from search_spaces.transformers.prune import prune_transformer_to_counts
-
-        return prune_transformer_to_counts(
-            model, kept, criterion=criterion, calibration=list(batches or ())
-        )
     scorer = CRITERIA.get(criterion)()
     dense_shape = _output_shape(model, example_input)
     dg = trace_graph(model, example_input)
@@ -109,20 +102,10 @@ def apply_policy(
         policy: group name -> ratio; validated (``PolicyError`` names the bad group).
         criterion: importance criterion choosing which channels go (see ``CRITERIA``).
         example_input: an input batch for tracing.
-        batches: optional labelled ``(x, y)`` batches for the ``taylor`` criterion's gradients
-            (for a sentence embedder: token-id batches for the ``activation`` criterion).
+        batches: optional labelled ``(x, y)`` batches for the ``taylor`` criterion's gradients.
         kept_out: receives the kept output indices of every pruned layer (``prune_to_counts``).
     """
     kept = space.kept(space.validate(policy))
-    from search_spaces.transformers.model import is_transformer
-
-    if is_transformer(model):
-        from search_spaces.transformers.prune import cached_importance, prune_transformer_to_counts
-
-        hidden = any(g.kind == "hidden" for g in space.groups)
-        calibration = list(batches or ())
-        scores = cached_importance(model, criterion, calibration, hidden=hidden)
-        return prune_transformer_to_counts(copy.deepcopy(model), kept, scores=scores)
     pruned = copy.deepcopy(model)
     prune_to_counts(
         pruned, kept, example_input, criterion=criterion, batches=batches, kept_out=kept_out
@@ -132,13 +115,6 @@ def apply_policy(
 
 def kept_counts(model: nn.Module, space: SearchSpace) -> dict[str, int]:
     """The root layers' actual output channels, to compare with ``space.kept(policy)``."""
-    from search_spaces.transformers.model import is_transformer
-
-    if is_transformer(model):
-        from search_spaces.transformers.prune import kept_counts as transformer_counts
-
-        counts = transformer_counts(model)
-        return {g.name: counts[g.name] for g in space.groups}
     modules = dict(model.named_modules())
     out: dict[str, int] = {}
     for g in space.groups:

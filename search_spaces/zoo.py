@@ -35,12 +35,9 @@ ZOO = Registry(
     },
 )
 
-#: Zoo models that are pretrained sentence embedders (text datasets only; no reference training).
-TEXT_MODELS = ("all-minilm-l6-v2",)
-
-
-def is_text_model(source: str) -> bool:
-    return source in TEXT_MODELS or source.startswith("hf:")
+#: Model sources ``<scheme>:<reference>`` whose loader lives with the models it loads (a string
+#: target: the loader's heavy imports happen only when such a model is built).
+SOURCE_LOADERS = Registry("model source", {"hf": "search_spaces.transformers.model:load_embedder"})
 
 
 #: Default example-input shape (without batch) per zoo model, for CLI use without a dataset.
@@ -166,10 +163,9 @@ def build_model(
         return _call_builder(ZOO.get(source), source, num_classes, in_channels)
     if kind == "entrypoint":
         return _call_builder(MODEL_PLUGINS.load(rest, trusted=trusted), source, num_classes, in_channels)
-    if kind == "hf":  # a Hugging Face encoder directory, or a package that ships one
-        from search_spaces.transformers.model import load_embedder
-
-        return load_embedder(rest)
+    if kind in SOURCE_LOADERS:  # hf: a Hugging Face encoder directory, or a package shipping one
+        model: nn.Module = SOURCE_LOADERS.get(kind)(rest)
+        return model
     check_hub_source(source)
     with no_downloads(source):
         if kind == "torchvision":

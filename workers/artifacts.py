@@ -1,5 +1,5 @@
-"""What finalize produces, shared by the image (finalize.py) and text (text_finalize.py) paths:
-the artifact record, its error, the progress callback's type and the bundle-directory helpers."""
+"""What finalize produces, for every model kind: the artifact record, its error, the progress
+callback's type and the bundle-directory helpers."""
 
 from __future__ import annotations
 

@@ -14,16 +14,23 @@ import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from agents.registry import AGENTS
 from search_spaces.criteria import CRITERIA
-from search_spaces.data import DATASETS, TEXT_DATASETS
+from search_spaces.data import DATASETS
 from search_spaces.plugins import DATASET_PLUGINS, METRIC_PLUGINS, MODEL_PLUGINS, PREFIX
 from search_spaces.registry import NotRegisteredError, Registry
-from search_spaces.zoo import ZOO, check_hub_source, is_text_model, pretrained_weights_name
+from search_spaces.zoo import ZOO, check_hub_source, pretrained_weights_name
+from workers.kinds.registry import spec_errors
 
-#: Metrics the evaluator computes itself; others are plugins (``entrypoint:<name>``).
+#: Metrics the evaluator computes itself; others are plugins (``entrypoint:<name>``). Which
+#: ones a job may use is its model kind's to say (:mod:`workers.kinds`).
 BUILTIN_METRICS = ("accuracy", "agreement", "embedding_cosine")
+
+#: The error type of an option the spec's model kind cannot use; its ``ctx["field"]`` is the
+#: dotted field (``search_space.criterion``), which the API puts in the 422's ``loc``.
+KIND_ERROR = "model_kind"
 
 
 class _Spec(BaseModel):
@@ -78,6 +85,12 @@ class ModelSpec(_Spec):
                 "where there is network, upload it (POST /uploads) and give its id"
             )
         return v
+
+    @property
+    def source(self) -> str:
+        """The model source string every loader and bundle uses: the zoo / hub name, or
+        ``entrypoint:<plugin>``."""
+        return self.zoo if self.zoo is not None else f"entrypoint:{self.entrypoint}"
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -180,8 +193,8 @@ class AgentSpec(_Spec):
 class SearchSpaceSpec(_Spec):
     criterion: str | None = Field(
         None,
-        description="channel importance (see search_spaces.criteria); default 'l1', or "
-        "'activation' for text models",
+        description="channel importance (see search_spaces.criteria); each model kind accepts "
+        "some and has its default: 'l1' for image models, 'activation' for text models",
     )
     max_ratio: float = Field(0.8, ge=0.0, lt=1.0)
     round_to: int | Literal["auto"] = Field(
@@ -307,25 +320,11 @@ class JobSpec(_Spec):
         raise ValueError(f"metric must be one of {', '.join(BUILTIN_METRICS)}; plugins: {plugins}")
 
     @model_validator(mode="after")
-    def _text_metric(self) -> JobSpec:
-        text = self.dataset.name in TEXT_DATASETS
-        if self.model.zoo is not None and is_text_model(self.model.zoo) and not text:
-            raise ValueError(
-                f"model {self.model.zoo!r} is a sentence embedder: it needs a text dataset "
-                f"({', '.join(TEXT_DATASETS)})"
-            )
-        if self.metric == "embedding_cosine" and not text:
-            raise ValueError(
-                f"metric 'embedding_cosine' needs a text dataset ({', '.join(TEXT_DATASETS)}), "
-                f"not {self.dataset.name!r}"
-            )
-        if text and self.metric != "embedding_cosine":
-            raise ValueError(
-                f"dataset {self.dataset.name!r} is text: use metric 'embedding_cosine'"
-            )
-        if text and self.finalize.schedule == "agp":
-            raise ValueError(
-                "finalize.schedule: 'agp' (gradual re-pruning) is for CNNs; text models are pruned "
-                "once and distilled: use 'oneshot'"
-            )
+    def _fits_the_model_kind(self) -> JobSpec:
+        """The spec's model kind (:mod:`workers.kinds`) accepts its model, metric, criterion and
+        finalize options: refused at submit, naming the field, not failed mid-job."""
+        errors = spec_errors(self)
+        if errors:
+            field, message = errors[0]
+            raise PydanticCustomError(KIND_ERROR, "{message}", {"field": field, "message": message})
         return self

@@ -1,6 +1,6 @@
-"""The types a job's task is made of, apart from how it is loaded (:mod:`workers.task` for CNNs,
-:mod:`workers.text_task` for transformers), so both loaders build on them without importing
-each other."""
+"""The types a job's task is made of, apart from how it is loaded (each model kind's loader,
+:mod:`workers.kinds`), so the loaders and the generic entry points (:mod:`workers.task`) build
+on them without importing each other."""
 
 from __future__ import annotations
 

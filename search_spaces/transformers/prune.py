@@ -15,6 +15,7 @@ post-GELU width feeding fc2.
 
 from __future__ import annotations
 
+import copy
 import weakref
 import zlib
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from search_spaces.space import PolicyError
+from search_spaces.space import PolicyError, SearchSpace
 from search_spaces.transformers.model import HIDDEN_GROUP, Block, SentenceEmbedder, blocks
 
 Scores = dict[str, torch.Tensor]
@@ -241,6 +242,28 @@ def prune_transformer_to_counts(
                 tp.prune_layernorm_out_channels(b.out_norm, drop)
     model.zero_grad(set_to_none=True)
     return model
+
+
+def apply_transformer_policy(
+    model: SentenceEmbedder,
+    space: SearchSpace,
+    policy: Mapping[str, float],
+    *,
+    criterion: str = "activation",
+    calibration: Sequence[Any] = (),
+) -> SentenceEmbedder:
+    """A physically pruned deep copy of ``model`` (left untouched), its groups at
+    ``space.kept(policy)``; importance is computed once per dense model and criterion."""
+    kept = space.kept(space.validate(policy))
+    hidden = any(g.kind == "hidden" for g in space.groups)
+    scores = cached_importance(model, criterion, list(calibration), hidden=hidden)
+    return prune_transformer_to_counts(copy.deepcopy(model), kept, scores=scores)
+
+
+def space_kept_counts(model: SentenceEmbedder, space: SearchSpace) -> dict[str, int]:
+    """The groups' actual sizes, to compare with ``space.kept(policy)``."""
+    counts = kept_counts(model)
+    return {g.name: counts[g.name] for g in space.groups}
 
 
 def kept_counts(model: SentenceEmbedder) -> dict[str, int]:

@@ -16,7 +16,7 @@ from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from workers.spec import JobSpec
+from workers.spec import KIND_ERROR, JobSpec
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -81,7 +81,14 @@ def validate_spec(data: Any) -> JobSpec:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+        raise RequestValidationError([{**e, "loc": ("body", *_loc(e))} for e in errors]) from None
+
+
+def _loc(error: Any) -> tuple[Any, ...]:
+    """Where an error points; an option the model kind refuses names its own field."""
+    if error["type"] == KIND_ERROR and not error["loc"]:
+        return tuple(str(error["ctx"]["field"]).split("."))
+    return tuple(error["loc"])
 
 
 async def job_spec_body(request: Request) -> JobSpec:

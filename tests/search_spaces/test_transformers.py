@@ -9,9 +9,9 @@ import torch
 
 from search_spaces.graph import SpaceError
 from search_spaces.measure import count_macs_params
-from search_spaces.prune import apply_policy, kept_counts
 from search_spaces.space import PolicyError
 from search_spaces.transformers.model import HIDDEN_GROUP, blocks
+from search_spaces.transformers.prune import apply_transformer_policy, space_kept_counts
 from search_spaces.transformers.space import build_transformer_space
 from tests.search_spaces.tiny_text import minilm_dir, tiny_embedder, token_batch
 
@@ -46,8 +46,8 @@ def test_random_policies_prune_run_and_match_counted_macs(tiny) -> None:  # type
     batch = token_batch(3, SEQ)
     for _ in range(4):
         policy = {g.name: rng.uniform(0, space.max_ratio) for g in space.groups}
-        pruned = apply_policy(model, space, policy, criterion="activation", example_input=x, batches=cal)
-        assert kept_counts(pruned, space) == space.kept(policy)
+        pruned = apply_transformer_policy(model, space, policy, criterion="activation", calibration=cal)
+        assert space_kept_counts(pruned, space) == space.kept(policy)
         for b, kept_heads in zip(blocks(pruned), list(space.kept(policy).values())[::2], strict=True):
             assert b.attention.num_attention_heads == kept_heads
             assert b.attention.all_head_size == kept_heads * b.attention.attention_head_size
@@ -75,7 +75,7 @@ def test_heads_are_removed_whole_by_importance(tiny) -> None:  # type: ignore[no
     space = build_transformer_space(model, x, criterion="l2")
     name = space.groups[0].name
     policy = {name: 0.5}
-    pruned = apply_policy(model, space, policy, criterion="l2", example_input=x)
+    pruned = apply_transformer_policy(model, space, policy, criterion="l2")
     dense_q = blocks(model)[0].query.weight.detach().reshape(4, 8, 32)
     dense_o = blocks(model)[0].attn_out.weight.detach()
     score = (
@@ -100,7 +100,7 @@ def test_hidden_width_is_one_optional_group(tiny) -> None:  # type: ignore[no-un
     space = build_transformer_space(model, x, criterion="activation", calibration=cal, hidden=True)
     assert space.group(HIDDEN_GROUP).kind == "hidden"
     policy = {HIDDEN_GROUP: 0.5, space.groups[0].name: 0.25}
-    pruned = apply_policy(model, space, policy, criterion="activation", example_input=x, batches=cal)
+    pruned = apply_transformer_policy(model, space, policy, criterion="activation", calibration=cal)
     assert pruned(token_batch(2, SEQ)).shape == (2, 16)
     m, p = count_macs_params(pruned, x)
     assert space.macs(policy) == pytest.approx(m, rel=0.01)
@@ -117,7 +117,7 @@ def test_bad_inputs_name_the_problem(tiny) -> None:  # type: ignore[no-untyped-d
         build_transformer_space(model, x.float(), criterion="l1")
     space = build_transformer_space(model, x, criterion="l1")
     with pytest.raises(PolicyError, match="outside"):
-        apply_policy(model, space, {space.groups[0].name: 0.95}, example_input=x)
+        apply_transformer_policy(model, space, {space.groups[0].name: 0.95}, criterion="l1")
 
 
 def test_bundle_rebuilds_without_pickle_and_onnx_has_dynamic_axes(tiny, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -127,7 +127,7 @@ def test_bundle_rebuilds_without_pickle_and_onnx_has_dynamic_axes(tiny, tmp_path
     model, x, cal = tiny
     space = build_transformer_space(model, x, criterion="activation", calibration=cal)
     policy = {g.name: r for g, r in zip(space.groups, (0.5, 0.7, 0.25, 0.3), strict=True)}
-    pruned = apply_policy(model, space, policy, criterion="activation", example_input=x, batches=cal)
+    pruned = apply_transformer_policy(model, space, policy, criterion="activation", calibration=cal)
     files = save_sentence_embedder(tmp_path, pruned, example=x)
     assert {"model.safetensors", "architecture.json", "model.onnx"} <= set(files)
     rebuilt = load_bundle(tmp_path)  # the generic loader dispatches on architecture.json's kind
@@ -153,7 +153,7 @@ def test_all_minilm_from_the_wheel_matches_sentence_transformers_and_prunes_exac
     space = build_transformer_space(model, x, criterion="l2")
     assert [g.channels for g in space.groups] == [12, 1536] * 6
     policy = {g.name: 0.5 for g in space.groups}
-    pruned = apply_policy(model, space, policy, criterion="l2", example_input=x)
+    pruned = apply_transformer_policy(model, space, policy, criterion="l2")
     m, _ = count_macs_params(pruned, x)
     assert m == pytest.approx(space.macs(policy), rel=0.01)
     assert space.macs_ratio(policy) == pytest.approx(0.5, abs=0.01)

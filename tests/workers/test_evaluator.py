@@ -85,9 +85,9 @@ def test_latency_file_cache_is_shared_between_evaluators(task: Task, tmp_path: P
 def test_accuracy_and_entrypoint_metrics(task: Task) -> None:
     t = variant(task, metric="accuracy")
     ev = Evaluator(t, latency_rounds=3)
-    want = evaluate_accuracy(t.model, ev.val_loader, device=torch.device("cpu"))
+    want = evaluate_accuracy(t.model, ev.scoring.val_loader, device=torch.device("cpu"))
     assert ev.evaluate({}).quality == pytest.approx(want)
-    assert len(ev.val_loader.dataset) == 64  # val_samples caps the val split
+    assert len(ev.scoring.val_loader.dataset) == 64  # val_samples caps the val split
     assert ev.dense_metrics().quality == pytest.approx(want)
 
     allow_plugins(["tests.workers.fakes:mean_confidence"])  # as the operator's AUTOPRUNE_PLUGINS
@@ -194,7 +194,7 @@ def test_each_recovery_option_is_honoured(task: Task) -> None:
             "batch_size": 16,
         }
         ev = Evaluator(variant(task, evaluation=evaluation), latency_rounds=0)
-        assert ev.recovery == recovery
+        assert ev.scoring.recovery == recovery
         models[recovery] = ev.prune(policy)
     bn_stats = dict(models["bn"].named_buffers())
     none_stats = dict(models["none"].named_buffers())
@@ -211,8 +211,8 @@ def test_each_recovery_option_is_honoured(task: Task) -> None:
 def test_auto_recovery_is_lsq_at_every_budget_or_the_finetune_of_old_specs(task: Task) -> None:
     for budget in ({"macs_ratio": 0.5}, {"macs_ratio": 0.25}, {"latency_ratio": 0.8}):
         ev = Evaluator(variant(task, budget=budget), latency_rounds=0)
-        assert ev.recovery == "lsq" and ev._dense_targets is not None
+        assert ev.scoring.recovery == "lsq" and ev.scoring.dense_targets is not None
     evaluation = {**task.spec.evaluation.model_dump(), "finetune_steps": 3}
-    assert Evaluator(variant(task, evaluation=evaluation), latency_rounds=0).recovery == "finetune"
+    assert Evaluator(variant(task, evaluation=evaluation), latency_rounds=0).scoring.recovery == "finetune"
     bn = {**task.spec.evaluation.model_dump(), "recovery": "bn"}
-    assert Evaluator(variant(task, evaluation=bn), latency_rounds=0)._dense_targets is None  # asked for
+    assert Evaluator(variant(task, evaluation=bn), latency_rounds=0).scoring.dense_targets is None  # asked for

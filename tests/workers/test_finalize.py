@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.workers.conftest import shrunk, variant
-from workers.finalize import FinalizeError, agp_ratios, finalize
+from workers.finalize import FinalizeError, finalize
+from workers.kinds.image.finalize import agp_ratios
 from workers.spec import FinalizeSpec
 from workers.task import Task
 

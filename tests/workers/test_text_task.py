@@ -154,8 +154,8 @@ def test_seq_len_beyond_the_models_positions_is_refused(text_env) -> None:  # ty
 
 
 def test_ray_actors_get_the_same_criterion_as_the_controller(text_task) -> None:  # type: ignore[no-untyped-def]
-    from workers.text_task import criterion_of
+    from workers.kinds import kind_of
 
     # the service stores the spec and TaskFactory ships it as JSON: the default must survive that
     shipped = JobSpec.model_validate(json.loads(text_task.spec.model_dump_json()))
-    assert criterion_of(shipped) == text_task.criterion == "activation"
+    assert kind_of(shipped).criterion(shipped) == text_task.criterion == "activation"

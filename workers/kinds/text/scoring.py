@@ -1,4 +1,4 @@
-"""Scoring and distilling pruned sentence embedders (the evaluator's text path).
+"""Scoring and distilling pruned sentence embedders (the text kind's part of the Evaluator).
 
 ``embedding_cosine``: the mean cosine between the pruned and the dense model's pooled,
 normalised embeddings of the validation sentences (label-free; at most ``val_samples``, 256 by
@@ -23,8 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from search_spaces.training import batch_inputs
+from workers.kinds.base import PolicyScoring, QualityFn, ScoringContext
+from workers.kinds.batches import cycle, shuffled
+
 if TYPE_CHECKING:
-    from workers.evaluator import Evaluator
+    from search_spaces.space import Policy
 
 DEFAULT_VAL_SENTENCES = 256
 CALIBRATION_SENTENCES = 256  # activation statistics: enough for stable per-channel RMS
@@ -104,63 +108,69 @@ def distil(
     model.eval()
 
 
-class TextEvaluation:
-    """The text parts of an :class:`~workers.evaluator.Evaluator`: metric, prune + distil."""
+class TextScoring(PolicyScoring):
+    """Metric ``embedding_cosine``; prune (the search's criterion) + distil."""
 
-    def __init__(self, ev: Evaluator) -> None:
-        self.ev = ev
-        task = ev.task
+    def __init__(self, ctx: ScoringContext) -> None:
+        self.ctx = ctx
+        task = ctx.task
         self.pad = int(task.splits.pad_token_id)
         spec = task.spec.evaluation
         cap = spec.val_samples or DEFAULT_VAL_SENTENCES
         val_ids = task.splits.val.tensors[0][:cap]
         self.val_batches = length_batches(val_ids, self.pad)
-        self.dense_val = embed(ev.dense, self.val_batches, ev.device)
+        self.dense_val = embed(ctx.dense, self.val_batches, ctx.device)
         self.distil_batch = min(spec.batch_size, DISTIL_BATCH)
         self._teacher: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.last_extra: dict[str, Any] = {}
-        self.calibration = calibration_text(ev.calibration_inputs, self.pad)
+        # the evaluator's calibration batches (seed, order, size), trimmed: activation statistics
+        train = cycle(shuffled(task.splits.train, spec.batch_size, task.spec.seed))
+        inputs = [batch_inputs(b).to(ctx.device) for b in itertools.islice(train, spec.calibration_batches)]
+        self.calibration = calibration_text(inputs, self.pad)
 
     def train_loader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.ev.task.spec.seed)
-        return DataLoader(
-            self.ev.task.splits.train, batch_size=self.distil_batch, shuffle=True, generator=gen
-        )
+        return shuffled(self.ctx.task.splits.train, self.distil_batch, self.ctx.task.spec.seed)
 
     def teacher_batches(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The same (trimmed ids, dense embeddings) batches on every call; targets cached."""
         if len(self._teacher) < steps:
-            loader = itertools.chain.from_iterable(itertools.repeat(self.train_loader()))
+            loader = cycle(self.train_loader())
+            dense = self.ctx.dense
             with torch.no_grad():
-                self.ev.dense.eval()
+                dense.eval()
                 for batch in itertools.islice(loader, len(self._teacher), steps):
-                    ids = trim(batch[0], self.pad).to(self.ev.device)
-                    self._teacher.append((ids, self.ev.dense(ids)))
+                    ids = trim(batch[0], self.pad).to(self.ctx.device)
+                    self._teacher.append((ids, dense(ids)))
         return iter(self._teacher[:steps])
 
     def quality(self, model: nn.Module) -> float:
-        got = embed(model, self.val_batches, self.ev.device)
+        got = embed(model, self.val_batches, self.ctx.device)
         self.last_extra = ranking_fidelity(got, self.dense_val)
         return mean_cosine(got, self.dense_val)
 
+    def metric(self, name: str) -> QualityFn:
+        if name != "embedding_cosine":  # the spec's validation refuses others for text
+            raise ValueError(f"metric {name!r}: a text task is scored by 'embedding_cosine'")
+        return self.quality
+
+    def apply(self, policy: Policy) -> nn.Module:
+        from search_spaces.transformers.model import SentenceEmbedder
+        from search_spaces.transformers.prune import apply_transformer_policy
+
+        dense, task = self.ctx.dense, self.ctx.task
+        assert isinstance(dense, SentenceEmbedder)  # the text task's model (workers/kinds/text/task.py)
+        return apply_transformer_policy(
+            dense, task.space, policy, criterion=task.criterion, calibration=self.calibration
+        )
+
     def prune(
         self,
-        policy: dict[str, float],
+        policy: Policy,
         *,
-        distil_steps: int | None = None,
+        steps: int | None = None,
         on_step: Callable[[int], None] | None = None,
     ) -> nn.Module:
-        from search_spaces.prune import apply_policy
-
-        ev = self.ev
-        pruned = apply_policy(
-            ev.dense,
-            ev.space,
-            policy,
-            criterion=ev.task.criterion,
-            example_input=ev.example,
-            batches=self.calibration,
-        )
-        steps = ev.task.spec.evaluation.finetune_steps if distil_steps is None else distil_steps
+        pruned = self.apply(policy)
+        steps = self.ctx.task.spec.evaluation.finetune_steps if steps is None else steps
         distil(pruned, self.teacher_batches(steps), steps, on_step=on_step)
         return pruned.eval()

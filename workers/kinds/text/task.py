@@ -1,12 +1,10 @@
 """Loading a text task: a sentence embedder, its tokenized corpus, token-id example, the space.
 
-Chosen by the dataset (``docstrings`` / ``text_lines``, see ``search_spaces.data.TEXT_DATASETS``).
+A spec is a text task when its dataset is one of :attr:`workers.kinds.text.TextKind.datasets`.
 The model is a zoo embedder (pretrained: ``all-minilm-l6-v2``) or ``hf:<directory or package>``;
 ``model.weights`` optionally replaces its weights (same architecture). The corpus is tokenized
 with the model's own tokenizer to ``target.seq_len``; the latency example is one full-length
-sequence of real tokens. Unless the job names a criterion, text spaces rank channels by
-``activation`` (RMS activation on calibration text × weight norm), which beats weight magnitude
-on these models.
+sequence of real tokens. The criterion is the kind's (``TextKind.criterion``).
 """
 
 from __future__ import annotations
@@ -16,10 +14,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from search_spaces.data import TEXT_DATASETS
 from search_spaces.space import SearchSpace
+from workers.kinds.batches import shuffled
+from workers.kinds.text.scoring import calibration_text
 from workers.spec import JobSpec
 from workers.task_types import Task, WorkerSettings
 from workers.weights import load_weights, resolve_weights
@@ -29,25 +27,6 @@ if TYPE_CHECKING:
     from search_spaces.transformers.model import SentenceEmbedder
 
 
-def is_text_spec(spec: JobSpec) -> bool:
-    return spec.dataset.name in TEXT_DATASETS
-
-
-def is_text_task(task: Task) -> bool:
-    return is_text_spec(task.spec)
-
-
-def criterion_of(spec: JobSpec) -> str:
-    s = spec.search_space
-    return s.criterion or "activation"
-
-
-def _source(spec: JobSpec) -> str:
-    if spec.model.zoo is None:
-        return f"entrypoint:{spec.model.entrypoint}"
-    return spec.model.zoo
-
-
 def build_embedder(spec: JobSpec, settings: WorkerSettings) -> SentenceEmbedder:
     """The job's embedder. A job's spec comes from a REST caller: an ``hf:`` source must be a
     model directory inside the operator's data roots (never an importable package name, which
@@ -55,7 +34,7 @@ def build_embedder(spec: JobSpec, settings: WorkerSettings) -> SentenceEmbedder:
     from search_spaces.transformers.model import is_transformer
     from search_spaces.zoo import build_model
 
-    source = _source(spec)
+    source = spec.model.source
     if source.startswith("hf:"):
         from search_spaces.datasets.local import confine
 
@@ -66,7 +45,7 @@ def build_embedder(spec: JobSpec, settings: WorkerSettings) -> SentenceEmbedder:
     model = build_model(source, trusted=False)
     if not is_transformer(model):
         raise ValueError(
-            f"dataset {spec.dataset.name!r} is text, but model {_source(spec)!r} is not a sentence "
+            f"dataset {spec.dataset.name!r} is text, but model {spec.model.source!r} is not a sentence "
             "embedder (use zoo 'all-minilm-l6-v2' or 'hf:<model directory>')"
         )
     return model.eval()
@@ -103,16 +82,13 @@ def example_tokens(model: SentenceEmbedder, texts: list[str], seq_len: int) -> t
 
 def calibration_batches(spec: JobSpec, splits: Any) -> list[torch.Tensor]:
     """The evaluator's calibration text (same seed, order, size and trimming), as token ids."""
-    from workers.text_eval import calibration_text
-
     ev = spec.evaluation
-    gen = torch.Generator().manual_seed(spec.seed)
-    loader = DataLoader(splits.train, batch_size=ev.batch_size, shuffle=True, generator=gen)
+    loader = shuffled(splits.train, ev.batch_size, spec.seed)
     batches = [b[0] for b in itertools.islice(loader, ev.calibration_batches)]
     return calibration_text(batches, int(splits.pad_token_id))
 
 
-def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any) -> SearchSpace:
+def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any, criterion: str) -> SearchSpace:
     from search_spaces.transformers.space import build_transformer_space
 
     s = spec.search_space
@@ -122,12 +98,12 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any) 
         max_ratio=s.max_ratio,
         round_to=s.round_to,
         ignore=list(s.ignore),
-        criterion=criterion_of(spec),
+        criterion=criterion,
         calibration=calibration_batches(spec, splits),
     )
 
 
-def load_text_task(spec: JobSpec, settings: WorkerSettings) -> Task:
+def load_text_task(spec: JobSpec, settings: WorkerSettings, criterion: str) -> Task:
     model = build_embedder(spec, settings)
     info: dict[str, Any] = {"weights": "pretrained", "kind": "text"}
     if spec.model.weights is not None:
@@ -138,20 +114,20 @@ def load_text_task(spec: JobSpec, settings: WorkerSettings) -> Task:
         try:
             model.load_state_dict(loaded)
         except RuntimeError as exc:
-            raise ValueError(f"model.weights do not fit {_source(spec)}: {exc}") from None
+            raise ValueError(f"model.weights do not fit {spec.model.source}: {exc}") from None
         info["weights"] = path.name
     splits = _corpus_splits(spec, settings, model)
     example = example_tokens(model, splits.texts["val"], spec.target.seq_len)
-    space = _space(spec, model, example, splits)
-    return Task(spec, model, splits, example, space, criterion_of(spec), info)
+    space = _space(spec, model, example, splits, criterion)
+    return Task(spec, model, splits, example, space, criterion, info)
 
 
 def rebuild_text_task(
-    spec: JobSpec, settings: WorkerSettings, state: dict[str, torch.Tensor], space: dict[str, Any]
+    spec: JobSpec, settings: WorkerSettings, state: dict[str, torch.Tensor], space: dict[str, Any], criterion: str
 ) -> Task:
     """The task inside a Ray actor: the embedder rebuilt from its source, the shared weights."""
     model = build_embedder(spec, settings)
     model.load_state_dict(state)
     splits = _corpus_splits(spec, settings, model)
     example = example_tokens(model, splits.texts["val"], spec.target.seq_len)
-    return Task(spec, model.eval(), splits, example, SearchSpace.from_dict(space), criterion_of(spec))
+    return Task(spec, model.eval(), splits, example, SearchSpace.from_dict(space), criterion)

@@ -1,0 +1,154 @@
+"""The model-kind contract: one screen, each method saying when it is called.
+
+A kind is one object (:class:`ModelKind`) that hands out two per-job helpers: a
+:class:`PolicyScoring` (the kind's part of an ``Evaluator``: apply a policy, recover, score) and
+a :class:`CandidateFinalizer` (its part of the finalize loop: fine-tune, test, export, verify).
+Generic code owns the rest once: costs, latency, locking, candidates, staging and publishing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from search_spaces.space import Policy
+    from workers.artifacts import ProgressFn
+    from workers.spec import FinalizeSpec, JobSpec
+    from workers.task_types import Task, WorkerSettings
+
+QualityFn = Callable[["nn.Module"], float]
+
+
+@dataclass
+class ScoringContext:
+    """What the generic ``Evaluator`` prepared for the kind: the dense model and example input
+    on the evaluation device."""
+
+    task: Task
+    dense: nn.Module
+    device: torch.device
+    example: torch.Tensor
+
+
+class PolicyScoring(ABC):
+    """The kind's part of an ``Evaluator`` (one per evaluator; built by :meth:`ModelKind.scoring`)."""
+
+    #: Kind-specific figures of the last ``quality`` call, added to ``Metrics.extra``.
+    last_extra: dict[str, Any]
+
+    @abstractmethod
+    def metric(self, name: str) -> QualityFn:
+        """Once per evaluator: the quality function of the spec's metric (higher is better)."""
+
+    @abstractmethod
+    def apply(self, policy: Policy) -> nn.Module:
+        """The policy applied to a copy of the dense model, nothing recovered (costs, latency)."""
+
+    @abstractmethod
+    def prune(self, policy: Policy, *, steps: int | None = None,
+              on_step: Callable[[int], None] | None = None) -> nn.Module:
+        """Per evaluation: applied, recovered, and fine-tuned or distilled for ``steps`` (the
+        spec's ``evaluation.finetune_steps`` when None); in eval mode."""
+
+
+@dataclass
+class FinalizeContext:
+    """What the generic finalize loop hands the kind's finalizer."""
+
+    task: Task
+    scoring: PolicyScoring
+    device: torch.device
+    example: torch.Tensor
+    spec: FinalizeSpec
+    on_progress: ProgressFn
+
+
+class CandidateFinalizer(ABC):
+    """The kind's part of finalize (one per finalize call; built by :meth:`ModelKind.finalizer`)."""
+
+    @abstractmethod
+    def fine_tuned(self, rank: int, policy: Policy) -> nn.Module:
+        """Per candidate, first: pruned and fine-tuned (or distilled), on the evaluation device."""
+
+    @abstractmethod
+    def tested(self, model: nn.Module) -> dict[str, Any]:
+        """Per candidate: quality on the test split; ``test_quality`` is the headline figure."""
+
+    @abstractmethod
+    def export(self, staging: Path, model: nn.Module, policy: Policy, metrics: dict[str, Any]) -> list[str]:
+        """Writes the bundle (the model on the CPU) to ``staging``; returns the formats written
+        (a requested format that could not be written goes to ``metrics["export_errors"]``)."""
+
+    @abstractmethod
+    def verify(self, staging: Path, model: nn.Module, formats: list[str]) -> tuple[dict[str, float], float]:
+        """Each written format's largest output difference from ``model``, and the tolerance."""
+
+
+class ModelKind(ABC):
+    """One family of models (registered in :mod:`workers.kinds.registry`)."""
+
+    name: ClassVar[str]
+    model_noun: ClassVar[str]  #: "a sentence embedder": what error messages call its models
+    data_noun: ClassVar[str]  #: "a text dataset"
+    datasets: ClassVar[tuple[str, ...]] = ()  #: datasets that make a spec this kind
+    default_criterion: ClassVar[str]  #: when a spec names none (the one place it is decided)
+    default_metric: ClassVar[str]
+    criteria: ClassVar[tuple[str, ...]]
+    metrics: ClassVar[tuple[str, ...]]
+    schedules: ClassVar[tuple[str, ...]]  #: the finalize schedules it implements
+
+    # --- at submit: spec validation (must import nothing heavy) ------------------------------
+    def owns_model(self, source: str) -> bool:
+        """Whether a model source can only be this kind's (a spec of another kind is refused)."""
+        return False
+
+    def accepts_metric(self, metric: str) -> bool:
+        return metric in self.metrics
+
+    def spec_errors(self, spec: JobSpec) -> list[tuple[str, str]]:
+        """``(field, message)`` for each option of ``spec`` this kind cannot use."""
+        errors = []
+        criterion = spec.search_space.criterion
+        if criterion is not None and criterion not in self.criteria:
+            errors.append(("search_space.criterion",
+                           f"criterion {criterion!r} does not apply to {self.model_noun}; "
+                           f"valid: {', '.join(self.criteria)}"))
+        if spec.finalize.schedule not in self.schedules:
+            errors.append(("finalize.schedule", f"finalize.schedule {spec.finalize.schedule!r} is not "
+                                                f"implemented for {self.model_noun}; use "
+                                                f"{' or '.join(repr(s) for s in self.schedules)}"))
+        return errors
+
+    def criterion(self, spec: JobSpec) -> str:
+        return spec.search_space.criterion or self.default_criterion
+
+    # --- in the process that loads the job's task (once per job), and in each Ray actor -------
+    @abstractmethod
+    def load_task(self, spec: JobSpec, settings: WorkerSettings) -> Task:
+        """The dense model, its data splits, an example input and the built search space."""
+
+    @abstractmethod
+    def rebuild_task(self, spec: JobSpec, settings: WorkerSettings, shared: Any, space: dict[str, Any]) -> Task:
+        """The task again in a Ray actor, from the dense weights ``load_task`` shared and the
+        built space's dict (the expensive parts are not repeated)."""
+
+    # --- per evaluator, and per finalize call ---------------------------------------------------
+    @abstractmethod
+    def scoring(self, ctx: ScoringContext) -> PolicyScoring:
+        """The kind's evaluation part for one ``Evaluator``."""
+
+    @abstractmethod
+    def finalizer(self, ctx: FinalizeContext) -> CandidateFinalizer:
+        """The kind's finalize part for one finalize call."""
+
+    @abstractmethod
+    def export_tolerance(self, reference: torch.Tensor) -> float:
+        """The largest accepted difference of an exported program's outputs from the model's
+        (``reference``: the model's outputs on the verification inputs)."""

@@ -1,0 +1,139 @@
+"""Finalizing a CNN candidate: fine-tune, test accuracy, bundle, verification of the exports.
+
+Fine-tuning runs ``finetune_epochs`` — one-shot (prune + the search's recovery, then SGD with a
+cosine rate), or with the gradual schedule of Zhu & Gupta (2017, "To prune, or not to prune"):
+the ratios grow from 0 to the target along ``r_t = r_f·(1 − (1 − t/T)^3)``, re-pruning the
+already-pruned model at each step so early training adapts to mild pruning. The bundle is
+``search_spaces.bundle``'s (rebuilt from the model source); TorchScript, ONNX (pure-Python
+reference evaluator) and the safetensors rebuild are checked against the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from search_spaces.calibrate import recalibrate_bn
+from search_spaces.space import Policy
+from search_spaces.training import evaluate_accuracy, train_steps
+from workers.kinds.base import CandidateFinalizer, FinalizeContext, ModelKind
+from workers.kinds.batches import cycle, shuffled
+from workers.kinds.image.scoring import ImageScoring, predictions
+
+AGP_PRUNE_STEPS = 5
+
+
+def agp_ratios(final: Policy, step: int, steps: int) -> Policy:
+    """Zhu & Gupta's cubic schedule: the ratios after pruning step ``step`` of ``steps`` (1-based)."""
+    frac = 1.0 - (1.0 - step / steps) ** 3
+    return {g: r * frac for g, r in final.items()}
+
+
+class ImageFinalizer(CandidateFinalizer):
+    def __init__(self, kind: ModelKind, ctx: FinalizeContext) -> None:
+        assert isinstance(ctx.scoring, ImageScoring)
+        self.kind, self.ctx, self.scoring = kind, ctx, ctx.scoring
+        task = ctx.task
+        self.test_loader = DataLoader(task.splits.test, batch_size=task.spec.evaluation.batch_size)
+        self.train_loader = shuffled(task.splits.train, 64, task.spec.seed)
+        self.teacher = None if task.spec.metric == "accuracy" else self.scoring.ctx.dense
+
+    def _prune_to(self, model: nn.Module, policy: Policy) -> nn.Module:
+        from search_spaces.prune import prune_to_counts
+
+        kept = self.ctx.task.space.kept(policy)
+        return prune_to_counts(model, kept, self.ctx.example, criterion=self.ctx.task.criterion)
+
+    def fine_tuned(self, rank: int, policy: Policy) -> nn.Module:
+        on, device = self.ctx.on_progress, self.ctx.device
+        total = round(self.ctx.spec.finetune_epochs * len(self.train_loader))
+        batches = cycle(self.train_loader)
+
+        def progress(done: int) -> None:
+            if done % 20 == 0:
+                on({"rank": rank, "stage": "finetune", "step": done, "steps": total})
+
+        if self.ctx.spec.schedule == "oneshot":
+            model = self.scoring.prune(policy)  # prune + the search's recovery (lsq by default)
+            train_steps(
+                model, batches, total, device=device, teacher=self.teacher, on_step=progress,
+                cosine=True,  # end at a low rate: a constant 0.01 undid the recovered model's accuracy
+            )
+            return model.eval()
+        # AGP: prune steps spread over the first half of training, then fine-tune at the target
+        model = copy.deepcopy(self.scoring.ctx.dense)
+        per_step = max(1, (total // 2) // AGP_PRUNE_STEPS) if total > 0 else 0
+        done = 0
+        for k in range(1, AGP_PRUNE_STEPS + 1):
+            self._prune_to(model, agp_ratios(policy, k, AGP_PRUNE_STEPS))
+            if self.scoring.calibration_inputs:
+                recalibrate_bn(model, self.scoring.calibration_inputs)
+            on({"rank": rank, "stage": "agp", "prune_step": k, "prune_steps": AGP_PRUNE_STEPS})
+            train_steps(model, batches, per_step, device=device, teacher=self.teacher)
+            done += per_step
+        train_steps(model, batches, max(0, total - done), device=device, teacher=self.teacher,
+                    on_step=progress, cosine=True)
+        return model.eval()
+
+    def tested(self, model: nn.Module) -> dict[str, Any]:
+        device = self.ctx.device
+        accuracy = evaluate_accuracy(model, self.test_loader, device=device)
+        dense_pred = predictions(self.scoring.ctx.dense, self.test_loader, device)
+        agreement = (predictions(model, self.test_loader, device) == dense_pred).float().mean().item()
+        headline = agreement if self.ctx.task.spec.metric == "agreement" else accuracy
+        return {"test_quality": headline, "test_accuracy": accuracy, "test_agreement": agreement}
+
+    def export(self, staging: Path, model: nn.Module, policy: Policy, metrics: dict[str, Any]) -> list[str]:
+        from search_spaces.bundle import architecture, save_bundle
+
+        task, export = self.ctx.task, self.ctx.spec.export
+        example = self.ctx.example.cpu()
+        with torch.no_grad():
+            num_classes = int(model(example).shape[1])
+        arch = architecture(
+            task.spec.model.source, num_classes=num_classes, in_channels=int(example.shape[1]),
+            input_shape=tuple(example.shape[1:]), kept=task.space.kept(policy),
+        )
+        written = save_bundle(staging, model, arch=arch, policy=policy, metrics=metrics,
+                              onnx="onnx" in export, torchscript="torchscript" in export)
+        # a format the model cannot be exported to is reported, not silently dropped
+        formats = [f for f in export if f != "onnx" or written.get("model.onnx") == "onnx"]
+        if "onnx" in export and "onnx" not in formats:
+            metrics["export_errors"] = {"onnx": written.get("model.onnx")}
+        return formats
+
+    def verify(self, staging: Path, model: nn.Module, formats: Sequence[str]) -> tuple[dict[str, float], float]:
+        """Max abs difference of each exported program's outputs from the model's (on the CPU,
+        where the exported programs are loaded)."""
+        example = self.ctx.example.cpu()
+        x = torch.cat([example, torch.randn_like(example)])
+        model = model.cpu().eval()
+        with torch.no_grad():
+            want = model(x)
+        diffs: dict[str, float] = {}
+        if "torchscript" in formats:
+            ts = torch.jit.load(str(staging / "model.ts"), map_location="cpu")
+            diffs["torchscript"] = (ts(x) - want).abs().max().item()
+        if "onnx" in formats:
+            import onnx
+            from onnx.reference import ReferenceEvaluator
+
+            sess = ReferenceEvaluator(onnx.load(str(staging / "model.onnx")))
+            name = sess.input_names[0]
+            # the exported graph may fix the batch dimension: check example by example
+            runs: list[Any] = [sess.run(None, {name: x[i : i + 1].numpy()}) for i in range(len(x))]
+            got = torch.cat([torch.as_tensor(r[0]) for r in runs])
+            diffs["onnx"] = (got - want).abs().max().item()
+        if "safetensors" in formats:
+            from search_spaces.bundle import load_bundle
+
+            rebuilt = load_bundle(staging).eval()
+            with torch.no_grad():
+                diffs["safetensors"] = (rebuilt(x) - want).abs().max().item()
+        return diffs, self.kind.export_tolerance(want)
