@@ -11,7 +11,6 @@ reference evaluator) and the safetensors rebuild are checked against the model.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +102,12 @@ class ImageFinalizer(CandidateFinalizer):
         written = save_bundle(staging, model, arch=arch, policy=policy, metrics=metrics,
                               onnx="onnx" in export, torchscript="torchscript" in export)
         # a format the model cannot be exported to is reported, not silently dropped
-        formats = [f for f in export if f != "onnx" or written.get("model.onnx") == "onnx"]
+        formats: list[str] = [f for f in export if f != "onnx" or written.get("model.onnx") == "onnx"]
         if "onnx" in export and "onnx" not in formats:
             metrics["export_errors"] = {"onnx": written.get("model.onnx")}
         return formats
 
-    def verify(self, staging: Path, model: nn.Module, formats: Sequence[str]) -> tuple[dict[str, float], float]:
+    def verify(self, staging: Path, model: nn.Module, formats: list[str]) -> tuple[dict[str, float], float]:
         """Max abs difference of each exported program's outputs from the model's (on the CPU,
         where the exported programs are loaded)."""
         example = self.ctx.example.cpu()

@@ -55,7 +55,6 @@ class ImageScoring(PolicyScoring):
             else None
         )
         self.last_extra: dict[str, Any] = {}
-        self._dense_predictions: torch.Tensor | None = None
 
     def train_batches(self) -> Iterator[Any]:
         """Shuffled training batches, endlessly, in the same order on every call."""
@@ -67,11 +66,11 @@ class ImageScoring(PolicyScoring):
         if name == "accuracy":
             return lambda m: evaluate_accuracy(m, self.val_loader, device=device)
         if name == "agreement":
-            self._dense_predictions = predictions(self.ctx.dense, self.val_loader, device)
+            dense = predictions(self.ctx.dense, self.val_loader, device)
 
             def agreement(m: nn.Module) -> float:
                 got = predictions(m, self.val_loader, device)
-                return (got == self._dense_predictions).float().mean().item()
+                return (got == dense).float().mean().item()
 
             return agreement
         # a plugin the spec's validation accepted; re-checked here against this process's allowlist

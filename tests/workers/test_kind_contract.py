@@ -1,0 +1,130 @@
+"""One contract, every registered model kind (Optuna's ``pytest_samplers`` style): each kind, on a
+tiny model, loads its task, evaluates a policy and finalizes the best candidate and the baseline
+with exports verified within its own tolerance.
+
+A kind registered only as a plugin (``autoprune.kinds`` entry point) is decided and loaded
+through the same registry: :func:`test_a_plugin_kind_is_one_registration`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.types import Metrics
+from search_spaces import registry
+from tests.search_spaces.tiny_text import save_tiny_hf_dir
+from tests.workers.test_text_task import _corpus
+from workers.evaluator import Evaluator
+from workers.finalize import finalize
+from workers.kinds import KINDS, get_kind, kind_of
+from workers.kinds.image import ImageKind
+from workers.kinds.registry import load_kind
+from workers.spec import FinalizeSpec, JobSpec
+from workers.task import Task, WorkerSettings, load_task
+
+BUILTIN = ["image", "text"]
+
+
+def _image_spec(**kw: Any) -> dict[str, Any]:
+    return {
+        "model": {"zoo": "resnet20", "weights": "resnet20-digits"},
+        "dataset": {"name": "digits"},
+        "metric": "agreement",
+        "evaluation": {"calibration_batches": 1, "batch_size": 64, "val_samples": 64},
+        **kw,
+    }
+
+
+@pytest.fixture(scope="module")
+def kind_tasks(settings: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Task]:
+    root = tmp_path_factory.mktemp("kind-data")
+    model_dir = save_tiny_hf_dir(root / "tiny-bert")
+    corpus = _corpus(root / "corpus.jsonl")
+    text_settings = WorkerSettings(cache_dir=settings.cache_dir, data_roots=(root,))
+    common = {"budget": {"macs_ratio": 0.6}, "workers": 0, "finalize": {"top_k": 1, "baseline": True}}
+    image = JobSpec.model_validate({**_image_spec(), **common})
+    text = JobSpec.model_validate({
+        "model": {"zoo": f"hf:{model_dir}"}, "dataset": {"name": "text_lines", "path": str(corpus)},
+        "metric": "embedding_cosine", "target": {"batch_size": 2, "seq_len": 32},
+        "evaluation": {"calibration_batches": 2, "batch_size": 16}, **common,
+    })
+    return {"image": load_task(image, settings), "text": load_task(text, text_settings)}
+
+
+def test_every_builtin_kind_is_registered_and_covered() -> None:
+    assert set(BUILTIN) <= set(KINDS.names())
+    with pytest.raises(KeyError, match="valid: image, text"):
+        get_kind("audio")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_the_kind_decides_its_defaults_and_options(name: str, kind_tasks: dict[str, Task]) -> None:
+    task = kind_tasks[name]
+    kind = kind_of(task.spec)
+    assert kind.name == name and kind is get_kind(name)
+    assert task.criterion == kind.default_criterion == kind.criterion(task.spec)
+    assert kind.default_criterion in kind.criteria and kind.default_metric in kind.metrics
+    assert "oneshot" in kind.schedules and kind.spec_errors(task.spec) == []
+    bad = next(c for c in ("activation", "fpgm") if c not in kind.criteria)
+    spec = task.spec.model_copy(update={"search_space": task.spec.search_space.model_copy(update={"criterion": bad})})
+    assert [f for f, _ in kind.spec_errors(spec)] == ["search_space.criterion"]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_the_kind_evaluates_a_policy(name: str, kind_tasks: dict[str, Task]) -> None:
+    task = kind_tasks[name]
+    ev = Evaluator(task, latency_rounds=2)
+    dense = ev.dense_metrics()
+    assert dense.quality == pytest.approx(1.0, abs=1e-6)  # agreement / cosine with itself
+    m = ev.evaluate(task.space.uniform(0.5))
+    assert math.isfinite(m.quality) and m.macs_ratio < 0.9 and m.latency_ms is not None
+    assert ev.costs(ev.space.signature(task.space.uniform(0.5)), ev.shrink(task.space.uniform(0.5)))[0] == m.macs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUILTIN)
+def test_the_kind_finalizes_the_best_and_the_baseline(name: str, kind_tasks: dict[str, Task], tmp_path: Path) -> None:
+    task = kind_tasks[name]
+    searched = Metrics(quality=0.9, macs=1, params=1, macs_ratio=0.6, params_ratio=0.6)
+    best, baseline = task.space.uniform(0.5), task.space.uniform(0.25)
+    events: list[dict[str, Any]] = []
+    spec = FinalizeSpec(top_k=1, baseline=True, finetune_epochs=0.0, export=["torchscript", "safetensors"])
+    arts = finalize(task, [(best, searched), (baseline, searched)], spec, tmp_path, on_progress=events.append)
+    assert [a.rank for a in arts] == [1, 2]  # top_k + the baseline the service appended
+    for art in arts:
+        m = art.metrics
+        assert 0.0 <= m["test_quality"] <= 1.0 + 1e-6 and m["latency_ms"] > 0
+        assert set(m["export_max_abs_diff"]) == {"torchscript", "safetensors"}
+        assert {"model.safetensors", "architecture.json", "metrics.json"} <= {f[0] for f in art.files}
+    assert arts[1].metrics["macs_ratio"] > arts[0].metrics["macs_ratio"]  # the baseline cuts less here
+    assert [e["stage"] for e in events if e["stage"] in ("start", "done")] == ["start", "done"] * 2
+    assert not list(tmp_path.glob(".rank-*"))
+
+
+class _PluginKind(ImageKind):
+    """An operator's kind: the image kind under another name, claiming the synthetic dataset."""
+
+    name = "plugin-kind"
+    datasets = ("synthetic",)
+
+
+def test_a_plugin_kind_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    ep = importlib.metadata.EntryPoint(
+        name="plugin-kind", value=f"{__name__}:_PluginKind", group="autoprune.kinds"
+    )
+    real = registry.entry_points
+    monkeypatch.setattr(registry, "entry_points",
+                        lambda group: {"plugin-kind": ep} if group == "autoprune.kinds" else real(group))
+    load_kind.cache_clear()
+    try:
+        spec = JobSpec.model_validate({**_image_spec(), "dataset": {"name": "synthetic"},
+                                       "budget": {"macs_ratio": 0.5}})
+        assert "plugin-kind" in KINDS.names() and kind_of(spec).name == "plugin-kind"
+        assert kind_of(JobSpec.model_validate({**_image_spec(), "budget": {"macs_ratio": 0.5}})).name == "image"
+    finally:
+        load_kind.cache_clear()
