@@ -74,7 +74,7 @@ def main() -> None:
         s = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update=ev_opts)})
         evs[name] = Evaluator(dataclasses.replace(task, spec=s), latency_rounds=0, lock=lock)
     first = next(iter(evs.values()))
-    val_images = sum(len(b[1]) for b in first.val_loader)
+    val_images = sum(len(b[1]) for b in first.scoring.val_loader)  # type: ignore[attr-defined]
     policies = policies_for(task.space, args.budget, args.rounds * args.per_round + 1, seed=7)[1:]
     seconds: dict[str, list[float]] = {n: [] for n in evs}
     macs: list[float] = []

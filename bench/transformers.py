@@ -124,11 +124,11 @@ def search(
 
 
 def distilled(task: Any, ev: Any, policy: dict[str, float], steps: int) -> dict[str, Any]:
-    from workers.text_eval import embed, length_batches, mean_cosine, ranking_fidelity
+    from workers.kinds.text.scoring import embed, length_batches, mean_cosine, ranking_fidelity
 
     t0 = time.perf_counter()
-    model = ev.text.prune(policy, distil_steps=steps)
-    test = length_batches(task.splits.test.tensors[0], ev.text.pad)
+    model = ev.scoring.prune(policy, steps=steps)
+    test = length_batches(task.splits.test.tensors[0], ev.scoring.pad)
     dense = embed(ev.dense, test, ev.device)
     got = embed(model, test, ev.device)
     lat = ev.latency.measure(task.space.signature(policy), model, use_cache=False)
