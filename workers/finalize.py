@@ -55,10 +55,17 @@ def finalize(
     on = on_progress or (lambda event: None)
     ev = Evaluator(task)  # data, calibration batches, the kind's scoring, the latency meter
     fin = ev.kind.finalizer(FinalizeContext(task, ev.scoring, ev.device, ev.example, spec, on))
-    return [
-        _finalize_one(ev, fin, spec, out_dir, rank, policy, searched, on)
-        for rank, (policy, searched) in enumerate(chosen, start=1)
-    ]
+    # more candidates than top_k: the last is the baseline the service appended (when it is
+    # among the top_k, or fewer were feasible, it is not told apart here: the service knows)
+    baseline_rank = len(chosen) if spec.baseline and len(chosen) > spec.top_k else None
+    artifacts: list[ArtifactInfo] = []
+    for rank, (policy, searched) in enumerate(chosen, start=1):
+        extra = {}
+        if rank == baseline_rank:
+            best = artifacts[0].metrics["test_quality"]
+            extra = {"role": "baseline", "best_test_quality": best}
+        artifacts.append(_finalize_one(ev, fin, spec, out_dir, rank, policy, searched, on, extra))
+    return artifacts
 
 
 def _finalize_one(
@@ -70,8 +77,11 @@ def _finalize_one(
     policy: Policy,
     searched: Metrics,
     on: ProgressFn,
+    extra: dict[str, Any],
 ) -> ArtifactInfo:
-    """One candidate: fine-tuned, measured, exported, verified, published as ``rank-<rank>``."""
+    """One candidate: fine-tuned, measured, exported, verified, published as ``rank-<rank>``.
+    The baseline's metrics also say whether the search's best beat it after the same fine-tune
+    (``search_beat_baseline``: the best's ``test_quality`` above the baseline's)."""
     t0 = time.perf_counter()
     policy = ev.space.validate(policy)
     on({"rank": rank, "stage": "start", "policy": policy})
@@ -79,6 +89,9 @@ def _finalize_one(
     # and verified on the CPU with CPU inputs: one device per stage, never a mix
     model = fin.fine_tuned(rank, policy).to(ev.device)
     metrics = _measured(ev, fin, spec, policy, searched, model)
+    if "best_test_quality" in extra:
+        extra["search_beat_baseline"] = extra["best_test_quality"] > metrics["test_quality"]
+    metrics.update(extra)
     bundle = _published(fin, out_dir / f"rank-{rank}", policy, model.cpu().eval(), metrics)
     files = bundle_files(bundle)
     metrics["finalize_seconds"] = time.perf_counter() - t0

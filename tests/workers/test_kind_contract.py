@@ -9,6 +9,7 @@ through the same registry: :func:`test_a_plugin_kind_is_one_registration`.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,14 @@ def test_the_kind_finalizes_the_best_and_the_baseline(name: str, kind_tasks: dic
     for art in arts:
         m = art.metrics
         assert 0.0 <= m["test_quality"] <= 1.0 + 1e-6 and m["latency_ms"] > 0
+        assert 0.0 <= m["dense_test_quality"] <= 1.0 + 1e-6
         assert set(m["export_max_abs_diff"]) == {"torchscript", "safetensors"}
         assert {"model.safetensors", "architecture.json", "metrics.json"} <= {f[0] for f in art.files}
     assert arts[1].metrics["macs_ratio"] > arts[0].metrics["macs_ratio"]  # the baseline cuts less here
+    base = arts[1].metrics  # the report says whether the search beat the baseline
+    assert base["role"] == "baseline" and "role" not in arts[0].metrics
+    assert base["search_beat_baseline"] == (arts[0].metrics["test_quality"] > base["test_quality"])
+    assert json.loads((arts[1].dir / "metrics.json").read_text())["search_beat_baseline"] == base["search_beat_baseline"]
     assert [e["stage"] for e in events if e["stage"] in ("start", "done")] == ["start", "done"] * 2
     assert not list(tmp_path.glob(".rank-*"))
 

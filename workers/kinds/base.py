@@ -79,7 +79,9 @@ class CandidateFinalizer(ABC):
 
     @abstractmethod
     def tested(self, model: nn.Module) -> dict[str, Any]:
-        """Per candidate: quality on the test split; ``test_quality`` is the headline figure."""
+        """Per candidate: quality on the test split. ``test_quality`` is the headline figure (the
+        spec's metric, on the test split) and ``dense_test_quality`` the dense model's, so a
+        report compares the best found, the baseline and the dense model whatever the kind."""
 
     @abstractmethod
     def export(self, staging: Path, model: nn.Module, policy: Policy, metrics: dict[str, Any]) -> list[str]:

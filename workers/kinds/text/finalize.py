@@ -56,6 +56,7 @@ class TextFinalizer(CandidateFinalizer):
         spec = self.ctx.task.spec
         return {
             "test_quality": cosine,
+            "dense_test_quality": 1.0,  # the dense embeddings' cosine with themselves
             "test_cosine": cosine,
             **{f"test_{k}": v for k, v in fidelity.items()},
             "seq_len": spec.target.seq_len,
