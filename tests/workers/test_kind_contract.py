@@ -42,11 +42,17 @@ def _image_spec(**kw: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def kind_tasks(settings: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Task]:
+def kind_settings(settings: WorkerSettings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, WorkerSettings]:
     root = tmp_path_factory.mktemp("kind-data")
-    model_dir = save_tiny_hf_dir(root / "tiny-bert")
-    corpus = _corpus(root / "corpus.jsonl")
-    text_settings = WorkerSettings(cache_dir=settings.cache_dir, data_roots=(root,))
+    save_tiny_hf_dir(root / "tiny-bert")
+    _corpus(root / "corpus.jsonl")
+    return {"image": settings, "text": WorkerSettings(cache_dir=settings.cache_dir, data_roots=(root,))}
+
+
+@pytest.fixture(scope="module")
+def kind_tasks(kind_settings: dict[str, WorkerSettings]) -> dict[str, Task]:
+    root = kind_settings["text"].data_roots[0]
+    model_dir, corpus = root / "tiny-bert", root / "corpus.jsonl"
     common = {"budget": {"macs_ratio": 0.6}, "workers": 0, "finalize": {"top_k": 1, "baseline": True}}
     image = JobSpec.model_validate({**_image_spec(), **common})
     text = JobSpec.model_validate({
@@ -54,7 +60,7 @@ def kind_tasks(settings: WorkerSettings, tmp_path_factory: pytest.TempPathFactor
         "metric": "embedding_cosine", "target": {"batch_size": 2, "seq_len": 32},
         "evaluation": {"calibration_batches": 2, "batch_size": 16}, **common,
     })
-    return {"image": load_task(image, settings), "text": load_task(text, text_settings)}
+    return {"image": load_task(image, kind_settings["image"]), "text": load_task(text, kind_settings["text"])}
 
 
 def test_every_builtin_kind_is_registered_and_covered() -> None:
@@ -74,6 +80,23 @@ def test_the_kind_decides_its_defaults_and_options(name: str, kind_tasks: dict[s
     bad = next(c for c in ("activation", "fpgm") if c not in kind.criteria)
     spec = task.spec.model_copy(update={"search_space": task.spec.search_space.model_copy(update={"criterion": bad})})
     assert [f for f, _ in kind.spec_errors(spec)] == ["search_space.criterion"]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_the_kind_rebuilds_its_task_as_a_ray_actor_does(
+    name: str, kind_tasks: dict[str, Task], kind_settings: dict[str, WorkerSettings]
+) -> None:
+    import torch
+
+    from workers.task import rebuild_task
+
+    task = kind_tasks[name]
+    shipped = JobSpec.model_validate_json(task.spec.model_dump_json())  # as TaskFactory ships it
+    again = rebuild_task(shipped, kind_settings[name], task.model.state_dict(), task.space.to_dict())
+    assert again.criterion == task.criterion and again.space.to_dict() == task.space.to_dict()
+    assert torch.equal(again.example_input, task.example_input)
+    with torch.no_grad():
+        assert torch.allclose(again.model(task.example_input), task.model(task.example_input), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", BUILTIN)
