@@ -60,10 +60,11 @@ def finalize(
     baseline_rank = len(chosen) if spec.baseline and len(chosen) > spec.top_k else None
     artifacts: list[ArtifactInfo] = []
     for rank, (policy, searched) in enumerate(chosen, start=1):
-        extra = {}
+        extra: dict[str, Any] = {}
         if rank == baseline_rank:
-            best = artifacts[0].metrics["test_quality"]
-            extra = {"role": "baseline", "best_test_quality": best}
+            extra["role"] = "baseline"
+            if artifacts:  # top_k 0: the baseline alone, nothing to compare
+                extra["best_test_quality"] = artifacts[0].metrics["test_quality"]
         artifacts.append(_finalize_one(ev, fin, spec, out_dir, rank, policy, searched, on, extra))
     return artifacts
 

@@ -157,3 +157,12 @@ def test_a_plugin_kind_is_one_registration(monkeypatch: pytest.MonkeyPatch) -> N
         assert kind_of(JobSpec.model_validate({**_image_spec(), "budget": {"macs_ratio": 0.5}})).name == "image"
     finally:
         load_kind.cache_clear()
+
+
+def test_the_baseline_alone_is_finalized_without_a_verdict(kind_tasks: dict[str, Task], tmp_path: Path) -> None:
+    """``top_k: 0`` with ``baseline``: the service sends the baseline alone."""
+    task = kind_tasks["text"]  # the cheaper kind; the loop is generic
+    searched = Metrics(quality=0.9, macs=1, params=1, macs_ratio=0.6, params_ratio=0.6)
+    spec = FinalizeSpec(top_k=0, baseline=True, finetune_epochs=0.0, export=["safetensors"])
+    (art,) = finalize(task, [(task.space.uniform(0.25), searched)], spec, tmp_path)
+    assert art.metrics["role"] == "baseline" and "search_beat_baseline" not in art.metrics
