@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     from search_spaces.data import load_dataset
     from search_spaces.transformers.bundle import load_sentence_embedder, onnx_max_diff
     from search_spaces.transformers.model import all_minilm_l6_v2
-    from workers.latency import measure_pair
     from workers.kinds.text.scoring import embed, length_batches, mean_cosine, ranking_fidelity
+    from workers.latency import measure_pair
 
     pruned = load_sentence_embedder(args.bundle)
     dense = all_minilm_l6_v2()
