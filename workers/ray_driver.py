@@ -42,16 +42,34 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Client, Connection, Listener
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agents.latency_table import LatencyTable
+from agents.types import Metrics, Outcome, Proposal
+from search_spaces.space import SearchSpace
+from workers.messages import (
+    BatchDone,
+    Cancel,
+    Close,
+    EvaluateBatch,
+    Evaluated,
+    Failed,
+    LatencyTableMeasured,
+    MeasureLatencyTable,
+    Opened,
+    OpenPool,
+    WorkerPids,
+    WorkerPidsRequest,
+)
+from workers.pool_base import Pool, Retries, error_text
 
 if TYPE_CHECKING:
-    from agents.types import Metrics, Outcome, Proposal
-    from search_spaces.space import SearchSpace
     from workers.spec import JobSpec
     from workers.task import WorkerSettings
+
+R = TypeVar("R")
 
 log = logging.getLogger("autoprune.ray")
 
@@ -61,10 +79,6 @@ START_TIMEOUT_S = 300.0
 
 class RayUnavailable(RuntimeError):
     """Ray could not be started or reached, or the driver process died."""
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 # --- controller side --------------------------------------------------------------------------
@@ -215,11 +229,13 @@ class RayDriver:
         try:
             return Client(self._socket, family="AF_UNIX", authkey=self._authkey)
         except OSError as exc:
-            raise RayUnavailable(f"cannot reach the Ray driver: {_error(exc)}") from exc
+            raise RayUnavailable(f"cannot reach the Ray driver: {error_text(exc)}") from exc
 
     def open_pool(self, spec: JobSpec, settings: WorkerSettings) -> RemotePool:
         """``spec.workers`` Ray actors for this job, hosted by the driver process."""
-        return RemotePool(self, spec, settings)
+        from workers.pool import JobRayPool
+
+        return RemotePool(self, JobRayPool(spec, settings))
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] | None:
@@ -242,19 +258,24 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] 
     return None
 
 
-class RemotePool:
+class RemotePool(Pool):
     """A job's :class:`~workers.pool.RayPool`, living in the driver process (same interface).
 
-    If the driver dies mid-evaluation, unfinished trials are retried once on a fresh driver
-    (``max_retries``), then reported failed with the cause; a dead driver never raises out of
-    :meth:`evaluate`, so the job records every trial and goes on.
+    ``build`` is a picklable recipe the driver runs to open the pool
+    (:class:`workers.pool.JobRayPool` for a job). If the driver dies mid-evaluation, unfinished
+    trials are retried once on a fresh driver (:class:`~workers.pool_base.Retries`), then
+    reported failed with the cause; a dead driver never raises out of :meth:`evaluate`, so the
+    job records every trial and goes on.
     """
 
-    def __init__(self, driver: RayDriver, spec: JobSpec, settings: WorkerSettings,
-                 *, max_retries: int = 1) -> None:
-        self.driver, self.spec, self.settings, self.max_retries = driver, spec, settings, max_retries
+    def __init__(self, driver: RayDriver, build: Callable[[], Any], *, max_retries: int = 1) -> None:
+        super().__init__()
+        self.driver, self.build, self.max_retries = driver, build, max_retries
         self.reopened = 0
         self._conn: Connection | None = None
+        self._send_lock = threading.Lock()  # cancel() may send from another thread
+        self._seq = 0  # the batch in flight, when _in_flight
+        self._in_flight = False
         self._space: SearchSpace | None = None
         self._dense: Metrics | None = None
         self._open()
@@ -262,16 +283,17 @@ class RemotePool:
     def _open(self) -> None:
         conn = self.driver.connect()
         try:
-            conn.send(("open", self.spec, self.settings))
+            conn.send(OpenPool(self.build))
             reply = conn.recv()
         except (EOFError, OSError) as exc:
             conn.close()
             raise RayUnavailable(f"the Ray driver died while starting the job's workers "
-                                 f"({self.driver.error or _error(exc)})") from exc
-        if reply[0] != "opened":
+                                 f"({self.driver.error or error_text(exc)})") from exc
+        if isinstance(reply, Failed):
             conn.close()
-            raise RuntimeError(reply[1])
-        self._conn, self._space, self._dense = conn, reply[1], reply[2]
+            raise RuntimeError(reply.message)
+        assert isinstance(reply, Opened), reply
+        self._conn, self._space, self._dense = conn, reply.space, reply.dense
 
     @property
     def space(self) -> SearchSpace:
@@ -284,85 +306,118 @@ class RemotePool:
         return self._dense
 
     def worker_pids(self) -> list[int]:
-        return list(self._call("pids"))
+        return list(self._call(WorkerPidsRequest(), WorkerPids).pids)
 
-    def latency_table(self, ratios: tuple[float, ...]) -> Any:
+    def latency_table(self, ratios: tuple[float, ...]) -> LatencyTable:
         """The per-group latency table, measured by one of the job's actors."""
-        from agents.latency_table import LatencyTable
+        return self._call(MeasureLatencyTable(tuple(ratios)), LatencyTableMeasured).table
 
-        return LatencyTable.from_dict(self._call("latency_table", list(ratios)))
+    def _call(self, request: Any, reply: type[R]) -> R:
+        if self._conn is None:
+            raise RayUnavailable("the pool's Ray driver connection is closed")
+        self._send(request)
+        msg = self._conn.recv()
+        if isinstance(msg, Failed):
+            raise RuntimeError(msg.message)
+        assert isinstance(msg, reply), msg
+        return msg
 
-    def _call(self, what: str, *args: Any) -> Any:
+    def _send(self, msg: Any) -> None:
         assert self._conn is not None
-        self._conn.send((what, *args))
-        kind, value = self._conn.recv()
-        if kind == "error":
-            raise RuntimeError(value)
-        return value
+        with self._send_lock:
+            self._conn.send(msg)
 
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
-        from agents.types import Outcome
+    def cancel(self) -> None:
+        super().cancel()
+        if self._in_flight and self._conn is not None:
+            with contextlib.suppress(OSError):  # a dead driver has no batch to stop
+                self._send(Cancel(self._seq))
 
-        queue = deque(proposals)
-        lost: dict[int, int] = {}
+    def _evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+        queue = list(proposals)
+        retries = Retries(self.max_retries)
         while queue:
-            batch = list(queue)
             done: set[int] = set()
             try:
                 if self._conn is None:
                     self._open()
                 assert self._conn is not None
-                self._conn.send(("evaluate", batch))
+                self._seq += 1
+                self._in_flight = True
+                self._send(EvaluateBatch(self._seq, tuple(queue)))
                 while True:
                     msg = self._conn.recv()
-                    if msg[0] == "done":
-                        break
-                    if msg[0] == "error":
-                        raise RayUnavailable(msg[1])
-                    done.add(msg[1].trial_id)
-                    yield msg[1]
-                return
-            except GeneratorExit:  # abandoned mid-batch: its late outcomes must not reach the next one
-                self.close()
+                    if isinstance(msg, BatchDone):
+                        self._in_flight = False
+                        return
+                    if isinstance(msg, Failed):
+                        raise RayUnavailable(msg.message)
+                    assert isinstance(msg, Evaluated), msg
+                    done.add(msg.outcome.trial_id)
+                    yield msg.outcome
+            except GeneratorExit:
+                if self.cancelled:
+                    self._drain()  # the driver stops the batch and says so
+                else:  # abandoned mid-batch: its late outcomes must not reach the next one
+                    self._drop()
                 raise
             except (EOFError, OSError, RayUnavailable) as exc:
                 cause = self._lost(exc)
-                queue = deque(p for p in batch if p.trial_id not in done)
-                retry: deque[Proposal] = deque()
+                retry: list[Proposal] = []
                 for p in queue:
-                    lost[p.trial_id] = lost.get(p.trial_id, 0) + 1
-                    if lost[p.trial_id] <= self.max_retries:
+                    if p.trial_id in done:
+                        continue
+                    final = retries.worker_died(p, cause)
+                    if final is None:
                         retry.append(p)
                     else:
-                        yield Outcome(p.trial_id, p.policy, None,
-                                      f"Ray failed {lost[p.trial_id]} times during this trial: {cause}")
+                        yield final
                 queue = retry
                 if queue:
                     try:
                         self._open()
                         self.reopened += 1
                     except Exception as exc2:  # noqa: BLE001 - no Ray now: the trials fail, the job goes on
-                        why = f"{cause}; a fresh Ray could not take over: {_error(exc2)}"
+                        why = f"{cause}; a fresh Ray could not take over: {error_text(exc2)}"
                         for p in queue:
                             yield Outcome(p.trial_id, p.policy, None, why)
                         return
 
+    def _drain(self) -> None:
+        """Reads (and drops) the cancelled batch's last outcomes up to its ``BatchDone``."""
+        try:
+            while self._conn is not None:
+                msg = self._conn.recv()
+                if isinstance(msg, BatchDone) and msg.seq == self._seq:
+                    self._in_flight = False
+                    return
+                if isinstance(msg, Failed):
+                    self._drop()
+        except (EOFError, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        """Forgets the connection (the driver closes that pool); the next batch opens another."""
+        self._in_flight = False
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._send(Close())
+            self._conn.close()
+            self._conn = None
+
     def _lost(self, exc: BaseException) -> str:
         """Drops the dead connection; the cause as a sentence."""
+        self._in_flight = False
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         time.sleep(0.2)  # let the watcher record why the driver died
-        detail = self.driver.error or _error(exc)
+        detail = self.driver.error or error_text(exc)
         log.warning("job lost its Ray workers: %s", detail)
         return f"Ray went down ({detail})"
 
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.send(("close",))
-            self._conn.close()
-            self._conn = None
+    def _close(self) -> None:
+        self._drop()
 
 
 _shared: RayDriver | None = None
@@ -404,43 +459,58 @@ def shutdown_shared() -> None:
 
 # --- the driver process -----------------------------------------------------------------------
 def _serve_pool(conn: Connection) -> None:
-    """One job's pool: open, evaluate batches (outcomes streamed as they finish), close."""
-    from workers.pool import make_ray_pool
+    """One job's pool: open, evaluate batches (outcomes streamed as they finish), close.
 
-    pool = None
+    A reader thread takes the controller's messages, so that a ``Cancel`` reaches the pool
+    while a batch runs; this thread answers the others in order.
+    """
+    import queue as queues
+
+    pool: Any = None
     try:
         msg = conn.recv()
         try:
-            from search_spaces.registry import allow_plugins
-
-            allow_plugins(msg[2].plugins)  # the driver process validates like the controller
-            pool = make_ray_pool(msg[1], msg[2])
+            assert isinstance(msg, OpenPool), msg
+            pool = msg.build()
         except Exception as exc:  # noqa: BLE001 - the job fails with this message
-            conn.send(("error", _error(exc)))
+            conn.send(Failed(error_text(exc)))
             return
-        conn.send(("opened", pool.space, pool.dense_metrics))
-        while True:
-            msg = conn.recv()
-            if msg[0] == "close":
-                return
-            if msg[0] == "pids":
-                conn.send(("pids", pool.worker_pids()))
-                continue
-            if msg[0] == "latency_table":
-                try:
-                    conn.send(("latency_table", pool.latency_table(tuple(msg[1])).to_dict()))
-                except Exception as exc:  # noqa: BLE001 - the job fails with this message
-                    conn.send(("error", _error(exc)))
-                continue
+        conn.send(Opened(pool.space, pool.dense_metrics))
+        inbox: queues.SimpleQueue[Any] = queues.SimpleQueue()
+        state = {"running": 0, "cancelled": 0}  # batch numbers
+
+        def read() -> None:
             try:
-                for outcome in pool.evaluate(msg[1]):
-                    conn.send(("outcome", outcome))
+                while True:
+                    msg = conn.recv()
+                    if isinstance(msg, Cancel):
+                        state["cancelled"] = max(state["cancelled"], msg.seq)
+                        if state["running"] == msg.seq:
+                            pool.cancel()
+                        continue
+                    inbox.put(msg)
+                    if isinstance(msg, Close):
+                        return
             except (EOFError, OSError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - Ray itself failed: the controller retries
-                conn.send(("error", _error(exc)))
-                continue
-            conn.send(("done",))
+                pool.cancel()
+                inbox.put(None)
+
+        threading.Thread(target=read, name="autoprune-pool-reader", daemon=True).start()
+        while True:
+            msg = inbox.get()
+            if msg is None or isinstance(msg, Close):
+                return
+            if isinstance(msg, WorkerPidsRequest):
+                conn.send(WorkerPids(tuple(pool.worker_pids())))
+            elif isinstance(msg, MeasureLatencyTable):
+                try:
+                    conn.send(LatencyTableMeasured(pool.latency_table(msg.ratios)))
+                except Exception as exc:  # noqa: BLE001 - the job fails with this message
+                    conn.send(Failed(error_text(exc)))
+            elif isinstance(msg, EvaluateBatch):
+                _serve_batch(conn, pool, msg, state)
+            else:
+                conn.send(Failed(f"the Ray driver cannot answer {type(msg).__name__}"))
     except (EOFError, OSError):
         pass  # the controller closed the pool or went away
     finally:
@@ -448,6 +518,24 @@ def _serve_pool(conn: Connection) -> None:
             with contextlib.suppress(Exception):  # Ray may be gone already
                 pool.close()
         conn.close()
+
+
+def _serve_batch(conn: Connection, pool: Any, batch: EvaluateBatch, state: dict[str, int]) -> None:
+    state["running"] = batch.seq
+    try:
+        if state["cancelled"] < batch.seq:
+            for outcome in pool.evaluate(batch.proposals):
+                if state["cancelled"] >= batch.seq:
+                    break  # cancelled before the pool saw it
+                conn.send(Evaluated(outcome))
+    except (EOFError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray itself failed: the controller retries
+        conn.send(Failed(error_text(exc)))
+        return
+    finally:
+        state["running"] = 0
+    conn.send(BatchDone(batch.seq, cancelled=state["cancelled"] >= batch.seq))
 
 
 def _watch_ray(report: Any) -> None:
@@ -509,7 +597,7 @@ def main() -> None:
         listener = Listener(config["socket"], family="AF_UNIX", authkey=bytes.fromhex(config["authkey"]))
         address = ray.get_runtime_context().gcs_address
     except BaseException as exc:  # noqa: BLE001 - the controller reports why Ray did not start
-        report({"ok": False, "error": _error(exc)})
+        report({"ok": False, "error": error_text(exc)})
         os._exit(2)
     ray_up.set()
     if parent_gone.is_set():
