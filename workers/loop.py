@@ -21,6 +21,7 @@ from agents.types import Outcome, Proposal
 from search_spaces.space import PolicyError, SearchSpace
 from workers.pool_base import Pool
 
+
 @dataclass
 class SearchSummary:
     """How a search ended and what it did."""

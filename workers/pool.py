@@ -1,4 +1,4 @@
-"""Evaluator pools: one in-process evaluator, or long-lived Ray actors evaluating in parallel.
+r"""Evaluator pools: one in-process evaluator, or long-lived Ray actors evaluating in parallel.
 
 Both are :class:`workers.pool_base.Pool`\ s: an :class:`Outcome` per proposal as each finishes. An
 evaluation that raises becomes a failed outcome carrying the error; on Ray, an actor that dies
@@ -13,15 +13,28 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agents.latency_table import LatencyTable
 from agents.types import Metrics, Outcome, Proposal
 from search_spaces.space import SearchSpace
-from workers.messages import Dense, EvaluateRequest, Evaluated, LatencyTableMeasured, MeasureLatencyTable
-from workers.pool_base import EvaluatorLike, Pool, Retries, error_text, evaluate_one, latency_table_of
+from workers.messages import (
+    Dense,
+    Evaluated,
+    EvaluateRequest,
+    LatencyTableMeasured,
+    MeasureLatencyTable,
+)
+from workers.pool_base import (
+    EvaluatorLike,
+    Pool,
+    Retries,
+    error_text,
+    evaluate_one,
+    latency_table_of,
+)
 
 if TYPE_CHECKING:
     from workers.spec import JobSpec
@@ -46,7 +59,7 @@ class InProcessPool(Pool):
             self._dense = self.evaluator.dense_metrics()
         return self._dense
 
-    def _evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
         for p in proposals:
             yield evaluate_one(self.evaluator, p)
 
@@ -207,7 +220,7 @@ class RayPool(Pool):
         self.actors[index] = self._remote.remote(self._factory_ref)
         self.replaced += 1
 
-    def _evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from agents.latency_table import LatencyTable
@@ -130,7 +130,7 @@ class Pool(ABC):
         """The per-group latency table at ``ratios``, measured on one worker."""
 
     @abstractmethod
-    def _evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
         """One outcome per proposal as each finishes; may stop early once :attr:`cancelled`."""
 
     @abstractmethod

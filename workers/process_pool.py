@@ -21,9 +21,9 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection, wait
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,8 +35,8 @@ from workers.messages import (
     Close,
     Dense,
     DenseRequest,
-    EvaluateRequest,
     Evaluated,
+    EvaluateRequest,
     Failed,
     Finalized,
     FinalizeRequest,
@@ -268,7 +268,7 @@ class TaskProcess(Pool):
                 self._dense = self._request(DenseRequest(), Dense).metrics
             return self._dense
 
-    def _evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
         retries = Retries(self.max_retries)
         for p in proposals:
             if self.cancelled:

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from multiprocessing.connection import Client, Connection, Listener
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -333,7 +333,7 @@ class RemotePool(Pool):
             with contextlib.suppress(OSError):  # a dead driver has no batch to stop
                 self._send(Cancel(self._seq))
 
-    def _evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
         queue = list(proposals)
         retries = Retries(self.max_retries)
         while queue:

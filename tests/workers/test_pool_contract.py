@@ -32,13 +32,16 @@ class TestTaskProcess(PoolContract):
     def make(self) -> Iterator[MakePool]:
         yield from pool_maker(lambda **kw: TaskProcess(factory=FakeTaskFactory(**kw)))
 
+    def check_replaced(self, pool: Pool, deaths: int) -> None:
+        assert isinstance(pool, TaskProcess) and pool.restarts == deaths
+
     def test_a_dead_child_is_restarted(self, make: MakePool, tmp_path: Any) -> None:
         pool = make(die_on=0.5, die_marker=str(tmp_path / "deaths"))
         assert isinstance(pool, TaskProcess)
         first = pool.pid
         out = list(pool.evaluate(proposals(3)))
         assert all(o.ok for o in out) and pool.restarts == 1 and pool.pid != first
-        assert {o.metrics.extra["worker_pid"] for o in out if o.trial_id == 2} == {pool.pid}
+        assert {o.metrics.extra["worker_pid"] for o in out if o.trial_id == 2 and o.metrics} == {pool.pid}
 
     def test_a_broken_task_fails_at_start_with_its_cause(self) -> None:
         with pytest.raises(ValueError, match="no such evaluator"):
@@ -59,6 +62,9 @@ class TestRayPool(PoolContract):
     @pytest.fixture
     def make(self, ray_cluster: None) -> Iterator[MakePool]:
         yield from pool_maker(lambda **kw: RayPool(FakeFactory(**kw), tiny_space(), workers=2))
+
+    def check_replaced(self, pool: Pool, deaths: int) -> None:
+        assert isinstance(pool, RayPool) and pool.replaced == deaths
 
 
 @pytest.fixture(scope="module")
