@@ -19,11 +19,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from workers.loop import SearchSummary as SearchSummary
     from workers.loop import run_search as run_search
     from workers.pool import InProcessPool as InProcessPool
+    from workers.pool import RayPool as RayPool
+    from workers.pool import make_pool as make_pool
     from workers.pool_base import Pool as Pool
     from workers.pool_base import PoolClosed as PoolClosed
     from workers.process_pool import TaskProcess as TaskProcess
-    from workers.pool import RayPool as RayPool
-    from workers.pool import make_pool as make_pool
     from workers.ray_driver import RayDriver as RayDriver
     from workers.ray_driver import RemotePool as RemotePool
     from workers.spec import JobSpec as JobSpec
