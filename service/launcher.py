@@ -3,27 +3,23 @@ type: the runner consumes these, service/launch.py and the tests' fakes make the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from agents.types import Metrics, Outcome, Proposal
+from agents.types import Metrics, Outcome
 from search_spaces.space import SearchSpace
+from workers.artifacts import ArtifactInfo
+from workers.pool_base import Pool
 from workers.spec import JobSpec
 
+#: The pool a job evaluates with: the workers' one pool type (``workers.pool_base.Pool``).
+EvalPool = Pool
 
-class EvalPool(Protocol):
-    @property
-    def space(self) -> SearchSpace: ...
-
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]: ...
-
-    def close(self) -> None: ...
-
-
-#: finalize(candidates, out_dir, on_progress) -> artifacts, each with rank, dir, files, metrics.
-FinalizeFn = Callable[[list[Outcome], Path, Callable[[str], None] | None], Sequence[Any]]
+#: finalize(candidates, out_dir, on_progress) -> the accepted artifacts, best first, each with
+#: its trial id and ``dense_test_accuracy`` in its metrics.
+FinalizeFn = Callable[[list[Outcome], Path, Callable[[Any], None] | None], Sequence[ArtifactInfo]]
 
 
 @dataclass
@@ -32,7 +28,7 @@ class Launched:
 
     space: SearchSpace
     dense_metrics: Metrics
-    pool: EvalPool
+    pool: Pool
     finalize: FinalizeFn
 
 

@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from workers.pool import InProcessPool as InProcessPool
     from workers.pool import RayPool as RayPool
     from workers.pool import make_pool as make_pool
+    from workers.pool_base import Pool as Pool
+    from workers.pool_base import PoolClosed as PoolClosed
+    from workers.process_pool import TaskProcess as TaskProcess
     from workers.ray_driver import RayDriver as RayDriver
     from workers.ray_driver import RemotePool as RemotePool
     from workers.spec import JobSpec as JobSpec
@@ -36,7 +39,10 @@ _EXPORTS = {
     "Evaluator": "workers.evaluator",
     "LatencyMeter": "workers.latency",
     "NodeLock": "workers.latency",
+    "Pool": "workers.pool_base",
+    "PoolClosed": "workers.pool_base",
     "InProcessPool": "workers.pool",
+    "TaskProcess": "workers.process_pool",
     "RayPool": "workers.pool",
     "make_pool": "workers.pool",
     "RayDriver": "workers.ray_driver",

@@ -13,16 +13,13 @@ from typing import Any
 from agents.latency_table import LatencyTableRequest
 from agents.registry import AGENTS
 from agents.types import AgentHints, Budget
+from workers.pool_base import Pool
 
 
-def agent_hints(kind: str, budget: Budget, options: Mapping[str, Any] | None, pool: Any) -> AgentHints:
-    """The hints agent ``kind`` asks for under ``budget``, measured through ``pool``.
-
-    A pool that cannot measure (a test double without ``latency_table``) gives none; the agent
-    then works from its priors.
-    """
+def agent_hints(kind: str, budget: Budget, options: Mapping[str, Any] | None, pool: Pool) -> AgentHints:
+    """The hints agent ``kind`` asks for under ``budget``, measured through ``pool``."""
     table = None
     for request in AGENTS.get(kind).hint_requests(budget, dict(options or {})):
-        if isinstance(request, LatencyTableRequest) and hasattr(pool, "latency_table"):
-            table = pool.latency_table(request.ratios)
+        if isinstance(request, LatencyTableRequest):
+            table = pool.latency_table(tuple(request.ratios))
     return AgentHints(latency_table=table)

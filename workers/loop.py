@@ -12,22 +12,14 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from agents.base import Agent
 from agents.types import Outcome, Proposal
 from search_spaces.space import PolicyError, SearchSpace
-
-
-class Pool(Protocol):
-    """What ``run_search`` needs from an evaluator pool (``InProcessPool``, ``RayPool``)."""
-
-    @property
-    def space(self) -> SearchSpace: ...
-
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]: ...
+from workers.pool_base import Pool
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Evaluator pools: one in-process evaluator, or long-lived Ray actors evaluating in parallel.
+r"""Evaluator pools: one in-process evaluator, or long-lived Ray actors evaluating in parallel.
 
-Both yield an :class:`Outcome` per proposal as each finishes. An evaluation that raises becomes a
-failed outcome carrying the error; on Ray, an actor that dies (killed, out of memory, node lost)
-is replaced and its trial retried once on a live actor, then reported failed. Actors load the
+Both are :class:`workers.pool_base.Pool`\ s: an :class:`Outcome` per proposal as each finishes. An
+evaluation that raises becomes a failed outcome carrying the error; on Ray, an actor that dies
+(killed, out of memory, node lost) is replaced and its trial retried once on a live actor
+(:class:`~workers.pool_base.Retries`), then reported failed. Actors load the
 dense model and data once: the dense weights and the search space travel through Ray's object
 store, so workers neither retrain the reference nor rebuild the dependency graph.
 """
@@ -12,35 +13,39 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from agents.latency_table import LatencyTable
 from agents.types import Metrics, Outcome, Proposal
 from search_spaces.space import SearchSpace
+from workers.messages import (
+    Dense,
+    Evaluated,
+    EvaluateRequest,
+    LatencyTableMeasured,
+    MeasureLatencyTable,
+)
+from workers.pool_base import (
+    EvaluatorLike,
+    Pool,
+    Retries,
+    error_text,
+    evaluate_one,
+    latency_table_of,
+)
 
 if TYPE_CHECKING:
     from workers.spec import JobSpec
     from workers.task import Task, WorkerSettings
 
 
-class EvaluatorLike(Protocol):
-    space: SearchSpace
-
-    def dense_metrics(self) -> Metrics: ...
-
-    def evaluate(self, policy: dict[str, float]) -> Metrics: ...
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-class InProcessPool:
-    """Evaluates one proposal at a time in this process (``workers: 0``; tests, debugging)."""
+class InProcessPool(Pool):
+    """Evaluates one proposal at a time in this process (tests, benches, debugging); no workers."""
 
     def __init__(self, evaluator: EvaluatorLike) -> None:
+        super().__init__()
         self.evaluator = evaluator
         self._dense: Metrics | None = None
 
@@ -54,22 +59,15 @@ class InProcessPool:
             self._dense = self.evaluator.dense_metrics()
         return self._dense
 
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
         for p in proposals:
-            try:
-                metrics = self.evaluator.evaluate(p.policy)
-            except Exception as exc:  # noqa: BLE001 - a failed trial, reported with its error
-                yield Outcome(p.trial_id, p.policy, None, _error(exc))
-            else:
-                yield Outcome(p.trial_id, p.policy, metrics, None)
+            yield evaluate_one(self.evaluator, p)
 
     def latency_table(self, ratios: tuple[float, ...]) -> LatencyTable:
         """The per-group latency table (``workers.latency_table``), measured here."""
-        from workers.latency_table import measure_latency_table
+        return latency_table_of(self.evaluator, ratios)
 
-        return measure_latency_table(self.evaluator, ratios)  # type: ignore[arg-type]
-
-    def close(self) -> None:
+    def _close(self) -> None:
         pass
 
 
@@ -82,18 +80,17 @@ class _EvaluatorActor:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node": socket.gethostname()}
 
-    def dense_metrics(self) -> dict[str, Any]:
-        return self._evaluator.dense_metrics().to_dict()
+    def dense_metrics(self) -> Dense:
+        return Dense(self._evaluator.dense_metrics())
 
-    def latency_table(self, ratios: list[float]) -> dict[str, Any]:
-        from workers.latency_table import measure_latency_table
+    def latency_table(self, request: MeasureLatencyTable) -> LatencyTableMeasured:
+        return LatencyTableMeasured(latency_table_of(self._evaluator, request.ratios))
 
-        return measure_latency_table(self._evaluator, ratios).to_dict()  # type: ignore[arg-type]
-
-    def evaluate(self, policy: dict[str, float]) -> dict[str, Any]:
-        metrics = self._evaluator.evaluate(policy)
-        metrics.extra = {**metrics.extra, "worker_pid": os.getpid()}
-        return metrics.to_dict()
+    def evaluate(self, request: EvaluateRequest) -> Evaluated:
+        outcome = evaluate_one(self._evaluator, request.proposal)
+        if outcome.metrics is not None:
+            outcome.metrics.extra = {**outcome.metrics.extra, "worker_pid": os.getpid()}
+        return Evaluated(outcome)
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -159,8 +156,11 @@ def actor_options(
     return options
 
 
-class RayPool:
+class RayPool(Pool):
     """``workers`` long-lived evaluator actors; a dead actor is replaced, its trial retried once."""
+
+    #: how often a batch waiting on its actors looks for a cancel from another thread
+    CANCEL_POLL_S = 0.2
 
     def __init__(
         self,
@@ -172,6 +172,7 @@ class RayPool:
         resources: Mapping[str, float] | None = None,
         max_retries: int = 1,
     ) -> None:
+        super().__init__()
         if workers < 1:
             raise ValueError(f"workers must be >= 1 for a RayPool, got {workers}")
         ensure_ray()
@@ -187,7 +188,7 @@ class RayPool:
         try:
             # wait for every actor to finish loading: a broken task fails here, with its cause
             ray.get([a.info.remote() for a in self.actors])
-            self._dense = Metrics.from_dict(ray.get(self.actors[0].dense_metrics.remote()))
+            self._dense = ray.get(self.actors[0].dense_metrics.remote()).metrics
         except Exception:
             self.close()
             raise
@@ -209,7 +210,8 @@ class RayPool:
         """The per-group latency table, measured by one actor (measurements hold its node)."""
         import ray
 
-        return LatencyTable.from_dict(ray.get(self.actors[0].latency_table.remote(list(ratios))))
+        reply = ray.get(self.actors[0].latency_table.remote(MeasureLatencyTable(tuple(ratios))))
+        return reply.table  # type: ignore[no-any-return]
 
     def _replace(self, index: int) -> None:
         import ray
@@ -218,42 +220,42 @@ class RayPool:
         self.actors[index] = self._remote.remote(self._factory_ref)
         self.replaced += 1
 
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
         queue = deque(proposals)
-        deaths: dict[int, int] = {}
+        retries = Retries(self.max_retries)
         idle = deque(range(len(self.actors)))
         in_flight: dict[Any, tuple[int, Proposal]] = {}
         while queue or in_flight:
             while queue and idle:
                 index, p = idle.popleft(), queue.popleft()
-                in_flight[self.actors[index].evaluate.remote(p.policy)] = (index, p)
-            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+                in_flight[self.actors[index].evaluate.remote(EvaluateRequest(p))] = (index, p)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.CANCEL_POLL_S)
+            if self.cancelled:
+                return  # the actors finish what they run; nobody reads it
+            if not ready:
+                continue
+            (ref,) = ready
             index, p = in_flight.pop(ref)
             try:
-                outcome = Outcome(p.trial_id, p.policy, Metrics.from_dict(ray.get(ref)), None)
-            except RayTaskError as exc:  # the evaluation raised; the actor is fine
-                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                outcome = Outcome(p.trial_id, p.policy, None, _error(cause))
+                outcome = ray.get(ref).outcome
+            except RayTaskError as exc:  # the actor failed outside the evaluation; it lives on
+                cause = getattr(exc, "cause", None) or exc
+                outcome = Outcome(p.trial_id, p.policy, None, error_text(cause))
             except RayActorError as exc:  # the actor process died: replace it, retry the trial
                 self._replace(index)
-                deaths[p.trial_id] = deaths.get(p.trial_id, 0) + 1
-                if deaths[p.trial_id] <= self.max_retries:
+                idle.append(index)
+                final = retries.worker_died(p, error_text(exc))
+                if final is None:
                     queue.appendleft(p)
-                    idle.append(index)
                     continue
-                outcome = Outcome(
-                    p.trial_id,
-                    p.policy,
-                    None,
-                    f"worker died {deaths[p.trial_id]} times: {_error(exc)}",
-                )
+                outcome = final
             idle.append(index)
             yield outcome
 
-    def close(self) -> None:
+    def _close(self) -> None:
         import ray
 
         for actor in self.actors:
@@ -261,7 +263,7 @@ class RayPool:
         self.actors = []
 
 
-def make_pool(spec: JobSpec, settings: WorkerSettings) -> InProcessPool | RayPool:
+def make_pool(spec: JobSpec, settings: WorkerSettings) -> Pool:
     """The pool a job asks for: ``spec.workers == 0`` in-process, else that many Ray actors.
 
     The Ray pool is this process's driver (see :func:`ensure_ray`); the service uses
@@ -323,7 +325,36 @@ class TaskFactory:
         spec = JobSpec.model_validate_json(self.spec_json)
         return rebuild_task(spec, self.settings, ray.get(self.state_ref), self.space)
 
-    def __call__(self) -> Any:
+    def evaluator(self, task: Task) -> EvaluatorLike:
         from workers.evaluator import Evaluator
 
-        return Evaluator(self.task(), settings=self.settings, threads=self.threads)
+        return Evaluator(task, settings=self.settings, threads=self.threads)
+
+    def __call__(self) -> EvaluatorLike:
+        return self.evaluator(self.task())
+
+
+@dataclass
+class JobRayPool:
+    """Opens a job's :class:`RayPool` from its spec (picklable: the Ray driver process runs it)."""
+
+    spec: JobSpec
+    settings: WorkerSettings
+
+    def __call__(self) -> RayPool:
+        from search_spaces.registry import allow_plugins
+
+        allow_plugins(self.settings.plugins)  # the driver process validates like the controller
+        return make_ray_pool(self.spec, self.settings)
+
+
+@dataclass
+class FactoryRayPool:
+    """Opens a :class:`RayPool` of ``workers`` actors built by ``factory`` (picklable; tests)."""
+
+    factory: Callable[[], EvaluatorLike]
+    space: SearchSpace
+    workers: int = 1
+
+    def __call__(self) -> RayPool:
+        return RayPool(self.factory, self.space, workers=self.workers)

@@ -4,8 +4,9 @@ The controller serves the API from the same Python process that runs the jobs' t
 work in that process (training a reference, evaluating in-process, fine-tuning at finalize)
 holds the GIL long enough to stall every request. :class:`TaskProcess` keeps that work in a
 ``spawn``-ed child: the job thread sends proposals and candidates over a pipe and gets outcomes,
-progress and artifacts back, so the runner's contract is unchanged (one outcome per proposal, as
-each finishes; ``close()`` at the end; a restarted controller simply starts a new child).
+progress and artifacts back (the named messages of :mod:`workers.messages`); it is a
+:class:`~workers.pool_base.Pool` like the others (one outcome per proposal, as each finishes;
+``close()`` at the end; a restarted controller simply starts a new child).
 
 A child that dies mid-trial (killed, out of memory) is started again and the trial retried once,
 then reported failed; a child whose parent died exits on its own (it never finalizes for a
@@ -15,46 +16,71 @@ controller that is gone).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from agents.latency_table import LatencyTable
 from agents.types import Metrics, Outcome, Proposal
 from search_spaces.space import SearchSpace
+from workers.artifacts import ArtifactInfo
+from workers.messages import (
+    Close,
+    Dense,
+    DenseRequest,
+    Evaluated,
+    EvaluateRequest,
+    Failed,
+    Finalized,
+    FinalizeRequest,
+    LatencyTableMeasured,
+    MeasureLatencyTable,
+    Progress,
+    Ready,
+)
+from workers.pool_base import (
+    EvaluatorLike,
+    Pool,
+    Retries,
+    TaskSource,
+    error_text,
+    evaluate_one,
+    latency_table_of,
+)
 
 if TYPE_CHECKING:
     from workers.spec import JobSpec
     from workers.task import Task, WorkerSettings
+
+R = TypeVar("R")
 
 
 class WorkerProcessDied(RuntimeError):
     """The child process exited while the controller waited on it."""
 
 
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 def finalize_outcomes(
     task: Task, candidates: list[Outcome], out_dir: Path, on_progress: Callable[[Any], None] | None
-) -> list[dict[str, Any]]:
-    """Finalizes ``candidates`` (best first): artifacts as dicts, with their trial ids and the
-    dense model's test accuracy beside the pruned one's."""
+) -> list[ArtifactInfo]:
+    """Finalizes ``candidates`` (best first): the accepted artifacts, each with its candidate's
+    ``trial_id`` and the dense model's test accuracy (``dense_test_accuracy``) in its metrics."""
     from workers.finalize import finalize as run_finalize
 
     usable = [o for o in candidates if o.metrics is not None]
     pairs = [(o.policy, o.metrics) for o in usable if o.metrics is not None]
     infos = run_finalize(task, pairs, task.spec.finalize, out_dir, on_progress=on_progress)
     dense_test = _dense_test_accuracy(task) if infos else None
-    # workers' ArtifactInfo knows its rank, not the trial: ranks follow the candidates' order
+    # finalize knows an artifact's rank, not its trial: ranks follow the candidates' order
     return [
-        {**info.to_dict(), "trial_id": usable[info.rank - 1].trial_id,
-         "metrics": {**info.metrics, "dense_test_accuracy": dense_test}}
+        dataclasses.replace(info, trial_id=usable[info.rank - 1].trial_id,
+                            metrics={**info.metrics, "dense_test_accuracy": dense_test})
         for info in infos
     ]
 
@@ -71,6 +97,28 @@ def _dense_test_accuracy(task: Task) -> float | None:
     return float(evaluate_accuracy(task.model, task.splits.test))
 
 
+@dataclass
+class LoadTask:
+    """The real task source of a task process: ``load_task`` (training the reference if need be)
+    and an :class:`~workers.evaluator.Evaluator` on it (picklable: it travels to the child)."""
+
+    spec_json: str
+    settings: WorkerSettings
+
+    def task(self) -> Task:
+        from search_spaces.registry import allow_plugins
+        from workers.spec import JobSpec
+        from workers.task import load_task
+
+        allow_plugins(self.settings.plugins)  # a spawned process: validates like the controller
+        return load_task(JobSpec.model_validate_json(self.spec_json), self.settings)
+
+    def evaluator(self, task: Task) -> EvaluatorLike:
+        from workers.evaluator import Evaluator
+
+        return Evaluator(task, settings=self.settings)
+
+
 # --- the child -----------------------------------------------------------------------------------
 def _exit_with_parent(parent: int) -> None:
     while True:
@@ -79,58 +127,46 @@ def _exit_with_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def _child(conn: Connection, spec_json: str, settings: WorkerSettings, parent: int) -> None:
+def _child(conn: Connection, source: TaskSource, parent: int) -> None:
     """The child's loop: one request at a time, answered on ``conn``."""
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    from search_spaces.registry import allow_plugins
-    from workers.evaluator import Evaluator
-    from workers.spec import JobSpec
-    from workers.task import load_task
-
-    allow_plugins(settings.plugins)  # a spawned process: validates like the controller
     try:
-        task = load_task(JobSpec.model_validate_json(spec_json), settings)
+        task = source.task()
     except BaseException as exc:  # noqa: BLE001 - the job's failure, reported to the controller
-        conn.send(("failed", _picklable(exc)))
+        conn.send(Failed(error_text(exc), _picklable(exc)))
         return
-    conn.send(("ready", task.space.to_dict()))
-    evaluator: Evaluator | None = None
+    conn.send(Ready(task.space))
+    evaluator: EvaluatorLike | None = None
     while True:
         try:
             msg = conn.recv()
         except EOFError:  # the controller closed the pipe
             return
-        kind = msg[0]
-        if kind == "close":
+        if isinstance(msg, Close):
             return
         try:
-            if kind in ("dense", "evaluate") and evaluator is None:
-                evaluator = Evaluator(task, settings=settings)
-            if kind == "dense":
+            if isinstance(msg, (DenseRequest, EvaluateRequest, MeasureLatencyTable)) and evaluator is None:
+                evaluator = source.evaluator(task)
+            if isinstance(msg, DenseRequest):
                 assert evaluator is not None
-                conn.send(("dense", evaluator.dense_metrics().to_dict()))
-            elif kind == "evaluate":
+                conn.send(Dense(evaluator.dense_metrics()))
+            elif isinstance(msg, EvaluateRequest):
                 assert evaluator is not None
-                trial_id, policy = msg[1], msg[2]
-                try:
-                    metrics = evaluator.evaluate(policy)
-                except Exception as exc:  # noqa: BLE001 - a failed trial, reported with its error
-                    conn.send(("outcome", trial_id, None, _error(exc)))
-                else:
-                    metrics.extra = {**metrics.extra, "worker_pid": os.getpid()}
-                    conn.send(("outcome", trial_id, metrics.to_dict(), None))
-            elif kind == "latency_table":  # the knapsack agent's hint, measured where the model is
-                from workers.latency_table import measure_latency_table
-
-                evaluator = evaluator or Evaluator(task, settings=settings)
-                conn.send(("latency_table", measure_latency_table(evaluator, msg[1]).to_dict()))
-            elif kind == "finalize":
-                candidates = [Outcome(t, p, Metrics.from_dict(m) if m else None) for t, p, m in msg[1]]
-                artifacts = finalize_outcomes(task, candidates, Path(msg[2]),
-                                              lambda info: conn.send(("progress", info)))
-                conn.send(("finalized", artifacts))
+                outcome = evaluate_one(evaluator, msg.proposal)
+                if outcome.metrics is not None:
+                    outcome.metrics.extra = {**outcome.metrics.extra, "worker_pid": os.getpid()}
+                conn.send(Evaluated(outcome))
+            elif isinstance(msg, MeasureLatencyTable):  # the knapsack's hint, measured where the model is
+                assert evaluator is not None
+                conn.send(LatencyTableMeasured(latency_table_of(evaluator, msg.ratios)))
+            elif isinstance(msg, FinalizeRequest):
+                artifacts = finalize_outcomes(task, list(msg.candidates), Path(msg.out_dir),
+                                              lambda info: conn.send(Progress(info)))
+                conn.send(Finalized(tuple(artifacts)))
+            else:
+                raise TypeError(f"the task process cannot answer {type(msg).__name__}")
         except BaseException as exc:  # noqa: BLE001 - raised again in the controller
-            conn.send(("error", _picklable(exc)))
+            conn.send(Failed(error_text(exc), _picklable(exc)))
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -139,18 +175,28 @@ def _picklable(exc: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001 - an exception type that does not survive pickling
-        return RuntimeError(_error(exc))
+        return RuntimeError(error_text(exc))
     return exc
 
 
 # --- the controller's side -------------------------------------------------------------------
-class TaskProcess:
-    """The job's task in a child process; an evaluator pool (``workers: 0``) and its finalize."""
+class TaskProcess(Pool):
+    """The job's task in a child process: a pool of one worker (``workers: 0``) and its finalize.
 
-    def __init__(self, spec: JobSpec, settings: WorkerSettings, *, max_retries: int = 1,
+    ``factory`` builds the task and its evaluator in the child (default: :class:`LoadTask` of
+    ``spec``); tests pass fakes. A child that dies mid-trial is started again and the trial
+    retried once (:class:`~workers.pool_base.Retries`), then reported failed.
+    """
+
+    def __init__(self, spec: JobSpec | None = None, settings: WorkerSettings | None = None, *,
+                 factory: TaskSource | None = None, max_retries: int = 1,
                  start_timeout: float | None = None) -> None:
-        self._spec_json = spec.model_dump_json()
-        self._settings = settings
+        super().__init__()
+        if factory is None:
+            if spec is None or settings is None:
+                raise ValueError("a TaskProcess needs a spec and settings, or a task factory")
+            factory = LoadTask(spec.model_dump_json(), settings)
+        self._source = factory
         self.max_retries = max_retries
         self.restarts = 0
         self._lock = threading.Lock()  # one request in flight: the job thread is the only caller
@@ -163,34 +209,36 @@ class TaskProcess:
     def _start(self, timeout: float | None = None) -> SearchSpace:
         ctx = mp.get_context("spawn")  # never fork a process that holds the API's threads
         parent_end, child_end = ctx.Pipe()
-        proc = ctx.Process(target=_child, args=(child_end, self._spec_json, self._settings, os.getpid()),
+        proc = ctx.Process(target=_child, args=(child_end, self._source, os.getpid()),
                            name="autoprune-task", daemon=True)
         proc.start()
         child_end.close()
         self._proc, self._conn = proc, parent_end
         msg = self._recv(timeout)
-        if msg[0] == "failed":
-            self.close()
-            raise msg[1]
-        return SearchSpace.from_dict(msg[1])
+        if isinstance(msg, Failed):
+            self._stop_child()
+            self._closed = True
+            raise msg.error()
+        assert isinstance(msg, Ready), msg
+        return msg.space
 
-    def _recv(self, timeout: float | None = None) -> tuple[Any, ...]:
+    def _recv(self, timeout: float | None = None) -> Any:
         assert self._conn is not None
         ready = wait([self._conn, self._proc.sentinel], timeout)
         if self._conn in ready:
             with contextlib.suppress(EOFError):
-                return self._conn.recv()  # type: ignore[no-any-return]
+                return self._conn.recv()
         if not ready:
             raise TimeoutError("the task process did not answer in time")
         self._proc.join(5)
         raise WorkerProcessDied(f"the task process died (exit code {self._proc.exitcode})")
 
-    def close(self) -> None:
+    def _stop_child(self) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
         if conn is not None:
             with contextlib.suppress(OSError, BrokenPipeError):
-                conn.send(("close",))
+                conn.send(Close())
             conn.close()
         if proc is not None:
             proc.join(5)
@@ -198,9 +246,15 @@ class TaskProcess:
                 proc.kill()
                 proc.join(5)
 
+    def _close(self) -> None:
+        self._stop_child()
+
     @property
     def pid(self) -> int | None:
         return None if self._proc is None else int(self._proc.pid)
+
+    def worker_pids(self) -> list[int]:
+        return [] if self.pid is None else [self.pid]
 
     # the pool contract
     @property
@@ -211,55 +265,53 @@ class TaskProcess:
     def dense_metrics(self) -> Metrics:
         with self._lock:
             if self._dense is None:
-                self._send(("dense",))
-                self._dense = Metrics.from_dict(self._expect("dense")[1])
+                self._dense = self._request(DenseRequest(), Dense).metrics
             return self._dense
 
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
+        retries = Retries(self.max_retries)
         for p in proposals:
+            if self.cancelled:
+                return
             with self._lock:
-                outcome = self._evaluate_one(p)
+                outcome = self._evaluate_one(p, retries)
             yield outcome
 
-    def _evaluate_one(self, p: Proposal) -> Outcome:
-        deaths = 0
+    def _evaluate_one(self, p: Proposal, retries: Retries) -> Outcome:
         while True:
             try:
-                self._send(("evaluate", p.trial_id, dict(p.policy)))
-                msg = self._expect("outcome")
+                return self._request(EvaluateRequest(p), Evaluated).outcome
             except WorkerProcessDied as exc:
-                deaths += 1
-                self.close()
+                self._stop_child()  # a fresh child for the retry, or for the next trial
                 self._space = self._start()
                 self.restarts += 1
-                if deaths > self.max_retries:
-                    return Outcome(p.trial_id, p.policy, None, f"worker died {deaths} times: {exc}")
-                continue
-            metrics = Metrics.from_dict(msg[2]) if msg[2] is not None else None
-            return Outcome(p.trial_id, p.policy, metrics, msg[3])
+                final = retries.worker_died(p, str(exc))
+                if final is not None:
+                    return final
 
-    def latency_table(self, ratios: tuple[float, ...]) -> Any:
+    def latency_table(self, ratios: tuple[float, ...]) -> LatencyTable:
         """The per-group latency table (``workers.latency_table``), measured in the child."""
-        from agents.latency_table import LatencyTable
-
         with self._lock:
-            self._send(("latency_table", list(ratios)))
-            return LatencyTable.from_dict(self._expect("latency_table")[1])
+            return self._request(MeasureLatencyTable(tuple(ratios)), LatencyTableMeasured).table
 
     def finalize(self, candidates: list[Outcome], out_dir: Path,
-                 on_progress: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:
-        wire = [(o.trial_id, dict(o.policy), o.metrics.to_dict() if o.metrics else None) for o in candidates]
+                 on_progress: Callable[[Any], None] | None = None) -> list[ArtifactInfo]:
+        """:func:`finalize_outcomes` in the child, its progress passed to ``on_progress``."""
         with self._lock:
-            self._send(("finalize", wire, str(out_dir)))
+            self._send(FinalizeRequest(tuple(candidates), str(out_dir)))
             while True:
-                msg = self._expect("finalized", "progress")
-                if msg[0] == "finalized":
-                    return list(msg[1])
+                msg = self._reply(Finalized, Progress)
+                if isinstance(msg, Finalized):
+                    return list(msg.artifacts)
                 if on_progress is not None:
-                    on_progress(msg[1])
+                    on_progress(msg.info)
 
     # wire
-    def _send(self, msg: tuple[Any, ...]) -> None:
+    def _request(self, msg: Any, reply: type[R]) -> R:
+        self._send(msg)
+        return self._reply(reply)
+
+    def _send(self, msg: Any) -> None:
         if self._conn is None:
             raise WorkerProcessDied("the task process is closed")
         try:
@@ -267,12 +319,12 @@ class TaskProcess:
         except (BrokenPipeError, OSError) as exc:
             raise WorkerProcessDied(f"the task process is gone: {exc}") from None
 
-    def _expect(self, *kinds: str) -> tuple[Any, ...]:
+    def _reply(self, *kinds: type) -> Any:
         msg = self._recv()
-        if msg[0] == "error":
-            raise msg[1]
-        if msg[0] not in kinds:
-            raise RuntimeError(f"task process answered {msg[0]!r}, expected {kinds}")
+        if isinstance(msg, Failed):
+            raise msg.error()
+        if not isinstance(msg, kinds):
+            raise RuntimeError(f"task process answered {type(msg).__name__}, expected {kinds}")
         return msg
 
 
@@ -298,15 +350,12 @@ def warm_reference(spec: JobSpec, settings: WorkerSettings) -> None:
     proc.join()
 
 
-def run_in_task_process(spec: JobSpec, settings: WorkerSettings) -> Callable[..., list[dict[str, Any]]]:
+def run_in_task_process(spec: JobSpec, settings: WorkerSettings) -> Callable[..., list[ArtifactInfo]]:
     """A finalize step that loads the task in a child process only when called (Ray jobs)."""
 
     def finalize(candidates: list[Outcome], out_dir: Path,
-                 on_progress: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:
-        proc = TaskProcess(spec, settings)
-        try:
+                 on_progress: Callable[[Any], None] | None = None) -> list[ArtifactInfo]:
+        with TaskProcess(spec, settings) as proc:
             return proc.finalize(candidates, out_dir, on_progress)
-        finally:
-            proc.close()
 
     return finalize

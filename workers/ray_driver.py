@@ -22,9 +22,9 @@ shutting Ray down first; the controller's :meth:`RayDriver.stop` does the same o
 If Ray dies anyway (its processes killed, out of memory), the child notices within a second
 (a watchdog polls the local processes Ray started; the core worker may also end it first) and
 exits; the controller only sees a closed socket. :meth:`RayDriver.state` turns ``down``
-(``/healthz`` shows it), a :class:`RemotePool` mid-evaluation starts a fresh driver and retries
-its unfinished trials once, then reports them failed with the cause, and the next job starts a
-fresh Ray.
+(``/healthz`` shows it), a :class:`~workers.remote_pool.RemotePool` mid-evaluation starts a fresh
+driver and retries its unfinished trials once, then reports them failed with the cause, and the
+next job starts a fresh Ray.
 """
 
 from __future__ import annotations
@@ -42,29 +42,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
 from multiprocessing.connection import Client, Connection, Listener
 from typing import TYPE_CHECKING, Any
 
+from workers.pool_base import error_text
+from workers.remote_pool import RayUnavailable, RemotePool, serve_pool
+
 if TYPE_CHECKING:
-    from agents.types import Metrics, Outcome, Proposal
-    from search_spaces.space import SearchSpace
     from workers.spec import JobSpec
     from workers.task import WorkerSettings
+
+__all__ = ["RayDriver", "RayUnavailable", "RemotePool", "ray_state", "shared_driver", "shutdown_shared"]
 
 log = logging.getLogger("autoprune.ray")
 
 #: How long the child may take to import Ray and run ``ray.init()`` (slow on a loaded host).
 START_TIMEOUT_S = 300.0
-
-
-class RayUnavailable(RuntimeError):
-    """Ray could not be started or reached, or the driver process died."""
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 # --- controller side --------------------------------------------------------------------------
@@ -215,11 +208,13 @@ class RayDriver:
         try:
             return Client(self._socket, family="AF_UNIX", authkey=self._authkey)
         except OSError as exc:
-            raise RayUnavailable(f"cannot reach the Ray driver: {_error(exc)}") from exc
+            raise RayUnavailable(f"cannot reach the Ray driver: {error_text(exc)}") from exc
 
     def open_pool(self, spec: JobSpec, settings: WorkerSettings) -> RemotePool:
         """``spec.workers`` Ray actors for this job, hosted by the driver process."""
-        return RemotePool(self, spec, settings)
+        from workers.pool import JobRayPool
+
+        return RemotePool(self, JobRayPool(spec, settings))
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] | None:
@@ -240,129 +235,6 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] 
             if proc.poll() is not None:
                 return None
     return None
-
-
-class RemotePool:
-    """A job's :class:`~workers.pool.RayPool`, living in the driver process (same interface).
-
-    If the driver dies mid-evaluation, unfinished trials are retried once on a fresh driver
-    (``max_retries``), then reported failed with the cause; a dead driver never raises out of
-    :meth:`evaluate`, so the job records every trial and goes on.
-    """
-
-    def __init__(self, driver: RayDriver, spec: JobSpec, settings: WorkerSettings,
-                 *, max_retries: int = 1) -> None:
-        self.driver, self.spec, self.settings, self.max_retries = driver, spec, settings, max_retries
-        self.reopened = 0
-        self._conn: Connection | None = None
-        self._space: SearchSpace | None = None
-        self._dense: Metrics | None = None
-        self._open()
-
-    def _open(self) -> None:
-        conn = self.driver.connect()
-        try:
-            conn.send(("open", self.spec, self.settings))
-            reply = conn.recv()
-        except (EOFError, OSError) as exc:
-            conn.close()
-            raise RayUnavailable(f"the Ray driver died while starting the job's workers "
-                                 f"({self.driver.error or _error(exc)})") from exc
-        if reply[0] != "opened":
-            conn.close()
-            raise RuntimeError(reply[1])
-        self._conn, self._space, self._dense = conn, reply[1], reply[2]
-
-    @property
-    def space(self) -> SearchSpace:
-        assert self._space is not None
-        return self._space
-
-    @property
-    def dense_metrics(self) -> Metrics:
-        assert self._dense is not None
-        return self._dense
-
-    def worker_pids(self) -> list[int]:
-        return list(self._call("pids"))
-
-    def latency_table(self, ratios: tuple[float, ...]) -> Any:
-        """The per-group latency table, measured by one of the job's actors."""
-        from agents.latency_table import LatencyTable
-
-        return LatencyTable.from_dict(self._call("latency_table", list(ratios)))
-
-    def _call(self, what: str, *args: Any) -> Any:
-        assert self._conn is not None
-        self._conn.send((what, *args))
-        kind, value = self._conn.recv()
-        if kind == "error":
-            raise RuntimeError(value)
-        return value
-
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
-        from agents.types import Outcome
-
-        queue = deque(proposals)
-        lost: dict[int, int] = {}
-        while queue:
-            batch = list(queue)
-            done: set[int] = set()
-            try:
-                if self._conn is None:
-                    self._open()
-                assert self._conn is not None
-                self._conn.send(("evaluate", batch))
-                while True:
-                    msg = self._conn.recv()
-                    if msg[0] == "done":
-                        break
-                    if msg[0] == "error":
-                        raise RayUnavailable(msg[1])
-                    done.add(msg[1].trial_id)
-                    yield msg[1]
-                return
-            except GeneratorExit:  # abandoned mid-batch: its late outcomes must not reach the next one
-                self.close()
-                raise
-            except (EOFError, OSError, RayUnavailable) as exc:
-                cause = self._lost(exc)
-                queue = deque(p for p in batch if p.trial_id not in done)
-                retry: deque[Proposal] = deque()
-                for p in queue:
-                    lost[p.trial_id] = lost.get(p.trial_id, 0) + 1
-                    if lost[p.trial_id] <= self.max_retries:
-                        retry.append(p)
-                    else:
-                        yield Outcome(p.trial_id, p.policy, None,
-                                      f"Ray failed {lost[p.trial_id]} times during this trial: {cause}")
-                queue = retry
-                if queue:
-                    try:
-                        self._open()
-                        self.reopened += 1
-                    except Exception as exc2:  # noqa: BLE001 - no Ray now: the trials fail, the job goes on
-                        why = f"{cause}; a fresh Ray could not take over: {_error(exc2)}"
-                        for p in queue:
-                            yield Outcome(p.trial_id, p.policy, None, why)
-                        return
-
-    def _lost(self, exc: BaseException) -> str:
-        """Drops the dead connection; the cause as a sentence."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        time.sleep(0.2)  # let the watcher record why the driver died
-        detail = self.driver.error or _error(exc)
-        log.warning("job lost its Ray workers: %s", detail)
-        return f"Ray went down ({detail})"
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.send(("close",))
-            self._conn.close()
-            self._conn = None
 
 
 _shared: RayDriver | None = None
@@ -403,53 +275,6 @@ def shutdown_shared() -> None:
 
 
 # --- the driver process -----------------------------------------------------------------------
-def _serve_pool(conn: Connection) -> None:
-    """One job's pool: open, evaluate batches (outcomes streamed as they finish), close."""
-    from workers.pool import make_ray_pool
-
-    pool = None
-    try:
-        msg = conn.recv()
-        try:
-            from search_spaces.registry import allow_plugins
-
-            allow_plugins(msg[2].plugins)  # the driver process validates like the controller
-            pool = make_ray_pool(msg[1], msg[2])
-        except Exception as exc:  # noqa: BLE001 - the job fails with this message
-            conn.send(("error", _error(exc)))
-            return
-        conn.send(("opened", pool.space, pool.dense_metrics))
-        while True:
-            msg = conn.recv()
-            if msg[0] == "close":
-                return
-            if msg[0] == "pids":
-                conn.send(("pids", pool.worker_pids()))
-                continue
-            if msg[0] == "latency_table":
-                try:
-                    conn.send(("latency_table", pool.latency_table(tuple(msg[1])).to_dict()))
-                except Exception as exc:  # noqa: BLE001 - the job fails with this message
-                    conn.send(("error", _error(exc)))
-                continue
-            try:
-                for outcome in pool.evaluate(msg[1]):
-                    conn.send(("outcome", outcome))
-            except (EOFError, OSError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - Ray itself failed: the controller retries
-                conn.send(("error", _error(exc)))
-                continue
-            conn.send(("done",))
-    except (EOFError, OSError):
-        pass  # the controller closed the pool or went away
-    finally:
-        if pool is not None:
-            with contextlib.suppress(Exception):  # Ray may be gone already
-                pool.close()
-        conn.close()
-
-
 def _watch_ray(report: Any) -> None:
     """Exits this process as soon as one of the local Ray processes it started has died."""
     import ray._private.worker as ray_worker
@@ -509,7 +334,7 @@ def main() -> None:
         listener = Listener(config["socket"], family="AF_UNIX", authkey=bytes.fromhex(config["authkey"]))
         address = ray.get_runtime_context().gcs_address
     except BaseException as exc:  # noqa: BLE001 - the controller reports why Ray did not start
-        report({"ok": False, "error": _error(exc)})
+        report({"ok": False, "error": error_text(exc)})
         os._exit(2)
     ray_up.set()
     if parent_gone.is_set():
@@ -524,7 +349,7 @@ def main() -> None:
                 return
             except Exception:  # noqa: BLE001 - a client failing authentication: ignore it
                 continue
-            threading.Thread(target=_serve_pool, args=(conn,), daemon=True).start()
+            threading.Thread(target=serve_pool, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     report({"ok": True, "address": address, "pid": os.getpid()})

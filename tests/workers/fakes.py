@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from agents.base import Agent
+from agents.latency_table import LatencyTable
 from agents.types import Budget, Metrics, Outcome, Proposal
 from search_spaces.space import Group, LayerCost, SearchSpace
 
@@ -35,13 +39,40 @@ def tiny_space() -> SearchSpace:
 
 
 class FakeEvaluator:
-    """Quality falls with the pruned fraction; ``fail_on`` ratios raise; ``delay_s`` sleeps."""
+    """Quality falls with the pruned fraction; ``fail_on`` ratios raise; ``delay_s`` sleeps.
 
-    def __init__(self, delay_s: float = 0.0, fail_on: float | None = None) -> None:
+    ``die_on``: a policy with that ratio kills this process (SIGKILL) the first ``die_times``
+    times it is evaluated, counted in the file ``die_marker`` (shared by every worker process),
+    then evaluates normally: a worker dying mid-batch, deterministically.
+    """
+
+    def __init__(self, delay_s: float = 0.0, fail_on: float | None = None, *,
+                 die_on: float | None = None, die_marker: str | None = None, die_times: int = 1) -> None:
         self.space = tiny_space()
         self.delay_s = delay_s
         self.fail_on = fail_on
+        self.die_on, self.die_marker, self.die_times = die_on, die_marker, die_times
         self.calls: list[dict[str, float]] = []
+
+    def _maybe_die(self, policy: dict[str, float]) -> None:
+        if self.die_on is None or self.die_marker is None:
+            return
+        if not any(abs(r - self.die_on) < 1e-9 for r in policy.values()):
+            return
+        marker = Path(self.die_marker)
+        deaths = len(marker.read_text()) if marker.exists() else 0
+        if deaths < self.die_times:
+            with marker.open("a") as fh:
+                fh.write("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def latency_table(self, ratios: Sequence[float]) -> LatencyTable:
+        """Latency proportional to kept channels, one group at a time (the contract's table)."""
+        entries = {}
+        for g in self.space.groups:
+            kept = sorted({self.space.kept_channels(g, min(r, self.space.max_ratio)) for r in ratios})
+            entries[g.name] = tuple((k, k / g.channels) for k in kept if k != g.channels)
+        return LatencyTable(dense_ms=1.0, entries=entries)
 
     def dense_metrics(self) -> Metrics:
         return self.evaluate({})
@@ -49,6 +80,7 @@ class FakeEvaluator:
     def evaluate(self, policy: dict[str, float]) -> Metrics:
         policy = self.space.validate(policy)
         self.calls.append(policy)
+        self._maybe_die(policy)
         if self.fail_on is not None and any(abs(r - self.fail_on) < 1e-9 for r in policy.values()):
             raise RuntimeError(f"cannot evaluate ratio {self.fail_on}")
         time.sleep(self.delay_s)
@@ -72,6 +104,19 @@ class FakeFactory:
 
     def __call__(self) -> FakeEvaluator:
         return FakeEvaluator(**self.kwargs)
+
+
+class FakeTaskFactory:
+    """Picklable task source for a ``TaskProcess``: the 'task' is a FakeEvaluator (it has a space)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+    def task(self) -> FakeEvaluator:
+        return FakeEvaluator(**self.kwargs)
+
+    def evaluator(self, task: FakeEvaluator) -> FakeEvaluator:
+        return task
 
 
 class ListAgent(Agent):

@@ -1,4 +1,7 @@
-"""RayPool with a real local Ray and a model-free evaluator: failures, deaths, retries."""
+"""RayPool with a real local Ray and a model-free evaluator: what is particular to it (both
+actors used, actors killed from outside, resources). The pool contract
+(tests/workers/test_pool_contract.py ``TestRayPool``) covers evaluate, errors, cancel, a worker
+dying mid-batch and close."""
 
 from __future__ import annotations
 
@@ -33,17 +36,6 @@ def test_ray_pool_equals_in_process_and_uses_both_workers(ray_cluster: None) -> 
             assert ray_out[i].metrics.macs == local[i].metrics.macs
         assert len({o.metrics.extra["worker_pid"] for o in ray_out.values()}) == 2
         assert pool.dense_metrics.macs_ratio == 1.0
-    finally:
-        pool.close()
-
-
-def test_evaluation_error_becomes_failed_trial(ray_cluster: None) -> None:
-    pool = RayPool(FakeFactory(fail_on=0.5), FakeEvaluator().space, workers=1)
-    try:
-        out = {o.trial_id: o for o in pool.evaluate(_proposals(4))}
-        assert out[2].error is not None and "cannot evaluate ratio 0.5" in out[2].error
-        assert all(out[i].ok for i in (0, 1, 3))
-        assert pool.replaced == 0  # the actor survived its trial's error
     finally:
         pool.close()
 
