@@ -15,6 +15,14 @@ of every polling request is measured at the client; p50/p99 are reported.
     .venv/bin/python bench/api_load.py --real     # the same with real tiny jobs
     .venv/bin/python bench/api_load.py --real --profile   # and py-spy records the server (SVG)
     .venv/bin/python bench/api_load.py --profile prof.txt # collapsed stacks + who held the GIL, %
+
+``--reads N`` measures reads alone, closed-loop: 20 jobs are stored first (19 finished, the
+newest running, committing a trial every ``--delay`` s), then 50 clients each send N requests
+back to back, ``GET /jobs?limit=20`` and ``GET /jobs/{id}`` alternately; it prints p50/p99 and
+reads per second. ``--code DIR`` serves another checkout's service (the "before" of a change):
+
+    .venv/bin/python bench/api_load.py --reads 20
+    .venv/bin/python bench/api_load.py --reads 20 --code /work/main   # the same bench, older server
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":  # run as a script, bench/ would shadow the packages (bench/agents.py)
-    sys.path[0] = str(ROOT)
+    # (the server of ``--code DIR`` imports that checkout's packages instead)
+    sys.path[0] = os.environ.get("AUTOPRUNE_BENCH_CODE", str(ROOT))
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -217,15 +226,82 @@ async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout
     }
 
 
+async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int) -> dict[str, Any]:
+    """Stores ``jobs`` jobs (all but the newest finished, the newest running), then ``clients``
+    clients each send ``reads`` requests back to back: ``GET /jobs?limit=20`` and
+    ``GET /jobs/{id}`` alternately (ids in turn). Closed loop: the reads per second is the
+    server's throughput, and latency ≈ clients / throughput."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        ids = []
+        for _ in range(jobs - 1):
+            r = await http.post("/api/v1/jobs", json=_spec(trials))
+            if r.status_code != 201:
+                raise RuntimeError(f"submit failed: {r.status_code} {r.text[:200]}")
+            ids.append(r.json()["id"])
+        deadline = time.monotonic() + 120
+        while True:  # the stored jobs finish first
+            states = [(await http.get(f"/api/v1/jobs/{j}")).json()["state"] for j in ids]
+            if all(s in FINAL for s in states):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stored jobs did not finish: {states}")
+            await asyncio.sleep(0.2)
+        r = await http.post("/api/v1/jobs", json=_spec(20_000))  # runs (and commits) throughout
+        running = r.json()["id"]
+        ids.append(running)
+        while (await http.get(f"/api/v1/jobs/{running}")).json()["progress"]["trials_done"] < 2:
+            await asyncio.sleep(0.1)
+        latencies: list[float] = []
+        by_kind: dict[str, list[float]] = {}
+        errors: list[str] = []
+
+        async def client(k: int) -> None:
+            for i in range(reads):
+                url_ = "/api/v1/jobs?limit=20" if (i + k) % 2 == 0 else f"/api/v1/jobs/{ids[(k + i) % len(ids)]}"
+                t = time.perf_counter()
+                try:
+                    r = await http.get(url_)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{url_}: {type(exc).__name__}: {exc}")
+                    continue
+                ms = (time.perf_counter() - t) * 1000
+                latencies.append(ms)
+                by_kind.setdefault(_kind(url_), []).append(ms)
+                if r.status_code != 200:
+                    errors.append(f"{url_}: HTTP {r.status_code}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[client(k) for k in range(clients)])
+        wall = time.perf_counter() - t0
+        state = (await http.get(f"/api/v1/jobs/{running}")).json()["state"]
+        await http.post(f"/api/v1/jobs/{running}/cancel")
+    return {
+        "jobs": jobs, "clients": clients, "reads_per_client": reads, "requests": len(latencies),
+        "errors": len(errors), "error_samples": errors[:5], "running_job_state": state,
+        "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+        "p99_ms": round(_percentile(latencies, 0.99), 2), "max_ms": round(max(latencies, default=0), 2),
+        "reads_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
+        "by_route": {k: {"n": len(v), "p50_ms": round(statistics.median(v), 2),
+                         "p99_ms": round(_percentile(v, 0.99), 2)} for k, v in sorted(by_kind.items())},
+    }
+
+
 def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float = 0.05, concurrent: int = 2,
              interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None, real: bool = False,
-             profile: Path | None = None, burst: bool = False) -> dict[str, Any]:
-    """Starts the server subprocess, drives the load, stops the server; returns the summary."""
+             profile: Path | None = None, burst: bool = False, reads: int = 0,
+             code: Path | None = None) -> dict[str, Any]:
+    """Starts the server subprocess, drives the load, stops the server; returns the summary.
+
+    ``reads`` > 0: the read-only closed-loop load of :func:`_read` instead of the polling one.
+    ``code``: the checkout whose service the server runs (default: this one)."""
     import httpx
 
     port = _free_port()
     tmp = Path(data_dir or tempfile.mkdtemp(prefix="autoprune-load-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(code or ROOT), "AUTOPRUNE_BENCH_CODE": str(code or ROOT)}
     env.pop("AUTOPRUNE_API_TOKEN", None)
     env.pop("AUTOPRUNE_DATABASE_URL", None)
     log = (tmp / "server.log").open("wb")
@@ -256,14 +332,18 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
                                     "--rate", "50", "--gil", "--threads", "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
-        cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
-        summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
-                                     burst=burst))
+        cpu0, wall0, client0 = _cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
+        if reads > 0:
+            summary = asyncio.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials))
+        else:
+            summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
+                                         burst=burst))
         cpu = _cpu_seconds(proc.pid) - cpu0
         # what the server process (its child task processes apart) got of a core while it served
         share = round(cpu / (time.perf_counter() - wall0), 2)
+        client = round((time.process_time() - client0) / (time.perf_counter() - wall0), 2)
         return {**summary, "poll_interval_s": interval, "burst_start": burst, "real_jobs": real, "server_cpu_s": round(cpu, 2),
-                "server_cores_used": share, "load_avg_1m": os.getloadavg()[0]}
+                "server_cores_used": share, "client_cores_used": client, "load_avg_1m": os.getloadavg()[0]}
     finally:
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes the profile and exits
@@ -289,6 +369,10 @@ def main() -> None:
                     help="all pollers start at the same instant (default: each at a random moment within its first interval)")
     ap.add_argument("--real", action="store_true", help="real tiny jobs (workers: 0, one trains its reference)")
     ap.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg flame graph, .json speedscope, .txt collapsed stacks)")
+    ap.add_argument("--reads", type=int, default=0,
+                    help="read-only closed loop: jobs stored first (one running), each client sends this many reads")
+    ap.add_argument("--code", type=Path, default=None,
+                    help="serve this checkout's service (e.g. /work/main for the code before a change)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -298,8 +382,14 @@ def main() -> None:
         return
     summary = run_load(jobs=args.jobs, clients=args.clients, trials=args.trials, delay=args.delay,
                        concurrent=args.concurrent, interval=args.interval, timeout=args.timeout, real=args.real,
-                       profile=args.profile, burst=args.burst)
+                       profile=args.profile, burst=args.burst, reads=args.reads, code=args.code)
     print(json.dumps(summary, indent=2))
+    if args.reads:
+        print(f"reads: p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, {summary['reads_per_s']} reads/s "
+              f"over {summary['requests']} requests; {summary['errors']} errors; the server used "
+              f"{summary['server_cores_used']} of a core, the clients {summary['client_cores_used']} "
+              f"(load average {summary['load_avg_1m']:.1f})")
+        return
     print(f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms over {summary['requests']} requests; "
           f"{summary['jobs_succeeded']}/{summary['jobs']} jobs succeeded in {summary['wall_s']} s; "
           f"{summary['errors']} errors, {summary['retried']} GETs retried on a closed kept-alive connection; "

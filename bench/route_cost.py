@@ -61,8 +61,9 @@ def main() -> None:
                 ids.append(row.id)
         job = ids[len(ids) // 2]
         calls: dict[str, Callable[[], object]] = {
-            "job": lambda: routes._job(db, job).model_dump_json(),
-            "jobs": lambda: routes.list_jobs(db, 0, 20).model_dump_json(),
+            # the running job's view is built per read (a finished one's is cached bytes)
+            "job": lambda: routes.views.one(db, job),
+            "jobs": lambda: routes.views.page(db, offset=0, limit=20),
             "trials": lambda: routes.list_trials(job, db, offset=0, limit=20, sort="trial_id",
                                                  order="asc").model_dump_json(),
             "pareto": lambda: routes.pareto(job, db).model_dump_json(),

@@ -75,6 +75,31 @@ def list_jobs(s: Session, *, offset: int, limit: int) -> tuple[Sequence[JobRow],
     return rows, count
 
 
+def job_page(s: Session, *, offset: int, limit: int) -> tuple[list[tuple[str, str]], int]:
+    """A page of the jobs list as (id, state), newest first, and the total: the listing reads
+    the stored spec/space columns only of the jobs whose view it has to build."""
+    count = s.scalar(_JOB_COUNT) or 0
+    rows = s.execute(_JOB_PAGE, {"offset": offset, "limit": limit}).all()
+    return [(job_id, state) for job_id, state in rows], count
+
+
+def jobs_by_ids(s: Session, *, job_ids: Sequence[str]) -> dict[str, JobRow]:
+    if not job_ids:
+        return {}
+    return {row.id: row for row in s.scalars(_JOBS_BY_IDS, {"job_ids": list(job_ids)})}
+
+
+# built once (building a statement costs more Python than SQLite spends running it)
+_JOB_COUNT = sa.select(sa.func.count()).select_from(JobRow)
+_JOB_PAGE = (
+    sa.select(JobRow.id, JobRow.state)
+    .order_by(JobRow.created_at.desc(), JobRow.id.desc())
+    .offset(sa.bindparam("offset"))
+    .limit(sa.bindparam("limit"))
+)
+_JOBS_BY_IDS = sa.select(JobRow).where(JobRow.id.in_(sa.bindparam("job_ids", expanding=True)))
+
+
 def set_state(s: Session, *, job: JobRow, state: str, error: str | None = None) -> None:
     """Moves ``job`` to ``state`` (stamping the times) and appends the ``state`` event."""
     job.state = state
@@ -163,6 +188,12 @@ def release_lease(s: Session, *, job_id: str, owner: str) -> bool:
     """Frees ``owner``'s lease (job finished, or the controller stops); False if not held."""
     where = sa.and_(JobRow.id == job_id, JobRow.lease_owner == owner)
     return _update_lease(s, where, lease_owner=None, lease_expires_at=None)
+
+
+def save_agent_state(s: Session, *, job_id: str, state: dict[str, Any]) -> None:
+    """Stores the agent's state for resume (one UPDATE: the job row is not loaded)."""
+    s.execute(sa.update(JobRow).where(JobRow.id == job_id).values(agent_state=state)
+              .execution_options(synchronize_session=False))
 
 
 def cancel_requested_among(s: Session, *, job_ids: Sequence[str]) -> list[str]:
@@ -320,6 +351,19 @@ def add_event(s: Session, *, job_id: str, type: str, data: dict[str, Any]) -> in
     s.flush()
     s.info.setdefault(EVENT_JOBS, set()).add(job_id)  # woken after the commit (Database)
     return seq
+
+
+def add_events(s: Session, *, job_id: str, events: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+    """Appends several events in order with one sequence read (a trial's commit writes three)."""
+    if not events:
+        return []
+    first = (s.scalar(sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == job_id)) or 0) + 1
+    now = utcnow()
+    s.add_all([EventRow(job_id=job_id, seq=first + i, type=type, data=data, created_at=now)
+               for i, (type, data) in enumerate(events)])
+    s.flush()
+    s.info.setdefault(EVENT_JOBS, set()).add(job_id)  # woken after the commit (Database)
+    return list(range(first, first + len(events)))
 
 
 def events_after(s: Session, *, job_id: str, seq: int, limit: int = 500) -> Sequence[EventRow]:
