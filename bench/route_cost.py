@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METRICS = {"params": 10.0, "macs_ratio": 0.5, "params_ratio": 0.5, "latency_ms": None, "latency_spread_ms": None,
+METRICS: dict[str, object] = {"params": 10.0, "macs_ratio": 0.5, "params_ratio": 0.5, "latency_ms": None, "latency_spread_ms": None,
            "latency_ratio": None, "eval_seconds": 1.0, "node": "bench", "extra": {}}
 
 

@@ -4,7 +4,9 @@ A finished job's view never changes again (its final state and the release of it
 transaction), so its JSON is built once and kept (bounded, least recently used dropped): reading
 it again touches neither the database nor pydantic. Unfinished jobs' views are built per read,
 a page's trial summaries in one batch. A page reads ids and states first, so the stored
-spec/space columns are decoded only for the views it builds.
+spec/space columns are decoded only for the views it builds. At most ``readers`` threads read
+at once: with one GIL and one database file more give no parallelism, only more threads for the
+event loop (which answers the cached views) to wait behind; the others sleep on a semaphore.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from service.states import FINAL_STATES
 class JobViews:
     """JSON of job views; those of finished jobs cached as bytes."""
 
-    def __init__(self, size: int = 2048) -> None:
+    def __init__(self, size: int = 2048, readers: int = 4) -> None:
         self.size = size
         self._finished: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self._readers = threading.BoundedSemaphore(readers)
 
     def finished(self, job_id: str) -> bytes | None:
         """The cached view of a finished job, or None (unknown, unfinished, or dropped)."""
@@ -42,13 +45,13 @@ class JobViews:
         body = self.finished(job_id)
         if body is not None:
             return body
-        with db.session_scope() as s:
+        with self._readers, db.session_scope() as s:
             row = repo.get_job(s, job_id)
             return self._build(s, [row])[row.id]
 
     def page(self, db: Database, *, offset: int, limit: int) -> bytes:
         """A page of the jobs list, newest first, as ``Page[Job]`` JSON."""
-        with db.session_scope() as s:
+        with self._readers, db.session_scope() as s:
             ids, count = repo.job_page(s, offset=offset, limit=limit)
             parts: dict[str, bytes] = {}
             for job_id, state in ids:
