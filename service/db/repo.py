@@ -135,8 +135,16 @@ def _free_or_stale(now: datetime) -> sa.ColumnElement[bool]:
 
 
 def _update_lease(s: Session, where: sa.ColumnElement[bool], **values: Any) -> bool:
-    stmt = sa.update(JobRow).where(where).values(**values).execution_options(synchronize_session=False)
-    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    # Core, on the session's connection: the ORM's bulk-update bookkeeping is not needed here
+    return s.connection().execute(sa.update(JobRow).where(where).values(**values)).rowcount == 1
+
+
+# the fence before each of a job's writes: built once, its values bound per call
+_RENEW = (
+    sa.update(JobRow)
+    .where(JobRow.id == sa.bindparam("b_job"), JobRow.lease_owner == sa.bindparam("b_owner"))
+    .values(lease_expires_at=sa.bindparam("b_expires"))
+)
 
 
 def take_lease(s: Session, *, job_id: str, owner: str, seconds: float) -> bool:
@@ -180,8 +188,8 @@ def renew_lease(s: Session, *, job_id: str, owner: str, seconds: float) -> bool:
     An expired lease nobody took yet is still ``owner``'s.
     """
     expires = db_now(s) + timedelta(seconds=seconds)
-    where = sa.and_(JobRow.id == job_id, JobRow.lease_owner == owner)
-    return _update_lease(s, where, lease_expires_at=expires)
+    bound = {"b_job": job_id, "b_owner": owner, "b_expires": expires}
+    return s.connection().execute(_RENEW, bound).rowcount == 1
 
 
 def release_lease(s: Session, *, job_id: str, owner: str) -> bool:
@@ -192,8 +200,7 @@ def release_lease(s: Session, *, job_id: str, owner: str) -> bool:
 
 def save_agent_state(s: Session, *, job_id: str, state: dict[str, Any]) -> None:
     """Stores the agent's state for resume (one UPDATE: the job row is not loaded)."""
-    s.execute(sa.update(JobRow).where(JobRow.id == job_id).values(agent_state=state)
-              .execution_options(synchronize_session=False))
+    s.connection().execute(sa.update(JobRow).where(JobRow.id == job_id).values(agent_state=state))
 
 
 def cancel_requested_among(s: Session, *, job_ids: Sequence[str]) -> list[str]:
@@ -346,11 +353,7 @@ def set_on_front(s: Session, *, job_id: str, trial_ids: Sequence[int], on: bool)
 # --- events -----------------------------------------------------------------------------------
 def add_event(s: Session, *, job_id: str, type: str, data: dict[str, Any]) -> int:
     """Appends an event with the job's next sequence number (UNIQUE(job_id, seq) guards races)."""
-    seq = (s.scalar(sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == job_id)) or 0) + 1
-    s.add(EventRow(job_id=job_id, seq=seq, type=type, data=data, created_at=utcnow()))
-    s.flush()
-    s.info.setdefault(EVENT_JOBS, set()).add(job_id)  # woken after the commit (Database)
-    return seq
+    return add_events(s, job_id=job_id, events=[(type, data)])[0]
 
 
 def add_events(s: Session, *, job_id: str, events: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
@@ -359,9 +362,9 @@ def add_events(s: Session, *, job_id: str, events: Sequence[tuple[str, dict[str,
         return []
     first = (s.scalar(sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == job_id)) or 0) + 1
     now = utcnow()
-    s.add_all([EventRow(job_id=job_id, seq=first + i, type=type, data=data, created_at=now)
-               for i, (type, data) in enumerate(events)])
-    s.flush()
+    rows = [{"job_id": job_id, "seq": first + i, "type": type, "data": data, "created_at": now}
+            for i, (type, data) in enumerate(events)]
+    s.connection().execute(sa.insert(EventRow), rows)  # Core executemany: no unit of work to flush
     s.info.setdefault(EVENT_JOBS, set()).add(job_id)  # woken after the commit (Database)
     return list(range(first, first + len(events)))
 
