@@ -226,7 +226,7 @@ async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout
     }
 
 
-async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int) -> dict[str, Any]:
+async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, pid: int) -> dict[str, Any]:
     """Stores ``jobs`` jobs (all but the newest finished, the newest running), then ``clients``
     clients each send ``reads`` requests back to back: ``GET /jobs?limit=20`` and
     ``GET /jobs/{id}`` alternately (ids in turn). Closed loop: the reads per second is the
@@ -273,9 +273,11 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int) -
                 if r.status_code != 200:
                     errors.append(f"{url_}: HTTP {r.status_code}")
 
-        t0 = time.perf_counter()
+        t0, cpu0, client0 = time.perf_counter(), _cpu_seconds(pid), time.process_time()
         await asyncio.gather(*[client(k) for k in range(clients)])
         wall = time.perf_counter() - t0
+        server_ms = (_cpu_seconds(pid) - cpu0) * 1000  # the running job's commits included
+        client_ms = (time.process_time() - client0) * 1000
         state = (await http.get(f"/api/v1/jobs/{running}")).json()["state"]
         await http.post(f"/api/v1/jobs/{running}/cancel")
     return {
@@ -284,6 +286,9 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int) -
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "p99_ms": round(_percentile(latencies, 0.99), 2), "max_ms": round(max(latencies, default=0), 2),
         "reads_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
+        # CPU per read while the clients read: the server's (its job's commits included), the clients'
+        "server_cpu_ms_per_read": round(server_ms / max(len(latencies), 1), 2),
+        "client_cpu_ms_per_read": round(client_ms / max(len(latencies), 1), 2),
         "by_route": {k: {"n": len(v), "p50_ms": round(statistics.median(v), 2),
                          "p99_ms": round(_percentile(v, 0.99), 2)} for k, v in sorted(by_kind.items())},
     }
@@ -334,7 +339,7 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
         specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
         cpu0, wall0, client0 = _cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
         if reads > 0:
-            summary = asyncio.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials))
+            summary = asyncio.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials, pid=proc.pid))
         else:
             summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
                                          burst=burst))
@@ -386,8 +391,8 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     if args.reads:
         print(f"reads: p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, {summary['reads_per_s']} reads/s "
-              f"over {summary['requests']} requests; {summary['errors']} errors; the server used "
-              f"{summary['server_cores_used']} of a core, the clients {summary['client_cores_used']} "
+              f"over {summary['requests']} requests; {summary['errors']} errors; CPU per read: the server "
+              f"{summary['server_cpu_ms_per_read']} ms, the clients {summary['client_cpu_ms_per_read']} ms "
               f"(load average {summary['load_avg_1m']:.1f})")
         return
     print(f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms over {summary['requests']} requests; "

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -75,12 +75,31 @@ def list_jobs(s: Session, *, offset: int, limit: int) -> tuple[Sequence[JobRow],
     return rows, count
 
 
-def job_page(s: Session, *, offset: int, limit: int) -> tuple[list[tuple[str, str]], int]:
-    """A page of the jobs list as (id, state), newest first, and the total: the listing reads
-    the stored spec/space columns only of the jobs whose view it has to build."""
+class JobVersion(NamedTuple):
+    """What a job's view depends on that can change: its state, its lease's owner, whether it
+    was launched (space and dense stored), and its last event's sequence number (every trial,
+    and every change of state, appends an event). Equal versions, equal views."""
+
+    id: str
+    state: str
+    owner: str | None
+    launched: bool
+    last_seq: int | None
+
+
+def job_page(s: Session, *, offset: int, limit: int) -> tuple[list[JobVersion], int]:
+    """A page of the jobs list as versions, newest first, and the total: the listing reads the
+    stored spec/space columns only of the jobs whose view it has to build."""
     count = s.scalar(_JOB_COUNT) or 0
     rows = s.execute(_JOB_PAGE, {"offset": offset, "limit": limit}).all()
-    return [(job_id, state) for job_id, state in rows], count
+    return [JobVersion(*row) for row in rows], count
+
+
+def job_version(s: Session, job_id: str) -> JobVersion:
+    row = s.execute(_JOB_VERSION, {"job_id": job_id}).first()
+    if row is None:
+        raise NotFoundError(f"job {job_id!r} not found")
+    return JobVersion(*row)
 
 
 def jobs_by_ids(s: Session, *, job_ids: Sequence[str]) -> dict[str, JobRow]:
@@ -91,12 +110,16 @@ def jobs_by_ids(s: Session, *, job_ids: Sequence[str]) -> dict[str, JobRow]:
 
 # built once (building a statement costs more Python than SQLite spends running it)
 _JOB_COUNT = sa.select(sa.func.count()).select_from(JobRow)
+_LAST_SEQ = (  # on the (job_id, seq) index: one probe per job
+    sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == JobRow.id).correlate(JobRow).scalar_subquery()
+)
+_VERSION = sa.select(JobRow.id, JobRow.state, JobRow.lease_owner, JobRow.space.is_not(None), _LAST_SEQ)
 _JOB_PAGE = (
-    sa.select(JobRow.id, JobRow.state)
-    .order_by(JobRow.created_at.desc(), JobRow.id.desc())
+    _VERSION.order_by(JobRow.created_at.desc(), JobRow.id.desc())
     .offset(sa.bindparam("offset"))
     .limit(sa.bindparam("limit"))
 )
+_JOB_VERSION = _VERSION.where(JobRow.id == sa.bindparam("job_id"))
 _JOBS_BY_IDS = sa.select(JobRow).where(JobRow.id.in_(sa.bindparam("job_ids", expanding=True)))
 
 
