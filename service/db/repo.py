@@ -223,7 +223,25 @@ def release_lease(s: Session, *, job_id: str, owner: str) -> bool:
 
 def save_agent_state(s: Session, *, job_id: str, state: dict[str, Any]) -> None:
     """Stores the agent's state for resume (one UPDATE: the job row is not loaded)."""
-    s.connection().execute(sa.update(JobRow).where(JobRow.id == job_id).values(agent_state=state))
+    s.connection().execute(_SAVE_STATE, {"b_job": job_id, "b_state": state})
+
+
+# A running job's commits run these many times a second: each built once, values bound per call
+# (building a statement and its cache key costs more Python than SQLite spends running it).
+_SAVE_STATE = (
+    sa.update(JobRow).where(JobRow.id == sa.bindparam("b_job")).values(agent_state=sa.bindparam("b_state"))
+)
+_TRIAL_EXISTS = sa.select(TrialRow.id).where(
+    TrialRow.job_id == sa.bindparam("job_id"), TrialRow.trial_id == sa.bindparam("trial_id")
+)
+_COUNT_TRIALS = sa.select(sa.func.count()).select_from(TrialRow).where(TrialRow.job_id == sa.bindparam("job_id"))
+_FRONT_TRIALS = (
+    sa.select(TrialRow)
+    .where(TrialRow.job_id == sa.bindparam("job_id"), TrialRow.on_front.is_(True))
+    .order_by(TrialRow.trial_id)
+)
+_LAST_EVENT = sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == sa.bindparam("job_id"))
+_ADD_EVENTS = sa.insert(EventRow)
 
 
 def cancel_requested_among(s: Session, *, job_ids: Sequence[str]) -> list[str]:
@@ -235,8 +253,7 @@ def cancel_requested_among(s: Session, *, job_ids: Sequence[str]) -> list[str]:
 
 # --- trials -----------------------------------------------------------------------------------
 def trial_exists(s: Session, *, job_id: str, trial_id: int) -> bool:
-    stmt = sa.select(TrialRow.id).where(TrialRow.job_id == job_id, TrialRow.trial_id == trial_id)
-    return s.scalar(stmt) is not None
+    return s.scalar(_TRIAL_EXISTS, {"job_id": job_id, "trial_id": trial_id}) is not None
 
 
 def add_trial(s: Session, *, job_id: str, trial_id: int, **fields: Any) -> TrialRow:
@@ -324,7 +341,7 @@ def trial_summaries(s: Session, *, job_ids: Sequence[str]) -> dict[str, TrialSum
 
 
 def count_trials(s: Session, *, job_id: str) -> int:
-    return s.scalar(sa.select(sa.func.count()).select_from(TrialRow).where(TrialRow.job_id == job_id)) or 0
+    return s.scalar(_COUNT_TRIALS, {"job_id": job_id}) or 0
 
 
 def list_trials(
@@ -344,8 +361,7 @@ def list_trials(
 
 
 def front_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:
-    stmt = sa.select(TrialRow).where(TrialRow.job_id == job_id, TrialRow.on_front.is_(True))
-    return s.scalars(stmt.order_by(TrialRow.trial_id)).all()
+    return s.scalars(_FRONT_TRIALS, {"job_id": job_id}).all()
 
 
 def trials_by_ids(s: Session, *, job_id: str, trial_ids: Sequence[int]) -> Sequence[TrialRow]:
@@ -383,11 +399,11 @@ def add_events(s: Session, *, job_id: str, events: Sequence[tuple[str, dict[str,
     """Appends several events in order with one sequence read (a trial's commit writes three)."""
     if not events:
         return []
-    first = (s.scalar(sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == job_id)) or 0) + 1
+    first = (s.scalar(_LAST_EVENT, {"job_id": job_id}) or 0) + 1
     now = utcnow()
     rows = [{"job_id": job_id, "seq": first + i, "type": type, "data": data, "created_at": now}
             for i, (type, data) in enumerate(events)]
-    s.connection().execute(sa.insert(EventRow), rows)  # Core executemany: no unit of work to flush
+    s.connection().execute(_ADD_EVENTS, rows)  # Core executemany: no unit of work to flush
     s.info.setdefault(EVENT_JOBS, set()).add(job_id)  # woken after the commit (Database)
     return list(range(first, first + len(events)))
 
