@@ -19,9 +19,12 @@ of every polling request is measured at the client; p50/p99 are reported.
 ``--reads N`` measures reads alone, closed-loop: 20 jobs are stored first (19 finished, the
 newest running, committing a trial every ``--delay`` s), then 50 clients each send N requests
 back to back, ``GET /jobs?limit=20`` and ``GET /jobs/{id}`` alternately; it prints p50/p99 and
-reads per second. ``--code DIR`` serves another checkout's service (the "before" of a change):
+reads per second. httpx costs the shared cores about what the server does per request;
+``--raw-client`` sends the same reads over raw kept-alive connections, a cheap load generator.
+``--code DIR`` serves another checkout's service (the "before" of a change):
 
     .venv/bin/python bench/api_load.py --reads 20
+    .venv/bin/python bench/api_load.py --reads 20 --raw-client
     .venv/bin/python bench/api_load.py --reads 20 --code /work/main   # the same bench, older server
 """
 
@@ -226,7 +229,35 @@ async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout
     }
 
 
-async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, pid: int) -> dict[str, Any]:
+class _RawClient:
+    """One kept-alive HTTP/1.1 connection speaking just enough to GET: a load generator that
+    costs the shared CPUs little, so the server's own limit shows (httpx costs about what the
+    server does per request)."""
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, path: str) -> int:
+        if self.conn is None:
+            self.conn = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.conn
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+
+
+async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, pid: int,
+                raw: bool = False) -> dict[str, Any]:
     """Stores ``jobs`` jobs (all but the newest finished, the newest running), then ``clients``
     clients each send ``reads`` requests back to back: ``GET /jobs?limit=20`` and
     ``GET /jobs/{id}`` alternately (ids in turn). Closed loop: the reads per second is the
@@ -259,19 +290,25 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
         errors: list[str] = []
 
         async def client(k: int) -> None:
+            conn = _RawClient(url) if raw else None
             for i in range(reads):
                 url_ = "/api/v1/jobs?limit=20" if (i + k) % 2 == 0 else f"/api/v1/jobs/{ids[(k + i) % len(ids)]}"
                 t = time.perf_counter()
                 try:
-                    r = await http.get(url_)
-                except httpx.HTTPError as exc:
+                    code = await conn.get(url_) if conn is not None else (await http.get(url_)).status_code
+                except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     errors.append(f"{url_}: {type(exc).__name__}: {exc}")
+                    if conn is not None:
+                        conn.close()
+                        conn = _RawClient(url)
                     continue
                 ms = (time.perf_counter() - t) * 1000
                 latencies.append(ms)
                 by_kind.setdefault(_kind(url_), []).append(ms)
-                if r.status_code != 200:
-                    errors.append(f"{url_}: HTTP {r.status_code}")
+                if code != 200:
+                    errors.append(f"{url_}: HTTP {code}")
+            if conn is not None:
+                conn.close()
 
         t0, cpu0, client0 = time.perf_counter(), _cpu_seconds(pid), time.process_time()
         await asyncio.gather(*[client(k) for k in range(clients)])
@@ -281,7 +318,8 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
         state = (await http.get(f"/api/v1/jobs/{running}")).json()["state"]
         await http.post(f"/api/v1/jobs/{running}/cancel")
     return {
-        "jobs": jobs, "clients": clients, "reads_per_client": reads, "requests": len(latencies),
+        "jobs": jobs, "clients": clients, "reads_per_client": reads, "client": "raw" if raw else "httpx",
+        "requests": len(latencies),
         "errors": len(errors), "error_samples": errors[:5], "running_job_state": state,
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "p99_ms": round(_percentile(latencies, 0.99), 2), "max_ms": round(max(latencies, default=0), 2),
@@ -297,10 +335,11 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
 def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float = 0.05, concurrent: int = 2,
              interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None, real: bool = False,
              profile: Path | None = None, burst: bool = False, reads: int = 0,
-             code: Path | None = None) -> dict[str, Any]:
+             code: Path | None = None, raw_client: bool = False) -> dict[str, Any]:
     """Starts the server subprocess, drives the load, stops the server; returns the summary.
 
-    ``reads`` > 0: the read-only closed-loop load of :func:`_read` instead of the polling one.
+    ``reads`` > 0: the read-only closed-loop load of :func:`_read` instead of the polling one
+    (``raw_client``: its clients on raw kept-alive connections instead of httpx).
     ``code``: the checkout whose service the server runs (default: this one)."""
     import httpx
 
@@ -339,7 +378,8 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
         specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
         cpu0, wall0, client0 = _cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
         if reads > 0:
-            summary = asyncio.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials, pid=proc.pid))
+            summary = asyncio.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials, pid=proc.pid,
+                                        raw=raw_client))
         else:
             summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
                                          burst=burst))
@@ -376,6 +416,8 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg flame graph, .json speedscope, .txt collapsed stacks)")
     ap.add_argument("--reads", type=int, default=0,
                     help="read-only closed loop: jobs stored first (one running), each client sends this many reads")
+    ap.add_argument("--raw-client", action="store_true",
+                    help="--reads over raw kept-alive HTTP/1.1 connections (a cheap load generator) instead of httpx")
     ap.add_argument("--code", type=Path, default=None,
                     help="serve this checkout's service (e.g. /work/main for the code before a change)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -387,7 +429,8 @@ def main() -> None:
         return
     summary = run_load(jobs=args.jobs, clients=args.clients, trials=args.trials, delay=args.delay,
                        concurrent=args.concurrent, interval=args.interval, timeout=args.timeout, real=args.real,
-                       profile=args.profile, burst=args.burst, reads=args.reads, code=args.code)
+                       profile=args.profile, burst=args.burst, reads=args.reads, code=args.code,
+                       raw_client=args.raw_client)
     print(json.dumps(summary, indent=2))
     if args.reads:
         print(f"reads: p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, {summary['reads_per_s']} reads/s "
