@@ -15,6 +15,17 @@ of every polling request is measured at the client; p50/p99 are reported.
     .venv/bin/python bench/api_load.py --real     # the same with real tiny jobs
     .venv/bin/python bench/api_load.py --real --profile   # and py-spy records the server (SVG)
     .venv/bin/python bench/api_load.py --profile prof.txt # collapsed stacks + who held the GIL, %
+
+``--reads N`` measures reads alone, closed-loop: 20 jobs are stored first (19 finished, the
+newest running, committing a trial every ``--delay`` s), then 50 clients each send N requests
+back to back, ``GET /jobs?limit=20`` and ``GET /jobs/{id}`` alternately; it prints p50/p99 and
+reads per second. httpx costs the shared cores about what the server does per request;
+``--raw-client`` sends the same reads over raw kept-alive connections, a cheap load generator.
+``--code DIR`` serves another checkout's service (the "before" of a change):
+
+    .venv/bin/python bench/api_load.py --reads 20
+    .venv/bin/python bench/api_load.py --reads 20 --raw-client
+    .venv/bin/python bench/api_load.py --reads 20 --code /work/main   # the same bench, older server
 """
 
 from __future__ import annotations
@@ -36,7 +47,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":  # run as a script, bench/ would shadow the packages (bench/agents.py)
-    sys.path[0] = str(ROOT)
+    # (the server of ``--code DIR`` imports that checkout's packages instead)
+    sys.path[0] = os.environ.get("AUTOPRUNE_BENCH_CODE", str(ROOT))
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -217,15 +229,123 @@ async def _drive(url: str, *, specs: list[dict[str, Any]], clients: int, timeout
     }
 
 
+class _RawClient:
+    """One kept-alive HTTP/1.1 connection speaking just enough to GET: a load generator that
+    costs the shared CPUs little, so the server's own limit shows (httpx costs about what the
+    server does per request)."""
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, path: str) -> int:
+        if self.conn is None:
+            self.conn = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.conn
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+
+
+async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, pid: int,
+                raw: bool = False) -> dict[str, Any]:
+    """Stores ``jobs`` jobs (all but the newest finished, the newest running), then ``clients``
+    clients each send ``reads`` requests back to back: ``GET /jobs?limit=20`` and
+    ``GET /jobs/{id}`` alternately (ids in turn). Closed loop: the reads per second is the
+    server's throughput, and latency ≈ clients / throughput."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        ids = []
+        for _ in range(jobs - 1):
+            r = await http.post("/api/v1/jobs", json=_spec(trials))
+            if r.status_code != 201:
+                raise RuntimeError(f"submit failed: {r.status_code} {r.text[:200]}")
+            ids.append(r.json()["id"])
+        deadline = time.monotonic() + 120
+        while True:  # the stored jobs finish first
+            states = [(await http.get(f"/api/v1/jobs/{j}")).json()["state"] for j in ids]
+            if all(s in FINAL for s in states):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stored jobs did not finish: {states}")
+            await asyncio.sleep(0.2)
+        r = await http.post("/api/v1/jobs", json=_spec(20_000))  # runs (and commits) throughout
+        running = r.json()["id"]
+        ids.append(running)
+        while (await http.get(f"/api/v1/jobs/{running}")).json()["progress"]["trials_done"] < 2:
+            await asyncio.sleep(0.1)
+        latencies: list[float] = []
+        by_kind: dict[str, list[float]] = {}
+        errors: list[str] = []
+
+        async def client(k: int) -> None:
+            conn = _RawClient(url) if raw else None
+            for i in range(reads):
+                url_ = "/api/v1/jobs?limit=20" if (i + k) % 2 == 0 else f"/api/v1/jobs/{ids[(k + i) % len(ids)]}"
+                t = time.perf_counter()
+                try:
+                    code = await conn.get(url_) if conn is not None else (await http.get(url_)).status_code
+                except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    errors.append(f"{url_}: {type(exc).__name__}: {exc}")
+                    if conn is not None:
+                        conn.close()
+                        conn = _RawClient(url)
+                    continue
+                ms = (time.perf_counter() - t) * 1000
+                latencies.append(ms)
+                by_kind.setdefault(_kind(url_), []).append(ms)
+                if code != 200:
+                    errors.append(f"{url_}: HTTP {code}")
+            if conn is not None:
+                conn.close()
+
+        t0, cpu0, client0 = time.perf_counter(), _cpu_seconds(pid), time.process_time()
+        await asyncio.gather(*[client(k) for k in range(clients)])
+        wall = time.perf_counter() - t0
+        server_ms = (_cpu_seconds(pid) - cpu0) * 1000  # the running job's commits included
+        client_ms = (time.process_time() - client0) * 1000
+        state = (await http.get(f"/api/v1/jobs/{running}")).json()["state"]
+        await http.post(f"/api/v1/jobs/{running}/cancel")
+    return {
+        "jobs": jobs, "clients": clients, "reads_per_client": reads, "client": "raw" if raw else "httpx",
+        "requests": len(latencies),
+        "errors": len(errors), "error_samples": errors[:5], "running_job_state": state,
+        "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+        "p99_ms": round(_percentile(latencies, 0.99), 2), "max_ms": round(max(latencies, default=0), 2),
+        "reads_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
+        # CPU per read while the clients read: the server's (its job's commits included), the clients'
+        "server_cpu_ms_per_read": round(server_ms / max(len(latencies), 1), 2),
+        "client_cpu_ms_per_read": round(client_ms / max(len(latencies), 1), 2),
+        "by_route": {k: {"n": len(v), "p50_ms": round(statistics.median(v), 2),
+                         "p99_ms": round(_percentile(v, 0.99), 2)} for k, v in sorted(by_kind.items())},
+    }
+
+
 def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float = 0.05, concurrent: int = 2,
              interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None, real: bool = False,
-             profile: Path | None = None, burst: bool = False) -> dict[str, Any]:
-    """Starts the server subprocess, drives the load, stops the server; returns the summary."""
+             profile: Path | None = None, burst: bool = False, reads: int = 0,
+             code: Path | None = None, raw_client: bool = False) -> dict[str, Any]:
+    """Starts the server subprocess, drives the load, stops the server; returns the summary.
+
+    ``reads`` > 0: the read-only closed-loop load of :func:`_read` instead of the polling one
+    (``raw_client``: its clients on raw kept-alive connections instead of httpx).
+    ``code``: the checkout whose service the server runs (default: this one)."""
     import httpx
 
     port = _free_port()
     tmp = Path(data_dir or tempfile.mkdtemp(prefix="autoprune-load-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(code or ROOT), "AUTOPRUNE_BENCH_CODE": str(code or ROOT)}
     env.pop("AUTOPRUNE_API_TOKEN", None)
     env.pop("AUTOPRUNE_DATABASE_URL", None)
     log = (tmp / "server.log").open("wb")
@@ -256,14 +376,19 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
                                     "--rate", "50", "--gil", "--threads", "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
-        cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
-        summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
-                                     burst=burst))
+        cpu0, wall0, client0 = _cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
+        if reads > 0:
+            summary = asyncio.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials, pid=proc.pid,
+                                        raw=raw_client))
+        else:
+            summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
+                                         burst=burst))
         cpu = _cpu_seconds(proc.pid) - cpu0
         # what the server process (its child task processes apart) got of a core while it served
         share = round(cpu / (time.perf_counter() - wall0), 2)
+        client = round((time.process_time() - client0) / (time.perf_counter() - wall0), 2)
         return {**summary, "poll_interval_s": interval, "burst_start": burst, "real_jobs": real, "server_cpu_s": round(cpu, 2),
-                "server_cores_used": share, "load_avg_1m": os.getloadavg()[0]}
+                "server_cores_used": share, "client_cores_used": client, "load_avg_1m": os.getloadavg()[0]}
     finally:
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes the profile and exits
@@ -289,6 +414,12 @@ def main() -> None:
                     help="all pollers start at the same instant (default: each at a random moment within its first interval)")
     ap.add_argument("--real", action="store_true", help="real tiny jobs (workers: 0, one trains its reference)")
     ap.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg flame graph, .json speedscope, .txt collapsed stacks)")
+    ap.add_argument("--reads", type=int, default=0,
+                    help="read-only closed loop: jobs stored first (one running), each client sends this many reads")
+    ap.add_argument("--raw-client", action="store_true",
+                    help="--reads over raw kept-alive HTTP/1.1 connections (a cheap load generator) instead of httpx")
+    ap.add_argument("--code", type=Path, default=None,
+                    help="serve this checkout's service (e.g. /work/main for the code before a change)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -298,8 +429,15 @@ def main() -> None:
         return
     summary = run_load(jobs=args.jobs, clients=args.clients, trials=args.trials, delay=args.delay,
                        concurrent=args.concurrent, interval=args.interval, timeout=args.timeout, real=args.real,
-                       profile=args.profile, burst=args.burst)
+                       profile=args.profile, burst=args.burst, reads=args.reads, code=args.code,
+                       raw_client=args.raw_client)
     print(json.dumps(summary, indent=2))
+    if args.reads:
+        print(f"reads: p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, {summary['reads_per_s']} reads/s "
+              f"over {summary['requests']} requests; {summary['errors']} errors; CPU per read: the server "
+              f"{summary['server_cpu_ms_per_read']} ms, the clients {summary['client_cpu_ms_per_read']} ms "
+              f"(load average {summary['load_avg_1m']:.1f})")
+        return
     print(f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms over {summary['requests']} requests; "
           f"{summary['jobs_succeeded']}/{summary['jobs']} jobs succeeded in {summary['wall_s']} s; "
           f"{summary['errors']} errors, {summary['retried']} GETs retried on a closed kept-alive connection; "

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METRICS = {"params": 10.0, "macs_ratio": 0.5, "params_ratio": 0.5, "latency_ms": None, "latency_spread_ms": None,
+METRICS: dict[str, object] = {"params": 10.0, "macs_ratio": 0.5, "params_ratio": 0.5, "latency_ms": None, "latency_spread_ms": None,
            "latency_ratio": None, "eval_seconds": 1.0, "node": "bench", "extra": {}}
 
 
@@ -61,8 +61,9 @@ def main() -> None:
                 ids.append(row.id)
         job = ids[len(ids) // 2]
         calls: dict[str, Callable[[], object]] = {
-            "job": lambda: routes._job(db, job).model_dump_json(),
-            "jobs": lambda: routes.list_jobs(db, 0, 20).model_dump_json(),
+            # the running job's view is built per read (a finished one's is cached bytes)
+            "job": lambda: routes.views.one(db, job),
+            "jobs": lambda: routes.views.page(db, offset=0, limit=20),
             "trials": lambda: routes.list_trials(job, db, offset=0, limit=20, sort="trial_id",
                                                  order="asc").model_dump_json(),
             "pareto": lambda: routes.pareto(job, db).model_dump_json(),

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from service.api.deps import DbDep, RunnerDep, SettingsDep, errors
+from service.api.job_views import JobViews
 from service.api.schemas import Job, Page, ParetoFront, ParetoPoint, Trial
 from service.api.spec_body import job_spec_body, request_body_openapi
 from service.config import Settings
@@ -48,45 +47,21 @@ def check_paths(spec: JobSpec, settings: Settings, db: Database) -> None:
             raise _invalid(["model", "weights"], "not an upload id, and not a path inside the data roots")
 
 
-class _FinishedJobs:
-    """Views of finished jobs, which never change again: the jobs list is mostly these. The
-    others' trial summaries are read in one batch per page. Bounded (least recently used dropped)."""
-
-    def __init__(self, size: int = 2048) -> None:
-        self.size = size
-        self._views: OrderedDict[str, Job] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def views(self, s: Any, rows: Sequence[Any]) -> list[Job]:
-        with self._lock:
-            cached = {row.id: self._views[row.id] for row in rows if row.id in self._views}
-            for job_id in cached:
-                self._views.move_to_end(job_id)
-        missing = [row.id for row in rows if row.id not in cached]
-        summaries = repo.trial_summaries(s, job_ids=missing)  # one batch for the page
-        views = []
-        for row in rows:
-            view = cached.get(row.id)
-            if view is None:
-                view = Job.from_row(s, row, summaries[row.id])
-                if row.state in FINAL_STATES:
-                    with self._lock:
-                        self._views[row.id] = view
-                        while len(self._views) > self.size:
-                            self._views.popitem(last=False)
-            views.append(view)
-        return views
+#: views of jobs; those of finished jobs (most of a listing) kept as JSON bytes
+views = JobViews()
 
 
-_finished = _FinishedJobs()
+def _json(body: bytes, status_code: int = status.HTTP_200_OK) -> Response:
+    # the bytes are already ``Job`` / ``Page[Job]`` JSON: returned as they are (the routes'
+    # response_model still documents them in /openapi.json)
+    return Response(body, status_code=status_code, media_type="application/json")
 
 
-def _job(db: Database, job_id: str) -> Job:
-    with db.session_scope() as s:
-        try:
-            return _finished.views(s, [repo.get_job(s, job_id)])[0]
-        except NotFoundError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+def _job(db: Database, job_id: str) -> bytes:
+    try:
+        return views.one(db, job_id)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
 @router.post(
@@ -98,37 +73,38 @@ def _job(db: Database, job_id: str) -> Job:
 )
 def submit_job(
     spec: Annotated[JobSpec, Depends(job_spec_body)], db: DbDep, runner: RunnerDep, settings: SettingsDep
-) -> Job:
+) -> Response:
     """Submits a job spec, as JSON or YAML (``Content-Type: application/yaml``)."""
     check_paths(spec, settings, db)
-    return _job(db, runner.submit(spec))
+    return _json(_job(db, runner.submit(spec)), status.HTTP_201_CREATED)
 
 
+# The two most read routes are coroutines: a finished job's view is answered from memory on the
+# event loop; only what needs the database goes to a worker thread.
 @router.get("/jobs", response_model=Page[Job])
-def list_jobs(
+async def list_jobs(
     db: DbDep,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> Page[Job]:
-    with db.session_scope() as s:
-        rows, count = repo.list_jobs(s, offset=offset, limit=limit)
-        return Page[Job](items=_finished.views(s, rows), count=count, offset=offset, limit=limit)
+) -> Response:
+    return _json(await run_in_threadpool(views.page, db, offset=offset, limit=limit))
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=errors(404))
-def get_job(job_id: str, db: DbDep) -> Job:
-    return _job(db, job_id)
+async def get_job(job_id: str, db: DbDep) -> Response:
+    body = views.finished(job_id)
+    return _json(body if body is not None else await run_in_threadpool(_job, db, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job, responses=errors(404, 409))
-def cancel_job(job_id: str, db: DbDep, runner: RunnerDep) -> Job:
+def cancel_job(job_id: str, db: DbDep, runner: RunnerDep) -> Response:
     try:
         runner.cancel(job_id)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return _job(db, job_id)
+    return _json(_job(db, job_id))
 
 
 def _require_job(s: Any, job_id: str) -> Any:

@@ -1,53 +1,32 @@
 """The REST contract as pydantic models (Job, Trial, ParetoPoint, Artifact, Upload, Page[T]).
 
 Routes declare these as ``response_model``, so ``/openapi.json`` names every property a client
-reads; the runner stores the same shapes as event data. ``from_row`` builds each from its ORM row.
-JSON has no NaN/inf: stored metrics pass through :func:`finite` (they become null).
+reads. The shapes the runner's events carry too (Trial, Progress, Metrics) live in
+:mod:`service.views` and are re-exported here. ``from_row`` builds each from its ORM row (and the
+summaries the caller read: no queries here). JSON has no NaN/inf: see :func:`finite`.
 """
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
-from sqlalchemy.orm import Session
+from pydantic import Field
 
-from service.db import repo
-from service.db.models import ArtifactRow, JobRow, TrialRow
+from service.db.models import ArtifactRow, JobRow
+from service.db.repo import TrialSummary
+from service.views import Metrics, Progress, Timestamp, Trial, View, aware, finite
 from workers.spec import BudgetSpec, JobSpec
 
-
-def aware(t: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything is stored in UTC."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
-
-
-def finite(x: Any) -> Any:
-    """JSON has no NaN/inf: they become null."""
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return None
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [finite(v) for v in x]
-    return x
-
-
-#: an ISO-8601 UTC time, written as ``datetime.isoformat()`` always has been (``+00:00``)
-Timestamp = Annotated[
-    datetime, PlainSerializer(lambda t: aware(t).isoformat(), return_type=str, when_used="json")
+__all__ = [
+    "Artifact", "ArtifactFile", "ArtifactList", "Health", "Job", "Metrics", "Page", "ParetoFront", "ParetoPoint",
+    "Progress", "Space", "SpaceGroup", "Timestamp", "Trial", "Upload", "aware", "finite",
 ]
+
 
 T = TypeVar("T")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(from_attributes=False)
-
-
-class Page(_Model, Generic[T]):
+class Page(View, Generic[T]):
     """One page of a listing: ``count`` is the total, ``offset``/``limit`` what was asked."""
 
     items: list[T]
@@ -56,81 +35,16 @@ class Page(_Model, Generic[T]):
     limit: int
 
 
-class Metrics(_Model):
-    """What an evaluation measured (``agents.types.Metrics``); ``extra`` holds evaluator notes."""
-
-    model_config = ConfigDict(extra="allow")
-
-    quality: float | None
-    macs: int | None
-    params: int | None
-    macs_ratio: float | None
-    params_ratio: float | None
-    latency_ms: float | None = None
-    latency_spread_ms: float | None = None
-    latency_ratio: float | None = None
-    eval_seconds: float | None = None
-    node: str | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-
-class Trial(_Model):
-    trial_id: int
-    state: str = Field(description="succeeded | failed")
-    policy: dict[str, float | None] = Field(description="per-group pruning ratio")
-    kept: dict[str, int] = Field(description="per-group channels kept")
-    metrics: Metrics | None
-    feasible: bool
-    error: str | None
-    node: str | None
-    info: dict[str, Any] = Field(description="the agent's bookkeeping (role, episode, ...)")
-    cached: bool = Field(description="answered from an equal architecture evaluated earlier")
-    controller: str | None = Field(None, description="the controller replica that stored it")
-    finished_at: Timestamp | None
-
-    @classmethod
-    def from_row(cls, row: TrialRow) -> Trial:
-        return cls(
-            trial_id=row.trial_id,
-            state=row.state,
-            policy=finite(row.policy),
-            kept=row.kept,
-            metrics=finite(row.metrics),
-            feasible=bool(row.feasible),
-            error=row.error,
-            node=row.node,
-            info=finite(row.info or {}),
-            cached=bool(row.cached),
-            controller=row.controller,
-            finished_at=row.finished_at,
-        )
-
-
 class ParetoPoint(Trial):
     """A trial on the constraint-aware front (no other trial is better on quality and cost)."""
 
 
-class ParetoFront(_Model):
+class ParetoFront(View):
     cost: str = Field(description="the cost axis: latency_ms, macs or params")
     items: list[ParetoPoint] = Field(description="ordered by cost ascending")
 
 
-class Progress(_Model):
-    trials_done: int
-    trials_total: int
-    eta_seconds: float | None
-
-    @classmethod
-    def of(cls, job: JobRow, summary: repo.TrialSummary) -> Progress:
-        done, last = summary.count, summary.last_finished_at
-        eta: float | None = None
-        if job.state == "running" and job.started_at is not None and 0 < done < job.trials_total and last is not None:
-            elapsed = max((aware(last) - aware(job.started_at)).total_seconds(), 0.0)
-            eta = elapsed / done * (job.trials_total - done)
-        return cls(trials_done=done, trials_total=job.trials_total, eta_seconds=eta)
-
-
-class SpaceGroup(_Model):
+class SpaceGroup(View):
     """One prunable group of coupled channels."""
 
     name: str | None
@@ -144,7 +58,7 @@ class SpaceGroup(_Model):
     params: int | None
 
 
-class Space(_Model):
+class Space(View):
     groups: list[SpaceGroup]
     dense_macs: int | None
     dense_params: int | None
@@ -159,7 +73,7 @@ class Space(_Model):
         )
 
 
-class Job(_Model):
+class Job(View):
     id: str
     name: str
     state: str = Field(description="queued | running | finalizing | succeeded | failed | cancelled")
@@ -182,9 +96,8 @@ class Job(_Model):
     controller: str | None = Field(None, description="the controller running it now (none when none does)")
 
     @classmethod
-    def from_row(cls, s: Session, job: JobRow, summary: repo.TrialSummary | None = None) -> Job:
-        # never every trial: the jobs list renders up to 500 of these (one summary for its page)
-        summary = summary or repo.trial_summaries(s, job_ids=[job.id])[job.id]
+    def from_row(cls, job: JobRow, summary: TrialSummary) -> Job:
+        # the summary, never every trial: the jobs list renders up to 500 of these (one batch a page)
         first, best = summary.first, summary.best  # every agent asks the baseline first
         baseline = first if first is not None and (first.info or {}).get("role") == "baseline" else None
         return cls(
@@ -207,13 +120,13 @@ class Job(_Model):
         )
 
 
-class ArtifactFile(_Model):
+class ArtifactFile(View):
     name: str
     size: int
     sha256: str
 
 
-class Artifact(_Model):
+class Artifact(View):
     id: str
     rank: int
     trial_id: int
@@ -233,18 +146,18 @@ class Artifact(_Model):
         )
 
 
-class ArtifactList(_Model):
+class ArtifactList(View):
     items: list[Artifact] = Field(description="ordered by rank")
 
 
-class Upload(_Model):
+class Upload(View):
     id: str = Field(description="pass as model.weights in a job spec")
     name: str
     size: int
     sha256: str
 
 
-class Health(_Model):
+class Health(View):
     status: str
     ray: str = "not_started"  # not_started | starting | running | down
     ray_error: str | None = None

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -75,6 +75,54 @@ def list_jobs(s: Session, *, offset: int, limit: int) -> tuple[Sequence[JobRow],
     return rows, count
 
 
+class JobVersion(NamedTuple):
+    """What a job's view depends on that can change: its state, its lease's owner, whether it
+    was launched (space and dense stored), and its last event's sequence number (every trial,
+    and every change of state, appends an event). Equal versions, equal views."""
+
+    id: str
+    state: str
+    owner: str | None
+    launched: bool
+    last_seq: int | None
+
+
+def job_page(s: Session, *, offset: int, limit: int) -> tuple[list[JobVersion], int]:
+    """A page of the jobs list as versions, newest first, and the total: the listing reads the
+    stored spec/space columns only of the jobs whose view it has to build."""
+    count = s.scalar(_JOB_COUNT) or 0
+    rows = s.execute(_JOB_PAGE, {"offset": offset, "limit": limit}).all()
+    return [JobVersion(*row) for row in rows], count
+
+
+def job_version(s: Session, job_id: str) -> JobVersion:
+    row = s.execute(_JOB_VERSION, {"job_id": job_id}).first()
+    if row is None:
+        raise NotFoundError(f"job {job_id!r} not found")
+    return JobVersion(*row)
+
+
+def jobs_by_ids(s: Session, *, job_ids: Sequence[str]) -> dict[str, JobRow]:
+    if not job_ids:
+        return {}
+    return {row.id: row for row in s.scalars(_JOBS_BY_IDS, {"job_ids": list(job_ids)})}
+
+
+# built once (building a statement costs more Python than SQLite spends running it)
+_JOB_COUNT = sa.select(sa.func.count()).select_from(JobRow)
+_LAST_SEQ = (  # on the (job_id, seq) index: one probe per job
+    sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == JobRow.id).correlate(JobRow).scalar_subquery()
+)
+_VERSION = sa.select(JobRow.id, JobRow.state, JobRow.lease_owner, JobRow.space.is_not(None), _LAST_SEQ)
+_JOB_PAGE = (
+    _VERSION.order_by(JobRow.created_at.desc(), JobRow.id.desc())
+    .offset(sa.bindparam("offset"))
+    .limit(sa.bindparam("limit"))
+)
+_JOB_VERSION = _VERSION.where(JobRow.id == sa.bindparam("job_id"))
+_JOBS_BY_IDS = sa.select(JobRow).where(JobRow.id.in_(sa.bindparam("job_ids", expanding=True)))
+
+
 def set_state(s: Session, *, job: JobRow, state: str, error: str | None = None) -> None:
     """Moves ``job`` to ``state`` (stamping the times) and appends the ``state`` event."""
     job.state = state
@@ -110,8 +158,16 @@ def _free_or_stale(now: datetime) -> sa.ColumnElement[bool]:
 
 
 def _update_lease(s: Session, where: sa.ColumnElement[bool], **values: Any) -> bool:
-    stmt = sa.update(JobRow).where(where).values(**values).execution_options(synchronize_session=False)
-    return s.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    # Core, on the session's connection: the ORM's bulk-update bookkeeping is not needed here
+    return s.connection().execute(sa.update(JobRow).where(where).values(**values)).rowcount == 1
+
+
+# the fence before each of a job's writes: built once, its values bound per call
+_RENEW = (
+    sa.update(JobRow)
+    .where(JobRow.id == sa.bindparam("b_job"), JobRow.lease_owner == sa.bindparam("b_owner"))
+    .values(lease_expires_at=sa.bindparam("b_expires"))
+)
 
 
 def take_lease(s: Session, *, job_id: str, owner: str, seconds: float) -> bool:
@@ -155,14 +211,37 @@ def renew_lease(s: Session, *, job_id: str, owner: str, seconds: float) -> bool:
     An expired lease nobody took yet is still ``owner``'s.
     """
     expires = db_now(s) + timedelta(seconds=seconds)
-    where = sa.and_(JobRow.id == job_id, JobRow.lease_owner == owner)
-    return _update_lease(s, where, lease_expires_at=expires)
+    bound = {"b_job": job_id, "b_owner": owner, "b_expires": expires}
+    return s.connection().execute(_RENEW, bound).rowcount == 1
 
 
 def release_lease(s: Session, *, job_id: str, owner: str) -> bool:
     """Frees ``owner``'s lease (job finished, or the controller stops); False if not held."""
     where = sa.and_(JobRow.id == job_id, JobRow.lease_owner == owner)
     return _update_lease(s, where, lease_owner=None, lease_expires_at=None)
+
+
+def save_agent_state(s: Session, *, job_id: str, state: dict[str, Any]) -> None:
+    """Stores the agent's state for resume (one UPDATE: the job row is not loaded)."""
+    s.connection().execute(_SAVE_STATE, {"b_job": job_id, "b_state": state})
+
+
+# A running job's commits run these many times a second: each built once, values bound per call
+# (building a statement and its cache key costs more Python than SQLite spends running it).
+_SAVE_STATE = (
+    sa.update(JobRow).where(JobRow.id == sa.bindparam("b_job")).values(agent_state=sa.bindparam("b_state"))
+)
+_TRIAL_EXISTS = sa.select(TrialRow.id).where(
+    TrialRow.job_id == sa.bindparam("job_id"), TrialRow.trial_id == sa.bindparam("trial_id")
+)
+_COUNT_TRIALS = sa.select(sa.func.count()).select_from(TrialRow).where(TrialRow.job_id == sa.bindparam("job_id"))
+_FRONT_TRIALS = (
+    sa.select(TrialRow)
+    .where(TrialRow.job_id == sa.bindparam("job_id"), TrialRow.on_front.is_(True))
+    .order_by(TrialRow.trial_id)
+)
+_LAST_EVENT = sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == sa.bindparam("job_id"))
+_ADD_EVENTS = sa.insert(EventRow)
 
 
 def cancel_requested_among(s: Session, *, job_ids: Sequence[str]) -> list[str]:
@@ -174,8 +253,7 @@ def cancel_requested_among(s: Session, *, job_ids: Sequence[str]) -> list[str]:
 
 # --- trials -----------------------------------------------------------------------------------
 def trial_exists(s: Session, *, job_id: str, trial_id: int) -> bool:
-    stmt = sa.select(TrialRow.id).where(TrialRow.job_id == job_id, TrialRow.trial_id == trial_id)
-    return s.scalar(stmt) is not None
+    return s.scalar(_TRIAL_EXISTS, {"job_id": job_id, "trial_id": trial_id}) is not None
 
 
 def add_trial(s: Session, *, job_id: str, trial_id: int, **fields: Any) -> TrialRow:
@@ -263,7 +341,7 @@ def trial_summaries(s: Session, *, job_ids: Sequence[str]) -> dict[str, TrialSum
 
 
 def count_trials(s: Session, *, job_id: str) -> int:
-    return s.scalar(sa.select(sa.func.count()).select_from(TrialRow).where(TrialRow.job_id == job_id)) or 0
+    return s.scalar(_COUNT_TRIALS, {"job_id": job_id}) or 0
 
 
 def list_trials(
@@ -283,8 +361,7 @@ def list_trials(
 
 
 def front_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:
-    stmt = sa.select(TrialRow).where(TrialRow.job_id == job_id, TrialRow.on_front.is_(True))
-    return s.scalars(stmt.order_by(TrialRow.trial_id)).all()
+    return s.scalars(_FRONT_TRIALS, {"job_id": job_id}).all()
 
 
 def trials_by_ids(s: Session, *, job_id: str, trial_ids: Sequence[int]) -> Sequence[TrialRow]:
@@ -315,11 +392,20 @@ def set_on_front(s: Session, *, job_id: str, trial_ids: Sequence[int], on: bool)
 # --- events -----------------------------------------------------------------------------------
 def add_event(s: Session, *, job_id: str, type: str, data: dict[str, Any]) -> int:
     """Appends an event with the job's next sequence number (UNIQUE(job_id, seq) guards races)."""
-    seq = (s.scalar(sa.select(sa.func.max(EventRow.seq)).where(EventRow.job_id == job_id)) or 0) + 1
-    s.add(EventRow(job_id=job_id, seq=seq, type=type, data=data, created_at=utcnow()))
-    s.flush()
+    return add_events(s, job_id=job_id, events=[(type, data)])[0]
+
+
+def add_events(s: Session, *, job_id: str, events: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+    """Appends several events in order with one sequence read (a trial's commit writes three)."""
+    if not events:
+        return []
+    first = (s.scalar(_LAST_EVENT, {"job_id": job_id}) or 0) + 1
+    now = utcnow()
+    rows = [{"job_id": job_id, "seq": first + i, "type": type, "data": data, "created_at": now}
+            for i, (type, data) in enumerate(events)]
+    s.connection().execute(_ADD_EVENTS, rows)  # Core executemany: no unit of work to flush
     s.info.setdefault(EVENT_JOBS, set()).add(job_id)  # woken after the commit (Database)
-    return seq
+    return list(range(first, first + len(events)))
 
 
 def events_after(s: Session, *, job_id: str, seq: int, limit: int = 500) -> Sequence[EventRow]:

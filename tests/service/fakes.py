@@ -18,6 +18,7 @@ from typing import Any
 from agents.types import Metrics, Outcome, Proposal
 from search_spaces.space import Group, LayerCost, SearchSpace
 from service.launcher import Launched
+from workers.artifacts import ArtifactInfo
 from workers.spec import JobSpec
 
 
@@ -86,7 +87,7 @@ class FakeLauncher:
         pool = FakePool(tiny_space(), self.delay, self.fail_on)
         self.pools.append(pool)
 
-        def finalize(candidates: list[Outcome], out_dir: Path, on_progress: Any = None) -> list[dict[str, Any]]:
+        def finalize(candidates: list[Outcome], out_dir: Path, on_progress: Any = None) -> list[ArtifactInfo]:
             out = []
             for rank, c in enumerate(candidates, start=1):
                 if on_progress is not None:  # as workers' finalize reports its steps
@@ -95,9 +96,9 @@ class FakeLauncher:
                 d.mkdir(parents=True, exist_ok=True)
                 data = json.dumps(c.policy).encode()
                 (d / "policy.json").write_bytes(data)
-                out.append({"rank": rank, "trial_id": c.trial_id, "dir": str(d),
-                            "files": [("policy.json", len(data), hashlib.sha256(data).hexdigest())],
-                            "metrics": c.metrics.to_dict() if c.metrics else {}})
+                out.append(ArtifactInfo(rank=rank, dir=d, trial_id=c.trial_id, policy=dict(c.policy),
+                                        files=[("policy.json", len(data), hashlib.sha256(data).hexdigest())],
+                                        metrics=c.metrics.to_dict() if c.metrics else {}))
                 if on_progress is not None:
                     on_progress({"rank": rank, "stage": "done", "dir": str(d)})
             return out

@@ -197,7 +197,7 @@ def test_a_stale_job_is_resumed_by_the_other_runner_without_duplicates(replicas:
         time.sleep(0.02)
     ra = _runner(a)
     # a's controller freezes (no heartbeat, no writes, no release): a kill -9 as the database sees it
-    ra._release = lambda job_id: None  # type: ignore[method-assign]  # noqa: SLF001
+    ra.leases.release = lambda job_id: None  # type: ignore[method-assign]
     ra._beat_stop.set()  # noqa: SLF001
     ra._stopping.set()  # noqa: SLF001 - stops its dispatcher and the job's loop
     deadline = time.monotonic() + 10

@@ -102,7 +102,8 @@ def test_job_view_best_is_feasible_then_cheapest_and_baseline_is_first(db: Datab
                            metrics=None, quality=q, macs=macs, feasible=ok,
                            info={"role": role} if role else {}, cached=False)
     with db.session_scope() as s:
-        view = Job.from_row(s, repo.get_job(s, job_id)).model_dump(mode="json")
+        summary = repo.trial_summaries(s, job_ids=[job_id])[job_id]
+        view = Job.from_row(repo.get_job(s, job_id), summary).model_dump(mode="json")
     assert view["best"]["trial_id"] == 3
     assert view["baseline"]["trial_id"] == 0
     assert view["progress"]["trials_done"] == 5

@@ -1,0 +1,50 @@
+"""Which trials a job's finalize gets, and its artifacts as stored.
+
+The rule: the ``top_k`` feasible points of the front, best quality first, then the agent's
+uniform-fill baseline (its first trial) when ``finalize.baseline`` asks for it, feasible and not
+chosen already: the last artifact, fine-tuned like the best, says whether the search beat it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agents.types import Metrics, Outcome
+from service.db.models import TrialRow
+from workers.artifacts import ArtifactInfo
+
+
+def choose(front: Sequence[TrialRow], first: TrialRow | None, *, top_k: int, baseline: bool) -> list[TrialRow]:
+    """Finalize's candidates, in artifact rank order, from the job's front and its first trial."""
+    usable = sorted((t for t in front if t.feasible and t.metrics), key=lambda t: (-(t.quality or 0.0), t.trial_id))
+    chosen = usable[:top_k]
+    if (
+        baseline
+        and first is not None
+        and (first.info or {}).get("role") == "baseline"
+        and first.feasible
+        and first.metrics
+        and all(t.trial_id != first.trial_id for t in chosen)
+    ):
+        chosen.append(first)
+    return chosen
+
+
+def outcome_of(t: TrialRow) -> Outcome:
+    """A stored trial as the search loop and finalize know it."""
+    metrics = Metrics.from_dict(t.metrics) if t.metrics else None
+    return Outcome(t.trial_id, dict(t.policy), metrics, t.error)
+
+
+def artifact_fields(a: ArtifactInfo) -> dict[str, Any]:
+    """An artifact row's fields from finalize's result (its trial id set by the task process)."""
+    if a.trial_id is None:
+        raise ValueError(f"finalize's artifact of rank {a.rank} names no trial")
+    return {
+        "rank": int(a.rank),
+        "trial_id": int(a.trial_id),
+        "dir": str(a.dir),
+        "files": [{"name": str(name), "size": int(size), "sha256": str(sha)} for name, size, sha in a.files],
+        "metrics": dict(a.metrics),
+    }
