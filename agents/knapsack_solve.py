@@ -1,7 +1,7 @@
 """The multiple-choice knapsack over channel widths, solved exactly as a MILP (HiGHS via scipy).
 
 One binary ``x[g, i]`` per (group, kept-channel level), exactly one per group. Costs (MACs,
-params, modelled latency: :class:`agents.latency_table.CostModel`) are linear in ``x`` except for
+params, modelled latency: :class:`agents.cost_model.CostModel`) are linear in ``x`` except for
 layers scaled by two groups, whose cost is ``c · f_A · f_B``. Those products are linearised
 exactly with one ``z[AB, i, j] ≥ 0`` per pair of levels, tied to the one-hot choices by their
 marginals (``Σ_j z[AB, i, j] = x[A, i]``, ``Σ_i z[AB, i, j] = x[B, j]``): with ``x`` integral,
@@ -22,7 +22,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
-from agents.latency_table import CostModel
+from agents.cost_model import CostModel
 from search_spaces.space import SearchSpace
 
 # HiGHS accepts rows violated by up to 1e-6; a solution is checked exactly and, if it breaks a

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from agents.budget_fit import BudgetError, BudgetFit, LatencyModel
+from agents.cost_model import analytic_cost_model, latency_cost_model
 from agents.knapsack import KnapsackAgent
 from agents.knapsack_solve import Knapsack, Limit
-from agents.latency_table import LatencyTable, analytic_cost_model, latency_cost_model
+from agents.latency_table import LatencyTable
 from agents.registry import make_agent
 from agents.types import AgentHints, Budget
 from tests.agents.synthetic import chain_space, make_evaluator, sensitivities
