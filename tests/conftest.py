@@ -20,6 +20,11 @@ import pytest
 
 RAY_GROUP = "ray"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers share the cores: one intra-op thread each (read by torch when it loads, and by the
+    # servers and Ray workers tests start), not torch's one per core in every worker at once.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: markers of tests that may skip in CI: they need hardware the CI machines lack
 SKIP_ALLOWED_IN_CI = frozenset({"gpu"})
@@ -39,12 +44,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.longrepr = f"skipped in CI, which must run it (allowed only for {sorted(SKIP_ALLOWED_IN_CI)}): {reason}"
 
 
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The tests one xdist worker must run together: those on the session Ray (one local Ray at
+    a time on the host), and a module's tests that share a module- or class-scoped fixture (a
+    server, a trained model: built once, not once per worker). Others go wherever is free."""
+    if "ray_cluster" in getattr(item, "fixturenames", ()):
+        return RAY_GROUP
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    if any(d[-1].scope in ("module", "class") for d in defs if d):
+        return item.nodeid.split("::")[0]
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook runs after this one)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the session Ray share one xdist worker: one local Ray at a time on the host."""
     for item in items:
-        if "ray_cluster" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
+        if not item.get_closest_marker("xdist_group") and (group := _xdist_group(item)):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
