@@ -5,8 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup-venv.sh | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per core (`auto`); tests on the session Ray share one worker (their
+# xdist group, tests/conftest.py), so --dist loadgroup. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= auto
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
-.PHONY: setup system demo test lint bench clean
+.PHONY: setup system demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -21,8 +25,13 @@ system:
 demo: setup
 	$(BIN)/autoprune demo
 
+# Everything, slow tests included: what CI runs (.ci/run).
 test: setup system
-	@. scripts/test-env.sh && $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@. scripts/test-env.sh && $(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS)
+
+# The default lane while working: everything not marked slow, same set-up.
+test-fast: setup system
+	@. scripts/test-env.sh && $(BIN)/python -m pytest -m "not slow" $(PARALLEL) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check search_spaces agents workers service tests bench

@@ -40,13 +40,9 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from agents.base import Agent
+from agents.cost_model import analytic_cost_model, latency_cost_model
 from agents.knapsack_solve import Knapsack, Limit
-from agents.latency_table import (
-    LatencyTable,
-    LatencyTableRequest,
-    analytic_cost_model,
-    latency_cost_model,
-)
+from agents.latency_table import LatencyTable, LatencyTableRequest
 from agents.types import AgentHints, Budget, Outcome, Proposal
 from search_spaces.space import Policy, SearchSpace
 

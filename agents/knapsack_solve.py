@@ -1,7 +1,7 @@
 """The multiple-choice knapsack over channel widths, solved exactly as a MILP (HiGHS via scipy).
 
 One binary ``x[g, i]`` per (group, kept-channel level), exactly one per group. Costs (MACs,
-params, modelled latency: :class:`agents.latency_table.CostModel`) are linear in ``x`` except for
+params, modelled latency: :class:`agents.cost_model.CostModel`) are linear in ``x`` except for
 layers scaled by two groups, whose cost is ``c · f_A · f_B``. Those products are linearised
 exactly with one ``z[AB, i, j] ≥ 0`` per pair of levels, tied to the one-hot choices by their
 marginals (``Σ_j z[AB, i, j] = x[A, i]``, ``Σ_i z[AB, i, j] = x[B, j]``): with ``x`` integral,
@@ -10,7 +10,10 @@ formulation's LP relaxation is tight (exact on chains), so HiGHS proves optimali
 nodes where the weaker ``w ≥ f_B + x − 1`` form took seconds.
 
 Extra constraints serve the search: a trust region (L1 distance in levels from a centre) and
-"no-good" cuts that exclude architectures already evaluated or pending.
+"no-good" cuts that exclude architectures already evaluated or pending. A small trust region is
+searched by enumeration instead (:data:`ENUMERATE_AT_MOST` points, scored with numpy): a long
+search piles up no-good cuts inside the region, which turn each MILP into seconds of
+branching, while the region's points are cheap to score exactly.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
-from agents.latency_table import CostModel
+from agents.cost_model import CostModel
 from search_spaces.space import SearchSpace
 
 # HiGHS accepts rows violated by up to 1e-6; a solution is checked exactly and, if it breaks a
 # limit by more than this, cut off and the MILP solved again.
 _EXACT_TOL = 1e-9
+#: trust regions with at most this many architectures are enumerated, not solved as a MILP
+ENUMERATE_AT_MOST = 50_000
 
 
 @dataclass(frozen=True)
@@ -123,11 +128,73 @@ class Knapsack:
         # A no-good cut only for excluded architectures the trust region can reach: the others
         # cannot come back, and hundreds of standing cuts would slow every solve.
         cuts = [k for k in exclude if center is None or radius is None or self.distance(k, center) <= radius]
+        if center is not None and radius is not None and self.region_size(center, radius) <= ENUMERATE_AT_MOST:
+            return self._best_in_region(values, center, radius, cuts)
         c = np.zeros(self.n_vars)
         for g in self.names:
             for i, v in enumerate(values[g]):
                 c[self._x[(g, i)]] = -float(v)  # milp minimises
         return self._solve_exact(c, center, radius, cuts, time_limit, gap)
+
+    def region_size(self, center: Mapping[str, int], radius: int) -> int:
+        """How many architectures lie within ``radius`` level steps (L1) of ``center``."""
+        ways = np.zeros(radius + 1, dtype=np.int64)  # ways[d]: partial assignments d steps away
+        ways[0] = 1
+        for g in self.names:
+            pos, n = self.levels[g].index(center[g]), len(self.levels[g])
+            steps = np.bincount([abs(j - pos) for j in range(n) if abs(j - pos) <= radius], minlength=radius + 1)
+            ways = np.convolve(ways, steps)[: radius + 1]
+        return int(ways.sum())
+
+    def _region(self, center: Mapping[str, int], radius: int) -> np.ndarray:
+        """Level indices (one row per architecture, one column per group) within the region."""
+        rows, used = np.zeros((1, 0), dtype=np.int64), np.zeros(1, dtype=np.int64)
+        for g in self.names:
+            pos, n = self.levels[g].index(center[g]), len(self.levels[g])
+            parts = []
+            for j in range(max(0, pos - radius), min(n - 1, pos + radius) + 1):
+                ok = used + abs(j - pos) <= radius
+                parts.append((np.column_stack([rows[ok], np.full(int(ok.sum()), j)]), used[ok] + abs(j - pos)))
+            rows, used = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return rows
+
+    def _model_values(self, model: CostModel, idx: np.ndarray) -> np.ndarray:
+        """``model.value`` of every row of level indices ``idx`` at once."""
+        col = {g: k for k, g in enumerate(self.names)}
+        out = np.full(len(idx), model.const)
+        for g, lin in model.linear.items():
+            out += np.asarray(lin)[idx[:, col[g]]]
+        for (a, b), coef in model.pairs.items():
+            fa = np.asarray([self._frac(a, i) for i in range(len(self.levels[a]))])[idx[:, col[a]]]
+            fb = np.asarray([self._frac(b, i) for i in range(len(self.levels[b]))])[idx[:, col[b]]]
+            out += coef * fa * fb
+        return out
+
+    def _best_in_region(
+        self,
+        values: Mapping[str, Sequence[float]],
+        center: Mapping[str, int],
+        radius: int,
+        exclude: Sequence[Mapping[str, int]],
+    ) -> dict[str, int] | None:
+        """The trust-region solve by enumeration: the best-valued architecture in the region that
+        meets every limit exactly and is not excluded (None when there is none)."""
+        idx = self._region(center, radius)
+        ok = np.ones(len(idx), dtype=bool)
+        for lim in self.limits:
+            ok &= self._model_values(lim.model, idx) <= lim.bound + _EXACT_TOL
+        if exclude:
+            sizes = np.asarray([len(self.levels[g]) for g in self.names], dtype=np.int64)
+            radix = np.concatenate([[1], np.cumprod(sizes[:-1])])
+            taken = np.asarray([[self.levels[g].index(k[g]) for g in self.names] for k in exclude], dtype=np.int64)
+            ok &= ~np.isin(idx @ radix, taken @ radix)
+        if not ok.any():
+            return None
+        score = np.zeros(len(idx))
+        for k, g in enumerate(self.names):
+            score += np.asarray(values[g], dtype=float)[idx[:, k]]
+        best = int(np.flatnonzero(ok)[np.argmax(score[ok])])
+        return {g: self.levels[g][int(idx[best, k])] for k, g in enumerate(self.names)}
 
     def distance(self, a: Mapping[str, int], b: Mapping[str, int]) -> int:
         """L1 distance in level steps between two kept-channel assignments."""

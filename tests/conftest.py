@@ -3,6 +3,11 @@
 In CI (``CI=true``) a missing PostgreSQL or Chromium fails the tests that need them; on a
 developer machine those tests are skipped with the reason. In CI any skip at all is a failure,
 except for tests marked with one of :data:`SKIP_ALLOWED_IN_CI` (hardware CI does not have).
+
+Parallel runs (pytest-xdist, ``make test``): every test that takes the session ``ray_cluster``
+goes to one worker (the ``ray`` xdist group, ``--dist loadgroup``), so one local Ray runs at a
+time; each worker has its own PostgreSQL database (``<name>_gw0``, ``<name>_gw1``, …, created on
+first use), so one worker's reset never drops another's tables.
 """
 
 from __future__ import annotations
@@ -12,6 +17,13 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+
+RAY_GROUP = "ray"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Workers share the cores: one intra-op thread each (read by torch when it loads, and by the
+    # servers and Ray workers tests start), not torch's one per core in every worker at once.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: markers of tests that may skip in CI: they need hardware the CI machines lack
@@ -30,6 +42,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
     report.longrepr = f"skipped in CI, which must run it (allowed only for {sorted(SKIP_ALLOWED_IN_CI)}): {reason}"
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The tests one xdist worker must run together: those on the session Ray (one local Ray at
+    a time on the host), and a module's tests that share a module- or class-scoped fixture (a
+    server, a trained model: built once, not once per worker). Others go wherever is free."""
+    if "ray_cluster" in getattr(item, "fixturenames", ()):
+        return RAY_GROUP
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    if any(d[-1].scope in ("module", "class") for d in defs if d):
+        return item.nodeid.split("::")[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook runs after this one)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not item.get_closest_marker("xdist_group") and (group := _xdist_group(item)):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
@@ -58,29 +90,60 @@ def ray_cluster() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # "local": a new cluster of this process's own, never one another test started with `ray start`
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield
     finally:
         ray.shutdown()
 
 
+def worker_database(url: str, worker: str) -> str:
+    """``url`` with the database renamed for xdist worker ``worker`` ("gw0", …; "master" when
+    not parallel: the configured database itself)."""
+    from sqlalchemy.engine import make_url
+
+    if worker == "master":
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
+
+
+def _create_database(admin_url: str, url: str) -> None:
+    """Creates ``url``'s database through ``admin_url`` unless it exists (the role has CREATEDB)."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")  # CREATE DATABASE refuses a transaction
+    try:
+        with engine.connect() as conn:
+            if conn.execute(sa.text("select 1 from pg_database where datname = :n"), {"n": name}).first() is None:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """URL of a reachable PostgreSQL test database (``make test`` starts one)."""
-    url = os.environ.get("AUTOPRUNE_TEST_POSTGRES_URL")
-    if not url:
+    """URL of a reachable PostgreSQL test database (``make test`` starts one): the configured
+    one, or under xdist a database of this worker's own beside it."""
+    configured = os.environ.get("AUTOPRUNE_TEST_POSTGRES_URL")
+    if not configured:
         _unavailable("AUTOPRUNE_TEST_POSTGRES_URL is not set")
     import sqlalchemy as sa
 
+    url = worker_database(configured, os.environ.get("PYTEST_XDIST_WORKER", "master"))  # type: ignore[arg-type]
     try:
+        if url != configured:
+            _create_database(configured, url)  # type: ignore[arg-type]
         engine = sa.create_engine(url)
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - any connection failure means "not available"
         _unavailable(f"PostgreSQL at {url} is not reachable: {exc}")
-    return url  # type: ignore[return-value]
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
-"""The package layering, read from the source: every import (module level and inside functions;
-``if TYPE_CHECKING:`` blocks excepted, they never run) between autoprune's four packages.
+"""The package layering, read from the source: every import between autoprune's four packages,
+at module level, inside functions and inside ``if TYPE_CHECKING:`` blocks alike.
 
 One-way dependencies ``service -> workers -> agents -> search_spaces``, no import cycles between
 modules, and the lower layers free of the service's heavy parts (Ray, the database, the web).
+A type-only import never runs, but it is still knowledge of the other module: two modules that
+name each other's types are one unit split in two files, so it counts for cycles and layers.
 """
 
 from __future__ import annotations
@@ -27,19 +29,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST, package: str) -> Iterator[str]:
-    """Absolute names of everything ``tree`` imports at run time (``from a import b`` yields
-    ``a.b``; the caller keeps it if that is a module, else falls back to ``a``)."""
+    """Absolute names of everything ``tree`` imports, type-only imports included (``from a
+    import b`` yields ``a.b``; the caller keeps it if that is a module, else falls back to ``a``)."""
     for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            yield from (name for child in node.orelse for name in _imports(child, package))
-            continue
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -114,7 +107,8 @@ def test_the_walk_sees_the_packages() -> None:
 
 
 def test_no_import_cycles_between_modules() -> None:
-    assert _cycles(GRAPH) == []
+    edges = [f"{m} -> {d}" for cycle in _cycles(GRAPH) for m in cycle for d in sorted(GRAPH[m]) if d in cycle]
+    assert edges == []
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -127,6 +121,14 @@ def test_lower_layers_never_import_upper_ones_or_heavy_services(package: str) ->
         if dep.split(".")[0] in FORBIDDEN[package]
     )
     assert bad == []
+
+
+def test_type_only_imports_count() -> None:
+    """A cycle closed only by an ``if TYPE_CHECKING:`` import is still a cycle."""
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.b import B\n"
+    assert list(_imports(ast.parse(source), "pkg")) == ["typing.TYPE_CHECKING", "pkg.b.B"]
+    nested = "import typing\nif typing.TYPE_CHECKING:\n    from . import c\nelse:\n    import d\n"
+    assert list(_imports(ast.parse(nested), "pkg")) == ["typing", "pkg.c", "d"]
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from agents.budget_fit import BudgetError, BudgetFit, LatencyModel
+from agents.cost_model import analytic_cost_model, latency_cost_model
 from agents.knapsack import KnapsackAgent
 from agents.knapsack_solve import Knapsack, Limit
-from agents.latency_table import LatencyTable, analytic_cost_model, latency_cost_model
+from agents.latency_table import LatencyTable
 from agents.registry import make_agent
 from agents.types import AgentHints, Budget
 from tests.agents.synthetic import chain_space, make_evaluator, sensitivities
@@ -82,6 +83,37 @@ def test_trust_region_and_exclusions_are_respected(small):
         if solver.distance(k, center) <= 1 and k != center and macs.value(small, k) <= 0.5 + 1e-12
     ]
     assert _value(small, values, near) == max(_value(small, values, k) for k in feasible_near)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_trust_region_enumeration_equals_the_milp(monkeypatch, seed):
+    """Small regions are enumerated, not solved as a MILP: same value, every limit met exactly,
+    exclusions respected, None exactly when the MILP finds nothing; and on every architecture
+    the region's points are those within the radius."""
+    import agents.knapsack_solve as knapsack_solve
+
+    space = chain_space((8, 16, 16, 12, 8), round_to=4)
+    rng = np.random.default_rng(seed)
+    limits = [Limit("macs_ratio", analytic_cost_model(space, "macs"), 0.45),
+              Limit("params_ratio", analytic_cost_model(space, "params"), 0.55)]
+    solver = Knapsack(space, limits)
+    every = list(_all_kept(space))
+    for _ in range(8):
+        values = {g.name: list(np.cumsum(rng.uniform(0, 1, len(space.levels(g))))) for g in space.groups}
+        center = every[int(rng.integers(len(every)))]
+        radius = int(rng.integers(1, 5))
+        near = [k for k in every if solver.distance(k, center) <= radius]
+        assert solver.region_size(center, radius) == len(near)
+        exclude = [near[int(i)] for i in rng.choice(len(near), size=min(len(near), int(rng.integers(0, 30))), replace=False)]
+        enumerated = solver.solve(values, center=center, radius=radius, exclude=exclude)
+        monkeypatch.setattr(knapsack_solve, "ENUMERATE_AT_MOST", 0)
+        milp = solver.solve(values, center=center, radius=radius, exclude=exclude, gap=0.0)
+        monkeypatch.undo()
+        assert (enumerated is None) == (milp is None)
+        if enumerated is not None:
+            assert enumerated not in exclude and solver.distance(enumerated, center) <= radius
+            assert not solver.violated(enumerated)
+            assert _value(space, values, enumerated) == pytest.approx(_value(space, values, milp), abs=1e-9)
 
 
 def test_unreachable_budget_gives_none_and_budget_error(small):

@@ -47,8 +47,11 @@ def _stop(proc: subprocess.Popen, grace: float = 40.0) -> None:
             proc.wait(10)
 
 
-@pytest.fixture()
-def two_node_cluster(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One cluster for the module's tests (starting two nodes is most of their time); neither
+    test changes it."""
+    tmp_path = tmp_path_factory.mktemp("ray-nodes")
     port = _free_port()
     temp_dir = Path("/tmp") / f"ray-mn-{os.getpid()}"  # Ray's socket paths must stay short
     common = ["--num-cpus=1", "--include-dashboard=false", "--block", "--disable-usage-stats"]
