@@ -4,8 +4,8 @@ Entry (g, k): the network with group g pruned to k kept channels and every other
 timed interleaved with the dense model by the evaluator's ``LatencyMeter`` — so each entry is an
 ordinary latency measurement: cached by architecture signature (in memory and in the node's
 latency cache file, shared with evaluations and across restarts) and taken with the node held
-exclusively. Only the architecture matters for latency, so the cheap ``l1`` criterion picks the
-channels and there is no BN recalibration.
+exclusively. Only the architecture matters for latency, so the policy is applied the model
+kind's way (``Evaluator.shrink``) with no recovery.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agents.latency_table import LatencyTable
-from search_spaces.prune import apply_policy
 from search_spaces.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def measure_latency_table(evaluator: Evaluator, ratios: Sequence[float]) -> Late
             signature = space.signature(policy)
             lat = meter.cached(signature)
             if lat is None:
-                model = apply_policy(evaluator.dense, space, policy, criterion="l1", example_input=evaluator.example)
+                model = evaluator.shrink(policy)
                 lat = meter.measure(signature, model)
             row.append((space.kept(policy)[name], lat.ratio))
         entries[name] = tuple(row)
