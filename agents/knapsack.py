@@ -47,8 +47,8 @@ from agents.types import AgentHints, Budget, Outcome, Proposal
 from search_spaces.space import Policy, SearchSpace
 
 _DEFAULT_TABLE_RATIOS = LatencyTableRequest().ratios
-# the model's error before any outcome is measured: the spread of one latency measurement
-# (6 interleaved rounds on resnet56/digits: ±0.03–0.05), counted as this many outcomes
+# the model's error before any outcome is measured: about the spread of one latency measurement
+# (docs/benchmarks.md, "The latency model refitted"), counted as this many outcomes
 _PRIOR_SIGMA, _PRIOR_SIGMA_POINTS = 0.03, 2.0
 
 
@@ -251,9 +251,9 @@ class KnapsackAgent(Agent):
             kept = self._solve(values, center, taken)
             if kept is None:
                 # Nothing untried fits the latency model. The model extrapolates worst at the
-                # narrowest widths (fitted on one-group cuts, it put resnet56's narrowest network
-                # at 0.54 of dense; measured: 0.43), so measure the fastest untried network rather
-                # than end the search on the model's word.
+                # narrowest widths (fitted on one-group cuts it overestimates them: docs/
+                # benchmarks.md, "The latency model refitted"), so measure the fastest untried
+                # network rather than end the search on the model's word.
                 kept, role = self._fastest_untried(taken), "fastest"
             if kept is None:
                 break  # every architecture the budget allows was tried

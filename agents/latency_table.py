@@ -5,9 +5,9 @@ cached by architecture signature like every latency measurement) and hand it to 
 value, so agents still never touch a model.
 
 The entries are measured points, not a model. Summing them (latency ≈ 1 + Σ_g (T_g(k_g) − 1))
-adds the noise of every entry: on resnet56 one of 30 groups at half width moves latency by 1–3 %,
-about the spread of one measurement, and that sum missed the measured latency of multi-group
-policies by 0.08–0.19 (docs/benchmarks.md, "Knapsack under a latency budget"). So the knapsack
+adds the noise of every entry: one group's effect is about the spread of one measurement, and
+that sum missed the measured latency of multi-group policies (docs/benchmarks.md, "Knapsack under
+a latency budget" and "The latency model refitted"). So the knapsack
 fits ``agents.budget_fit.LatencyModel`` (latency ≈ a + b·MACs + per-group corrections, ridge
 regression shrunk toward MACs-proportional) to the table's points and then to every measured
 outcome: the fit pools all entries into the overall slope, interpolates between and beyond the

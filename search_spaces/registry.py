@@ -146,7 +146,8 @@ def entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
 
 @functools.lru_cache(maxsize=16)
 def _read_entry_points(group: str, _path: tuple[str, ...]) -> dict[str, importlib.metadata.EntryPoint]:
-    # keyed on sys.path: ~40 ms per scan, so once per path (a restart sees new installs)
+    # a scan reads every installed distribution (docs/benchmarks.md, "Figures moved out of
+    # comments"): once per sys.path (a restart sees new installs)
     found: dict[str, importlib.metadata.EntryPoint] = {}
     for ep in importlib.metadata.entry_points(group=group):
         if not ep.name or ":" in ep.name:

@@ -261,10 +261,9 @@ class EvaluationSpec(_Spec):
 
         The proxy study (docs/benchmarks.md, "The truth a job delivers") against the truth a job
         delivers — the same fine-tune from the recovered network, as ``finalize`` runs it — found
-        ``lsq`` ranking policies better than BN recalibration in three of its four cells (both
-        built-in tasks at 25 and 50 % MACs; in the fourth, digits at 50 %, neither ranks: every
-        policy ends within 1.7 points), and its start ending 1–20 points higher after that
-        fine-tune; BN alone scores deep cuts near chance. It costs 1.3–1.6× BN recalibration.
+        ``lsq`` ranking policies better than BN recalibration in three of its four cells (in the
+        fourth neither ranks), and its start ending higher after that fine-tune; BN alone scores
+        deep cuts near chance. It costs somewhat more than BN recalibration (figures there).
         """
         if self.recovery != "auto":
             return self.recovery

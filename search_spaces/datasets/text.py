@@ -144,7 +144,7 @@ def stdlib_docstring_sentences() -> tuple[str, ...]:
 
 
 def _cached_sentences(cache_dir: str | os.PathLike[str] | None) -> list[str]:
-    """The stdlib sentences, read from (or written to) ``cache_dir``: parsing takes ~10-50 s."""
+    """The stdlib sentences, read from (or written to) ``cache_dir``: parsing them is slow."""
     if cache_dir is None:
         return list(stdlib_docstring_sentences())
     stdlib = sysconfig.get_paths()["stdlib"]

@@ -63,7 +63,7 @@ class ImageFinalizer(CandidateFinalizer):
             model = self.scoring.prune(policy)  # prune + the search's recovery (lsq by default)
             train_steps(
                 model, batches, total, device=device, teacher=self.teacher, on_step=progress,
-                cosine=True,  # end at a low rate: a constant 0.01 undid the recovered model's accuracy
+                cosine=True,  # end at a low rate: a constant rate undid the recovered model's accuracy
             )
             return model.eval()
         # AGP: prune steps spread over the first half of training, then fine-tune at the target
