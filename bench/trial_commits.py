@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 if __name__ == "__main__":  # bench/ would shadow the packages; PYTHONPATH, if set, comes first
     sys.path.pop(0)
@@ -49,7 +50,7 @@ def main() -> None:
     with db.session_scope() as s:
         assert repo.take_lease(s, job_id=job_id, owner=owner, seconds=3600)
 
-    def fence(s: object) -> None:  # the runner's first statement of every job write
+    def fence(s: Any) -> None:  # the runner's first statement of every job write
         assert repo.renew_lease(s, job_id=job_id, owner=owner, seconds=3600)
 
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import sqlalchemy as sa
 
@@ -13,10 +15,10 @@ from workers.spec import JobSpec
 
 
 @pytest.fixture
-def db(db_url: str) -> Database:
+def db(db_url: str) -> Iterator[Database]:
     upgrade(db_url)
     database = Database(db_url)
-    yield database  # type: ignore[misc]
+    yield database
     database.dispose()
 
 
@@ -130,7 +132,7 @@ def test_trial_summaries_of_a_page_equal_each_jobs_own(db: Database) -> None:
             alone = repo.trial_summaries(s, job_ids=[job_id])[job_id]
             trials = repo.all_trials(s, job_id=job_id)
             ranked = sorted((t for t in trials if t.feasible and t.quality is not None),
-                            key=lambda t: (-t.quality, t.macs, t.trial_id))
+                            key=lambda t: (-(t.quality or 0.0), t.macs, t.trial_id))
             got = page[job_id]
             assert got.count == alone.count == len(trials)
             assert (got.first.trial_id if got.first else None) == (trials[0].trial_id if trials else None)
