@@ -264,10 +264,11 @@ def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, li
     best_final = arts[0].get("metrics") or {} if arts else {}
     base_final = by_trial.get(base_trial.get("trial_id"), {})
     table = Table("", "dense", "uniform-fill baseline", "best found")
-    table.add_row("accuracy at search (val)", _fmt(dense.get("quality"), ".4f"),
+    metric = (job.get("spec") or {}).get("metric") or "quality"
+    table.add_row(f"{metric} at search (val)", _fmt(dense.get("quality"), ".4f"),
                   _fmt(base.get("quality"), ".4f"), _fmt(best.get("quality"), ".4f"))
-    table.add_row("accuracy after final fine-tune (test)", _fmt(best_final.get("dense_test_accuracy"), ".4f"),
-                  _fmt(base_final.get("test_accuracy"), ".4f"), _fmt(best_final.get("test_accuracy"), ".4f"))
+    table.add_row(f"{metric} after final fine-tune (test)", _fmt(best_final.get("dense_test_quality"), ".4f"),
+                  _fmt(base_final.get("test_quality"), ".4f"), _fmt(best_final.get("test_quality"), ".4f"))
     table.add_row("MACs", _fmt(dense.get("macs"), ",d"), _fmt(base.get("macs"), ",d"), _fmt(best.get("macs"), ",d"))
     table.add_row("MACs ratio", "1.000", _fmt(base.get("macs_ratio"), ".3f"), _fmt(best.get("macs_ratio"), ".3f"))
     table.add_row("params", _fmt(dense.get("params"), ",d"), _fmt(base.get("params"), ",d"),
@@ -294,7 +295,7 @@ def _verdict(best_trial: dict[str, Any], base_trial: dict[str, Any], best_final:
     else:
         lines.append(f"At search time the best found beats the uniform-fill baseline by "
                      f"{100 * (q_best - q_base):+.1f} points ({q_best:.4f} vs {q_base:.4f}).")
-    t_best, t_base = best_final.get("test_accuracy"), base_final.get("test_accuracy")
+    t_best, t_base = best_final.get("test_quality"), base_final.get("test_quality")
     if isinstance(t_best, int | float) and isinstance(t_base, int | float):
         if t_best > t_base:
             lines.append(f"After the same final fine-tune it is {100 * (t_best - t_base):+.1f} points "

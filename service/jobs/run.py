@@ -94,9 +94,7 @@ class JobRun:
                     return
             self._finalize(spec, launched, recorder)
         finally:
-            close = getattr(launched.pool, "close", None)
-            if close is not None:
-                close()
+            launched.pool.close()
 
     def _should_stop(self) -> bool:
         return self.stopping() or self.cancelled() or self.leases.is_lost(self.job_id)

@@ -11,14 +11,16 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from agents.latency_table import LatencyTable
 from agents.types import Metrics, Outcome, Proposal
 from search_spaces.space import Group, LayerCost, SearchSpace
 from service.launcher import Launched
 from workers.artifacts import ArtifactInfo
+from workers.pool_base import Pool
 from workers.spec import JobSpec
 
 
@@ -38,11 +40,13 @@ def tiny_space() -> SearchSpace:
                        max_ratio=0.8, round_to=4)
 
 
-class FakePool:
+class FakePool(Pool):
+    """A pool on the analytic space: quality falls with the mean ratio, latency is MACs."""
+
     def __init__(self, space: SearchSpace, delay: float, fail_on: set[int]) -> None:
+        super().__init__()
         self._space, self.delay, self.fail_on = space, delay, fail_on
         self.evaluated: list[int] = []
-        self.closed = False
 
     @property
     def space(self) -> SearchSpace:
@@ -59,7 +63,10 @@ class FakePool:
                        macs_ratio=s.macs_ratio(policy), params_ratio=s.params_ratio(policy),
                        latency_ms=1.0 * s.macs_ratio(policy), latency_ratio=s.macs_ratio(policy), node="fake")
 
-    def evaluate(self, proposals: list[Proposal]) -> Iterator[Outcome]:
+    def latency_table(self, ratios: tuple[float, ...]) -> LatencyTable:
+        raise NotImplementedError("the fake pool measures no latency table")
+
+    def _evaluate(self, proposals: list[Proposal]) -> Generator[Outcome, None, None]:
         for p in proposals:
             time.sleep(self.delay)
             self.evaluated.append(p.trial_id)
@@ -68,8 +75,8 @@ class FakePool:
             else:
                 yield Outcome(p.trial_id, p.policy, self.metrics(self._space.validate(p.policy)), None)
 
-    def close(self) -> None:
-        self.closed = True
+    def _close(self) -> None:
+        pass  # nothing to release; Pool.closed records it
 
 
 class FakeLauncher:

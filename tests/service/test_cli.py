@@ -94,11 +94,12 @@ def _render(job: dict[str, object], arts: list[dict[str, object]]) -> str:
 
 
 def test_demo_table_puts_the_baseline_next_to_the_best() -> None:
-    job = {"dense": {"quality": 0.99, "macs": 1_000_000, "params": 2000, "latency_ms": 10.0},
+    job = {"spec": {"metric": "accuracy"},
+           "dense": {"quality": 0.99, "macs": 1_000_000, "params": 2000, "latency_ms": 10.0},
            "baseline": _trial(0, 0.8123, 0.249), "best": _trial(17, 0.9345, 0.248)}
-    arts = [{"rank": 1, "trial_id": 17, "metrics": {"test_accuracy": 0.9611, "dense_test_accuracy": 0.99,
+    arts = [{"rank": 1, "trial_id": 17, "metrics": {"test_quality": 0.9611, "dense_test_quality": 0.99,
                                                     "latency_ms": 5.0, "latency_ratio": 0.5}},
-            {"rank": 2, "trial_id": 0, "metrics": {"test_accuracy": 0.9444, "latency_ms": 6.0, "latency_ratio": 0.6}}]
+            {"rank": 2, "trial_id": 0, "metrics": {"test_quality": 0.9444, "latency_ms": 6.0, "latency_ratio": 0.6}}]
     text = _render(job, arts)
     assert "uniform-fill baseline" in text and "best found" in text
     row = next(line for line in text.splitlines() if "accuracy at search" in line)
@@ -111,3 +112,18 @@ def test_demo_table_puts_the_baseline_next_to_the_best() -> None:
     job["best"] = job["baseline"]
     text = _render(job, arts[1:])
     assert "did NOT beat the uniform-fill baseline" in text
+
+
+def test_a_transformer_jobs_table_shows_the_baseline_beside_the_best() -> None:
+    """The text kind finalizes the baseline too, and reports the same kind-neutral keys."""
+    job = {"spec": {"metric": "embedding_cosine"},
+           "dense": {"quality": 1.0, "macs": 5_000_000, "params": 9000, "latency_ms": 20.0},
+           "baseline": _trial(0, 0.8811, 0.5), "best": _trial(9, 0.9102, 0.5)}
+    arts = [{"rank": 1, "trial_id": 9, "metrics": {"test_quality": 0.9050, "dense_test_quality": 1.0,
+                                                   "latency_ms": 10.0, "latency_ratio": 0.5}},
+            {"rank": 2, "trial_id": 0, "metrics": {"test_quality": 0.8990, "latency_ms": 10.2, "latency_ratio": 0.51,
+                                                   "role": "baseline", "search_beat_baseline": True}}]
+    text = _render(job, arts)
+    row = next(line for line in text.splitlines() if "embedding_cosine after final" in line)
+    assert "0.8990" in row and "0.9050" in row
+    assert "+0.6 points ahead" in text

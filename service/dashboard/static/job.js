@@ -460,12 +460,19 @@ class JobView {
     el.innerHTML = res.items.sort((a, b) => a.rank - b.rank).map((a) => {
       const m = a.metrics || {};
       const size = (a.files || []).reduce((s, f) => s + (f.size || 0), 0);
-      const facts = Object.entries(m).filter(([, v]) => typeof v === "number")
-        .slice(0, 6).map(([k, v]) => `<span>${esc(k)} <b>${Number.isInteger(v) ? si(v) : num(v)}</b></span>`).join("");
+      // the figures every kind reports first (test_quality is the spec's metric on the test split)
+      const first = ["test_quality", "dense_test_quality", "val_quality", "latency_ratio", "macs_ratio", "params_ratio"];
+      const keys = [...first.filter((k) => typeof m[k] === "number"),
+        ...Object.keys(m).filter((k) => !first.includes(k) && typeof m[k] === "number")].slice(0, 8);
+      const facts = keys.map((k) => `<span>${esc(k)} <b>${Number.isInteger(m[k]) ? si(m[k]) : num(m[k])}</b></span>`).join("");
+      const isBaseline = m.role === "baseline" || (this.job.baseline && a.trial_id === this.job.baseline.trial_id);
+      const role = isBaseline ? ` <span class="tag baseline">uniform-fill baseline</span>` : "";
+      const verdict = typeof m.search_beat_baseline === "boolean"
+        ? `<div class="muted">after the same final fine-tune the search ${m.search_beat_baseline ? "beat" : "did NOT beat"} this baseline on the test split</div>` : "";
       return `<div class="artifact">
-        <div class="artifact-head"><b>rank ${a.rank}</b> <span class="muted">trial #${a.trial_id} · ${(a.files || []).length} files · ${si(size)}B</span>
+        <div class="artifact-head"><b>rank ${a.rank}</b>${role} <span class="muted">trial #${a.trial_id} · ${(a.files || []).length} files · ${si(size)}B</span>
           <button type="button" data-url="${esc(a.download_url)}" data-name="${esc(`${this.job.name}-rank${a.rank}.zip`)}">Download .zip</button></div>
-        <div class="facts">${facts}</div>
+        <div class="facts">${facts}</div>${verdict}
         <details><summary>files</summary><ul class="files">${(a.files || []).map((f) =>
           `<li><code>${esc(f.name)}</code> ${si(f.size)}B <span class="muted" title="sha256">${esc((f.sha256 || "").slice(0, 12))}…</span></li>`).join("")}</ul></details>
       </div>`;
