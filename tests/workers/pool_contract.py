@@ -1,9 +1,9 @@
 """The contract every evaluator pool passes (``workers.pool_base.Pool``), Optuna-style.
 
-A pool's test class subclasses :class:`PoolContract` and provides the ``make`` fixture: a
-function building that pool on the fakes (``tests.workers.fakes.FakeEvaluator``'s keyword
-arguments), closed after the test. ``has_workers = False`` (the in-process pool) skips the
-worker-death cases: there the evaluator dying is the caller dying.
+A pool's test class subclasses :class:`WorkerPoolContract` (pools with worker processes) or
+:class:`PoolContract` (the in-process pool, where the evaluator dying is the caller dying: no
+worker-death cases) and provides the ``make`` fixture: a function building that pool on the
+fakes (``tests.workers.fakes.FakeEvaluator``'s keyword arguments), closed after the test.
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ def pool_maker(build: Callable[..., Pool]) -> Iterator[MakePool]:
 
 
 class PoolContract:
-    """Evaluate, latency table, cancel, a worker dying mid-batch, close."""
-
-    has_workers = True
+    """Evaluate, latency table, cancel, close (a worker dying: :class:`WorkerPoolContract`)."""
 
     @pytest.fixture
     def make(self) -> Iterator[MakePool]:  # pragma: no cover - each pool's class provides it
@@ -127,32 +125,6 @@ class PoolContract:
         pool.cancel()
         assert sorted(o.trial_id for o in pool.evaluate(proposals(3))) == [0, 1, 2]
 
-    # a worker dying mid-batch -------------------------------------------------------------------
-    def test_a_worker_dying_mid_batch_is_retried_once(self, make: MakePool, tmp_path: Path) -> None:
-        if not self.has_workers:
-            pytest.skip("no worker process to die: the evaluator runs in the caller")
-        marker = tmp_path / "deaths"
-        pool = make(die_on=0.5, die_marker=str(marker), die_times=1)
-        out = {o.trial_id: o for o in pool.evaluate(proposals(5))}
-        assert sorted(out) == [0, 1, 2, 3, 4]
-        assert all(o.ok for o in out.values()), [o.error for o in out.values()]
-        assert marker.read_text() == "x"  # it died once, on trial 2, and the retry succeeded
-        self.check_replaced(pool, 1)
-
-    def test_a_worker_dying_twice_is_a_clear_error_not_a_hang(self, make: MakePool, tmp_path: Path) -> None:
-        if not self.has_workers:
-            pytest.skip("no worker process to die: the evaluator runs in the caller")
-        marker = tmp_path / "deaths"
-        pool = make(die_on=0.5, die_marker=str(marker), die_times=2)
-        out = {o.trial_id: o for o in pool.evaluate(proposals(5))}
-        assert sorted(out) == [0, 1, 2, 3, 4]
-        assert out[2].error is not None and "worker died 2 times" in out[2].error, out[2].error
-        assert all(out[i].ok for i in (0, 1, 3, 4)), [out[i].error for i in (0, 1, 3, 4)]
-        assert marker.read_text() == "xx"
-        self.check_replaced(pool, 2)
-        # the pool goes on: a fresh worker took the dead one's place
-        assert all(o.ok for o in pool.evaluate(proposals(2, first=20)))
-
     # close --------------------------------------------------------------------------------------
     def test_close_twice_then_evaluate_raises(self, make: MakePool) -> None:
         pool = make()
@@ -167,3 +139,29 @@ class PoolContract:
         with make() as pool:
             assert [o.trial_id for o in pool.evaluate(proposals(1))] == [0]
         assert pool.closed
+
+
+class WorkerPoolContract(PoolContract):
+    """The contract of a pool whose evaluators run in worker processes, which can die."""
+
+    # a worker dying mid-batch -------------------------------------------------------------------
+    def test_a_worker_dying_mid_batch_is_retried_once(self, make: MakePool, tmp_path: Path) -> None:
+        marker = tmp_path / "deaths"
+        pool = make(die_on=0.5, die_marker=str(marker), die_times=1)
+        out = {o.trial_id: o for o in pool.evaluate(proposals(5))}
+        assert sorted(out) == [0, 1, 2, 3, 4]
+        assert all(o.ok for o in out.values()), [o.error for o in out.values()]
+        assert marker.read_text() == "x"  # it died once, on trial 2, and the retry succeeded
+        self.check_replaced(pool, 1)
+
+    def test_a_worker_dying_twice_is_a_clear_error_not_a_hang(self, make: MakePool, tmp_path: Path) -> None:
+        marker = tmp_path / "deaths"
+        pool = make(die_on=0.5, die_marker=str(marker), die_times=2)
+        out = {o.trial_id: o for o in pool.evaluate(proposals(5))}
+        assert sorted(out) == [0, 1, 2, 3, 4]
+        assert out[2].error is not None and "worker died 2 times" in out[2].error, out[2].error
+        assert all(out[i].ok for i in (0, 1, 3, 4)), [out[i].error for i in (0, 1, 3, 4)]
+        assert marker.read_text() == "xx"
+        self.check_replaced(pool, 2)
+        # the pool goes on: a fresh worker took the dead one's place
+        assert all(o.ok for o in pool.evaluate(proposals(2, first=20)))

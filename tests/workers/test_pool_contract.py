@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from tests.workers.fakes import FakeEvaluator, FakeFactory, FakeTaskFactory, tiny_space
-from tests.workers.pool_contract import MakePool, PoolContract, pool_maker, proposals
+from tests.workers.pool_contract import (
+    MakePool,
+    PoolContract,
+    WorkerPoolContract,
+    pool_maker,
+    proposals,
+)
 from workers.pool import FactoryRayPool, InProcessPool, RayPool
 from workers.pool_base import Pool
 from workers.process_pool import TaskProcess
@@ -20,14 +26,12 @@ from workers.ray_driver import RayDriver, RemotePool
 
 
 class TestInProcessPool(PoolContract):
-    has_workers = False
-
     @pytest.fixture
     def make(self) -> Iterator[MakePool]:
         yield from pool_maker(lambda **kw: InProcessPool(FakeEvaluator(**kw)))
 
 
-class TestTaskProcess(PoolContract):
+class TestTaskProcess(WorkerPoolContract):
     @pytest.fixture
     def make(self) -> Iterator[MakePool]:
         yield from pool_maker(lambda **kw: TaskProcess(factory=FakeTaskFactory(**kw)))
@@ -58,7 +62,7 @@ class _BrokenTask:
 
 @pytest.mark.ray
 @pytest.mark.slow
-class TestRayPool(PoolContract):
+class TestRayPool(WorkerPoolContract):
     @pytest.fixture
     def make(self, ray_cluster: None) -> Iterator[MakePool]:
         yield from pool_maker(lambda **kw: RayPool(FakeFactory(**kw), tiny_space(), workers=2))
@@ -78,7 +82,7 @@ def driver() -> Iterator[RayDriver]:
 
 @pytest.mark.ray
 @pytest.mark.slow
-class TestRemotePool(PoolContract):
+class TestRemotePool(WorkerPoolContract):
     @pytest.fixture
     def make(self, driver: RayDriver) -> Iterator[MakePool]:
         yield from pool_maker(
