@@ -8,6 +8,14 @@ one indexed version read while it is unchanged; a page of the list reads the ver
 jobs in one query and builds only the views that changed (their trial summaries in one batch).
 Versions are read from the database, so other replicas' writes are seen too.
 
+Between writes the answers are served from memory on the event loop: a page, or an unfinished
+job's view, read at this process's write generation (``Database.generation``, moved by every
+committed write of this process — submits, cancels, state changes, leases — except a running
+job's progress) is answered again while the generation is unchanged and for at most
+``max_stale_s``: the bound on how late a running job's new trials, and another process's (a
+replica's) writes, are seen; the event stream carries each trial as it is stored. This process's
+other writes are seen at once.
+
 At most ``readers`` threads read at once: with one GIL and one database file more give no
 parallelism, only more threads for the event loop (which answers the finished views) to wait
 behind; the others sleep on a semaphore.
@@ -15,9 +23,11 @@ behind; the others sleep on a semaphore.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sqlalchemy.orm import Session
 
@@ -29,16 +39,34 @@ from service.states import FINAL_STATES
 
 #: the version a finished job's view is kept under: valid whatever is read later
 FINAL = None
+#: how late another process's writes may be seen in a remembered answer (a dashboard polls each second)
+MAX_STALE_S = 0.25
+
+Generation = tuple[int, int]
 
 
 class JobViews:
     """JSON of job views, cached per version."""
 
-    def __init__(self, size: int = 2048, readers: int = 4) -> None:
+    def __init__(self, size: int = 2048, readers: int = 4, max_stale_s: float = MAX_STALE_S) -> None:
         self.size = size
+        self.max_stale_s = max_stale_s
         self._views: OrderedDict[str, tuple[JobVersion | None, bytes]] = OrderedDict()
+        # answers read at a write generation, at a time: (generation, monotonic time, bytes)
+        self._recent: OrderedDict[tuple[int, str], tuple[Generation, float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
         self._readers = threading.BoundedSemaphore(readers)
+        # striped: a bounded set of locks whatever the number of jobs
+        self._flights = [threading.Lock() for _ in range(64)]
+
+    def recent_one(self, db: Database, job_id: str) -> bytes | None:
+        """A job's view answerable without the database (finished, or unchanged as far as this
+        process knows), else None."""
+        return self.finished(job_id) or self._recent_answer(db, job_id)
+
+    def recent_page(self, db: Database, *, offset: int, limit: int) -> bytes | None:
+        """A page answerable without the database, else None."""
+        return self._recent_answer(db, f"page:{offset}:{limit}")
 
     def finished(self, job_id: str) -> bytes | None:
         """The kept view of a finished job, or None (unknown, unfinished, or dropped)."""
@@ -46,16 +74,27 @@ class JobViews:
 
     def one(self, db: Database, job_id: str) -> bytes:
         """One job's view; raises NotFoundError for an unknown id."""
-        body = self.finished(job_id)
-        if body is not None:
-            return body
+        with self._single_flight(db, job_id):
+            body = self.recent_one(db, job_id)  # another thread may have just read it
+            return body if body is not None else self._read_one(db, job_id)
+
+    def _read_one(self, db: Database, job_id: str) -> bytes:
+        read_at = db.generation, time.monotonic()  # before reading: a later write moves it
         with self._readers, db.session_scope() as s:
             version = repo.job_version(s, job_id)
             body = self._get(job_id, version)
-            return body if body is not None else self._build(s, [version])[job_id]
+            body = body if body is not None else self._build(s, [version])[job_id]
+        self._remember(db, job_id, read_at, body)
+        return body
 
     def page(self, db: Database, *, offset: int, limit: int) -> bytes:
         """A page of the jobs list, newest first, as ``Page[Job]`` JSON."""
+        with self._single_flight(db, f"page:{offset}:{limit}"):
+            body = self.recent_page(db, offset=offset, limit=limit)  # another thread may have just read it
+            return body if body is not None else self._read_page(db, offset=offset, limit=limit)
+
+    def _read_page(self, db: Database, *, offset: int, limit: int) -> bytes:
+        read_at = db.generation, time.monotonic()  # before reading: a later write moves it
         with self._readers, db.session_scope() as s:
             versions, count = repo.job_page(s, offset=offset, limit=limit)
             parts: dict[str, bytes] = {}
@@ -65,7 +104,30 @@ class JobViews:
                     parts[v.id] = body
             parts.update(self._build(s, [v for v in versions if v.id not in parts]))
         items = b",".join(parts[v.id] for v in versions if v.id in parts)
-        return b'{"items":[%s],"count":%d,"offset":%d,"limit":%d}' % (items, count, offset, limit)
+        body = b'{"items":[%s],"count":%d,"offset":%d,"limit":%d}' % (items, count, offset, limit)
+        self._remember(db, f"page:{offset}:{limit}", read_at, body)
+        return body
+
+    @contextlib.contextmanager
+    def _single_flight(self, db: Database, key: str) -> Iterator[None]:
+        """One reader of ``key`` at a time: readers arriving together (a burst of clients, a
+        write that made every remembered answer old) wait for the first one's answer."""
+        with self._flights[hash((db.serial, key)) % len(self._flights)]:
+            yield
+
+    def _recent_answer(self, db: Database, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._recent.get((db.serial, key))
+        if entry is None or entry[0] != db.generation or time.monotonic() - entry[1] >= self.max_stale_s:
+            return None
+        return entry[2]
+
+    def _remember(self, db: Database, key: str, read_at: tuple[Generation, float], body: bytes) -> None:
+        with self._lock:
+            self._recent[(db.serial, key)] = (*read_at, body)
+            self._recent.move_to_end((db.serial, key))
+            while len(self._recent) > self.size:
+                self._recent.popitem(last=False)
 
     def _get(self, job_id: str, version: JobVersion | None) -> bytes | None:
         with self._lock:

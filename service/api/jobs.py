@@ -79,20 +79,22 @@ def submit_job(
     return _json(_job(db, runner.submit(spec)), status.HTTP_201_CREATED)
 
 
-# The two most read routes are coroutines: a finished job's view is answered from memory on the
-# event loop; only what needs the database goes to a worker thread.
+# The two most read routes are coroutines: a finished job's view, and any answer unchanged since
+# this process last wrote (service/api/job_views.py), come from memory on the event loop; only
+# what needs the database goes to a worker thread.
 @router.get("/jobs", response_model=Page[Job])
 async def list_jobs(
     db: DbDep,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    return _json(await run_in_threadpool(views.page, db, offset=offset, limit=limit))
+    body = views.recent_page(db, offset=offset, limit=limit)
+    return _json(body if body is not None else await run_in_threadpool(views.page, db, offset=offset, limit=limit))
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=errors(404))
 async def get_job(job_id: str, db: DbDep) -> Response:
-    body = views.finished(job_id)
+    body = views.recent_one(db, job_id)
     return _json(body if body is not None else await run_in_threadpool(_job, db, job_id))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,13 @@ from service.errors import ConflictError, ServiceError, StorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: ``Connection.info`` key: a statement of the transaction on it wrote (insert, update, delete)
+WROTE = "autoprune.wrote"
+#: ``Session.info`` key: what it wrote is a running job's progress (trials, their events, the
+#: agent's state), which readers may see up to their staleness bound late (service/api/job_views.py)
+PROGRESS = "autoprune.progress"
+_serials = itertools.count(1)
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -66,6 +74,17 @@ class Database:
         self.engine = make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         self.events = JobEvents()
+        #: this process's writes so far: (this Database, count of committed writing transactions,
+        #: progress writes left out). Readers caching what they read compare it; writes of other
+        #: processes do not move it.
+        self.serial = next(_serials)
+        self.writes = 0
+        event.listen(self.engine, "after_cursor_execute", _mark_if_writing)
+
+    @property
+    def generation(self) -> tuple[int, int]:
+        """Changes after every committed write of this process (see :attr:`writes`)."""
+        return (self.serial, self.writes)
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -73,7 +92,11 @@ class Database:
         session = self._factory()
         try:
             yield session
+            session.flush()  # the ORM's writes reach the cursor now, not inside commit()
+            wrote = session.in_transaction() and session.connection().info.pop(WROTE, False)
             session.commit()
+            if wrote and not session.info.pop(PROGRESS, False):
+                self.writes += 1
             for job_id in session.info.pop(EVENT_JOBS, ()):
                 self.events.notify(job_id)
         except exc.IntegrityError as e:
@@ -88,19 +111,22 @@ class Database:
         finally:
             session.close()
 
-    def write_retrying(self, work: Callable[[Session], T]) -> T:
+    def write_retrying(self, work: Callable[[Session], T], *, progress: bool = False) -> T:
         """Runs ``work`` in its own transaction, retried with backoff while the database is away.
 
         For the runner's writes: a database restart must delay a job, not fail it. Only transient
         errors are retried (:func:`is_transient`); a programming error (bad SQL, a missing table,
         a constraint violated, any other exception) is raised at once, so the job fails with it.
         ``work`` must be safe to run again (the trial writer checks for a stored trial first).
+        ``progress``: it writes a running job's progress (:data:`PROGRESS`).
         """
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.2
         while True:
             try:
                 with self.session_scope() as session:
+                    if progress:
+                        session.info[PROGRESS] = True
                     return work(session)
             except StorageError as e:
                 if not e.transient or time.monotonic() + delay > deadline:
@@ -114,3 +140,10 @@ class Database:
 
 
 __all__ = ["Database", "is_transient", "make_engine", "ConflictError", "StorageError", "ServiceError"]
+
+
+def _mark_if_writing(conn: sa.Connection, _cursor: Any, statement: str, _params: Any, context: Any,
+                     _many: bool) -> None:
+    # ORM flushes, Core statements and text alike reach the cursor here
+    if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+        conn.info[WROTE] = True

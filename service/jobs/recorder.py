@@ -61,7 +61,7 @@ class Recorder:
             self.fence(s)
             repo.save_agent_state(s, job_id=self.job.id, state=state)
 
-        self.db.write_retrying(save)
+        self.db.write_retrying(save, progress=True)
 
     def trial_fields(self, proposal: Proposal, outcome: Outcome, cached: bool) -> dict[str, Any]:
         """The trial row's columns: metrics, kept channels, feasibility against the budget."""
@@ -108,7 +108,7 @@ class Recorder:
             events.append(("progress", progress.model_dump(mode="json")))
             repo.add_events(s, job_id=job.id, events=events)
 
-        self.db.write_retrying(record)
+        self.db.write_retrying(record, progress=True)
 
     def on_finalize(self, report: Any) -> None:
         """A finalize progress report as a ``finalize`` event (the dashboard's progress line);
@@ -120,6 +120,6 @@ class Recorder:
             repo.add_event(s, job_id=self.job.id, type="finalize", data=data)
 
         try:
-            self.db.write_retrying(write)
+            self.db.write_retrying(write, progress=True)
         except StorageError:
             log.warning("job %s: finalize progress not recorded", self.job.id, exc_info=True)

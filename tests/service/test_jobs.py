@@ -6,6 +6,7 @@ import ast
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,13 +34,15 @@ def _job(db: Database, state: str = "running") -> str:
 
 
 def _trial(db: Database, job_id: str, trial_id: int, quality: float, *, feasible: bool = True,
-           role: str | None = None) -> None:
-    with db.session_scope() as s:
+           role: str | None = None, progress: bool = False) -> None:
+    def write(s: Any) -> None:
         repo.add_trial(s, job_id=job_id, trial_id=trial_id, state="succeeded", policy={"a": 0.1}, kept={"a": 3},
                        metrics={"quality": quality, "macs": 10, "params": 1, "macs_ratio": 0.5, "params_ratio": 0.5},
                        quality=quality, macs=10.0, feasible=feasible,
                        info={"role": role} if role else {}, cached=False)
         repo.add_event(s, job_id=job_id, type="trial", data={"trial_id": trial_id})
+
+    db.write_retrying(write, progress=progress)  # as the runner's recorder writes, with progress=True
 
 
 def test_a_running_jobs_view_follows_every_change_and_a_finished_one_is_kept(db: Database) -> None:
@@ -75,6 +78,62 @@ def test_a_page_equals_the_views_of_its_jobs(db: Database) -> None:
         assert (page["count"], page["offset"], page["limit"]) == (3, 0, 2)
         assert page["items"] == [json.loads(views.one(db, j)) for j in reversed(ids[1:])]
         assert page["items"][1]["baseline"]["trial_id"] == 0
+
+
+def test_answers_are_remembered_until_this_process_writes(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    views = JobViews(max_stale_s=60.0)
+    first = _job(db)
+    reads: list[str] = []
+    job_page, job_version = repo.job_page, repo.job_version
+    monkeypatch.setattr(repo, "job_page", lambda s, **kw: reads.append("page") or job_page(s, **kw))
+    monkeypatch.setattr(repo, "job_version", lambda s, j: reads.append("one") or job_version(s, j))
+    assert views.recent_page(db, offset=0, limit=10) is None and views.recent_one(db, first) is None
+    page, one = views.page(db, offset=0, limit=10), views.one(db, first)
+    assert reads == ["page", "one"]
+    # nothing written since: answered from memory, the same bytes
+    assert views.recent_page(db, offset=0, limit=10) == page and views.recent_one(db, first) == one
+    # a read-only transaction writes nothing
+    with db.session_scope() as s:
+        repo.get_job(s, first)
+    assert views.recent_page(db, offset=0, limit=10) == page
+    _trial(db, first, 0, 0.5)  # this process wrote: seen at once
+    assert views.recent_page(db, offset=0, limit=10) is None and views.recent_one(db, first) is None
+    assert json.loads(views.one(db, first))["progress"]["trials_done"] == 1
+    second = _job(db)
+    assert views.recent_page(db, offset=0, limit=10) is None
+    assert [j["id"] for j in json.loads(views.page(db, offset=0, limit=10))["items"]] == [second, first]
+
+
+def test_another_processes_writes_are_seen_within_max_stale(db: Database, db_url: str) -> None:
+    import time
+
+    views = JobViews(max_stale_s=0.2)
+    first = _job(db)
+    assert json.loads(views.page(db, offset=0, limit=10))["count"] == 1
+    replica = Database(db_url)  # another controller's connection: its writes move no generation here
+    try:
+        second = _job(replica)
+        assert views.recent_page(db, offset=0, limit=10) is not None  # not seen yet: within the bound
+        time.sleep(0.2)
+        assert views.recent_page(db, offset=0, limit=10) is None
+        assert [j["id"] for j in json.loads(views.page(db, offset=0, limit=10))["items"]] == [second, first]
+    finally:
+        replica.dispose()
+
+
+def test_a_running_jobs_progress_is_seen_within_max_stale(db: Database) -> None:
+    import time
+
+    views = JobViews(max_stale_s=0.2)
+    job_id = _job(db)
+    assert json.loads(views.one(db, job_id))["progress"]["trials_done"] == 0
+    views.page(db, offset=0, limit=10)
+    _trial(db, job_id, 0, 0.5, progress=True)  # the runner's trial commit: no generation move
+    assert views.recent_one(db, job_id) is not None and views.recent_page(db, offset=0, limit=10) is not None
+    time.sleep(0.2)
+    assert views.recent_one(db, job_id) is None and views.recent_page(db, offset=0, limit=10) is None
+    assert json.loads(views.one(db, job_id))["progress"]["trials_done"] == 1
+    assert json.loads(views.page(db, offset=0, limit=10))["items"][0]["progress"]["trials_done"] == 1
 
 
 def test_events_of_one_write_are_numbered_in_order(db: Database) -> None:
