@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
+from service.db import Database, upgrade
 from tests.server_process import TEST_PLUGINS
 from tests.service.fakes import FakeLauncher
 
@@ -34,6 +35,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_url")
     _reset_postgres(url)
     return url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A migrated database on each backend, disposed of afterwards."""
+    upgrade(db_url)
+    database = Database(db_url)
+    yield database
+    database.dispose()
 
 
 def make_settings(tmp_path: Path, db_url: str, **kw: Any) -> Settings:

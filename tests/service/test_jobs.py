@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.api.job_views import JobViews
-from service.db import Database, repo, upgrade
+from service.db import Database, repo
 from service.jobs.candidates import artifact_fields, choose
 from workers.artifacts import ArtifactInfo
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    upgrade(db_url)
-    database = Database(db_url)
-    yield database
-    database.dispose()
 
 
 def _job(db: Database, state: str = "running") -> str:

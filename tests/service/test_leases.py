@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service.db import Database, JobRow, TrialRow, repo, upgrade
+from service.db import Database, JobRow, TrialRow, repo
 from service.runner import Runner, new_controller_id
 from tests.service.conftest import wait_state
 from tests.service.fakes import FakeLauncher, spec
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    upgrade(db_url)
-    database = Database(db_url)
-    yield database
-    database.dispose()
 
 
 def _jobs(db: Database, n: int) -> list[str]:

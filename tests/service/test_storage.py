@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
@@ -12,14 +10,6 @@ from service.db.migrate import downgrade
 from service.errors import ConflictError, NotFoundError, StorageError
 from tests.service.fakes import spec
 from workers.spec import JobSpec
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    upgrade(db_url)
-    database = Database(db_url)
-    yield database
-    database.dispose()
 
 
 def _job(db: Database) -> str:
