@@ -159,3 +159,17 @@ def test_ray_actors_get_the_same_criterion_as_the_controller(text_task) -> None:
     # the service stores the spec and TaskFactory ships it as JSON: the default must survive that
     shipped = JobSpec.model_validate(json.loads(text_task.spec.model_dump_json()))
     assert kind_of(shipped).criterion(shipped) == text_task.criterion == "activation"
+
+
+def test_a_text_tasks_latency_table_prunes_heads_and_mlp_the_text_way(text_task) -> None:  # type: ignore[no-untyped-def]
+    """The knapsack's table under a latency budget: each entry is the embedder with one group
+    narrowed by the text kind's surgery (CNN surgery on an embedder failed), timed against dense."""
+    from workers.evaluator import Evaluator
+    from workers.latency_table import measure_latency_table
+
+    ev = Evaluator(text_task, latency_rounds=1)
+    table = measure_latency_table(ev, (0.5,))
+    assert set(table.entries) == {g.name for g in text_task.space.groups}
+    for group in text_task.space.groups:
+        (kept, ratio), *_ = table.entries[group.name]
+        assert kept < group.channels and ratio > 0
