@@ -105,6 +105,7 @@ class ModelKind(ABC):
     criteria: ClassVar[tuple[str, ...]]
     metrics: ClassVar[tuple[str, ...]]
     schedules: ClassVar[tuple[str, ...]]  #: the finalize schedules it implements
+    schedule_advice: ClassVar[str] = ""  #: why the others are not, for the error message
 
     # --- at submit: spec validation (must import nothing heavy) ------------------------------
     def owns_model(self, source: str) -> bool:
@@ -123,8 +124,9 @@ class ModelKind(ABC):
                            f"criterion {criterion!r} does not apply to {self.model_noun}; "
                            f"valid: {', '.join(self.criteria)}"))
         if spec.finalize.schedule not in self.schedules:
-            errors.append(("finalize.schedule", f"finalize.schedule {spec.finalize.schedule!r} is not "
-                                                f"implemented for {self.model_noun}; use "
+            why = f" ({self.schedule_advice})" if self.schedule_advice else ""
+            errors.append(("finalize.schedule", f"finalize.schedule: {spec.finalize.schedule!r} is not "
+                                                f"implemented for {self.model_noun}{why}; use "
                                                 f"{' or '.join(repr(s) for s in self.schedules)}"))
         return errors
 

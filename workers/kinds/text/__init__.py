@@ -35,17 +35,10 @@ class TextKind(ModelKind):
     criteria: ClassVar[tuple[str, ...]] = ("l1", "l2", "activation", "random")
     metrics: ClassVar[tuple[str, ...]] = ("embedding_cosine",)
     schedules: ClassVar[tuple[str, ...]] = ("oneshot",)
+    schedule_advice = "gradual re-pruning is for CNNs; text models are pruned once and distilled"
 
     def owns_model(self, source: str) -> bool:
         return source in ZOO_MODELS or source.startswith("hf:")
-
-    def spec_errors(self, spec: JobSpec) -> list[tuple[str, str]]:
-        errors = super().spec_errors(spec)
-        if spec.finalize.schedule == "agp":  # the message says why, not only what
-            errors = [e for e in errors if e[0] != "finalize.schedule"]
-            errors.append(("finalize.schedule", "finalize.schedule: 'agp' (gradual re-pruning) is for CNNs; "
-                                                "text models are pruned once and distilled: use 'oneshot'"))
-        return errors
 
     def load_task(self, spec: JobSpec, settings: WorkerSettings) -> Task:
         from workers.kinds.text.task import load_text_task
