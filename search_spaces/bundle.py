@@ -92,7 +92,7 @@ def save_bundle(
         files["model.ts"] = "torchscript"
     if onnx:
         try:
-            _export_onnx(model, x, out / "model.onnx")
+            export_onnx(model, x, out / "model.onnx")
             files["model.onnx"] = "onnx"
         except Exception as exc:  # noqa: BLE001 - ONNX is optional; say why it is missing
             log.warning("ONNX export failed: %s", exc)
@@ -103,15 +103,17 @@ def save_bundle(
     return files
 
 
-def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+def export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+    """``model`` as ONNX: input ``input`` and output ``output``, the batch axis dynamic (a file
+    that deploys at any batch size; it was traced on ``x``)."""
     import onnx  # noqa: F401 - fail early and clearly when onnx is not installed
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"], output_names=["output"])
-        except TypeError:  # an exporter without the legacy path
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"])
+        torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, input_names=["input"],
+                          output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                          opset_version=17)
 
 
 def load_bundle(directory: str | Path, *, trusted: bool = False) -> nn.Module:

@@ -8,6 +8,7 @@ dimension is divided out.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -100,6 +101,49 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
+def time_interleaved(
+    runs: Sequence[Callable[[], object]],
+    *,
+    warmup: int = 5,
+    rounds: int = 30,
+    repeat: int = 1,
+    sync: Callable[[], None] = lambda: None,
+) -> list[list[float]]:
+    """Milliseconds per call of each of ``runs``, one list per run, timed round-robin: each
+    round calls every run ``repeat`` times (averaged), so machine drift hits all of them alike.
+    Every timed region is bracketed by ``sync`` (work queued on a device is inside the time)."""
+    if not runs:
+        raise ValueError("models: give at least one model")
+    if rounds < 1 or warmup < 0 or repeat < 1:
+        raise ValueError("rounds, repeat and threads must be >= 1 and warmup >= 0")
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(warmup):
+        for run in runs:
+            run()
+    for _ in range(rounds):
+        for i, run in enumerate(runs):
+            sync()  # nothing queued from before runs inside this model's time
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                run()
+            sync()  # the work, not just its launch, is inside the time
+            times[i].append((time.perf_counter() - t0) * 1000.0 / repeat)
+    return times
+
+
+def latency_stats(times: list[float], *, batch_size: int, threads: int) -> LatencyStats:
+    """Median, inter-quartile range and minimum of one run's per-round times."""
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return LatencyStats(
+        median_ms=statistics.median(times),
+        iqr_ms=q[2] - q[0],
+        min_ms=min(times),
+        rounds=len(times),
+        batch_size=batch_size,
+        threads=threads,
+    )
+
+
 def measure_latency(
     models: Sequence[nn.Module],
     example_input: torch.Tensor,
@@ -110,48 +154,27 @@ def measure_latency(
     repeat: int = 1,
     sync: Callable[[], None] | None = None,
 ) -> list[LatencyStats]:
-    """Measures several models round-robin so that machine drift hits all of them equally.
+    """Measures several models in PyTorch eager, round-robin (:func:`time_interleaved`).
 
-    Each round times every model once (``repeat`` forward passes, averaged); the statistics are
-    over rounds. Models run in eval mode under ``torch.inference_mode``. Every timed region is
-    bracketed by ``sync`` (default: :func:`synchronizer` of the input's device, a no-op on CPU).
+    Models run in eval mode under ``torch.inference_mode``. Every timed region is bracketed by
+    ``sync`` (default: :func:`synchronizer` of the input's device, a no-op on CPU).
     """
     if not models:
         raise ValueError("models: give at least one model")
-    if rounds < 1 or warmup < 0 or repeat < 1 or threads < 1:
+    if threads < 1:
         raise ValueError("rounds, repeat and threads must be >= 1 and warmup >= 0")
     sync = sync or synchronizer(example_input.device)
     modes = [m.training for m in models]
     for m in models:
         m.eval()
-    times: list[list[float]] = [[] for _ in models]
     try:
         with torch_threads(threads), torch.inference_mode():
-            for _ in range(warmup):
-                for m in models:
-                    m(example_input)
-            for _ in range(rounds):
-                for i, m in enumerate(models):
-                    sync()  # nothing queued from before runs inside this model's time
-                    t0 = time.perf_counter()
-                    for _ in range(repeat):
-                        m(example_input)
-                    sync()  # the work, not just its launch, is inside the time
-                    times[i].append((time.perf_counter() - t0) * 1000.0 / repeat)
+            times = time_interleaved(
+                [functools.partial(m, example_input) for m in models],
+                warmup=warmup, rounds=rounds, repeat=repeat, sync=sync,
+            )
     finally:
         for m, mode in zip(models, modes, strict=True):
             m.train(mode)
-    out = []
-    for t in times:
-        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0], t[0], t[0]]
-        out.append(
-            LatencyStats(
-                median_ms=statistics.median(t),
-                iqr_ms=q[2] - q[0],
-                min_ms=min(t),
-                rounds=rounds,
-                batch_size=int(example_input.shape[0]),
-                threads=threads,
-            )
-        )
-    return out
+    batch = int(example_input.shape[0])
+    return [latency_stats(t, batch_size=batch, threads=threads) for t in times]

@@ -26,6 +26,7 @@ from search_spaces.space import SearchSpace
 from workers.kinds import kind_of
 from workers.kinds.base import ScoringContext
 from workers.latency import LatencyMeter, NodeLock
+from workers.runtimes import get_runtime
 
 if TYPE_CHECKING:
     from workers.task_types import Task, WorkerSettings
@@ -63,6 +64,8 @@ class Evaluator:
         self._costs: dict[str, tuple[int, int]] = {}
         self._dense_metrics: Metrics | None = None
         lock = lock or NodeLock()
+        #: where latency is measured: the runtime the model ships in
+        self.runtime = get_runtime(spec.target.runtime)
         batch = self.example.expand(spec.target.batch_size, *self.example.shape[1:]).contiguous()
         scope = "|".join(
             [
@@ -71,6 +74,8 @@ class Evaluator:
                 spec.target.device,
                 f"t{spec.target.threads}",
                 torch.__version__,
+                spec.target.runtime,
+                self.runtime.version(),
             ]
         )
         cache_file = None
@@ -79,6 +84,8 @@ class Evaluator:
         self.latency = LatencyMeter(
             self.dense,
             batch,
+            runtime=self.runtime,
+            export=self.kind.export_onnx,
             threads=spec.target.threads,
             rounds=latency_rounds,
             lock=lock,

@@ -29,7 +29,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search_spaces.measure import measure_latency, synchronizer
+from search_spaces.bundle import export_onnx
+from search_spaces.measure import latency_stats, time_interleaved
+from workers.runtimes import get_runtime
+from workers.runtimes.base import OnnxExport, Run, Runtime
 
 
 @dataclass(frozen=True)
@@ -88,48 +91,74 @@ class NodeLock:
             os.close(fd)
 
 
-def measure_pair(
-    dense: nn.Module,
-    pruned: nn.Module,
+def time_pair(
+    runtime: Runtime,
+    dense: Run,
+    pruned: Run,
     example: torch.Tensor,
     *,
     threads: int = 1,
     rounds: int = 15,
     min_round_s: float = 0.005,
 ) -> Latency:
-    """Times ``dense`` and ``pruned`` round-robin (``search_spaces.measure_latency``).
+    """Times two runs of ``runtime`` round-robin (:func:`search_spaces.measure.time_interleaved`).
 
-    Each round repeats enough forward passes to last about ``min_round_s``, sized on the dense
-    (slower) model, so that timer resolution and scheduler ticks do not dominate small models.
+    Each round repeats enough calls to last about ``min_round_s``, sized on the dense (slower)
+    run, so that timer resolution and scheduler ticks do not dominate small models.
     """
-    sync = synchronizer(example.device)  # on CUDA every timed region ends with the kernels done
-    with torch.inference_mode():
-        dense.eval()(example)  # first call: allocations, lazy init
+    sync = runtime.sync(example)  # on CUDA every timed region ends with the kernels done
+    with runtime.timing(threads):
+        dense()  # first call: allocations, lazy init
         sync()
         t0 = time.perf_counter()
-        dense(example)
+        dense()
         sync()
         one = time.perf_counter() - t0
-    repeat = max(1, min(1000, int(min_round_s / max(one, 1e-6))))
-    d, p = measure_latency(
-        [dense, pruned], example, threads=threads, rounds=rounds, repeat=repeat, warmup=2,
-        sync=sync,
-    )
-    return Latency(
-        ms=p.median_ms,
-        spread_ms=p.iqr_ms,
-        ratio=p.median_ms / d.median_ms,
-        dense_ms=d.median_ms,
-        rounds=rounds,
-    )
+        repeat = max(1, min(1000, int(min_round_s / max(one, 1e-6))))
+        d, p = time_interleaved([dense, pruned], rounds=rounds, repeat=repeat, warmup=2, sync=sync)
+    batch = int(example.shape[0])
+    ds = latency_stats(d, batch_size=batch, threads=threads)
+    ps = latency_stats(p, batch_size=batch, threads=threads)
+    return Latency(ms=ps.median_ms, spread_ms=ps.iqr_ms, ratio=ps.median_ms / ds.median_ms,
+                   dense_ms=ds.median_ms, rounds=rounds)
+
+
+def time_one(runtime: Runtime, run: Run, example: torch.Tensor, *, threads: int = 1,
+             rounds: int = 15) -> Latency:
+    """One run's latency (the dense reference itself: ratio 1 by definition)."""
+    with runtime.timing(threads):
+        (t,) = time_interleaved([run], rounds=rounds, warmup=2, sync=runtime.sync(example))
+    s = latency_stats(t, batch_size=int(example.shape[0]), threads=threads)
+    return Latency(s.median_ms, s.iqr_ms, 1.0, s.median_ms, rounds)
+
+
+def measure_pair(
+    dense: nn.Module,
+    pruned: nn.Module,
+    example: torch.Tensor,
+    *,
+    runtime: Runtime | None = None,
+    export: OnnxExport | None = None,
+    threads: int = 1,
+    rounds: int = 15,
+    min_round_s: float = 0.005,
+) -> Latency:
+    """``pruned`` against ``dense`` in ``runtime`` (default PyTorch eager): :func:`time_pair`."""
+    runtime = runtime or get_runtime("torch")
+    export = export or export_onnx
+    d = runtime.prepare(dense, example, threads=threads, export=export)
+    p = runtime.prepare(pruned, example, threads=threads, export=export)
+    return time_pair(runtime, d, p, example, threads=threads, rounds=rounds, min_round_s=min_round_s)
 
 
 class LatencyMeter:
-    """Measures pruned architectures against one dense model, once per signature.
+    """Measures pruned architectures against one dense model in one runtime, once per signature.
 
     ``cache_file`` (optional, JSON lines) shares results between evaluators on a node and
     across restarts; its key should include everything latency depends on besides the
-    architecture (model source, device, threads, batch), which the caller folds into ``scope``.
+    architecture (model source, device, runtime, threads, batch), which the caller folds into
+    ``scope``. The dense model is prepared in the runtime once (an ONNX export, a session) and
+    each architecture once, when it is first measured.
     """
 
     def __init__(
@@ -137,6 +166,8 @@ class LatencyMeter:
         dense: nn.Module,
         example: torch.Tensor,
         *,
+        runtime: Runtime | None = None,
+        export: OnnxExport | None = None,
         threads: int = 1,
         rounds: int = 15,
         lock: NodeLock | None = None,
@@ -145,6 +176,8 @@ class LatencyMeter:
     ) -> None:
         self.dense = dense
         self.example = example
+        self.runtime = runtime or get_runtime("torch")
+        self.export = export or export_onnx
         self.threads = threads
         self.rounds = rounds
         self.lock = lock or NodeLock()
@@ -152,6 +185,16 @@ class LatencyMeter:
         self.scope = scope
         self.measurements = 0  # how many times a model was actually timed (cache misses)
         self._cache: dict[str, Latency] = {}
+        self._dense_run: Run | None = None
+
+    def run_of(self, model: nn.Module) -> Run:
+        """``model`` prepared in the meter's runtime (the dense model's run is kept)."""
+        if model is self.dense:
+            if self._dense_run is None:
+                self._dense_run = self.runtime.prepare(
+                    self.dense, self.example, threads=self.threads, export=self.export)
+            return self._dense_run
+        return self.runtime.prepare(model, self.example, threads=self.threads, export=self.export)
 
     def _key(self, signature: str) -> str:
         return f"{self.scope}|{signature}"
@@ -183,20 +226,15 @@ class LatencyMeter:
         """Latency of ``model`` (whose architecture is ``signature``): cached, or measured now."""
         if use_cache and (hit := self.cached(signature)) is not None:
             return hit
+        # prepared (exported, a session built) before the node is held: that is not timing
+        run = self.run_of(model)
+        dense_run = self.run_of(self.dense)
         with self.lock.exclusive():
             # another evaluator on this node may have measured it while we waited
             if use_cache and (hit := self._load_file(self._key(signature))) is not None:
                 self._cache[self._key(signature)] = hit
                 return hit
-            if model is self.dense:  # the reference itself: ratio 1 by definition
-                (d,) = measure_latency(
-                    [model], self.example, threads=self.threads, rounds=self.rounds
-                )
-                result = Latency(d.median_ms, d.iqr_ms, 1.0, d.median_ms, self.rounds)
-            else:
-                result = measure_pair(
-                    self.dense, model, self.example, threads=self.threads, rounds=self.rounds
-                )
+            result = self.time(run, dense_run)
             self.measurements += 1
             self._cache[self._key(signature)] = result
             if self.cache_file is not None:
@@ -206,3 +244,11 @@ class LatencyMeter:
                         json.dumps({"key": self._key(signature), "latency": asdict(result)}) + "\n"
                     )
         return result
+
+    def time(self, run: Run, dense_run: Run, *, rounds: int | None = None) -> Latency:
+        """``run`` against the dense run, now (the caller holds the node when it must)."""
+        rounds = rounds or self.rounds
+        if run is dense_run:
+            return time_one(self.runtime, run, self.example, threads=self.threads, rounds=rounds)
+        return time_pair(self.runtime, dense_run, run, self.example, threads=self.threads,
+                         rounds=rounds)

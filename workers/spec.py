@@ -23,6 +23,7 @@ from search_spaces.plugins import DATASET_PLUGINS, METRIC_PLUGINS, MODEL_PLUGINS
 from search_spaces.registry import NotRegisteredError, Registry
 from search_spaces.zoo import ZOO, check_hub_source, pretrained_weights_name
 from workers.kinds.registry import spec_errors
+from workers.runtimes import DEFAULT_RUNTIME, RUNTIMES
 
 #: Metrics the evaluator computes itself; others are plugins (``entrypoint:<name>``). Which
 #: ones a job may use is its model kind's to say (:mod:`workers.kinds`).
@@ -154,6 +155,12 @@ class BudgetSpec(_Spec):
 
 class TargetSpec(_Spec):
     device: Literal["cpu", "cuda"] = "cpu"
+    runtime: str = Field(
+        DEFAULT_RUNTIME,
+        description="where latency is measured, as the model ships: 'onnxruntime' (the exported "
+        "model.onnx; the default) or 'torch' (PyTorch eager), or a runtime plugin the operator "
+        "registered (an 'autoprune.runtimes' entry point)",
+    )
     batch_size: int = Field(1, ge=1, le=1024)
     threads: int = Field(1, ge=1, le=256)
     seq_len: int = Field(
@@ -167,6 +174,13 @@ class TargetSpec(_Spec):
         default_factory=dict,
         description="custom Ray resources evaluators must run on (pins latency to those nodes)",
     )
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, v: str) -> str:
+        if v not in RUNTIMES:
+            raise ValueError(f"unknown runtime {v!r}; valid: {', '.join(RUNTIMES.names())}")
+        return v
 
     @field_validator("resources")
     @classmethod

@@ -15,7 +15,7 @@ from torch import nn
 from search_spaces import measure
 from search_spaces.measure import measure_latency, synchronizer
 from tests.workers.conftest import shrunk, variant
-from workers import latency
+from workers.runtimes import torch_eager
 from workers.latency import measure_pair
 from workers.task import Task
 
@@ -65,7 +65,7 @@ def test_measure_pair_syncs_its_sizing_run_too(monkeypatch: pytest.MonkeyPatch) 
         devices.append(device)
         return rec.sync
 
-    monkeypatch.setattr(latency, "synchronizer", fake_synchronizer)
+    monkeypatch.setattr(torch_eager, "synchronizer", fake_synchronizer)
     dense, pruned = rec.watch(nn.Linear(8, 8), "dense"), rec.watch(nn.Linear(8, 2), "pruned")
     measure_pair(dense, pruned, torch.zeros(1, 8), rounds=2, min_round_s=0.0)
     regions = _timed_regions(rec.events)

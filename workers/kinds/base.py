@@ -152,6 +152,13 @@ class ModelKind(ABC):
     def finalizer(self, ctx: FinalizeContext) -> CandidateFinalizer:
         """The kind's finalize part for one finalize call."""
 
+    def export_onnx(self, model: nn.Module, example: torch.Tensor, path: Path) -> None:
+        """Writes ``model`` as the ``model.onnx`` its bundles publish (batch axis dynamic): the
+        file an ONNX runtime times, so that what is measured is what ships."""
+        from search_spaces.bundle import export_onnx
+
+        export_onnx(model, example, path)
+
     @abstractmethod
     def export_tolerance(self, reference: torch.Tensor) -> float:
         """The largest accepted difference of an exported program's outputs from the model's

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from workers.kinds.base import FinalizeContext, ModelKind, ScoringContext
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
+    from torch import nn
 
     from workers.kinds.text.finalize import TextFinalizer
     from workers.kinds.text.scoring import TextScoring
@@ -59,6 +62,11 @@ class TextKind(ModelKind):
         from workers.kinds.text.finalize import TextFinalizer
 
         return TextFinalizer(self, ctx)
+
+    def export_onnx(self, model: nn.Module, example: torch.Tensor, path: Path) -> None:
+        from search_spaces.transformers.bundle import export_onnx
+
+        export_onnx(model, example, path)
 
     def export_tolerance(self, reference: torch.Tensor) -> float:
         # embeddings are L2-normalised (every value within [-1, 1]): an absolute bound is already
