@@ -15,8 +15,8 @@ from torch import nn
 from search_spaces import measure
 from search_spaces.measure import measure_latency, synchronizer
 from tests.workers.conftest import shrunk, variant
-from workers.runtimes import torch_eager
 from workers.latency import measure_pair
+from workers.runtimes import torch_eager
 from workers.task import Task
 
 
