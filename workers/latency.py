@@ -93,6 +93,8 @@ class NodeLock:
 
 #: calls per run and round, the fastest kept (:func:`time_pair`)
 MIN_CALLS = 3
+#: how latency is measured, in every cache key: a new method never reads an old one's figures
+METHOD = f"min-of-{MIN_CALLS}"
 
 
 def time_pair(
@@ -205,7 +207,7 @@ class LatencyMeter:
         return self.runtime.prepare(model, self.example, threads=self.threads, export=self.export)
 
     def _key(self, signature: str) -> str:
-        return f"{self.scope}|{signature}"
+        return f"{self.scope}|{METHOD}|{signature}"
 
     def _load_file(self, key: str) -> Latency | None:
         if self.cache_file is None or not self.cache_file.exists():
