@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
 from agents.types import Metrics, Outcome
-from service.db.models import TrialRow
+from service.db.models import ArtifactRow, TrialRow
+from service.views import Delivery
 from workers.artifacts import ArtifactInfo
 
 
@@ -48,3 +52,21 @@ def artifact_fields(a: ArtifactInfo) -> dict[str, Any]:
         "files": [{"name": str(name), "size": int(size), "sha256": str(sha)} for name, size, sha in a.files],
         "metrics": dict(a.metrics),
     }
+
+
+_ARTIFACT_METRICS = (
+    sa.select(ArtifactRow.job_id, ArtifactRow.rank, ArtifactRow.metrics)
+    .where(ArtifactRow.job_id.in_(sa.bindparam("job_ids", expanding=True)))
+    .order_by(ArtifactRow.job_id, ArtifactRow.rank)
+)
+
+
+def deliveries(s: Session, *, runtimes: dict[str, str | None]) -> dict[str, Delivery]:
+    """The :class:`~service.views.Delivery` of each job in ``runtimes`` (job id → the runtime
+    its spec names) that has artifacts, from their stored metrics, in one query."""
+    if not runtimes:
+        return {}
+    by_job: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for job_id, rank, metrics in s.execute(_ARTIFACT_METRICS, {"job_ids": list(runtimes)}):
+        by_job.setdefault(job_id, []).append((int(rank), dict(metrics or {})))
+    return {job_id: Delivery.of(runtimes[job_id], arts) for job_id, arts in by_job.items()}
