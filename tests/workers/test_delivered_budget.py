@@ -172,6 +172,7 @@ def test_the_published_file_is_what_was_measured(task: Task, fake_runtime: Recor
     assert m["architecture_latency_ratio"] is None  # nothing measured before the fine-tune
 
 
+@pytest.mark.slow
 def test_the_baseline_is_held_to_the_same_budget(task: Task, fake_runtime: RecordingRuntime,
                                                  tmp_path: Path) -> None:
     t = shrunk(variant(task, budget={"latency_ratio": 0.3}))
@@ -197,6 +198,7 @@ def test_an_unmeetable_budget_in_onnxruntime_ends_budget_met_false(task: Task, t
     assert "model.onnx" in {f[0] for f in art.files}
 
 
+@pytest.mark.slow
 def test_onnxruntime_without_an_onnx_export_measures_the_models_own_export(
         task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from workers.runtimes.onnx_runtime import OnnxRuntime
