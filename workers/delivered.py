@@ -98,14 +98,16 @@ class LatencyBudget:
 
 
 def narrower(space: SearchSpace, policy: Policy, scale: float) -> Policy | None:
-    """A policy keeping ``scale`` of each group's channels (rounded by the space, within its
-    ``max_ratio``), strictly narrower than ``policy``; None when no group can narrow further.
-    When rounding swallows the scale, each group that can goes one width level down."""
+    """A policy keeping at most ``scale`` of each group's channels (the widest of the space's
+    levels that fits, so rounding and ``max_ratio`` hold), strictly narrower than ``policy``;
+    None when no group can narrow further. When the levels swallow the scale (a group of four
+    heads), each group that can goes one level down."""
     kept = space.kept(policy)
     wanted = {}
     for g in space.groups:
-        fraction = kept[g.name] / g.channels * scale
-        wanted[g.name] = min(space.max_ratio, max(policy.get(g.name, 0.0), 1.0 - fraction))
+        levels = space.levels(g)  # ascending, the narrowest within max_ratio first
+        fits = [k for k in levels if k <= kept[g.name] * scale + 1e-9]
+        wanted[g.name] = space.ratio_for(g, min(fits[-1] if fits else levels[0], kept[g.name]))
     out = space.round(wanted)
     if space.signature(out) == space.signature(policy):
         lower = {}

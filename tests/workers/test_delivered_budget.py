@@ -60,9 +60,12 @@ def test_a_narrower_policy_is_rounded_by_the_space_and_stops_at_max_ratio() -> N
     q = narrower(space, p, 0.7)
     assert q is not None and all(k < 12 for k in space.kept(q).values())
     assert all(0 <= r <= space.max_ratio for r in q.values())
-    # a scale too gentle for the rounding still narrows: one width level down
-    r = narrower(space, p, 0.99)
-    assert r is not None and set(space.kept(r).values()) == {8}
+    # a scale too gentle for the levels still narrows: the widest level that fits, or one down
+    for scale in (0.99, 1.0):
+        r = narrower(space, p, scale)
+        assert r is not None and set(space.kept(r).values()) == {8}
+    # half of 8 kept is 4: the widest level that fits, never rounded back up
+    assert set(space.kept(narrower(space, space.validate(space.uniform(0.5)), 0.5) or {}).values()) == {4}
     assert narrower(space, space.validate(space.uniform(space.max_ratio)), 0.5) is None
 
 
