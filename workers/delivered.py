@@ -1,10 +1,10 @@
 """The latency budget as a promise about the delivered file.
 
 Latency depends only on the architecture, so finalize checks each candidate's architecture (its
-runtime's export, the file it will publish, with random weights) against the budget before the
+runtime's export of the pruned, not yet fine-tuned model) against the budget before the
 expensive fine-tune; one over the budget is *tightened* — every group's kept fraction scaled
 down, through the search space so rounding and ``max_ratio`` hold — and measured again, a
-bounded number of times. After the fine-tune the exact exported file is measured against the
+bounded number of times (a tightening that overshot is widened back halfway). After the fine-tune the exact exported file is measured against the
 dense model exported the same way, in the job's runtime, with more rounds than the search used,
 and that delivered figure is what the artifact reports and what ``budget_met`` says.
 
@@ -135,32 +135,64 @@ def architecture_latency(ev: Evaluator, policy: Policy, rounds: int) -> Latency:
 
 @dataclass(frozen=True)
 class Fitted:
-    """What :func:`fit_to_budget` chose: the policy to fine-tune, how many times it was
-    tightened, and its architecture's measured latency (None when nothing was measured)."""
+    """What :func:`fit_to_budget` chose: the policy to fine-tune, at which measurement step it
+    was found (0: the searched policy itself; each later step a narrower policy than the
+    searched one) and its architecture's measured latency (None when nothing was measured)."""
 
     policy: Policy
     tightened: int
     latency: Latency | None
 
 
+def between(space: SearchSpace, under: Policy, over: Policy) -> Policy | None:
+    """A policy halfway (in kept channels, on the space's levels) from ``under`` (within the
+    budget) back toward the wider ``over``; None when no level lies strictly between them."""
+    kept_u, kept_o = space.kept(under), space.kept(over)
+    wanted = {}
+    for g in space.groups:
+        mid = (kept_u[g.name] + kept_o[g.name]) / 2
+        fits = [k for k in space.levels(g) if kept_u[g.name] <= k <= mid + 1e-9]
+        wanted[g.name] = space.ratio_for(g, max(fits, default=kept_u[g.name]))
+    out = space.round(wanted)
+    return None if space.signature(out) == space.signature(under) else space.validate(out)
+
+
 def fit_to_budget(
     ev: Evaluator, budget: LatencyBudget, policy: Policy, *, tries: int, rounds: int,
     on_step: Callable[[int, Latency], None] | None = None,
 ) -> Fitted:
-    """``policy``, or a narrower one meeting ``budget``: measured, tightened while over it (at
-    most ``tries`` times); when none meets it, the closest one measured."""
+    """``policy``, or a narrower one meeting ``budget``, with at most ``tries`` more measured:
+    tightened while over it; once a tightened one meets it well under the budget (by more than
+    the tolerance), widened back halfway toward the last one over it, so that an overshoot does
+    not give up quality for speed nobody asked for. The widest measured within the budget, or,
+    when none is, the closest one measured."""
     tried: list[Fitted] = []
-    current: Policy | None = policy
+    met: Fitted | None = None  # each one met is wider than the last (halfway back)
+    over: Fitted | None = None  # each one over is narrower than the last
+    current = policy
     for step in range(tries + 1):
-        if current is None:
-            break
         lat = architecture_latency(ev, current, rounds)
-        tried.append(Fitted(current, step, lat))
+        found = Fitted(current, step, lat)
+        tried.append(found)
         if on_step is not None:
             on_step(step, lat)
         if budget.met(lat):
-            return tried[-1]
-        current = narrower(ev.space, current, budget.scale(lat)) if step < tries else None
+            met = found
+        else:
+            over = found
+        if step == tries:
+            break
+        if met is None:
+            nxt = narrower(ev.space, current, budget.scale(lat))
+        elif over is None or (found is met and budget.excess(lat) >= -budget.tolerance):
+            break  # met as searched, or close enough under the budget
+        else:
+            nxt = between(ev.space, met.policy, over.policy)
+        if nxt is None:
+            break
+        current = nxt
+    if met is not None:
+        return met
     return min(tried, key=lambda f: budget.excess(f.latency))  # type: ignore[arg-type]
 
 
@@ -186,8 +218,9 @@ def delivery_metrics(
     published file measured) beside the search-time ones, and whether the budget is met.
 
     ``budget_met`` is None when the budget has no latency term; ``budget_excess`` is delivered /
-    budget − 1 (the worse latency term; negative when under it); ``tightened`` counts the
-    narrower policies tried before the one shipped (the artifact's policy)."""
+    budget − 1 (the worse latency term; negative when under it); ``tightened`` is how many
+    narrower policies were measured before the one shipped (the artifact's policy; 0: the
+    searched policy as it was)."""
     out: dict[str, Any] = {
         "runtime": runtime.name,
         "runtime_title": runtime.title,

@@ -219,3 +219,28 @@ def test_onnxruntime_without_an_onnx_export_measures_the_models_own_export(
     (art,) = finalize(t, [(t.space.uniform(0.5), SEARCHED)], _spec(), tmp_path)
     assert art.metrics["delivered_measured"] == "model" and calls  # no model.onnx in the bundle
     assert art.metrics["runtime"] == "onnxruntime" and art.metrics["budget_met"] is None
+
+
+def test_a_tightening_that_overshot_is_widened_back_halfway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency proportional to width, except the searched width (a slow kernel, as ONNX Runtime
+    has for some widths): the first tightening overshoots; halving back finds the widest within."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import workers.delivered as delivered
+
+    space = dataclasses.replace(tiny_space(), round_to=1)
+
+    def latency(ev: Any, policy: dict[str, float], rounds: int) -> Latency:
+        kept = space.kept(policy)["g0"]
+        return _lat(1.5 if kept > 12 else kept / 16)
+
+    monkeypatch.setattr(delivered, "architecture_latency", latency)
+    budget = LatencyBudget(ratio=0.6, ms=None, tolerance=0.05)
+    steps: list[tuple[int, float]] = []
+    fitted = delivered.fit_to_budget(SimpleNamespace(space=space), budget, space.validate(space.uniform(0.125)),  # type: ignore[arg-type]
+                                     tries=4, rounds=45, on_step=lambda k, lat: steps.append((k, lat.ratio)))
+    # 14 kept: 1.5 -> 8 kept: 0.5, well under -> 11: over -> 9: under by more than 5 % -> 10: within, close
+    assert [r for _, r in steps] == [1.5, 0.5, 11 / 16, 9 / 16, 10 / 16]
+    assert set(space.kept(fitted.policy).values()) == {10} and fitted.tightened == 4
+    assert fitted.latency is not None and budget.met(fitted.latency)
