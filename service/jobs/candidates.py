@@ -3,6 +3,7 @@
 The rule: the ``top_k`` feasible points of the front, best quality first, then the agent's
 uniform-fill baseline (its first trial) when ``finalize.baseline`` asks for it, feasible and not
 chosen already: the last artifact, fine-tuned like the best, says whether the search beat it.
+Under a latency budget nothing met, the closest point (see :func:`choose`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,20 @@ from service.views import Delivery
 from workers.artifacts import ArtifactInfo
 
 
-def choose(front: Sequence[TrialRow], first: TrialRow | None, *, top_k: int, baseline: bool) -> list[TrialRow]:
-    """Finalize's candidates, in artifact rank order, from the job's front and its first trial."""
+def choose(front: Sequence[TrialRow], first: TrialRow | None, *, top_k: int, baseline: bool,
+           closest: bool = False) -> list[TrialRow]:
+    """Finalize's candidates, in artifact rank order, from the job's front and its first trial.
+
+    ``closest`` (a budget with a latency term): when no trial is feasible, the front's closest
+    one (the least violation: the constraint-aware front holds only those) is finalized all the
+    same — finalize tightens it, and when it still misses, publishes it marked ``budget_met:
+    false`` with its measured figures, instead of a job that ends with nothing to show."""
     usable = sorted((t for t in front if t.feasible and t.metrics), key=lambda t: (-(t.quality or 0.0), t.trial_id))
+    if not usable and closest and top_k > 0:
+        nearest = sorted((t for t in front if t.metrics),
+                         key=lambda t: (t.violation if t.violation is not None else float("inf"),
+                                        -(t.quality or 0.0), t.trial_id))
+        return nearest[:1]
     chosen = usable[:top_k]
     if (
         baseline
