@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# System parts some tests need: Debian's Chromium (never a downloaded browser build) and a running
-# PostgreSQL 15 with a test database. Idempotent; skips what cannot be done without root.
+# System parts some tests need: Debian's Chromium (never a downloaded browser build), Debian's
+# Fashion-MNIST files, and a running PostgreSQL 15 with a test database. Idempotent; skips what cannot be done without root.
 set -uo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else return 1; fi; }
 
@@ -8,6 +8,14 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "setup-system: installing Debian chromium"
   as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
     || echo "setup-system: could not install chromium; browser tests will fail in CI" >&2
+fi
+
+# Fashion-MNIST's IDX files for the built-in `fashion_mnist` dataset (nothing downloads at run time)
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup-system: installing Debian dataset-fashion-mnist"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+    || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
+    || echo "setup-system: could not install dataset-fashion-mnist; the fashion_mnist dataset will say so" >&2
 fi
 
 if command -v pg_ctlcluster >/dev/null 2>&1; then

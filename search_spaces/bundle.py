@@ -103,14 +103,14 @@ def save_bundle(
     return files
 
 
-def export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """``model`` as ONNX: input ``input`` and output ``output``, the batch axis dynamic (a file
-    that deploys at any batch size; it was traced on ``x``)."""
+    that deploys at any batch size; it was traced on ``example``)."""
     import onnx  # noqa: F401 - fail early and clearly when onnx is not installed
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, input_names=["input"],
+        torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, input_names=["input"],
                           output_names=["output"],
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
                           opset_version=17)

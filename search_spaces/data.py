@@ -16,6 +16,7 @@ DATASETS = Registry(
     "dataset",
     {
         "digits": "search_spaces.datasets.digits:load_digits_splits",
+        "fashion_mnist": "search_spaces.datasets.fashion_mnist:load_fashion_mnist_splits",
         "mnist1d": "search_spaces.datasets.mnist1d:load_mnist1d_splits",
         "synthetic": "search_spaces.datasets.synthetic:load_synthetic_splits",
         "image_folder": "search_spaces.datasets.local:load_image_folder_splits",

@@ -9,11 +9,12 @@ dimension is divided out.
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -108,10 +109,17 @@ def time_interleaved(
     rounds: int = 30,
     repeat: int = 1,
     sync: Callable[[], None] = lambda: None,
+    reduce: Literal["mean", "min"] = "mean",
 ) -> list[list[float]]:
-    """Milliseconds per call of each of ``runs``, one list per run, timed round-robin: each
-    round calls every run ``repeat`` times (averaged), so machine drift hits all of them alike.
-    Every timed region is bracketed by ``sync`` (work queued on a device is inside the time)."""
+    """Milliseconds per call of each of ``runs``, one value per round, timed round-robin: each
+    round calls every run ``repeat`` times, so machine drift hits all of them alike.
+
+    ``reduce="mean"`` times the ``repeat`` calls together (one clock read pair: for calls too
+    short for the timer); ``"min"`` times each call and keeps the round's fastest, which a
+    preemption on a loaded machine does not inflate as long as one call of the round ran
+    undisturbed (longer calls are preempted more often, which biases a mean toward the smaller
+    model). Every timed region is bracketed by ``sync`` (work queued on a device is inside it).
+    """
     if not runs:
         raise ValueError("models: give at least one model")
     if rounds < 1 or warmup < 0 or repeat < 1:
@@ -120,14 +128,25 @@ def time_interleaved(
     for _ in range(warmup):
         for run in runs:
             run()
+    clock = time.perf_counter
     for _ in range(rounds):
         for i, run in enumerate(runs):
+            if reduce == "min":
+                best = math.inf
+                for _ in range(repeat):
+                    sync()
+                    t0 = clock()
+                    run()
+                    sync()
+                    best = min(best, clock() - t0)
+                times[i].append(best * 1000.0)
+                continue
             sync()  # nothing queued from before runs inside this model's time
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(repeat):
                 run()
             sync()  # the work, not just its launch, is inside the time
-            times[i].append((time.perf_counter() - t0) * 1000.0 / repeat)
+            times[i].append((clock() - t0) * 1000.0 / repeat)
     return times
 
 

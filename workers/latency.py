@@ -91,6 +91,12 @@ class NodeLock:
             os.close(fd)
 
 
+#: calls per run and round, the fastest kept (:func:`time_pair`)
+MIN_CALLS = 3
+#: how latency is measured, in every cache key: a new method never reads an old one's figures
+METHOD = f"min-of-{MIN_CALLS}"
+
+
 def time_pair(
     runtime: Runtime,
     dense: Run,
@@ -103,8 +109,10 @@ def time_pair(
 ) -> Latency:
     """Times two runs of ``runtime`` round-robin (:func:`search_spaces.measure.time_interleaved`).
 
-    Each round repeats enough calls to last about ``min_round_s``, sized on the dense (slower)
-    run, so that timer resolution and scheduler ticks do not dominate small models.
+    Each round times at least ``MIN_CALLS`` calls of each run one by one, and enough to last
+    about ``min_round_s`` (sized on the dense, slower, run), and keeps each run's fastest call:
+    the figures are medians over rounds of those minima, robust to preemption by other work on
+    the host (docs/benchmarks.md, "Latency on a loaded machine").
     """
     sync = runtime.sync(example)  # on CUDA every timed region ends with the kernels done
     with runtime.timing(threads):
@@ -114,8 +122,9 @@ def time_pair(
         dense()
         sync()
         one = time.perf_counter() - t0
-        repeat = max(1, min(1000, int(min_round_s / max(one, 1e-6))))
-        d, p = time_interleaved([dense, pruned], rounds=rounds, repeat=repeat, warmup=2, sync=sync)
+        repeat = max(MIN_CALLS, min(1000, int(min_round_s / max(one, 1e-6))))
+        d, p = time_interleaved([dense, pruned], rounds=rounds, repeat=repeat, warmup=2, sync=sync,
+                                reduce="min")
     batch = int(example.shape[0])
     ds = latency_stats(d, batch_size=batch, threads=threads)
     ps = latency_stats(p, batch_size=batch, threads=threads)
@@ -127,7 +136,8 @@ def time_one(runtime: Runtime, run: Run, example: torch.Tensor, *, threads: int 
              rounds: int = 15) -> Latency:
     """One run's latency (the dense reference itself: ratio 1 by definition)."""
     with runtime.timing(threads):
-        (t,) = time_interleaved([run], rounds=rounds, warmup=2, sync=runtime.sync(example))
+        (t,) = time_interleaved([run], rounds=rounds, repeat=MIN_CALLS, warmup=2, sync=runtime.sync(example),
+                                reduce="min")
     s = latency_stats(t, batch_size=int(example.shape[0]), threads=threads)
     return Latency(s.median_ms, s.iqr_ms, 1.0, s.median_ms, rounds)
 
@@ -197,7 +207,7 @@ class LatencyMeter:
         return self.runtime.prepare(model, self.example, threads=self.threads, export=self.export)
 
     def _key(self, signature: str) -> str:
-        return f"{self.scope}|{signature}"
+        return f"{self.scope}|{METHOD}|{signature}"
 
     def _load_file(self, key: str) -> Latency | None:
         if self.cache_file is None or not self.cache_file.exists():

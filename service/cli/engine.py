@@ -100,11 +100,13 @@ def space_cmd(model: str, dataset: str | None, round_to: RoundTo, max_ratio: flo
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="state dict (.safetensors, or a weights_only torch file)")
 @click.option("--dataset", default=None, help="input shape/classes from this dataset (default: the model's usual input)")
 @click.option("--rounds", default=40, show_default=True, type=click.IntRange(3, 10_000), help="latency rounds")
+@click.option("--runtime", default="onnxruntime", show_default=True,
+              help="where latency is measured: onnxruntime (the exported model.onnx) or torch (eager)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="bundle directory")
 @click.option("--json", "as_json", is_flag=True)
 def prune_cmd(
     model: str, uniform: float | None, policy_file: str | None, criterion: str, round_to: RoundTo, max_ratio: float,
-    weights: str | None, dataset: str | None, rounds: int, out_dir: str, as_json: bool,
+    weights: str | None, dataset: str | None, rounds: int, runtime: str, out_dir: str, as_json: bool,
 ) -> None:
     """Prune MODEL with a uniform ratio or a policy file and write the bundle to --out.
 
@@ -112,17 +114,21 @@ def prune_cmd(
     entrypoint:<plugin name or module:function>.
 
     Without --weights the model is randomly initialised: fine for sizes and latency, not for
-    quality. Latency is batch 1, 1 thread, dense and pruned interleaved, median of --rounds.
+    quality. Latency is batch 1, 1 thread, dense and pruned interleaved in --runtime, median of
+    --rounds.
     """
     if (uniform is None) == (policy_file is None):
         raise click.UsageError("give exactly one of --uniform or --policy")
     from search_spaces.build import build_space
-    from search_spaces.bundle import save_bundle
+    from search_spaces.bundle import export_onnx, save_bundle
     from search_spaces.criteria import CRITERIA
-    from search_spaces.measure import count_macs_params, measure_latency
+    from search_spaces.measure import count_macs_params, latency_stats, time_interleaved
     from search_spaces.prune import apply_policy
     from search_spaces.space import PolicyError
+    from workers.runtimes import RUNTIMES, get_runtime
 
+    if runtime not in RUNTIMES:
+        raise click.BadParameter(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES.names())}", param_hint="--runtime")
     if criterion not in CRITERIA:
         raise click.BadParameter(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA.names())}", param_hint="--criterion")
     net, x, arch = _model_and_input(model, dataset, weights, None)
@@ -143,7 +149,15 @@ def prune_cmd(
     except PolicyError as exc:
         raise click.BadParameter(str(exc), param_hint="--policy") from None
     macs, params = count_macs_params(pruned, x)
-    dense_lat, pruned_lat = measure_latency([net, pruned], x, threads=1, rounds=rounds)
+    rt = get_runtime(runtime)
+    try:
+        runs = [rt.prepare(m, x, threads=1, export=export_onnx) for m in (net, pruned)]
+    except Exception as exc:  # noqa: BLE001 - a model the exporter cannot take: say so, suggest eager
+        raise click.ClickException(f"cannot run {model} in {runtime}: {type(exc).__name__}: {exc} "
+                                   "(--runtime torch measures it in PyTorch eager)") from None
+    with rt.timing(1):
+        times = time_interleaved(runs, rounds=rounds, warmup=5, sync=rt.sync(x))
+    dense_lat, pruned_lat = (latency_stats(t, batch_size=int(x.shape[0]), threads=1) for t in times)
     result = {
         "macs": macs,
         "params": params,
@@ -154,6 +168,7 @@ def prune_cmd(
         "latency_ms": {"dense": dense_lat.median_ms, "pruned": pruned_lat.median_ms},
         "latency_iqr_ms": {"dense": dense_lat.iqr_ms, "pruned": pruned_lat.iqr_ms},
         "latency_ratio": pruned_lat.median_ms / dense_lat.median_ms,
+        "runtime": runtime,
     }
     full_arch = {"format": 1, **arch, "input_shape": list(arch["input_shape"]), "kept": space.kept(policy)}
     files = save_bundle(out_dir, pruned, arch=full_arch, policy=space.validate(policy), metrics=result)
@@ -165,7 +180,7 @@ def prune_cmd(
     click.echo(f"{'MACs':<10}{space.dense_macs:>14,}{macs:>14,}{result['macs_ratio']:>8.3f}")
     click.echo(f"{'params':<10}{space.dense_params:>14,}{params:>14,}{result['params_ratio']:>8.3f}")
     lr = pruned_lat.median_ms / dense_lat.median_ms
-    click.echo(f"{'latency ms':<10}{dense_lat.median_ms:>14.3f}{pruned_lat.median_ms:>14.3f}{lr:>8.3f}" + ("" if math.isfinite(lr) else " (n/a)"))
+    click.echo(f"{'latency ms':<10}{dense_lat.median_ms:>14.3f}{pruned_lat.median_ms:>14.3f}{lr:>8.3f}" + ("" if math.isfinite(lr) else " (n/a)") + f" ({rt.title})")
     click.echo(f"bundle: {out_dir} ({', '.join(f for f, v in files.items() if not v.startswith('not'))})")
 
 

@@ -31,6 +31,7 @@ def test_prune_uniform_writes_a_loadable_bundle(tmp_path: Path) -> None:
     data = json.loads(res.output)
     assert abs(data["macs_ratio"] - 0.25) < 0.02
     assert set(data["latency_ms"]) == {"dense", "pruned"} and data["latency_ratio"] > 0
+    assert data["runtime"] == "onnxruntime"  # measured as the model ships, by default
     ts = torch.jit.load(str(out / "model.ts"))
     assert ts(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
@@ -41,7 +42,12 @@ def test_prune_policy_file_and_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(main, ["prune", "resnet20", "--policy", str(policy), "--rounds", "3", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
-    assert "MACs" in res.output
+    assert "MACs" in res.output and "(ONNX Runtime)" in res.output
+    res = runner.invoke(main, ["prune", "resnet20", "--policy", str(policy), "--rounds", "3", "--runtime", "torch",
+                               "--out", str(tmp_path / "o5")])
+    assert res.exit_code == 0 and "(PyTorch eager)" in res.output, res.output
+    res = runner.invoke(main, ["prune", "resnet20", "--uniform", "0.5", "--runtime", "tvm", "--out", str(tmp_path / "o6")])
+    assert res.exit_code == 2 and "--runtime" in res.output and "valid: torch, onnxruntime" in res.output
     policy.write_text(json.dumps({"layer1.0.conv1": 0.99}))
     res = runner.invoke(main, ["prune", "resnet20", "--policy", str(policy), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 2 and "layer1.0.conv1" in res.output and "outside" in res.output

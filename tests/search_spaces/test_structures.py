@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -80,3 +82,18 @@ def test_measure_latency_interleaves_and_reports_stats() -> None:
     assert all(s.iqr_ms >= 0 and s.min_ms <= s.median_ms and s.threads == 1 and s.batch_size == 4 for s in stats)
     with pytest.raises(ValueError, match="at least one model"):
         measure_latency([], torch.randn(1, 2))
+
+
+def test_a_rounds_fastest_call_is_kept_so_one_preempted_call_does_not_count() -> None:
+    from search_spaces.measure import time_interleaved
+
+    durations = iter([0.0, 0.0] + [0.030, 0.001, 0.001] * 3)  # warm-up, then one slow call per round
+
+    def run() -> None:
+        time.sleep(next(durations))
+
+    (mins,) = time_interleaved([run], warmup=2, rounds=3, repeat=3, reduce="min")
+    assert all(t < 15 for t in mins)  # each round's 30 ms call is not its figure
+    durations = iter([0.0, 0.0] + [0.030, 0.001, 0.001] * 3)
+    (means,) = time_interleaved([run], warmup=2, rounds=3, repeat=3)
+    assert all(t > 10 for t in means)

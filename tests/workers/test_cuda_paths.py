@@ -15,7 +15,7 @@ from torch import nn
 from search_spaces import measure
 from search_spaces.measure import measure_latency, synchronizer
 from tests.workers.conftest import shrunk, variant
-from workers.latency import measure_pair
+from workers.latency import MIN_CALLS, measure_pair
 from workers.runtimes import torch_eager
 from workers.task import Task
 
@@ -70,7 +70,8 @@ def test_measure_pair_syncs_its_sizing_run_too(monkeypatch: pytest.MonkeyPatch) 
     measure_pair(dense, pruned, torch.zeros(1, 8), rounds=2, min_round_s=0.0)
     regions = _timed_regions(rec.events)
     assert regions[0] == ["dense"]  # the single pass that sizes ``repeat`` is timed with syncs
-    assert regions[1:] == [["dense"], ["pruned"]] * 2
+    # then each call of a round timed on its own (the round keeps its fastest), MIN_CALLS each
+    assert regions[1:] == ([["dense"]] * MIN_CALLS + [["pruned"]] * MIN_CALLS) * 2
     assert devices == [torch.device("cpu")]
 
 
