@@ -113,3 +113,57 @@ class Progress(View):
             elapsed = max((aware(last) - aware(started_at)).total_seconds(), 0.0)
             eta = elapsed / done * (total - done)
         return cls(trials_done=done, trials_total=total, eta_seconds=eta)
+
+
+class DeliveredArtifact(View):
+    """One artifact's latency promise: its published file measured in the job's runtime."""
+
+    rank: int
+    role: str | None = None
+    budget_met: bool | None = Field(None, description="null when the budget has no latency term")
+    budget_excess: float | None = Field(None, description="delivered / budget − 1 (the worse latency term)")
+    searched_latency_ratio: float | None = None
+    delivered_latency_ratio: float | None = None
+    delivered_latency_ms: float | None = None
+    tightened: int | None = Field(None, description="narrower policies tried before the one shipped")
+
+
+class Delivery(View):
+    """What a finalized job delivered against its latency budget, and in which runtime."""
+
+    runtime: str | None = Field(description="where the delivered files were measured (target.runtime)")
+    runtime_title: str | None = None
+    budget_met: bool | None = Field(
+        description="every artifact's published file within the latency budget; null when the "
+        "budget has no latency term (or nothing was delivered)")
+    budget_excess: float | None = Field(description="the worst artifact's delivered / budget − 1")
+    note: str | None = Field(description="a plain sentence when the budget is missed")
+    artifacts: list[DeliveredArtifact]
+
+    @classmethod
+    def of(cls, runtime: str | None, artifacts: list[tuple[int, dict[str, Any]]]) -> Delivery:
+        """From the job's spec runtime and its artifacts' (rank, metrics), in rank order."""
+        items = [
+            DeliveredArtifact(rank=rank, **{k: finite(m.get(k)) for k in DeliveredArtifact.model_fields if k != "rank"})
+            for rank, m in artifacts
+        ]
+        runtime = next((m["runtime"] for _, m in artifacts if m.get("runtime")), runtime)
+        title = next((m["runtime_title"] for _, m in artifacts if m.get("runtime_title")), None)
+        verdicts = [a.budget_met for a in items if a.budget_met is not None]
+        met = all(verdicts) if verdicts else None
+        excesses = [a.budget_excess for a in items if a.budget_excess is not None]
+        excess = max(excesses) if excesses else None
+        return cls(runtime=runtime, runtime_title=title, budget_met=met, budget_excess=excess,
+                   note=over_budget_note(runtime, items) if met is False else None, artifacts=items)
+
+
+def over_budget_note(runtime: str | None, items: list[DeliveredArtifact]) -> str:
+    """"over budget by 12.3 % in onnxruntime (rank 1: …)": the CLI and the dashboard say this."""
+    missed = [a for a in items if a.budget_met is False]
+    worst = max((a.budget_excess or 0.0) for a in missed)
+    parts = []
+    for a in missed:
+        who = f"rank {a.rank}" + (f" ({a.role})" if a.role else "")
+        ratio = f", {a.delivered_latency_ratio:.3f} of dense" if a.delivered_latency_ratio is not None else ""
+        parts.append(f"{who} +{100 * (a.budget_excess or 0.0):.1f} %{ratio}")
+    return f"over budget by {100 * worst:.1f} % in {runtime or 'its runtime'} ({'; '.join(parts)})"

@@ -3,10 +3,13 @@
 The candidates are the service's: the top feasible Pareto points, best first, then — with
 ``finalize.baseline`` — the uniform-fill baseline as the last one (when it is not already among
 them), so every job, whatever its model kind, reports the search's best beside the baseline
-after the same fine-tune. For each candidate: fine-tune (the model kind's way), measure (test
-quality, validation quality, costs, latency), export to a staging directory, verify each export
-against the model (the kind's tolerance), then publish by renaming: a bundle appears only once
-it is complete and verified.
+after the same fine-tune. For each candidate: with a latency budget, its architecture measured
+in the job's runtime and tightened while over the budget (:mod:`workers.delivered`, before the
+expensive part), then fine-tune (the model kind's way), measure (test quality, validation
+quality, costs), export to a staging directory, verify each export against the model (the kind's
+tolerance), measure the exported file itself against the dense model in the job's runtime (the
+delivered latency, which ``budget_met`` is about), then publish by renaming: a bundle appears
+only once it is complete and verified.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +33,17 @@ from workers.artifacts import (
     check_writable,
     cost_metrics,
 )
+from workers.delivered import (
+    Fitted,
+    LatencyBudget,
+    delivery_metrics,
+    final_rounds,
+    fit_to_budget,
+    published_latency,
+)
 from workers.evaluator import Evaluator
 from workers.kinds.base import CandidateFinalizer, FinalizeContext
+from workers.latency import Latency
 from workers.spec import FinalizeSpec
 from workers.task_types import Task
 
@@ -80,12 +93,25 @@ def _finalize_one(
     on: ProgressFn,
     extra: dict[str, Any],
 ) -> ArtifactInfo:
-    """One candidate: fine-tuned, measured, exported, verified, published as ``rank-<rank>``.
-    The baseline's metrics also say whether the search's best beat it after the same fine-tune
-    (``search_beat_baseline``: the best's ``test_quality`` above the baseline's)."""
+    """One candidate: fitted to the latency budget, fine-tuned, measured, exported, verified,
+    its exported file measured, published as ``rank-<rank>``. The baseline's metrics also say
+    whether the search's best beat it after the same fine-tune (``search_beat_baseline``: the
+    best's ``test_quality`` above the baseline's)."""
     t0 = time.perf_counter()
     policy = ev.space.validate(policy)
     on({"rank": rank, "stage": "start", "policy": policy})
+    rounds = final_rounds(ev.latency.rounds)
+    budget = LatencyBudget.of(ev.task.spec.budget, spec.latency_tolerance)
+    fitted = Fitted(policy, 0, None)
+    if budget is not None:  # cheap before expensive: the architecture before its fine-tune
+        check = budget
+
+        def step(k: int, lat: Latency) -> None:
+            on({"rank": rank, "stage": "budget", "step": k, "steps": spec.tighten,
+                "latency_ratio": lat.ratio, "budget_met": check.met(lat)})
+
+        fitted = fit_to_budget(ev, budget, policy, tries=spec.tighten, rounds=rounds, on_step=step)
+        policy = fitted.policy
     # measured where it was searched (the evaluator's device, with its inputs), then exported
     # and verified on the CPU with CPU inputs: one device per stage, never a mix
     model = fin.fine_tuned(rank, policy).to(ev.device)
@@ -93,7 +119,14 @@ def _finalize_one(
     if "best_test_quality" in extra:
         extra["search_beat_baseline"] = extra["best_test_quality"] > metrics["test_quality"]
     metrics.update(extra)
-    bundle = _published(fin, out_dir / f"rank-{rank}", policy, model.cpu().eval(), metrics)
+
+    def delivered(staging: Path, exported: nn.Module) -> None:
+        # the exact file published, in the job's runtime, on the job's batch
+        lat, source = published_latency(ev, staging, exported.to(ev.device).eval(), rounds)
+        metrics.update(cost_metrics(ev.space, metrics["macs"], metrics["params"], lat))
+        metrics.update(delivery_metrics(ev.runtime, lat, searched, fitted, budget, source))
+
+    bundle = _published(fin, out_dir / f"rank-{rank}", policy, model.cpu().eval(), metrics, delivered)
     files = bundle_files(bundle)
     metrics["finalize_seconds"] = time.perf_counter() - t0
     on({"rank": rank, "stage": "done", "dir": str(bundle), "metrics": metrics})
@@ -104,16 +137,17 @@ def _measured(
     ev: Evaluator, fin: CandidateFinalizer, spec: FinalizeSpec, policy: Policy, searched: Metrics,
     model: nn.Module,
 ) -> dict[str, Any]:
-    """The fine-tuned model's metrics: test and validation quality, costs, latency."""
+    """The fine-tuned model's metrics: test and validation quality, costs (latency is measured
+    on the exported file, once it is written)."""
     signature = ev.space.signature(policy)
     macs, params = ev.costs(signature, model)
-    lat = ev.latency.measure(signature, model, use_cache=False)
     return {
         **fin.tested(model),
         "val_quality": ev.metric_fn(model),
-        "searched_quality": searched.quality,
+        "searched_quality": searched.quality if searched is not None else None,
         "metric": ev.task.spec.metric,
-        **cost_metrics(ev.space, macs, params, lat),
+        "macs": macs,
+        "params": params,
         "node": ev.node,
         "schedule": spec.schedule,
         "finetune_epochs": spec.finetune_epochs,
@@ -121,10 +155,12 @@ def _measured(
 
 
 def _published(
-    fin: CandidateFinalizer, bundle: Path, policy: Policy, model: nn.Module, metrics: dict[str, Any]
+    fin: CandidateFinalizer, bundle: Path, policy: Policy, model: nn.Module, metrics: dict[str, Any],
+    delivered: Callable[[Path, nn.Module], None],
 ) -> Path:
-    """The bundle written to a staging directory, each export checked against the model, then
-    moved to ``bundle``: a bundle appears only once it is complete and verified."""
+    """The bundle written to a staging directory, each export checked against the model, its
+    file measured (``delivered``), then moved to ``bundle``: a bundle appears only once it is
+    complete and verified."""
     staging = bundle.parent / f".{bundle.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     formats = fin.export(staging, model, policy, metrics)
@@ -133,6 +169,7 @@ def _published(
     if bad:
         raise FinalizeError(f"exported outputs differ from the model beyond {tol:.2g}: {bad}")
     metrics["export_max_abs_diff"] = diffs
+    delivered(staging, model)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     shutil.rmtree(bundle, ignore_errors=True)
     staging.replace(bundle)

@@ -301,6 +301,20 @@ class FinalizeSpec(_Spec):
     export: list[ExportFormat] = Field(
         default_factory=lambda: list[ExportFormat](["torchscript", "onnx", "safetensors"])
     )
+    latency_tolerance: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="a latency budget is met when the delivered file, measured in the job's "
+        "runtime, is within budget × (1 + latency_tolerance) plus the measurement's spread",
+    )
+    tighten: int = Field(
+        4,
+        ge=0,
+        le=20,
+        description="how many narrower policies finalize tries for a candidate whose "
+        "architecture is over the latency budget, before fine-tuning the one that meets it",
+    )
 
 
 class JobSpec(_Spec):

@@ -31,10 +31,11 @@ from collections.abc import Iterable, Iterator
 
 from sqlalchemy.orm import Session
 
-from service.api.schemas import Job
+from service.api.schemas import Job, spec_runtime
 from service.db import Database, repo
 from service.db.models import JobRow
 from service.db.repo import JobVersion
+from service.jobs.candidates import deliveries
 from service.states import FINAL_STATES
 
 #: the version a finished job's view is kept under: valid whatever is read later
@@ -141,9 +142,12 @@ class JobViews:
         wanted = {v.id: v for v in versions}
         rows = repo.jobs_by_ids(s, job_ids=list(wanted))
         summaries = repo.trial_summaries(s, job_ids=list(rows))  # one batch
+        # what finalize delivered (artifacts are written with the final state): one batch
+        finished = {i: spec_runtime(r.spec) for i, r in rows.items() if r.state in FINAL_STATES}
+        delivered = deliveries(s, runtimes=finished)
         built = {}
         for job_id, row in rows.items():
-            body = Job.from_row(row, summaries[job_id]).model_dump_json().encode()
+            body = Job.from_row(row, summaries[job_id], delivered.get(job_id)).model_dump_json().encode()
             built[job_id] = body
             self._keep(row, wanted[job_id], body)
         return built

@@ -14,8 +14,8 @@ from pydantic import Field
 
 from service.db.models import ArtifactRow, JobRow
 from service.db.repo import TrialSummary
-from service.views import Metrics, Progress, Timestamp, Trial, View, aware, finite
-from workers.spec import BudgetSpec, JobSpec
+from service.views import Delivery, Metrics, Progress, Timestamp, Trial, View, aware, finite
+from workers.spec import BudgetSpec, JobSpec, TargetSpec
 
 __all__ = [
     "Artifact", "ArtifactFile", "ArtifactList", "Health", "Job", "Metrics", "Page", "ParetoFront", "ParetoPoint",
@@ -94,9 +94,13 @@ class Job(View):
     space: Space | None
     cost_key: str
     controller: str | None = Field(None, description="the controller running it now (none when none does)")
+    runtime: str | None = Field(None, description="where latency is measured and promised (target.runtime)")
+    delivery: Delivery | None = Field(
+        None, description="once finalized: each published file's latency measured in the runtime, "
+        "beside the search-time figure, and whether the latency budget is met (budget_met)")
 
     @classmethod
-    def from_row(cls, job: JobRow, summary: TrialSummary) -> Job:
+    def from_row(cls, job: JobRow, summary: TrialSummary, delivery: Delivery | None = None) -> Job:
         # the summary, never every trial: the jobs list renders up to 500 of these (one batch a page)
         first, best = summary.first, summary.best  # every agent asks the baseline first
         baseline = first if first is not None and (first.info or {}).get("role") == "baseline" else None
@@ -117,7 +121,16 @@ class Job(View):
             space=Space.from_dict(job.space) if job.space is not None else None,
             cost_key=job.cost_key,
             controller=job.lease_owner,
+            runtime=spec_runtime(job.spec),
+            delivery=delivery,
         )
+
+
+def spec_runtime(spec: dict[str, Any]) -> str | None:
+    """The runtime a stored spec names (its default when the spec was stored without one)."""
+    target = spec.get("target") if isinstance(spec, dict) else None
+    runtime = target.get("runtime") if isinstance(target, dict) else None
+    return runtime if isinstance(runtime, str) else TargetSpec.model_fields["runtime"].default
 
 
 class ArtifactFile(View):

@@ -116,7 +116,34 @@ def watch_job(client: Client, job_id: str, interval: float = 1.0) -> dict[str, A
             job = client.job(job_id)
     colour = {"succeeded": "green", "failed": "red"}.get(job["state"], "yellow")
     click.secho(f"job {job_id}: {job['state']}" + (f" — {job['error']}" if job.get("error") else ""), fg=colour)
+    _say_budget(job)
     return job
+
+
+def _say_budget(job: dict[str, Any]) -> None:
+    """A finished job that missed its latency budget says so, with how much and in which runtime."""
+    delivery = job.get("delivery") or {}
+    if delivery.get("budget_met") is False:
+        click.secho(f"job {job['id']}: {delivery.get('note') or 'over its latency budget'}", fg="red")
+
+
+def delivered_columns(job: dict[str, Any]) -> tuple[str, str, str]:
+    """A job's runtime, its latency ratio at search / delivered (the best's, rank 1's published
+    file), and its budget verdict ("met", "over +12.3 %", "-" without a latency term)."""
+    delivery = job.get("delivery") or {}
+    runtime = delivery.get("runtime") or job.get("runtime") or "-"
+    best = (job.get("best") or {}).get("metrics") or {}
+    first = (delivery.get("artifacts") or [{}])[0]
+    searched = first.get("searched_latency_ratio", best.get("latency_ratio"))
+    latency = f"{_fmt(searched, '.3f')} / {_fmt(first.get('delivered_latency_ratio'), '.3f')}"
+    met = delivery.get("budget_met")
+    if met is None:
+        verdict = "-"
+    elif met:
+        verdict = "met"
+    else:
+        verdict = f"over +{100 * (delivery.get('budget_excess') or 0.0):.1f} %"
+    return runtime, latency, verdict
 
 
 @main.command()
@@ -145,13 +172,16 @@ def jobs(limit: int, server: str | None) -> None:
     except ApiError as exc:
         _fail(exc)
         return
-    table = Table("id", "name", "state", "trials", "best quality", "created")
+    table = Table("id", "name", "state", "trials", "best quality", "runtime", "latency search / delivered",
+                  "latency budget", "created")
     for j in page["items"]:
         best = (j.get("best") or {}).get("metrics") or {}
         q = best.get("quality")
         table.add_row(j["id"], j["name"], j["state"], f"{j['progress']['trials_done']}/{j['progress']['trials_total']}",
-                      f"{q:.4f}" if q is not None else "-", (j["created_at"] or "")[:19])
-    Console(width=140).print(table)
+                      f"{q:.4f}" if q is not None else "-", *delivered_columns(j), (j["created_at"] or "")[:19])
+    Console(width=200).print(table)
+    for j in page["items"]:
+        _say_budget(j)
     click.echo(f"{page['count']} job(s)")
 
 
@@ -279,7 +309,19 @@ def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, li
                   _latency_pair(base_final), _latency_pair(best_final))
     table.add_row("latency ratio (measured at search / final)", "1.000",
                   _ratio_pair(base, base_final), _ratio_pair(best, best_final))
-    return table, _verdict(best_trial, base_trial, best_final, base_final)
+    runtime = best_final.get("runtime") or job.get("runtime") or "-"
+    table.add_row(f"latency budget met in {runtime} (delivered file)", "",
+                  _budget_cell(base_final), _budget_cell(best_final))
+    verdict = _verdict(best_trial, base_trial, best_final, base_final)
+    note = (job.get("delivery") or {}).get("note")
+    return table, [*verdict, note] if note else verdict
+
+
+def _budget_cell(final: dict[str, Any]) -> str:
+    met, excess = final.get("budget_met"), final.get("budget_excess")
+    if met is None:
+        return "-"
+    return "yes" if met else f"NO, over by {100 * (excess or 0.0):.1f} %"
 
 
 def _verdict(best_trial: dict[str, Any], base_trial: dict[str, Any], best_final: dict[str, Any],

@@ -3,6 +3,7 @@
 The rule: the ``top_k`` feasible points of the front, best quality first, then the agent's
 uniform-fill baseline (its first trial) when ``finalize.baseline`` asks for it, feasible and not
 chosen already: the last artifact, fine-tuned like the best, says whether the search beat it.
+Under a latency budget nothing met, the closest point (see :func:`choose`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
 from agents.types import Metrics, Outcome
-from service.db.models import TrialRow
+from service.db.models import ArtifactRow, TrialRow
+from service.views import Delivery
 from workers.artifacts import ArtifactInfo
 
 
-def choose(front: Sequence[TrialRow], first: TrialRow | None, *, top_k: int, baseline: bool) -> list[TrialRow]:
-    """Finalize's candidates, in artifact rank order, from the job's front and its first trial."""
+def choose(front: Sequence[TrialRow], first: TrialRow | None, *, top_k: int, baseline: bool,
+           closest: bool = False) -> list[TrialRow]:
+    """Finalize's candidates, in artifact rank order, from the job's front and its first trial.
+
+    ``closest`` (a budget with a latency term): when no trial is feasible, the front's closest
+    one (the least violation: the constraint-aware front holds only those) is finalized all the
+    same — finalize tightens it, and when it still misses, publishes it marked ``budget_met:
+    false`` with its measured figures, instead of a job that ends with nothing to show."""
     usable = sorted((t for t in front if t.feasible and t.metrics), key=lambda t: (-(t.quality or 0.0), t.trial_id))
+    if not usable and closest and top_k > 0:
+        nearest = sorted((t for t in front if t.metrics),
+                         key=lambda t: (t.violation if t.violation is not None else float("inf"),
+                                        -(t.quality or 0.0), t.trial_id))
+        return nearest[:1]
     chosen = usable[:top_k]
     if (
         baseline
@@ -48,3 +64,21 @@ def artifact_fields(a: ArtifactInfo) -> dict[str, Any]:
         "files": [{"name": str(name), "size": int(size), "sha256": str(sha)} for name, size, sha in a.files],
         "metrics": dict(a.metrics),
     }
+
+
+_ARTIFACT_METRICS = (
+    sa.select(ArtifactRow.job_id, ArtifactRow.rank, ArtifactRow.metrics)
+    .where(ArtifactRow.job_id.in_(sa.bindparam("job_ids", expanding=True)))
+    .order_by(ArtifactRow.job_id, ArtifactRow.rank)
+)
+
+
+def deliveries(s: Session, *, runtimes: dict[str, str | None]) -> dict[str, Delivery]:
+    """The :class:`~service.views.Delivery` of each job in ``runtimes`` (job id → the runtime
+    its spec names) that has artifacts, from their stored metrics, in one query."""
+    if not runtimes:
+        return {}
+    by_job: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for job_id, rank, metrics in s.execute(_ARTIFACT_METRICS, {"job_ids": list(runtimes)}):
+        by_job.setdefault(job_id, []).append((int(rank), dict(metrics or {})))
+    return {job_id: Delivery.of(runtimes[job_id], arts) for job_id, arts in by_job.items()}

@@ -134,8 +134,11 @@ class JobRun:
             if job.state != "finalizing":
                 repo.set_state(s, job=job, state="finalizing")
             first = repo.first_trial(s, job_id=job_id) if spec.finalize.baseline else None
-            chosen = choose(repo.front_trials(s, job_id=job_id), first,
-                            top_k=spec.finalize.top_k, baseline=spec.finalize.baseline)
+            # a latency budget is a promise finalize checks on the delivered file: with nothing
+            # feasible, the closest point is finalized and its miss reported (budget_met: false)
+            latency_budget = spec.budget.latency_ratio is not None or spec.budget.latency_ms is not None
+            chosen = choose(repo.front_trials(s, job_id=job_id), first, top_k=spec.finalize.top_k,
+                            baseline=spec.finalize.baseline, closest=latency_budget)
             candidates = [outcome_of(t) for t in chosen]
         out_dir = Path(self.settings.artifacts_dir or ".") / job_id
 

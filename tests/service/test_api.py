@@ -11,7 +11,7 @@ from tests.service.conftest import wait_state
 from tests.service.fakes import FakeLauncher, spec
 
 JOB_FIELDS = {"id", "name", "state", "spec", "created_at", "started_at", "finished_at", "progress", "budget",
-              "dense", "baseline", "best", "error", "space", "cost_key", "controller"}
+              "dense", "baseline", "best", "error", "space", "cost_key", "controller", "runtime", "delivery"}
 TRIAL_FIELDS = {"trial_id", "state", "policy", "kept", "metrics", "feasible", "error", "node", "info", "cached",
                 "controller", "finished_at"}
 METRIC_FIELDS = {"quality", "macs", "params", "macs_ratio", "params_ratio", "latency_ms", "latency_spread_ms",

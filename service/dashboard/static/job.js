@@ -213,6 +213,8 @@ class JobView {
       item("budget", esc(formatBudget(j.budget))),
       item("dense", d ? `${num(d.quality)} · ${si(d.macs)} MACs${d.latency_ms != null ? ` · ${num(d.latency_ms, 2)} ms` : ""}` : "–"),
       item("best feasible", best ? `<b>${num(best.quality)}</b> · MACs ${pct(best.macs_ratio)} · params ${pct(best.params_ratio)}${best.latency_ratio != null ? ` · latency ${pct(best.latency_ratio)}` : ""} <span class="muted">(#${j.best.trial_id})</span>` : "–"),
+      item("runtime", esc(j.delivery?.runtime_title || j.delivery?.runtime || j.runtime || j.spec?.target?.runtime || "–")),
+      ...(j.delivery ? [item("latency budget", deliveryText(j.delivery))] : []),
     ].join("");
     this.renderProgress();
   }
@@ -467,18 +469,26 @@ class JobView {
       const facts = keys.map((k) => `<span>${esc(k)} <b>${Number.isInteger(m[k]) ? si(m[k]) : num(m[k])}</b></span>`).join("");
       const isBaseline = m.role === "baseline" || (this.job.baseline && a.trial_id === this.job.baseline.trial_id);
       const role = isBaseline ? ` <span class="tag baseline">uniform-fill baseline</span>` : "";
+      const delivered = m.delivered_latency_ratio != null ? `<div class="delivered">latency in <b>${esc(m.runtime_title || m.runtime || "its runtime")}</b>: searched ${m.searched_latency_ratio != null ? pct(m.searched_latency_ratio) : "–"} · delivered <b>${pct(m.delivered_latency_ratio)}</b> of dense (${num(m.delivered_latency_ms, 3)} ms, the published file)${m.tightened ? ` · tightened ${m.tightened}×` : ""}${m.budget_met === true ? ` · <span class="ok">budget met</span>` : m.budget_met === false ? ` · <span class="bad">over budget by ${num(100 * m.budget_excess, 1)} % in ${esc(m.runtime || "its runtime")}</span>` : ""}</div>` : "";
       const verdict = typeof m.search_beat_baseline === "boolean"
         ? `<div class="muted">after the same final fine-tune the search ${m.search_beat_baseline ? "beat" : "did NOT beat"} this baseline on the test split</div>` : "";
       return `<div class="artifact">
         <div class="artifact-head"><b>rank ${a.rank}</b>${role} <span class="muted">trial #${a.trial_id} · ${(a.files || []).length} files · ${si(size)}B</span>
           <button type="button" data-url="${esc(a.download_url)}" data-name="${esc(`${this.job.name}-rank${a.rank}.zip`)}">Download .zip</button></div>
-        <div class="facts">${facts}</div>${verdict}
+        <div class="facts">${facts}</div>${delivered}${verdict}
         <details><summary>files</summary><ul class="files">${(a.files || []).map((f) =>
           `<li><code>${esc(f.name)}</code> ${si(f.size)}B <span class="muted" title="sha256">${esc((f.sha256 || "").slice(0, 12))}…</span></li>`).join("")}</ul></details>
       </div>`;
     }).join("");
     el.querySelectorAll("button[data-url]").forEach((b) => { b.onclick = () => download(b.dataset.url, b.dataset.name); });
   }
+}
+
+// The job's latency promise: met, or "over budget by X % in onnxruntime (...)".
+function deliveryText(d) {
+  if (d.budget_met === true) return `<span class="ok">met</span> <span class="muted">(the published files, measured in ${esc(d.runtime)})</span>`;
+  if (d.budget_met === false) return `<span class="bad">${esc(d.note || `over budget by ${num(100 * d.budget_excess, 1)} % in ${d.runtime}`)}</span>`;
+  return `<span class="muted">no latency term</span>`;
 }
 
 // A download needs the token, so it goes through fetch() and a blob URL, not a plain link.

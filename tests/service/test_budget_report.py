@@ -1,0 +1,152 @@
+"""The job says whether its latency budget was met, by how much, in which runtime (issue 20).
+
+Finalize writes ``budget_met`` and the delivered figures into each artifact's metrics
+(tests/workers/test_delivered_budget.py); here the job's view, the CLI and the dashboard read
+them from the stored artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from service.api.job_views import JobViews
+from service.cli.jobs import delivered_columns, demo_table
+from service.dashboard import STATIC_DIR
+from service.db import Database, repo
+from service.db.models import TrialRow
+from service.jobs.candidates import choose
+from service.views import Delivery
+
+MISSED = {"test_quality": 0.8, "latency_ratio": 0.21, "latency_ms": 0.4, "runtime": "onnxruntime",
+          "runtime_title": "ONNX Runtime", "budget_met": False, "budget_excess": 3.2,
+          "searched_latency_ratio": 0.35, "delivered_latency_ratio": 0.21, "delivered_latency_ms": 0.4,
+          "tightened": 4}
+MET = {**MISSED, "budget_met": True, "budget_excess": -0.02, "delivered_latency_ratio": 0.49, "tightened": 0}
+
+
+def test_the_delivery_is_missed_when_any_published_file_is_over_and_says_by_how_much() -> None:
+    d = Delivery.of("onnxruntime", [(1, MET), (2, {**MISSED, "role": "baseline"})])
+    assert d.budget_met is False and d.budget_excess == 3.2 and d.runtime == "onnxruntime"
+    assert d.note is not None and d.note.startswith("over budget by 320.0 % in onnxruntime")
+    assert "rank 2 (baseline)" in d.note and "rank 1" not in d.note
+    assert [a.delivered_latency_ratio for a in d.artifacts] == [0.49, 0.21]
+    assert [a.searched_latency_ratio for a in d.artifacts] == [0.35, 0.35]
+    ok = Delivery.of("torch", [(1, MET)])
+    assert ok.budget_met is True and ok.note is None and ok.runtime == "onnxruntime"  # as measured
+    # a budget without a latency term promises nothing about latency
+    none = Delivery.of("onnxruntime", [(1, {"test_quality": 0.9, "budget_met": None})])
+    assert none.budget_met is None and none.note is None and none.budget_excess is None
+
+
+def _finished_job(db: Database, metrics: list[dict[str, Any]]) -> str:
+    spec = {"budget": {"latency_ratio": 0.05}, "target": {"runtime": "onnxruntime"}}
+    with db.session_scope() as s:
+        job = repo.create_job(s, spec=spec, name="unmeetable", cost_key="latency_ms", trials_total=4)
+        repo.add_trial(s, job_id=job.id, trial_id=0, state="succeeded", policy={"a": 0.5}, kept={"a": 8},
+                       metrics={"quality": 0.9, "macs": 10, "params": 1, "macs_ratio": 0.5, "params_ratio": 0.5,
+                                "latency_ratio": 0.35}, quality=0.9, macs=10.0, feasible=True, info={}, cached=False)
+        repo.replace_artifacts(s, job_id=job.id, items=[
+            {"rank": r, "trial_id": 0, "dir": f"/a/rank-{r}", "files": [], "metrics": m}
+            for r, m in enumerate(metrics, start=1)])
+        repo.set_state(s, job=job, state="succeeded")
+        return job.id
+
+
+def test_a_job_whose_budget_cannot_be_met_says_so_in_its_view(db: Database) -> None:
+    job_id = _finished_job(db, [MISSED])
+    views = JobViews()
+    job = json.loads(views.one(db, job_id))
+    assert job["runtime"] == "onnxruntime" and job["spec"]["target"]["runtime"] == "onnxruntime"
+    d = job["delivery"]
+    assert d["budget_met"] is False and d["budget_excess"] == 3.2 and d["runtime"] == "onnxruntime"
+    assert "over budget by 320.0 % in onnxruntime" in d["note"]
+    art = d["artifacts"][0]  # the closest candidate's measured figures, search-time beside delivered
+    assert art["delivered_latency_ratio"] == 0.21 and art["searched_latency_ratio"] == 0.35
+    assert art["delivered_latency_ms"] == 0.4 and art["tightened"] == 4
+    page = json.loads(views.page(db, offset=0, limit=10))  # the list carries it too
+    assert page["items"][0]["delivery"]["budget_met"] is False
+
+
+def test_an_unfinished_job_has_no_delivery_yet(db: Database) -> None:
+    with db.session_scope() as s:
+        job = repo.create_job(s, spec={"budget": {"macs_ratio": 0.5}}, name="j", cost_key="macs", trials_total=1)
+        repo.set_state(s, job=job, state="running")
+        job_id = job.id
+    job = json.loads(JobViews().one(db, job_id))
+    assert job["delivery"] is None and job["runtime"] == "onnxruntime"  # the default runtime
+
+
+def test_the_cli_shows_runtime_search_and_delivered_latency_and_the_miss() -> None:
+    job = {"id": "j1", "runtime": "onnxruntime", "best": {"metrics": {"latency_ratio": 0.35}},
+           "delivery": Delivery.of("onnxruntime", [(1, MISSED)]).model_dump()}
+    runtime, latency, verdict = delivered_columns(job)
+    assert runtime == "onnxruntime" and latency == "0.350 / 0.210" and verdict == "over +320.0 %"
+    assert delivered_columns({"runtime": "torch"}) == ("torch", "- / -", "-")
+
+    job.update({"spec": {"metric": "accuracy"}, "dense": {"quality": 0.99, "latency_ms": 2.0},
+                "baseline": {"trial_id": 0, "metrics": {"quality": 0.8, "latency_ratio": 0.4}},
+                "best": {"trial_id": 3, "metrics": {"quality": 0.9, "latency_ratio": 0.35}}})
+    table, lines = demo_table(job, [{"rank": 1, "trial_id": 3, "metrics": MISSED}])
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "latency budget met in onnxruntime" in line)
+    assert "NO, over by 320.0 %" in row
+    row = next(line for line in text.splitlines() if "latency ratio (measured at search / final)" in line)
+    assert "0.350 / 0.210" in row
+    assert any(line.startswith("over budget by 320.0 % in onnxruntime") for line in lines)
+
+
+def test_the_dashboard_shows_the_runtime_and_the_delivered_latency() -> None:
+    js = (STATIC_DIR / "job.js").read_text()
+    for needle in ("delivered_latency_ratio", "searched_latency_ratio", "over budget by", "runtime_title",
+                   "deliveryText", "budget_met"):
+        assert needle in js, needle
+
+
+def _row(trial_id: int, violation: float, quality: float) -> TrialRow:
+    return TrialRow(trial_id=trial_id, feasible=False, violation=violation, quality=quality,
+                    metrics={"quality": quality, "latency_ratio": 0.05 + violation}, info={})
+
+
+def test_with_nothing_feasible_under_a_latency_budget_the_closest_is_finalized() -> None:
+    front = [_row(1, 0.4, 0.9), _row(2, 0.2, 0.7), _row(3, 0.2, 0.8)]
+    assert [t.trial_id for t in choose(front, None, top_k=2, baseline=True, closest=True)] == [3]
+    assert choose(front, None, top_k=2, baseline=True) == []  # a MACs budget: nothing, as before
+    assert choose(front, None, top_k=0, baseline=True, closest=True) == []
+
+
+@pytest.mark.slow
+def test_a_real_job_with_an_unmeetable_latency_budget_ends_budget_met_false(tmp_path: Path) -> None:
+    """resnet20 on digits cannot run at 8 % of dense in onnxruntime (its MACs can go to 6.3 %;
+    at 5 % the agent refuses the budget as unreachable before searching): the job still
+    succeeds, with the closest candidate published and measured, and says it missed, by how
+    much, where."""
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+    from tests.service.conftest import make_settings, wait_state
+    from tests.service.test_real_jobs import REAL_SPEC
+
+    spec = {**REAL_SPEC, "name": "unmeetable", "budget": {"latency_ratio": 0.08},
+            "target": {"runtime": "onnxruntime"}, "agent": {"kind": "random", "trials": 3},
+            "finalize": {"top_k": 1, "finetune_epochs": 0, "export": ["onnx"], "tighten": 1}}
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'budget.db'}")
+    with TestClient(create_app(settings)) as c:
+        job = c.post("/api/v1/jobs", json=spec).json()
+        done = wait_state(c, job["id"], ("succeeded", "failed"), timeout=900)
+        assert done["state"] == "succeeded", (done["state"], done["error"])
+        assert done["runtime"] == "onnxruntime" and done["best"] is None  # nothing feasible at search
+        d = done["delivery"]
+        assert d["budget_met"] is False and d["budget_excess"] > 0.05 and d["runtime"] == "onnxruntime"
+        assert d["note"].startswith("over budget by") and "in onnxruntime" in d["note"]
+        (art,) = c.get(f"/api/v1/jobs/{job['id']}/artifacts").json()["items"]
+        m = art["metrics"]
+        assert m["budget_met"] is False and m["delivered_measured"] == "bundle"
+        assert m["delivered_latency_ratio"] == m["latency_ratio"] > 0.05 and m["searched_latency_ratio"] > 0
+        assert "model.onnx" in {f["name"] for f in art["files"]}
