@@ -1,6 +1,6 @@
 """Issue 20's done-when over REST: latency-budget jobs in onnxruntime, their files re-measured.
 
-Submits a job spec (YAML/JSON) once per ``--seeds`` to a running controller (``autoprune
+Submits a job spec (YAML/JSON) for each of ``--seeds`` in turn to a running controller (``autoprune
 serve``; ``--server`` or ``AUTOPRUNE_SERVER``), waits for each, pulls every artifact bundle
 (sha256 checked) and re-measures its ``model.onnx`` against a dense ONNX export in onnxruntime
 with ``bench/delivered_latency.py`` (1 thread, batch 1, interleaved; nothing of the job's own
@@ -47,12 +47,12 @@ def main(argv: list[str] | None = None) -> None:
 
     client = Client(args.server)
     spec = yaml.safe_load(args.spec.read_text())
-    ids = [client.submit({**spec, "seed": int(s)})["id"] for s in args.seeds.split(",")]
-    print(f"submitted {len(ids)} jobs: {', '.join(ids)}", flush=True)
     rows = []
     budget = spec["budget"].get("latency_ratio")
     print(f"{'seed':>4} {'role':<9} {'test q':>7} {'budget':>6} {'search':>6} {'final':>6} {'met':>5} {'re-measured':>11}")
-    for seed, job_id in zip(args.seeds.split(","), ids, strict=True):
+    for seed in args.seeds.split(","):
+        # one at a time: the re-measurement runs with no job measuring beside it
+        job_id = client.submit({**spec, "seed": int(seed)})["id"]
         job = wait(client, job_id)
         if job["state"] != "succeeded":
             print(f"{seed:>4} job {job_id} {job['state']}: {job.get('error')}")

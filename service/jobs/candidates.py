@@ -3,7 +3,10 @@
 The rule: the ``top_k`` feasible points of the front, best quality first, then the agent's
 uniform-fill baseline (its first trial) when ``finalize.baseline`` asks for it, feasible and not
 chosen already: the last artifact, fine-tuned like the best, says whether the search beat it.
-Under a latency budget nothing met, the closest point (see :func:`choose`).
+Under a latency budget nothing met, the closest point (see :func:`choose`); and the baseline
+even when the search measured it over the budget (its uniform ratio came from a latency model
+still learning): finalize narrows it until its architecture meets the budget, so the comparison
+is at equal measured cost.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def choose(front: Sequence[TrialRow], first: TrialRow | None, *, top_k: int, bas
         baseline
         and first is not None
         and (first.info or {}).get("role") == "baseline"
-        and first.feasible
+        and (first.feasible or closest)  # over a latency budget: finalize narrows it to it
         and first.metrics
         and all(t.trial_id != first.trial_id for t in chosen)
     ):

@@ -121,6 +121,17 @@ def test_with_nothing_feasible_under_a_latency_budget_the_closest_is_finalized()
     assert choose(front, None, top_k=0, baseline=True, closest=True) == []
 
 
+def test_a_baseline_measured_over_a_latency_budget_is_still_finalized_beside_the_best() -> None:
+    """Its uniform ratio came from a latency model still learning: finalize narrows it to the
+    budget, so the report compares the best with uniform-fill at equal measured cost."""
+    baseline = TrialRow(trial_id=0, feasible=False, violation=0.18, quality=0.95,
+                        metrics={"quality": 0.95, "latency_ratio": 0.68}, info={"role": "baseline"})
+    best = TrialRow(trial_id=7, feasible=True, violation=-0.01, quality=0.94,
+                    metrics={"quality": 0.94, "latency_ratio": 0.49}, info={})
+    assert [t.trial_id for t in choose([best], baseline, top_k=1, baseline=True, closest=True)] == [7, 0]
+    assert [t.trial_id for t in choose([best], baseline, top_k=1, baseline=True)] == [7]  # a MACs budget
+
+
 @pytest.mark.slow
 def test_a_real_job_with_an_unmeetable_latency_budget_ends_budget_met_false(tmp_path: Path) -> None:
     """resnet20 on digits cannot run at 8 % of dense in onnxruntime (its MACs can go to 6.3 %;
