@@ -137,8 +137,11 @@ class BudgetFit:
         self.budget = budget
         self.latency = LatencyModel(space)
         self._uniform_fill: Policy | None = None
-        if not self.fits(space.uniform(space.max_ratio)):
-            lowest = self.space.uniform(space.max_ratio)
+        lowest = self.space.uniform(space.max_ratio)
+        # MACs and params are exact: a bound the narrowest network misses is refused up front.
+        # Latency is only modelled until measured: the search goes on, and finalize says whether
+        # the delivered file met it (budget_met), with the closest candidate's measured figures.
+        if budget.analytic_violation(space, lowest) > _EPS:
             raise BudgetError(
                 f"budget {budget.to_dict()} is unreachable: pruning every group at max_ratio="
                 f"{space.max_ratio:g} gives macs_ratio={space.macs_ratio(lowest):.3f}, "

@@ -119,6 +119,13 @@ def test_unreachable_budget_and_bad_options(agent_name, space):
         make_agent(agent_name, space, BUDGET, options={"no_such_option": 1})
 
 
+def test_a_latency_budget_the_model_cannot_reach_is_searched_not_refused(agent_name, space):
+    """Latency is measured, not known up front: the agent proposes (finalize reports budget_met)."""
+    agent = _make(agent_name, space, budget=Budget(latency_ratio=0.01))
+    proposals = agent.ask(2)
+    assert proposals and all(set(p.policy) <= set(space.names) for p in proposals)
+
+
 def test_unknown_agent_lists_valid_names(space):
     with pytest.raises(UnknownNameError, match="valid: uniform, random"):
         make_agent("amc", space, BUDGET)

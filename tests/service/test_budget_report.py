@@ -134,17 +134,16 @@ def test_a_baseline_measured_over_a_latency_budget_is_still_finalized_beside_the
 
 @pytest.mark.slow
 def test_a_real_job_with_an_unmeetable_latency_budget_ends_budget_met_false(tmp_path: Path) -> None:
-    """resnet20 on digits cannot run at 8 % of dense in onnxruntime (its MACs can go to 6.3 %;
-    at 5 % the agent refuses the budget as unreachable before searching): the job still
-    succeeds, with the closest candidate published and measured, and says it missed, by how
-    much, where."""
+    """resnet20 on digits cannot run at 5 % of dense in onnxruntime (its MACs go no lower than
+    6.3 %; a latency bound is searched, not refused up front): the job still succeeds, with the
+    closest candidate published and measured, and says it missed, by how much, where."""
     from fastapi.testclient import TestClient
 
     from service.api.app import create_app
     from tests.service.conftest import make_settings, wait_state
     from tests.service.test_real_jobs import REAL_SPEC
 
-    spec = {**REAL_SPEC, "name": "unmeetable", "budget": {"latency_ratio": 0.08},
+    spec = {**REAL_SPEC, "name": "unmeetable", "budget": {"latency_ratio": 0.05},
             "target": {"runtime": "onnxruntime"}, "agent": {"kind": "random", "trials": 3},
             "finalize": {"top_k": 1, "finetune_epochs": 0, "export": ["onnx"], "tighten": 1}}
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'budget.db'}")
