@@ -12,13 +12,20 @@ first use), so one worker's reset never drops another's tables.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 RAY_GROUP = "ray"
+#: seconds each test took (set-up, call and tear-down) in a recent parallel run, to start the
+#: longest first; refresh with ``scripts/test-durations.py`` (a stale entry only costs balance)
+DURATIONS_FILE = Path(__file__).with_name("durations.json")
+UNKNOWN_SLOW_S = 10.0
+UNKNOWN_S = 0.5
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Workers share the cores: one intra-op thread each (read by torch when it loads, and by the
@@ -57,11 +64,49 @@ def _xdist_group(item: pytest.Item) -> str | None:
     return None
 
 
+def _group_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return None
+    return str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
+
+
+def _longest_first(items: list[pytest.Item]) -> None:
+    """Orders ``items`` so the longest work units (an xdist group, or a test alone) come first.
+
+    xdist hands out units in the order they first appear (``pytest_configure`` turns its own
+    reorder by test count off), so a two-minute unit no longer starts last and leaves one worker
+    running it alone at the end (longest-processing-time-first scheduling). Durations are from
+    :data:`DURATIONS_FILE`; a test not in it counts as :data:`UNKNOWN_SLOW_S` when marked slow.
+    Tests keep their relative order within a unit and among equals.
+    """
+    try:
+        known: dict[str, float] = json.loads(DURATIONS_FILE.read_text())
+    except (OSError, ValueError):
+        return
+    units: dict[str, float] = {}
+    unit_of: dict[int, str] = {}
+    for item in items:
+        unit = _group_of(item) or item.nodeid
+        unit_of[id(item)] = unit
+        default = UNKNOWN_SLOW_S if item.get_closest_marker("slow") else UNKNOWN_S
+        units[unit] = units.get(unit, 0.0) + known.get(item.nodeid, default)
+    items.sort(key=lambda it: -units[unit_of[id(it)]])  # stable: equals keep collection order
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook runs after this one)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not item.get_closest_marker("xdist_group") and (group := _xdist_group(item)):
             item.add_marker(pytest.mark.xdist_group(group))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a serial run keeps file order
+        _longest_first(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):
+        # xdist would reorder units by how many tests they hold; _longest_first orders them by time
+        config.option.loadscopereorder = False
 
 
 @pytest.fixture(autouse=True)
