@@ -26,6 +26,11 @@ RAY_GROUP = "ray"
 DURATIONS_FILE = Path(__file__).with_name("durations.json")
 UNKNOWN_SLOW_S = 10.0
 UNKNOWN_S = 0.5
+#: the xdist group of the tests whose jobs use the trained ResNet-20/digits reference (a zoo model
+#: without weights): on a fresh clone the first of them trains it, so they run one after another
+#: on one worker (the others would wait on its lock, a worker idle) and, then, first of all
+REFERENCE_GROUP = "reference"
+REFERENCE_TRAINING_S = 120.0
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Workers share the cores: one intra-op thread each (read by torch when it loads, and by the
@@ -91,7 +96,14 @@ def _longest_first(items: list[pytest.Item]) -> None:
         unit_of[id(item)] = unit
         default = UNKNOWN_SLOW_S if item.get_closest_marker("slow") else UNKNOWN_S
         units[unit] = units.get(unit, 0.0) + known.get(item.nodeid, default)
+    if REFERENCE_GROUP in units and not _reference_cached():
+        units[REFERENCE_GROUP] += REFERENCE_TRAINING_S
     items.sort(key=lambda it: -units[unit_of[id(it)]])  # stable: equals keep collection order
+
+
+def _reference_cached() -> bool:
+    cache = Path(os.environ.get("AUTOPRUNE_CACHE_DIR") or Path.cwd() / ".cache" / "autoprune")
+    return any(cache.glob("resnet20-digits-*.json"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook runs after this one)

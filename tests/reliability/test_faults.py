@@ -122,7 +122,8 @@ def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
     assert state == "finalizing", (state, log.read_text()[-2000:])
     assert len(before) == trials
 
-    proc = serve(env, log)
+    # the restarted controller trains at full speed: only the killed attempt had to be slow
+    proc = serve({**env, "AUTOPRUNE_TEST_SLOW_TRAIN": "0"}, log)
     try:
         wait_healthy(url, proc, log)
         done = wait_final(url, job["id"], h, timeout=300, poll=0.3)
