@@ -27,7 +27,9 @@ def main() -> None:
     total: dict[str, float] = defaultdict(float)
     for line in args.log.read_text(errors="replace").splitlines():
         if m := LINE.match(line):
-            total[m.group(3)] += float(m.group(1))
+            nodeid = m.group(3)
+            at = nodeid.rfind("@")  # a grouped test's id carries "@<xdist group>"
+            total[nodeid[:at] if at > nodeid.rfind("]") else nodeid] += float(m.group(1))
     if not total:
         raise SystemExit(f"{args.log}: no --durations lines found")
     kept = {k: round(v, 1) for k, v in sorted(total.items()) if v >= args.min}

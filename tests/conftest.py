@@ -95,10 +95,16 @@ def _longest_first(items: list[pytest.Item]) -> None:
         unit = _group_of(item) or item.nodeid
         unit_of[id(item)] = unit
         default = UNKNOWN_SLOW_S if item.get_closest_marker("slow") else UNKNOWN_S
-        units[unit] = units.get(unit, 0.0) + known.get(item.nodeid, default)
+        units[unit] = units.get(unit, 0.0) + known.get(_plain_id(item.nodeid), default)
     if REFERENCE_GROUP in units and not _reference_cached():
         units[REFERENCE_GROUP] += REFERENCE_TRAINING_S
     items.sort(key=lambda it: -units[unit_of[id(it)]])  # stable: equals keep collection order
+
+
+def _plain_id(nodeid: str) -> str:
+    """``nodeid`` without the ``@group`` suffix xdist appends (as xdist itself splits it)."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
 
 
 def _reference_cached() -> bool:
@@ -106,13 +112,41 @@ def _reference_cached() -> bool:
     return any(cache.glob("resnet20-digits-*.json"))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook runs after this one)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if not item.get_closest_marker("xdist_group") and (group := _xdist_group(item)):
-            item.add_marker(pytest.mark.xdist_group(group))
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # a serial run keeps file order
-        _longest_first(items)
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # here, as each test is collected: xdist reads the groups in its pytest_collection_modifyitems
+    # (it appends them to the test ids it schedules by), which runs before a conftest's even
+    # with tryfirst, so groups added there were never seen by a worker
+    if not item.get_closest_marker("xdist_group") and (group := _xdist_group(item)):
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _group_in_id(item: pytest.Item) -> None:
+    """Appends ``@<group>`` to the test's id, which is how a worker tells the scheduler its group.
+
+    pytest-xdist's own hook does it by writing ``item._nodeid``, which pytest 9.2's structured
+    node ids no longer read (pytest-xdist issue 1386, fix pending in its pull request 1388): the
+    groups were silently ignored and grouped tests spread over workers (two session Rays, a
+    module's private PostgreSQL cluster created twice at once).
+    """
+    names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")})
+    if not names or _plain_id(item.nodeid) != item.nodeid:  # no group, or xdist managed
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # a pytest without structured ids: xdist's own suffix works there
+        return
+    item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # a conftest's hook runs after xdist's (which is registered later, and called first)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a serial run keeps file order
+    if config.getvalue("loadgroup"):
+        for item in items:
+            _group_in_id(item)
+    _longest_first(items)
 
 
 def pytest_configure(config: pytest.Config) -> None:
