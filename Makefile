@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup-venv.sh | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 # pytest-xdist: one worker per core (`auto`); tests on the session Ray share one worker (their
-# xdist group, tests/conftest.py), so --dist loadgroup. TEST_WORKERS=0 runs serially.
+# xdist group, tests/conftest.py), so --dist loadgroup; the longest units start first
+# (tests/durations.json, refreshed by scripts/test-durations.py). TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= auto
 PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 

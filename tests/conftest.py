@@ -12,13 +12,25 @@ first use), so one worker's reset never drops another's tables.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 RAY_GROUP = "ray"
+#: seconds each test took (set-up, call and tear-down) in a recent parallel run, to start the
+#: longest first; refresh with ``scripts/test-durations.py`` (a stale entry only costs balance)
+DURATIONS_FILE = Path(__file__).with_name("durations.json")
+UNKNOWN_SLOW_S = 10.0
+UNKNOWN_S = 0.5
+#: the xdist group of the tests whose jobs use the trained ResNet-20/digits reference (a zoo model
+#: without weights): on a fresh clone the first of them trains it, so they run one after another
+#: on one worker (the others would wait on its lock, a worker idle) and, then, first of all
+REFERENCE_GROUP = "reference"
+REFERENCE_TRAINING_S = 120.0
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Workers share the cores: one intra-op thread each (read by torch when it loads, and by the
@@ -57,11 +69,90 @@ def _xdist_group(item: pytest.Item) -> str | None:
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook runs after this one)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _group_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return None
+    return str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
+
+
+def _longest_first(items: list[pytest.Item]) -> None:
+    """Orders ``items`` so the longest work units (an xdist group, or a test alone) come first.
+
+    xdist hands out units in the order they first appear (``pytest_configure`` turns its own
+    reorder by test count off), so a two-minute unit no longer starts last and leaves one worker
+    running it alone at the end (longest-processing-time-first scheduling). Durations are from
+    :data:`DURATIONS_FILE`; a test not in it counts as :data:`UNKNOWN_SLOW_S` when marked slow.
+    Tests keep their relative order within a unit and among equals.
+    """
+    try:
+        known: dict[str, float] = json.loads(DURATIONS_FILE.read_text())
+    except (OSError, ValueError):
+        return
+    units: dict[str, float] = {}
+    unit_of: dict[int, str] = {}
     for item in items:
-        if not item.get_closest_marker("xdist_group") and (group := _xdist_group(item)):
-            item.add_marker(pytest.mark.xdist_group(group))
+        unit = _group_of(item) or item.nodeid
+        unit_of[id(item)] = unit
+        default = UNKNOWN_SLOW_S if item.get_closest_marker("slow") else UNKNOWN_S
+        units[unit] = units.get(unit, 0.0) + known.get(_plain_id(item.nodeid), default)
+    if REFERENCE_GROUP in units and not _reference_cached():
+        units[REFERENCE_GROUP] += REFERENCE_TRAINING_S
+    items.sort(key=lambda it: -units[unit_of[id(it)]])  # stable: equals keep collection order
+
+
+def _plain_id(nodeid: str) -> str:
+    """``nodeid`` without the ``@group`` suffix xdist appends (as xdist itself splits it)."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
+
+
+def _reference_cached() -> bool:
+    cache = Path(os.environ.get("AUTOPRUNE_CACHE_DIR") or Path.cwd() / ".cache" / "autoprune")
+    return any(cache.glob("resnet20-digits-*.json"))
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # here, as each test is collected: xdist reads the groups in its pytest_collection_modifyitems
+    # (it appends them to the test ids it schedules by), which runs before a conftest's even
+    # with tryfirst, so groups added there were never seen by a worker
+    if not item.get_closest_marker("xdist_group") and (group := _xdist_group(item)):
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _group_in_id(item: pytest.Item) -> None:
+    """Appends ``@<group>`` to the test's id, which is how a worker tells the scheduler its group.
+
+    pytest-xdist's own hook does it by writing ``item._nodeid``, which pytest 9.2's structured
+    node ids no longer read (pytest-xdist issue 1386, fix pending in its pull request 1388): the
+    groups were silently ignored and grouped tests spread over workers (two session Rays, a
+    module's private PostgreSQL cluster created twice at once).
+    """
+    names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")})
+    if not names or _plain_id(item.nodeid) != item.nodeid:  # no group, or xdist managed
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # a pytest without structured ids: xdist's own suffix works there
+        return
+    item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # a conftest's hook runs after xdist's (which is registered later, and called first)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a serial run keeps file order
+    if config.getvalue("loadgroup"):
+        for item in items:
+            _group_in_id(item)
+    _longest_first(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):
+        # xdist would reorder units by how many tests they hold; _longest_first orders them by time
+        config.option.loadscopereorder = False
 
 
 @pytest.fixture(autouse=True)

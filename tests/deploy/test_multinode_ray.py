@@ -20,7 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+from tests.conftest import REFERENCE_GROUP
+
+# the job uses the zoo reference (trained on a fresh clone): the reference group, which also
+# keeps the module's tests on one worker for the module-scoped cluster
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.xdist_group(REFERENCE_GROUP)]
 
 BIN = Path(sys.executable).parent
 HEAD_IP, EDGE_IP = "127.0.0.2", "127.0.0.3"

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from service.runner import default_launcher
 from service.states import FINAL_STATES
+from tests.process_tree import descendants
 from tests.reliability.helpers import EVALUATING_DIR, tiny_spec
 from tests.server_process import free_port, kill, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import reference_cache, wait_state
@@ -122,7 +123,8 @@ def test_sigkill_while_finalizing_then_restart(tmp_path: Path) -> None:
     assert state == "finalizing", (state, log.read_text()[-2000:])
     assert len(before) == trials
 
-    proc = serve(env, log)
+    # the restarted controller trains at full speed: only the killed attempt had to be slow
+    proc = serve({**env, "AUTOPRUNE_TEST_SLOW_TRAIN": "0"}, log)
     try:
         wait_healthy(url, proc, log)
         done = wait_final(url, job["id"], h, timeout=300, poll=0.3)
@@ -145,9 +147,12 @@ def _kill_one_evaluating(c: TestClient, job_id: str, what: str) -> int:
     while time.monotonic() < deadline:
         view = c.get(f"/api/v1/jobs/{job_id}").json()
         assert view["state"] not in FINAL_STATES, view["error"]
+        # only this test's evaluators (below this process): the directory is shared by every
+        # xdist worker, and a killed process's marker stays behind
+        mine = descendants(os.getpid())
         for marker in EVALUATING_DIR.iterdir():
             pid = int(marker.name)
-            if pid != os.getpid() and view["dense"] is not None:
+            if pid in mine and view["dense"] is not None:
                 os.kill(pid, signal.SIGKILL)
                 return pid
         time.sleep(0.1)
@@ -158,8 +163,7 @@ def _job_with_one_evaluator_killed(c: TestClient, *, workers: int, trials: int, 
     """Runs a slow-metric job, SIGKILLs the process evaluating one of its trials, and checks the
     job completes with every trial stored once (retried, or recorded failed); returns the trials
     and the killed pid."""
-    shutil.rmtree(EVALUATING_DIR, ignore_errors=True)
-    EVALUATING_DIR.mkdir(parents=True)
+    EVALUATING_DIR.mkdir(parents=True, exist_ok=True)  # not emptied: other workers' tests use it
     body = tiny_spec(metric="entrypoint:tests.reliability.helpers:slow_metric",
                      agent={"kind": "random", "trials": trials}, finalize={"top_k": 0}, workers=workers)
     job = c.post("/api/v1/jobs", json=body).json()

@@ -268,8 +268,10 @@ def test_registered_plugins_run_a_real_job_end_to_end(clients: Callable[..., Tes
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ray_workers_get_the_operator_allowlist(clients: Callable[..., TestClient], ray_cluster: None) -> None:
-    """Ray actors validate the spec again in their own process: the allowlist travels with them."""
+def test_ray_workers_get_the_operator_allowlist(clients: Callable[..., TestClient]) -> None:
+    """Ray actors validate the spec again in their own process: the allowlist travels with them.
+    (The app starts its own Ray in its driver process, as a controller does: the session-wide
+    ``ray_cluster`` would be a second Ray nobody uses, and would tie this test to its xdist group.)"""
     from service.runner import default_launcher
     from tests.reliability.helpers import tiny_spec
 

@@ -13,8 +13,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import REFERENCE_GROUP
 from tests.server_process import free_port, kill, serve, stop, wait_final, wait_healthy
 from tests.service.conftest import reference_cache, wait_state
+
+pytestmark = pytest.mark.xdist_group(REFERENCE_GROUP)  # the zoo reference: trained on a fresh clone
 
 REAL_SPEC: dict[str, Any] = {
     "name": "real",
