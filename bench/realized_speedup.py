@@ -71,21 +71,26 @@ def job_spec(model: str, args: argparse.Namespace, *, runtime: str, batch: int, 
 
 
 def load(model: str, args: argparse.Namespace, round_to: Any = None) -> Any:
-    from workers.task import WorkerSettings, load_task
+    """The task as its model kind loads it; ``round_to: "runtime"`` is resolved per cell."""
+    from workers.kinds import kind_of
+    from workers.task import WorkerSettings
 
     spec = job_spec(model, args, runtime=args.runtimes.split(",")[0], batch=1, round_to=round_to)
-    return load_task(spec, WorkerSettings(cache_dir=Path(args.cache_dir)))
+    return kind_of(spec).load_task(spec, WorkerSettings(cache_dir=Path(args.cache_dir)))
 
 
 def evaluator(task: Any, runtime: str, batch: int, rounds: int) -> Any:
-    """An evaluator of ``task`` in ``runtime`` at ``batch`` (no latency cache file: fresh)."""
+    """An evaluator of ``task`` in ``runtime`` at ``batch`` (no latency cache file: fresh), its
+    space's ``round_to: "runtime"`` resolved in that runtime at that batch as a job would."""
     from workers.evaluator import Evaluator
     from workers.latency import NodeLock
+    from workers.latency_table import resolve_round_to
 
     target = task.spec.target.model_copy(update={"runtime": runtime, "batch_size": batch})
     spec = task.spec.model_copy(update={"target": target})
+    cell = resolve_round_to(dataclasses.replace(task, spec=spec))
     lock = NodeLock(Path(os.environ.get("TMPDIR", "/tmp")), name="bench-realized")
-    return Evaluator(dataclasses.replace(task, spec=spec), latency_rounds=rounds, lock=lock)
+    return Evaluator(cell, latency_rounds=rounds, lock=lock)
 
 
 def measured(ev: Any, policy: Policy) -> float:
@@ -189,7 +194,8 @@ def one_cell(task: Any, model: str, runtime: str, batch: int, args: argparse.Nam
     uni = uniform_at(ev, aware["latency_ratio"], args.bisection_steps)
     final = interleaved(ev, [ev.shrink(aware["policy"]), ev.shrink(uni["policy"])], args.final_rounds)
     row: dict[str, Any] = {
-        "model": model, "runtime": runtime, "batch": batch, "round_to": str(space.round_to),
+        "model": model, "runtime": runtime, "batch": batch,
+        "round_to": str(space.round_to) + (f" ({space.runtime_step})" if space.round_to == "runtime" else ""),
         "groups": len(space), "dense_ms": round(final[0]["ms"], 3),
         "table_entries": sum(len(v) for v in hints.latency_table.entries.values()), "table_s": round(table_s, 1),
         "knapsack_solves": aware["solves"], "first_predicted": round(aware["first_predicted"], 3),

@@ -147,7 +147,13 @@ class SearchSpace:
         if self.round_to == "auto":
             base = auto_step(g.channels)
         elif self.round_to == "runtime":
-            base = max(auto_step(g.channels), self.runtime_step)
+            base = auto_step(g.channels)
+            # the runtime's multiple, halved until the group has two widths: a 16-channel group
+            # under a step of 16 moves by 8 rather than falling back to single channels
+            fast = max(1, self.runtime_step)
+            while fast > 1 and fast >= g.channels:
+                fast //= 2
+            base = max(base, fast)
         else:
             base = max(1, self.round_to)
         step = math.lcm(base, max(1, g.round_to))

@@ -13,7 +13,6 @@ timed in the job's runtime choose the channel multiple the space rounds to.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
@@ -112,19 +111,24 @@ def choose_step(latency: dict[int, float]) -> tuple[int, dict[int, float]]:
 
 def measure_runtime_step(evaluator: Evaluator, *, rounds: int = 20) -> RuntimeStep:
     """Times the probes of :func:`step_probe_policies` against dense, interleaved in one run in
-    the evaluator's runtime (its task's space must accept single channels: ``round_to`` 1)."""
+    the evaluator's runtime (its task's space must accept single channels: ``round_to`` 1).
+
+    Each probe's figure is its fastest round over the dense model's: what its kernels cost,
+    robust to bursts of load from other processes (a median moves with them; the step is a
+    property of the kernels, not of the machine's load).
+    """
     plan = step_probe_policies(evaluator.space)
     groups = len(plan[0])
     if not groups:
         return RuntimeStep(1, {}, {}, 0)
     meter = evaluator.latency
     runs = [meter.run_of(evaluator.dense)] + [meter.run_of(evaluator.shrink(plan[s])) for s in plan]
+    sync = meter.runtime.sync(meter.example)
     with meter.lock.exclusive(), meter.runtime.timing(meter.threads):
-        times = time_interleaved(runs, rounds=rounds, warmup=2, sync=meter.runtime.sync(meter.example))
-    ratios = {
-        s: statistics.median(t / d for t, d in zip(times[i + 1], times[0], strict=True))
-        for i, s in enumerate(plan)
-    }
+        (one,) = time_interleaved(runs[:1], rounds=1, warmup=1, sync=sync)
+        repeat = max(1, min(100, int(5.0 / max(one[0], 1e-3))))  # rounds of about 5 ms
+        times = time_interleaved(runs, rounds=rounds, repeat=repeat, warmup=2, sync=sync)
+    ratios = {s: min(times[i + 1]) / min(times[0]) for i, s in enumerate(plan)}
     step, excess = choose_step(ratios)
     return RuntimeStep(step, ratios, excess, groups)
 
