@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -79,7 +80,7 @@ def load(model: str, args: argparse.Namespace, round_to: Any = None) -> Any:
     return kind_of(spec).load_task(spec, WorkerSettings(cache_dir=Path(args.cache_dir)))
 
 
-def evaluator(task: Any, runtime: str, batch: int, rounds: int) -> Any:
+def evaluator(task: Any, runtime: str, batch: int, rounds: int, stat: str = "median") -> Any:
     """An evaluator of ``task`` in ``runtime`` at ``batch`` (no latency cache file: fresh), its
     space's ``round_to: "runtime"`` resolved in that runtime at that batch as a job would."""
     from workers.evaluator import Evaluator
@@ -90,7 +91,36 @@ def evaluator(task: Any, runtime: str, batch: int, rounds: int) -> Any:
     spec = task.spec.model_copy(update={"target": target})
     cell = resolve_round_to(dataclasses.replace(task, spec=spec))
     lock = NodeLock(Path(os.environ.get("TMPDIR", "/tmp")), name="bench-realized")
-    return Evaluator(cell, latency_rounds=rounds, lock=lock)
+    ev = Evaluator(cell, latency_rounds=rounds, lock=lock)
+    if stat == "min":  # every measurement (the latency table's too) by its fastest rounds
+        setattr(ev.latency, "time", functools.partial(fastest_time, ev.latency))  # noqa: B010
+    return ev
+
+
+def fastest_time(meter: Any, run: Any, dense_run: Any, *, rounds: int | None = None) -> Any:
+    """``LatencyMeter.time`` by the fastest round of each run (``--stat min``): what the
+    kernels cost, unmoved by bursts of load from other processes — on a shared machine a
+    median moves with them, however well interleaved."""
+    from workers.latency import Latency
+
+    rounds = rounds or meter.rounds
+    runs = [dense_run] if run is dense_run else [dense_run, run]
+    times = timed(meter.runtime, runs, meter.example, meter.threads, rounds)
+    d, p = min(times[0]), min(times[-1])
+    return Latency(ms=p, spread_ms=0.0, ratio=p / d, dense_ms=d, rounds=rounds)
+
+
+def timed(runtime: Any, runs: list[Any], example: torch.Tensor, threads: int, rounds: int) -> list[list[float]]:
+    """``runs`` round-robin in ``runtime``, each round about 5 ms of the first (dense) run."""
+    sync = runtime.sync(example)
+    with runtime.timing(threads):
+        runs[0]()
+        sync()
+        t0 = time.perf_counter()
+        runs[0]()
+        sync()
+        repeat = max(1, min(1000, int(0.005 / max(time.perf_counter() - t0, 1e-6))))
+        return time_interleaved(runs, rounds=rounds, repeat=repeat, warmup=2, sync=sync)
 
 
 def measured(ev: Any, policy: Policy) -> float:
@@ -109,14 +139,15 @@ def knapsack_policy(space: SearchSpace, table: LatencyTable, bound: float, optio
                        hints=AgentHints(latency_table=table))
     for p in agent.ask(2):
         if p.info.get("role") in ("knapsack", "fastest"):
-            return p.policy, float(agent._predicted.get(p.trial_id, float("nan")))  # noqa: SLF001
+            predicted = getattr(agent, "_predicted", {}).get(p.trial_id, float("nan"))
+            return p.policy, float(predicted)
     raise RuntimeError("the knapsack proposed no allocation")
 
 
 def latency_aware(ev: Any, table: LatencyTable, target: float, steps: int, options: dict[str, Any]) -> dict[str, Any]:
     """The knapsack allocation whose measured latency ratio is closest to ``target``: the bound
     the solver sees corrected by secant steps on the measured latency."""
-    bound, tried = target, []
+    bound, tried = target, list[dict[str, Any]]()
     for _ in range(steps):
         policy, predicted = knapsack_policy(ev.space, table, bound, options)
         lat = measured(ev, policy)
@@ -146,27 +177,24 @@ def uniform_at(ev: Any, target: float, steps: int) -> dict[str, Any]:
 # --- the final interleaved measurement --------------------------------------------------------
 def interleaved(ev: Any, models: list[Any], rounds: int) -> list[dict[str, float]]:
     """Dense and ``models`` timed round-robin in the evaluator's runtime: per model the median
-    ms, the ratio of medians to dense and the IQR of the per-round ratios."""
-    meter, runtime = ev.latency, ev.runtime
+    ms, the ratio of medians to dense, the IQR of the per-round ratios, and the ratio of the
+    fastest rounds."""
+    meter = ev.latency
     runs = [meter.run_of(ev.dense)] + [meter.run_of(m) for m in models]
-    sync = runtime.sync(meter.example)
-    with ev.lock.exclusive(), runtime.timing(meter.threads):
-        runs[0]()
-        t0 = time.perf_counter()
-        runs[0]()
-        repeat = max(1, min(1000, int(0.005 / max(time.perf_counter() - t0, 1e-6))))
-        times = time_interleaved(runs, rounds=rounds, repeat=repeat, warmup=2, sync=sync)
+    with ev.lock.exclusive():
+        times = timed(ev.runtime, runs, meter.example, meter.threads, rounds)
     dense = statistics.median(times[0])
     out = []
     for t in times:
         per_round = [a / b for a, b in zip(t, times[0], strict=True)]
         q = statistics.quantiles(per_round, n=4) if len(per_round) > 2 else [per_round[0]] * 3
-        out.append({"ms": statistics.median(t), "ratio": statistics.median(t) / dense, "ratio_iqr": q[2] - q[0]})
+        out.append({"ms": statistics.median(t), "ratio": statistics.median(t) / dense, "ratio_iqr": q[2] - q[0],
+                    "min_ms": min(t), "min_ratio": min(t) / min(times[0])})
     return out
 
 
 def dense_runtimes(task: Any, runtimes: list[str], batch: int, rounds: int) -> dict[str, float]:
-    """The dense model's median ms in each runtime, all timed interleaved in one run."""
+    """The dense model's median (and fastest) ms in each runtime, all timed interleaved in one run."""
     from contextlib import ExitStack
 
     evs = [evaluator(task, r, batch, rounds) for r in runtimes]
@@ -176,7 +204,8 @@ def dense_runtimes(task: Any, runtimes: list[str], batch: int, rounds: int) -> d
         for ev in evs:
             stack.enter_context(ev.runtime.timing(1))
         times = time_interleaved(runs, rounds=rounds, warmup=2)
-    return {r: round(statistics.median(t), 3) for r, t in zip(runtimes, times, strict=True)}
+    out = {r: round(statistics.median(t), 3) for r, t in zip(runtimes, times, strict=True)}
+    return out | {f"{r} min": round(min(t), 3) for r, t in zip(runtimes, times, strict=True)}
 
 
 def realization(lat: float, macs: float) -> float:
@@ -184,7 +213,7 @@ def realization(lat: float, macs: float) -> float:
 
 
 def one_cell(task: Any, model: str, runtime: str, batch: int, args: argparse.Namespace, round_to: Any = None) -> dict[str, Any]:
-    ev = evaluator(task, runtime, batch, args.rounds)
+    ev = evaluator(task, runtime, batch, args.rounds, args.stat)
     space = ev.space
     t0 = time.perf_counter()
     hints = agent_hints("knapsack", Budget(latency_ratio=args.latency_ratio), {}, InProcessPool(ev))
@@ -202,10 +231,13 @@ def one_cell(task: Any, model: str, runtime: str, batch: int, args: argparse.Nam
         "first_measured": round(aware["first_measured"], 3), "uniform_ratio": round(uni["ratio"], 3),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    row["stat"] = args.stat
     for name, policy, m in (("aware", aware["policy"], final[1]), ("uniform", uni["policy"], final[2])):
         macs = space.macs_ratio(policy)
-        row.update({f"{name}_macs": round(macs, 3), f"{name}_latency": round(m["ratio"], 3),
-                    f"{name}_iqr": round(m["ratio_iqr"], 3), f"{name}_realization": round(realization(m["ratio"], macs), 3),
+        lat = m["min_ratio"] if args.stat == "min" else m["ratio"]
+        row.update({f"{name}_macs": round(macs, 3), f"{name}_latency": round(lat, 3),
+                    f"{name}_median_latency": round(m["ratio"], 3), f"{name}_min_latency": round(m["min_ratio"], 3),
+                    f"{name}_iqr": round(m["ratio_iqr"], 3), f"{name}_realization": round(realization(lat, macs), 3),
                     f"{name}_kept": space.signature(policy)})
     if args.quality:
         row["aware_quality"] = round(float(ev.evaluate(aware["policy"]).quality), 4)
@@ -243,9 +275,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bisection-steps", type=int, default=7, help="uniform ratio bisection steps")
     ap.add_argument("--round-to", default="", help="comma list of search_space.round_to values to compare")
     ap.add_argument("--quality", action="store_true", help="also the quality proxy of both allocations")
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="latency of a run: median of rounds (as jobs measure), or the fastest round "
+                    "(robust on a shared machine; also used for the latency table then)")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--val-samples", type=int, default=128)
     ap.add_argument("--cache-dir", default=os.environ.get("AUTOPRUNE_CACHE_DIR", ".cache/autoprune"))
+    ap.add_argument("--dense-only", action="store_true", help="only the dense model timed in every runtime")
     ap.add_argument("--out", default="", help="JSON lines of the rows")
     args = ap.parse_args(argv)
     if args.quick:
@@ -258,12 +294,12 @@ def main(argv: list[str] | None = None) -> None:
     for model in args.models.split(","):
         for round_to in round_tos:
             task = load(model, args, round_to=round_to if round_to in (None, "auto", "runtime") else int(round_to))
-            if round_to == round_tos[0] and len(runtimes) > 1:
+            if args.dense_only or (round_to == round_tos[0] and len(runtimes) > 1):
                 for batch in batches:
                     ms = dense_runtimes(task, runtimes, batch, args.final_rounds)
                     dense_rows.append({"model": model, "batch": batch, **ms})
                     print(json.dumps(dense_rows[-1]), flush=True)
-            for runtime in runtimes:
+            for runtime in [] if args.dense_only else runtimes:
                 for batch in batches:
                     row = one_cell(task, model, runtime, batch, args, round_to)
                     rows.append(row)
@@ -272,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
                         with open(args.out, "a") as fh:
                             fh.write(json.dumps(row) + "\n")
     print()
-    print(markdown(rows))
+    if rows:
+        print(markdown(rows))
     if dense_rows:
         print("\n| model | batch | " + " | ".join(f"dense ms {r}" for r in runtimes) + " |")
         print("|---|---|" + "---|" * len(runtimes))
