@@ -9,8 +9,11 @@ For each model (zoo CNNs on the ``digits`` input as jobs load them, and all-Mini
    ``--latency-ratio`` (the first solve aims at the modelled latency);
 2. **uniform**: one pruning ratio for every group, bisected on the *measured* latency ratio to
    the latency-aware allocation's measured latency (equal latency, so the MACs they keep compare);
-3. dense, latency-aware and uniform timed **interleaved in one final run** in the same runtime
-   (``--final-rounds`` rounds, medians); realization = (1 − latency ratio) / (1 − MACs ratio):
+3. **MACs-max (ceiling)**: the same solver and latency model maximising the MACs kept rather
+   than the importance kept, brought to the same measured latency: the most of the network an
+   allocation under this table keeps at that speed (an upper reference, not a policy to ship);
+4. dense and the three timed **interleaved in one final run** in the same runtime
+   (``--final-rounds`` rounds; medians, or the fastest rounds with ``--stat min``); realization = (1 − latency ratio) / (1 − MACs ratio):
    1 means every MAC removed became time saved. Higher realization at equal latency = more of
    the network kept for the same speed.
 
@@ -40,8 +43,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (bench/transformers.py)
 
+from agents.cost_model import analytic_cost_model, latency_cost_model  # noqa: E402
 from agents.latency_table import LatencyTable  # noqa: E402
 from agents.registry import make_agent  # noqa: E402
 from agents.types import AgentHints, Budget  # noqa: E402
@@ -132,11 +136,22 @@ def measured(ev: Any, policy: Policy) -> float:
 
 
 # --- the two allocations ----------------------------------------------------------------------
-def knapsack_policy(space: SearchSpace, table: LatencyTable, bound: float, options: dict[str, Any]) -> tuple[Policy, float]:
+def knapsack_policy(space: SearchSpace, table: LatencyTable, bound: float, options: dict[str, Any],
+                    objective: str = "importance") -> tuple[Policy, float]:
     """The knapsack's own allocation (its first solve after the baseline) at ``bound``, and the
-    latency ratio it modelled for it."""
+    latency ratio it modelled for it. ``objective="macs"``: the same solver and latency model
+    maximising the MACs kept instead of the importance kept — the most of the network any
+    allocation under this latency model keeps, i.e. the realization's ceiling here."""
     agent = make_agent("knapsack", space, Budget(latency_ratio=bound), seed=0, options=options,
                        hints=AgentHints(latency_table=table))
+    if objective == "macs":
+        macs = analytic_cost_model(space, "macs")
+        solver = agent.solver  # type: ignore[attr-defined]  # the KnapsackAgent's MILP
+        kept = solver.solve({g: list(macs.linear[g]) for g in space.names}, exclude=[], time_limit=10.0)
+        if kept is None:
+            raise RuntimeError("no allocation fits the latency model at this bound")
+        model = latency_cost_model(space, agent.fit.latency)
+        return {g: space.ratio_for(g, k) for g, k in kept.items()}, model.value(space, kept)
     for p in agent.ask(2):
         if p.info.get("role") in ("knapsack", "fastest"):
             predicted = getattr(agent, "_predicted", {}).get(p.trial_id, float("nan"))
@@ -144,12 +159,13 @@ def knapsack_policy(space: SearchSpace, table: LatencyTable, bound: float, optio
     raise RuntimeError("the knapsack proposed no allocation")
 
 
-def latency_aware(ev: Any, table: LatencyTable, target: float, steps: int, options: dict[str, Any]) -> dict[str, Any]:
+def latency_aware(ev: Any, table: LatencyTable, target: float, steps: int, options: dict[str, Any],
+                  objective: str = "importance") -> dict[str, Any]:
     """The knapsack allocation whose measured latency ratio is closest to ``target``: the bound
     the solver sees corrected by secant steps on the measured latency."""
     bound, tried = target, list[dict[str, Any]]()
     for _ in range(steps):
-        policy, predicted = knapsack_policy(ev.space, table, bound, options)
+        policy, predicted = knapsack_policy(ev.space, table, bound, options, objective)
         lat = measured(ev, policy)
         tried.append({"bound": bound, "policy": policy, "predicted": predicted, "latency_ratio": lat})
         if abs(lat - target) <= 0.01:
@@ -221,7 +237,9 @@ def one_cell(task: Any, model: str, runtime: str, batch: int, args: argparse.Nam
     assert hints.latency_table is not None
     aware = latency_aware(ev, hints.latency_table, args.latency_ratio, args.allocation_steps, {"latency_sigmas": 0.0})
     uni = uniform_at(ev, aware["latency_ratio"], args.bisection_steps)
-    final = interleaved(ev, [ev.shrink(aware["policy"]), ev.shrink(uni["policy"])], args.final_rounds)
+    ceiling = latency_aware(ev, hints.latency_table, aware["latency_ratio"], args.allocation_steps,
+                            {"latency_sigmas": 0.0}, objective="macs")
+    final = interleaved(ev, [ev.shrink(p["policy"]) for p in (aware, uni, ceiling)], args.final_rounds)
     row: dict[str, Any] = {
         "model": model, "runtime": runtime, "batch": batch,
         "round_to": str(space.round_to) + (f" ({space.runtime_step})" if space.round_to == "runtime" else ""),
@@ -232,7 +250,8 @@ def one_cell(task: Any, model: str, runtime: str, batch: int, args: argparse.Nam
         "seconds": round(time.perf_counter() - t0, 1),
     }
     row["stat"] = args.stat
-    for name, policy, m in (("aware", aware["policy"], final[1]), ("uniform", uni["policy"], final[2])):
+    for name, policy, m in (("aware", aware["policy"], final[1]), ("uniform", uni["policy"], final[2]),
+                            ("ceiling", ceiling["policy"], final[3])):
         macs = space.macs_ratio(policy)
         lat = m["min_ratio"] if args.stat == "min" else m["ratio"]
         row.update({f"{name}_macs": round(macs, 3), f"{name}_latency": round(lat, 3),
@@ -249,15 +268,16 @@ def one_cell(task: Any, model: str, runtime: str, batch: int, args: argparse.Nam
 def markdown(rows: list[dict[str, Any]]) -> str:
     quality = any("aware_quality" in r for r in rows)
     head = ["model", "runtime", "batch", "round_to", "dense ms", "allocation", "MACs ratio",
-            "latency ratio (IQR)", "realization"] + (["quality proxy"] if quality else [])
+            "latency ratio (IQR of rounds)", "realization"] + (["quality proxy"] if quality else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        for name, label in (("aware", "latency-aware"), ("uniform", f"uniform {r['uniform_ratio']}")):
+        for name, label in (("aware", "latency-aware"), ("uniform", f"uniform {r['uniform_ratio']}"),
+                            ("ceiling", "MACs-max (ceiling)")):
             cells = [r["model"], r["runtime"], str(r["batch"]), r["round_to"], f"{r['dense_ms']:.2f}", label,
                      f"{r[name + '_macs']:.3f}", f"{r[name + '_latency']:.3f} ({r[name + '_iqr']:.3f})",
                      f"**{r[name + '_realization']:.2f}**" if name == "aware" else f"{r[name + '_realization']:.2f}"]
             if quality:
-                cells.append(f"{r.get(name + '_quality', float('nan')):.4f}")
+                cells.append(f"{r[name + '_quality']:.4f}" if name + "_quality" in r else "–")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
