@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
                     ms = dense_runtimes(task, runtimes, batch, args.final_rounds)
                     dense_rows.append({"model": model, "batch": batch, **ms})
                     print(json.dumps(dense_rows[-1]), flush=True)
+                    if args.out:
+                        with open(args.out, "a") as fh:
+                            fh.write(json.dumps({"dense": dense_rows[-1]}) + "\n")
             for runtime in [] if args.dense_only else runtimes:
                 for batch in batches:
                     row = one_cell(task, model, runtime, batch, args, round_to)
@@ -331,10 +334,11 @@ def main(argv: list[str] | None = None) -> None:
     if rows:
         print(markdown(rows))
     if dense_rows:
-        print("\n| model | batch | " + " | ".join(f"dense ms {r}" for r in runtimes) + " |")
+        print("\n| model | batch | " + " | ".join(f"dense ms {r} (fastest round)" for r in runtimes) + " |")
         print("|---|---|" + "---|" * len(runtimes))
         for d in dense_rows:
-            print(f"| {d['model']} | {d['batch']} | " + " | ".join(f"{d[r]:.2f}" for r in runtimes) + " |")
+            print(f"| {d['model']} | {d['batch']} | "
+                  + " | ".join(f"{d[r]:.2f} ({d[r + ' min']:.2f})" for r in runtimes) + " |")
     load_avg = os.getloadavg()
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores, "
           f"load average at the end {load_avg[0]:.1f}, {time.time() - t_start:.0f} s")
