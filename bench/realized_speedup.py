@@ -45,7 +45,9 @@ import torch
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (bench/transformers.py)
 
+from agents.budget_fit import BudgetError  # noqa: E402
 from agents.cost_model import analytic_cost_model, latency_cost_model  # noqa: E402
+from agents.knapsack_solve import Knapsack  # noqa: E402
 from agents.latency_table import LatencyTable  # noqa: E402
 from agents.registry import make_agent  # noqa: E402
 from agents.types import AgentHints, Budget  # noqa: E402
@@ -148,9 +150,11 @@ def knapsack_policy(space: SearchSpace, table: LatencyTable, bound: float, optio
         macs = analytic_cost_model(space, "macs")
         solver = agent.solver  # type: ignore[attr-defined]  # the KnapsackAgent's MILP
         kept = solver.solve({g: list(macs.linear[g]) for g in space.names}, exclude=[], time_limit=10.0)
-        if kept is None:
-            raise RuntimeError("no allocation fits the latency model at this bound")
         model = latency_cost_model(space, agent.fit.latency)
+        if kept is None:  # nothing fits the model at this bound: its fastest network, as the agent does
+            kept = Knapsack(space, []).cheapest(model, time_limit=10.0)
+        if kept is None:
+            raise RuntimeError("the knapsack found no allocation")
         return {g: space.ratio_for(g, k) for g, k in kept.items()}, model.value(space, kept)
     for p in agent.ask(2):
         if p.info.get("role") in ("knapsack", "fastest"):
@@ -165,12 +169,15 @@ def latency_aware(ev: Any, table: LatencyTable, target: float, steps: int, optio
     the solver sees corrected by secant steps on the measured latency."""
     bound, tried = target, list[dict[str, Any]]()
     for _ in range(steps):
-        policy, predicted = knapsack_policy(ev.space, table, bound, options, objective)
+        try:
+            policy, predicted = knapsack_policy(ev.space, table, bound, options, objective)
+        except BudgetError:  # a bound below what the space can reach: the last allocation stands
+            break
         lat = measured(ev, policy)
         tried.append({"bound": bound, "policy": policy, "predicted": predicted, "latency_ratio": lat})
         if abs(lat - target) <= 0.01:
             break
-        bound = min(1.0, max(0.05, bound + (target - lat)))
+        bound = min(1.0, max(0.1, bound + (target - lat)))
     best = min(tried, key=lambda t: abs(t["latency_ratio"] - target))
     return {**best, "solves": len(tried), "first_predicted": tried[0]["predicted"],
             "first_measured": tried[0]["latency_ratio"]}
