@@ -140,3 +140,13 @@ def test_round_to_runtime_is_resolved_when_the_task_loads(settings: WorkerSettin
 
 def variant_of(task: Task, round_to: str) -> Task:
     return dataclasses.replace(task, space=dataclasses.replace(task.space, round_to=round_to), info={})
+
+
+def test_spec_takes_round_to_runtime() -> None:
+    from pydantic import ValidationError
+
+    from tests.workers.conftest import small_spec
+
+    assert small_spec("w", search_space={"round_to": "runtime"}).search_space.round_to == "runtime"
+    with pytest.raises(ValidationError, match="round_to"):
+        small_spec("w", search_space={"round_to": "fastest"})
