@@ -279,7 +279,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         for name, label in (("aware", "latency-aware"), ("uniform", f"uniform {r['uniform_ratio']}"),
-                            ("ceiling", "MACs-max (ceiling)")):
+                            ("ceiling", "MACs-max")):
             cells = [r["model"], r["runtime"], str(r["batch"]), r["round_to"], f"{r['dense_ms']:.2f}", label,
                      f"{r[name + '_macs']:.3f}", f"{r[name + '_latency']:.3f} ({r[name + '_iqr']:.3f})",
                      f"**{r[name + '_realization']:.2f}**" if name == "aware" else f"{r[name + '_realization']:.2f}"]
