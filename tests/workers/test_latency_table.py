@@ -75,7 +75,7 @@ def test_measured_table_is_cached_and_reaches_the_agent(evaluator: Evaluator, ta
     # fastest untried network; then refinement
     assert roles[0] == "baseline" and roles[1] in ("knapsack", "fastest")
     assert set(roles[2:]) <= {"refine", "fastest"}
-    assert all(o.metrics.latency_ratio is not None for _, o in done)
+    assert all(o.metrics is not None and o.metrics.latency_ratio is not None for _, o in done)
     assert len({task.space.signature(p.policy) for p, _ in done}) == 3  # never the same twice
     assert agent.state_dict()["extra"]["latency_table"] == table.to_dict()
 
@@ -135,11 +135,8 @@ def test_round_to_runtime_is_resolved_when_the_task_loads(settings: WorkerSettin
     assert all(k % found["step"] == 0 or k == g.channels
                for g in task.space.groups if g.channels >= 2 * found["step"] for k in task.space.levels(g))
     # a space given as auto or a number is left alone (nothing measured)
-    assert resolve_round_to(variant_of(task, "auto")).info.get("runtime_step") is None
-
-
-def variant_of(task: Task, round_to: str) -> Task:
-    return dataclasses.replace(task, space=dataclasses.replace(task.space, round_to=round_to), info={})
+    auto = dataclasses.replace(task, space=dataclasses.replace(task.space, round_to="auto"), info={})
+    assert resolve_round_to(auto).info.get("runtime_step") is None
 
 
 def test_spec_takes_round_to_runtime() -> None:
