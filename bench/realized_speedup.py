@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -47,7 +48,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 
 from agents.budget_fit import BudgetError  # noqa: E402
 from agents.cost_model import analytic_cost_model, latency_cost_model  # noqa: E402
-from agents.knapsack_solve import Knapsack  # noqa: E402
+from agents.knapsack_solve import Knapsack, Limit  # noqa: E402
 from agents.latency_table import LatencyTable  # noqa: E402
 from agents.registry import make_agent  # noqa: E402
 from agents.types import AgentHints, Budget  # noqa: E402
@@ -152,7 +153,7 @@ def knapsack_policy(space: SearchSpace, table: LatencyTable, bound: float, optio
         kept = solver.solve({g: list(macs.linear[g]) for g in space.names}, exclude=[], time_limit=10.0)
         model = latency_cost_model(space, agent.fit.latency)
         if kept is None:  # nothing fits the model at this bound: its fastest network, as the agent does
-            kept = Knapsack(space, []).cheapest(model, time_limit=10.0)
+            kept = Knapsack(space, [Limit("latency", model, math.inf)]).cheapest(model, time_limit=10.0)
         if kept is None:
             raise RuntimeError("the knapsack found no allocation")
         return {g: space.ratio_for(g, k) for g, k in kept.items()}, model.value(space, kept)
