@@ -21,7 +21,7 @@ It also times the dense model in both runtimes interleaved (why ``onnxruntime`` 
 runtime) and, with ``--round-to``, runs the latency-aware allocation for several
 ``search_space.round_to`` values side by side (Deliver 5: latency and the quality proxy).
 
-    python bench/realized_speedup.py                       # everything (about 40 min quiet)
+    python bench/realized_speedup.py                       # everything (about an hour on a quiet 2-core VM)
     python bench/realized_speedup.py --models resnet56 --runtimes onnxruntime --batches 1 --quick
     python bench/realized_speedup.py --models resnet56 --runtimes onnxruntime --batches 1 \\
         --round-to auto,runtime --quality
