@@ -18,8 +18,10 @@ from typing import Any, Literal
 #: Groups left out are not pruned (ratio 0).
 Policy = dict[str, float]
 
-#: ``round_to`` is a fixed channel multiple, or "auto": a step that scales with the group's width.
-RoundTo = int | Literal["auto"]
+#: ``round_to`` is a fixed channel multiple, "auto" (a step that scales with the group's width) or
+#: "runtime" ("auto", but never finer than the channel multiple the job's runtime runs fastest,
+#: ``SearchSpace.runtime_step``, measured on the target when the task is loaded).
+RoundTo = int | Literal["auto", "runtime"]
 
 
 def auto_step(channels: int) -> int:
@@ -33,13 +35,14 @@ def auto_step(channels: int) -> int:
 
 
 def parse_round_to(value: Any) -> RoundTo:
-    """``"auto"`` or an integer >= 1 (as given in a spec, a stored space or on the command line)."""
-    if value == "auto":
-        return "auto"
+    """``"auto"``, ``"runtime"`` or an integer >= 1 (as given in a spec, a stored space or on the
+    command line)."""
+    if value in ("auto", "runtime"):
+        return value  # type: ignore[no-any-return]
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"round_to must be 'auto' or an integer >= 1, got {value!r}")
+        raise ValueError(f"round_to must be 'auto' or an integer >= 1, or 'runtime', got {value!r}")
     return value
 
 
@@ -104,6 +107,9 @@ class SearchSpace:
     max_ratio: float = 0.8
     round_to: RoundTo = "auto"
     ignored: tuple[str, ...] = ()
+    #: with ``round_to: "runtime"``: the channel multiple the job's runtime runs fastest
+    #: (``workers.latency_table.resolve_round_to`` measures it; 1, i.e. plain "auto", until then)
+    runtime_step: int = 1
     _by_name: dict[str, Group] = field(default=None, repr=False, compare=False)  # type: ignore[assignment,arg-type]
 
     def __post_init__(self) -> None:
@@ -138,7 +144,18 @@ class SearchSpace:
         g = self.group(group) if isinstance(group, str) else group
         if g.kind == "heads":  # a head is already the unit: rounding 12 heads to 8 leaves 2 levels
             return max(1, g.round_to)
-        base = auto_step(g.channels) if self.round_to == "auto" else max(1, self.round_to)
+        if self.round_to == "auto":
+            base = auto_step(g.channels)
+        elif self.round_to == "runtime":
+            base = auto_step(g.channels)
+            # the runtime's multiple, halved until the group has two widths: a 16-channel group
+            # under a step of 16 moves by 8 rather than falling back to single channels
+            fast = max(1, self.runtime_step)
+            while fast > 1 and fast >= g.channels:
+                fast //= 2
+            base = max(base, fast)
+        else:
+            base = max(1, self.round_to)
         step = math.lcm(base, max(1, g.round_to))
         return step if step < g.channels else max(1, g.round_to)
 
@@ -211,6 +228,7 @@ class SearchSpace:
             "max_ratio": self.max_ratio,
             "round_to": self.round_to,
             "ignored": list(self.ignored),
+            "runtime_step": self.runtime_step,
         }
 
     @classmethod
@@ -227,4 +245,5 @@ class SearchSpace:
             max_ratio=float(data["max_ratio"]),
             round_to=parse_round_to(data["round_to"]),
             ignored=tuple(data.get("ignored", ())),
+            runtime_step=int(data.get("runtime_step", 1)),
         )

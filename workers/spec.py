@@ -211,11 +211,17 @@ class SearchSpaceSpec(_Spec):
         "some and has its default: 'l1' for image models, 'activation' for text models",
     )
     max_ratio: float = Field(0.8, ge=0.0, lt=1.0)
-    round_to: int | Literal["auto"] = Field(
+    round_to: int | Literal["auto", "runtime"] = Field(
         "auto",
         description=(
             "kept channels are a multiple of this; 'auto' scales the step with the group's width "
-            "(width // 16 rounded down to a power of two: 16 channels move by 1, 64 by 4)"
+            "(width // 16 rounded down to a power of two: 16 channels move by 1, 64 by 4); "
+            "'runtime' is 'auto' never finer than the multiple the job's runtime runs fastest, "
+            "measured on the target when the task loads: every prunable group at a multiple of 16 "
+            "plus 0, 1, 4, 8 and 16 channels, timed interleaved in target.runtime, and the finest of "
+            "the steps 1, 4, 8, 16 whose widths cost no more than their channels' share of the "
+            "time (a runtime that pads widths to blocks of 8 makes 8 the step). It costs a few "
+            "exports and seconds per job (docs/benchmarks.md, 'Widths the runtime runs fast')"
         ),
     )
     ignore: list[str] = Field(default_factory=list, description="module names never pruned")
@@ -223,8 +229,8 @@ class SearchSpaceSpec(_Spec):
     @field_validator("round_to")
     @classmethod
     def _round_to(cls, v: int | str) -> int | str:
-        if v != "auto" and not 1 <= int(v) <= 256:
-            raise ValueError("round_to must be 'auto' or an integer between 1 and 256")
+        if v not in ("auto", "runtime") and not 1 <= int(v) <= 256:
+            raise ValueError("round_to must be 'auto', 'runtime' or an integer between 1 and 256")
         return v
 
     @field_validator("criterion")

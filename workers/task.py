@@ -20,8 +20,10 @@ __all__ = ["Task", "WorkerSettings", "load_task", "load_weights", "rebuild_task"
 
 
 def load_task(spec: JobSpec, settings: WorkerSettings) -> Task:
-    """The job's task, loaded by its model kind."""
-    return kind_of(spec).load_task(spec, settings)
+    """The job's task, loaded by its model kind (``round_to: "runtime"`` resolved on the target)."""
+    from workers.latency_table import resolve_round_to
+
+    return resolve_round_to(kind_of(spec).load_task(spec, settings))
 
 
 def rebuild_task(spec: JobSpec, settings: WorkerSettings, shared: Any, space: dict[str, Any]) -> Task:

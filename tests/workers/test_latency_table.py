@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,14 @@ from agents.registry import make_agent
 from agents.types import Budget
 from workers.evaluator import Evaluator
 from workers.hints import agent_hints
-from workers.latency_table import measure_latency_table, table_policies
+from workers.latency_table import (
+    RUNTIME_STEPS,
+    choose_step,
+    measure_latency_table,
+    resolve_round_to,
+    step_probe_policies,
+    table_policies,
+)
 from workers.loop import run_search
 from workers.pool import InProcessPool
 from workers.task import Task, WorkerSettings
@@ -67,7 +75,7 @@ def test_measured_table_is_cached_and_reaches_the_agent(evaluator: Evaluator, ta
     # fastest untried network; then refinement
     assert roles[0] == "baseline" and roles[1] in ("knapsack", "fastest")
     assert set(roles[2:]) <= {"refine", "fastest"}
-    assert all(o.metrics.latency_ratio is not None for _, o in done)
+    assert all(o.metrics is not None and o.metrics.latency_ratio is not None for _, o in done)
     assert len({task.space.signature(p.policy) for p, _ in done}) == 3  # never the same twice
     assert agent.state_dict()["extra"]["latency_table"] == table.to_dict()
 
@@ -88,3 +96,54 @@ def test_task_process_measures_the_table_in_its_child(settings: WorkerSettings) 
         assert all(ratio > 0 for entries in table.entries.values() for _, ratio in entries)
     finally:
         proc.close()
+
+
+# --- round_to: "runtime" ---------------------------------------------------------------------------
+def test_choose_step_finds_the_runtime_block() -> None:
+    # every width costs its channels (no block): the finest step
+    assert choose_step({0: 0.4, 1: 0.4 + 0.2 / 16, 4: 0.45, 8: 0.5, 16: 0.6})[0] == 1
+    # widths padded to blocks of 8: 16m+1 and 16m+4 cost as 16m+8
+    step, excess = choose_step({0: 0.4, 1: 0.5, 4: 0.5, 8: 0.5, 16: 0.6})
+    assert step == 8 and excess[1] > excess[4] > excess[8] == 0.0
+    # padded to 16: everything above 16m costs as 16m+16
+    assert choose_step({0: 0.4, 1: 0.6, 4: 0.6, 8: 0.6, 16: 0.6})[0] == 16
+    # no measurable width effect (noise put 16 below 0): nothing to round for
+    assert choose_step({0: 0.5, 1: 0.5, 4: 0.5, 8: 0.5, 16: 0.49})[0] == 1
+
+
+def test_step_probes_put_every_wide_group_at_one_offset(task: Task) -> None:
+    space = dataclasses.replace(task.space, round_to=1)
+    plan = step_probe_policies(task.space)
+    assert sorted(plan) == [0, *RUNTIME_STEPS]
+    wide = [g.name for g in task.space.groups if g.channels >= 32 and g.kind != "heads"]
+    assert wide and set(plan[0]) == set(wide)
+    for s, policy in plan.items():
+        for name, ratio in policy.items():
+            assert space.kept_channels(name, ratio) == 16 * (space.group(name).channels // 32) + s
+
+
+@pytest.mark.slow
+def test_round_to_runtime_is_resolved_when_the_task_loads(settings: WorkerSettings) -> None:
+    from tests.workers.conftest import small_spec
+    from workers.task import load_task
+
+    spec = small_spec("resnet20-digits", search_space={"round_to": "runtime"}, target={"runtime": "onnxruntime"})
+    task = load_task(spec, settings)
+    found = task.info["runtime_step"]
+    assert task.space.round_to == "runtime" and task.space.runtime_step == found["step"] in RUNTIME_STEPS
+    assert sorted(found["latency"]) == [0, *RUNTIME_STEPS] and found["groups"] > 0
+    assert all(k % found["step"] == 0 or k == g.channels
+               for g in task.space.groups if g.channels >= 2 * found["step"] for k in task.space.levels(g))
+    # a space given as auto or a number is left alone (nothing measured)
+    auto = dataclasses.replace(task, space=dataclasses.replace(task.space, round_to="auto"), info={})
+    assert resolve_round_to(auto).info.get("runtime_step") is None
+
+
+def test_spec_takes_round_to_runtime() -> None:
+    from pydantic import ValidationError
+
+    from tests.workers.conftest import small_spec
+
+    assert small_spec("w", search_space={"round_to": "runtime"}).search_space.round_to == "runtime"
+    with pytest.raises(ValidationError, match="round_to"):
+        small_spec("w", search_space={"round_to": "fastest"})
