@@ -137,14 +137,17 @@ class Knapsack:
         return self._solve_exact(c, center, radius, cuts, time_limit, gap)
 
     def region_size(self, center: Mapping[str, int], radius: int) -> int:
-        """How many architectures lie within ``radius`` level steps (L1) of ``center``."""
+        """How many architectures lie within ``radius`` level steps (L1) of ``center``, counted
+        up to ``ENUMERATE_AT_MOST + 1`` (a wide region of a deep network has more than int64
+        holds: an overflowed count once sent a 30-group region to enumeration, exhausting memory)."""
+        cap = ENUMERATE_AT_MOST + 1
         ways = np.zeros(radius + 1, dtype=np.int64)  # ways[d]: partial assignments d steps away
         ways[0] = 1
         for g in self.names:
             pos, n = self.levels[g].index(center[g]), len(self.levels[g])
             steps = np.bincount([abs(j - pos) for j in range(n) if abs(j - pos) <= radius], minlength=radius + 1)
-            ways = np.convolve(ways, steps)[: radius + 1]
-        return int(ways.sum())
+            ways = np.minimum(np.convolve(ways, steps)[: radius + 1], cap)
+        return int(min(int(ways.sum()), cap))
 
     def _region(self, center: Mapping[str, int], radius: int) -> np.ndarray:
         """Level indices (one row per architecture, one column per group) within the region."""

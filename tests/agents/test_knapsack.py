@@ -308,3 +308,15 @@ def test_latency_search_resumes_exactly_from_json_state():
     for ag in (a, b):
         ag.tell([evaluate(p) for p in pending])
     assert run(a, 3) == run(b, 3)
+
+
+def test_a_wide_region_of_a_deep_space_is_counted_without_overflow_and_not_enumerated():
+    """30 groups of 64 channels stepped by 1: a radius of 200 holds far more than int64 counts
+    (an overflowed count once sent such a region to enumeration and exhausted memory)."""
+    from agents.knapsack_solve import ENUMERATE_AT_MOST
+
+    space = chain_space((64,) * 30, round_to=1)
+    solver = Knapsack(space, [Limit("macs_ratio", analytic_cost_model(space, "macs"), 0.5)])
+    center = {g.name: space.levels(g)[len(space.levels(g)) // 2] for g in space.groups}
+    assert solver.region_size(center, 200) == ENUMERATE_AT_MOST + 1
+    assert solver.region_size(center, 1) == 1 + 2 * 30  # small regions are still counted exactly
