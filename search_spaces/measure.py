@@ -121,9 +121,9 @@ def time_interleaved(
     model). Every timed region is bracketed by ``sync`` (work queued on a device is inside it).
     """
     if not runs:
-        raise ValueError("models: give at least one model")
+        raise ValueError("runs: give at least one run to time")
     if rounds < 1 or warmup < 0 or repeat < 1:
-        raise ValueError("rounds, repeat and threads must be >= 1 and warmup >= 0")
+        raise ValueError("rounds and repeat must be >= 1 and warmup >= 0")
     times: list[list[float]] = [[] for _ in runs]
     for _ in range(warmup):
         for run in runs:
@@ -181,7 +181,7 @@ def measure_latency(
     if not models:
         raise ValueError("models: give at least one model")
     if threads < 1:
-        raise ValueError("rounds, repeat and threads must be >= 1 and warmup >= 0")
+        raise ValueError("threads must be >= 1")  # rounds, repeat, warmup: time_interleaved
     sync = sync or synchronizer(example_input.device)
     modes = [m.training for m in models]
     for m in models:
