@@ -46,6 +46,7 @@ class Agent(abc.ABC):
         self._pending: dict[int, Proposal] = {}  # asked, not yet told
         self._replay: list[Proposal] = []  # pending proposals restored by load_state_dict
         self._baseline_trial_id: int | None = None  # set once the uniform-fill baseline is asked
+        self._baselines_asked = 0  # how many of ``baselines()`` were asked
         # The budget rules every agent shares (raises BudgetError when the budget is unreachable).
         self.fit = BudgetFit(space, budget)
 
@@ -84,9 +85,11 @@ class Agent(abc.ABC):
         """Up to ``n`` policies to evaluate: restored pending ones first, then new ones."""
         out, self._replay = self._replay[:n], self._replay[n:]
         if len(out) < n and not self._replay:
-            if self.proposes_baseline and self._baseline_trial_id is None:  # the first proposal
-                out.append(self._baseline())
-            if len(out) < n:
+            if self.proposes_baseline:  # the first proposals
+                roles = self.baselines()
+                while len(out) < n and self._baselines_asked < len(roles):
+                    out.append(self._baseline(roles[self._baselines_asked]))
+            if len(out) < n and self.baselines_done:
                 # pending before ``propose`` runs, so it sees this batch's earlier proposals too
                 self._pending.update((p.trial_id, p) for p in out)
                 out += self.propose(n - len(out))
@@ -104,10 +107,28 @@ class Agent(abc.ABC):
         self.fit.observe(outcomes)
         self.observe(outcomes)
 
-    def _baseline(self) -> Proposal:
-        """The uniform-fill policy: every agent's first proposal, so every front holds it."""
-        proposal = self._proposal(self.fit.uniform_fill(), role="baseline")
-        self._baseline_trial_id = proposal.trial_id
+    def baselines(self) -> list[str]:
+        """The roles of the zero-search proposals every agent makes first, so every front and
+        report holds them: ``baseline`` (uniform-fill) and, in a space with int8,
+        ``quantize-only`` and ``quantize+uniform-fill``."""
+        if not self.space.quantizable:
+            return ["baseline"]
+        return ["baseline", "quantize-only", "quantize+uniform-fill"]
+
+    @property
+    def baselines_done(self) -> bool:
+        return not self.proposes_baseline or self._baselines_asked >= len(self.baselines())
+
+    def _baseline(self, role: str) -> Proposal:
+        policy = {
+            "baseline": self.fit.uniform_fill,
+            "quantize-only": self.fit.quantize_only,
+            "quantize+uniform-fill": self.fit.quantized_uniform_fill,
+        }[role]()
+        proposal = self._proposal(policy, role=role)
+        if role == "baseline":
+            self._baseline_trial_id = proposal.trial_id
+        self._baselines_asked += 1
         return proposal
 
     @property
@@ -136,6 +157,7 @@ class Agent(abc.ABC):
             "agent": self.name,
             "next_trial_id": self._next_trial_id,
             "baseline_trial_id": self._baseline_trial_id,
+            "baselines_asked": self._baselines_asked,
             "pending": [{"trial_id": p.trial_id, "policy": p.policy, "info": p.info} for p in pending],
             "extra": self.extra_state(),
             "latency_model": self.fit.latency.state_dict(),
@@ -147,6 +169,7 @@ class Agent(abc.ABC):
         self._next_trial_id = int(state["next_trial_id"])
         baseline = state.get("baseline_trial_id")
         self._baseline_trial_id = None if baseline is None else int(baseline)
+        self._baselines_asked = int(state.get("baselines_asked", 0 if baseline is None else 1))
         self._pending = {}
         self._replay = [Proposal(int(p["trial_id"]), dict(p["policy"]), dict(p["info"])) for p in state["pending"]]
         self.fit.latency.load_state_dict(state.get("latency_model", {}))

@@ -25,13 +25,14 @@ def set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
 
 
 class UniformAgent(Agent):
-    """One ratio for every group, bisected to the budget, then filled: a single proposal."""
+    """One ratio for every group, bisected to the budget, then filled: a single proposal (with
+    int8 in the space, the int8 baselines beside it)."""
 
     name = "uniform"
 
     @property
     def finished(self) -> bool:
-        return self.baseline_trial_id is not None and not self.has_replay
+        return self.baseline_trial_id is not None and self.baselines_done and not self.has_replay
 
     def propose(self, n: int) -> list[Proposal]:
         return []  # the baseline ``ask`` makes is this agent's only proposal
@@ -59,6 +60,9 @@ class RandomAgent(Agent):
         while len(out) < n:
             raw = self._rng.uniform(0.0, self.space.max_ratio, size=len(self.space))
             policy = dict(zip(self.space.names, raw.tolist(), strict=True))
+            if self.space.quantizable:  # each group's precision a fair coin
+                int8 = self._rng.random(len(self.space)) < 0.5
+                policy = self.space.with_int8(policy, [n for n, q in zip(self.space.names, int8, strict=True) if q])
             out.append(self._proposal(self.fit.project(policy)))
         return out
 

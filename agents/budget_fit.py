@@ -47,11 +47,18 @@ class LatencyModel:
     few points cannot make the model wild.
     """
 
+    #: in a space with int8: the prior's latency change per MACs share run in int8 (int8 kernels
+    #: about twice as fast) and per share of groups in int8 (quantize/dequantize overhead: none)
+    INT8_PRIOR = (-0.5, 0.0)
+
     def __init__(self, space: SearchSpace, *, strength: float = 1.0) -> None:
         self.space = space
         self.strength = strength
         self._index = {n: i for i, n in enumerate(space.names)}
-        self.prior = np.array([0.0, 1.0] + [0.0] * len(space))
+        # int8 adds two global terms (the MACs share in int8, the share of groups in int8), not
+        # one per group: a few measured points must be enough to learn them
+        self._int8 = space.quantizable
+        self.prior = np.array([0.0, 1.0] + [0.0] * len(space) + (list(self.INT8_PRIOR) if self._int8 else []))
         self.weights = self.prior.copy()
         self.points: list[tuple[list[float], float]] = []  # (features, latency ratio)
         self.point_weights: list[float] = []  # how many measured outcomes each point counts as
@@ -61,13 +68,18 @@ class LatencyModel:
         space = self.space
         kept = space.kept(policy)
         frac = {g.name: kept[g.name] / g.channels for g in space.groups}
-        x = np.zeros(2 + len(space))
+        n = len(space)
+        x = np.zeros(2 + n + (2 if self._int8 else 0))
         x[0] = 1.0
         for c in space.costs:
             share = c.macs * math.prod(frac[g] for g in c.scale_by) / space.dense_macs
             x[1] += share
             for g in c.scale_by:
                 x[2 + self._index[g]] += share / len(c.scale_by)
+        if self._int8:
+            int8 = space.int8_groups(policy)
+            x[2 + n] = sum(x[2 + self._index[g]] for g in int8)
+            x[3 + n] = len(int8) / n
         return x
 
     def add(self, policy: Mapping[str, float], latency_ratio: float, latency_ms: float | None = None) -> None:
@@ -180,21 +192,36 @@ class BudgetFit:
         self._uniform_fill = None
 
     # --- constructions ------------------------------------------------------------------------
-    def uniform_ratio(self) -> float:
-        """The smallest single ratio whose uniform policy fits (bisection on the cost model)."""
-        if self.fits(self.space.uniform(0.0)):
+    def uniform_ratio(self, *, int8: bool = False) -> float:
+        """The smallest single ratio whose uniform policy fits (bisection on the cost model);
+        ``int8``: with every group in int8."""
+        groups = self.space.names if int8 else []
+
+        def uniform(ratio: float) -> Policy:
+            return self.space.with_int8(self.space.uniform(ratio), groups)
+
+        if self.fits(uniform(0.0)):
             return 0.0
         lo, hi = 0.0, self.space.max_ratio  # lo infeasible, hi feasible
         for _ in range(40):
             mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if self.fits(self.space.uniform(mid)) else (mid, hi)
+            lo, hi = (lo, mid) if self.fits(uniform(mid)) else (mid, hi)
         return hi
 
     def uniform_fill(self) -> Policy:
-        """The baseline: bisected uniform ratio, then filled channel by channel."""
+        """The baseline: bisected uniform ratio, then filled channel by channel (every group fp32)."""
         if self._uniform_fill is None:
             self._uniform_fill = self.fill(self.space.uniform(self.uniform_ratio()))
         return dict(self._uniform_fill)
+
+    def quantized_uniform_fill(self) -> Policy:
+        """The uniform-fill baseline with every group in int8 (``quantize + uniform-fill``)."""
+        space = self.space
+        return self.fill(space.with_int8(space.uniform(self.uniform_ratio(int8=True)), space.names))
+
+    def quantize_only(self) -> Policy:
+        """Nothing pruned, every group in int8 (``quantize-only``: whatever the budget)."""
+        return self.space.with_int8(self.space.uniform(0.0), self.space.names)
 
     def sweep(self, points: int) -> list[Policy]:
         """The baseline's trade-off curve, cheapest first: ``uniform_fill`` at fractions k/points
@@ -226,6 +253,7 @@ class BudgetFit:
         (with ``margin`` to spare, as in ``fits``)."""
         space = self.space
         kept = space.kept(policy)
+        int8 = space.int8_groups(policy)
         order = order or space.names
         levels = {n: space.levels(n) for n in order}
         grown = True
@@ -236,11 +264,11 @@ class BudgetFit:
                 if not higher:
                     continue
                 old, kept[n] = kept[n], higher[0]
-                if self.fits(self._from_kept(kept), margin=margin):
+                if self.fits(self._from_kept(kept, int8), margin=margin):
                     grown = True
                 else:
                     kept[n] = old
-        return self._from_kept(kept)
+        return self._from_kept(kept, int8)
 
     def project(self, policy: Mapping[str, float], *, fill: bool = True, grow: bool = True) -> Policy:
         """The policy moved onto the budget along its own shape, rounded (and filled).
@@ -253,11 +281,12 @@ class BudgetFit:
         top = space.max_ratio
         if not grow and self.fits(p):
             return space.round(p)
+        widths, int8 = space.widths(p), space.int8_groups(p)  # the precisions stay as they are
 
         def at(t: float) -> Policy:  # t in [-1, 1]: -1 prunes nothing, 1 prunes everything at max
             if t <= 0:
-                return {n: r * (1 + t) for n, r in p.items()}
-            return {n: r + t * (top - r) for n, r in p.items()}
+                return space.with_int8({n: r * (1 + t) for n, r in widths.items()}, int8)
+            return space.with_int8({n: r + t * (top - r) for n, r in widths.items()}, int8)
 
         if self.fits(at(-1.0)):
             t = -1.0
@@ -284,5 +313,5 @@ class BudgetFit:
             lo, hi = (mid, hi) if self.fits(trial) else (lo, mid - 1)
         return space.ratio_for(group, levels[lo]) if lo >= 0 else space.max_ratio
 
-    def _from_kept(self, kept: Mapping[str, int]) -> Policy:
-        return {n: self.space.ratio_for(n, k) for n, k in kept.items()}
+    def _from_kept(self, kept: Mapping[str, int], int8: Iterable[str] = ()) -> Policy:
+        return self.space.with_int8({n: self.space.ratio_for(n, k) for n, k in kept.items()}, int8)

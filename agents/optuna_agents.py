@@ -1,6 +1,7 @@
 """``optuna-tpe`` and ``optuna-nsga2``: Optuna's samplers behind the ask/tell interface.
 
-Each trial samples one ratio per group (``r:<group>`` in [0, max_ratio]); the agent proposes that
+Each trial samples one ratio per group (``r:<group>`` in [0, max_ratio]) and, in a space with
+int8, one precision per group (``p:<group>``, categorical); the agent proposes that
 sample *projected* onto the MACs/params budget (``BudgetFit.project``). Optuna is told the raw
 sample with the quality of its projection: the objective it sees is ``f(project(x))``, a
 deterministic function of what it sampled, so the sampler's model stays consistent (telling it the
@@ -27,12 +28,12 @@ import math
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from agents.base import Agent
 from agents.types import Budget, Outcome, Proposal
-from search_spaces.space import SearchSpace
+from search_spaces.space import BITS_SUFFIX, PRECISION_BITS, SearchSpace, bits_key, is_bits_key
 
 optuna.logging.set_verbosity(logging.WARNING)
 
@@ -73,6 +74,8 @@ class _OptunaAgent(Agent):
             sampler=self._make_sampler(0),
         )
         self._dists: dict[str, BaseDistribution] = {f"r:{g.name}": FloatDistribution(0.0, space.max_ratio) for g in space.groups}
+        if space.quantizable:  # each group's precision a categorical beside its ratio
+            self._dists.update({f"p:{g.name}": CategoricalDistribution(list(space.precisions)) for g in space.groups})
         self._live: dict[int, optuna.Trial] = {}  # our trial id -> Optuna trial asked this run
         self._raw: dict[int, dict[str, float]] = {}  # our trial id -> raw sample, until told
         self._history: list[dict[str, Any]] = []  # told trials (to rebuild an in-memory study)
@@ -94,7 +97,7 @@ class _OptunaAgent(Agent):
                 self.study.enqueue_trial({f"r:{g}": min(r, top) for g, r in self._sweep[asked].items()})
             self.study.sampler = self._make_sampler(asked)
             trial = self.study.ask(self._dists)
-            raw = {k[2:]: float(v) for k, v in trial.params.items()}
+            raw = _raw_policy(trial.params)
             proposal = self._proposal(
                 self.fit.project(raw, fill=self.fill_budget, grow=self.fill_budget), optuna_trial=trial.number
             )
@@ -139,7 +142,7 @@ class _OptunaAgent(Agent):
         frozen = optuna.trial.create_trial(
             state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
             values=values,
-            params={f"r:{k}": v for k, v in record["raw"].items()},
+            params=_params(record["raw"]),
             distributions=self._dists,
             user_attrs={"autoprune_trial_id": record["trial_id"]},
             constraints={f"c{i}": c for i, c in enumerate(record["constraints"])} if values is not None else None,
@@ -169,6 +172,27 @@ class _OptunaAgent(Agent):
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.user_attrs.get("autoprune_trial_id") in self._raw:
                 self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def _raw_policy(params: dict[str, Any]) -> dict[str, float]:
+    """An Optuna sample as a policy: ``r:<group>`` ratios, ``p:<group>`` precisions as bits."""
+    raw: dict[str, float] = {}
+    for name, value in params.items():
+        kind, group = name[:2], name[2:]
+        if kind == "p:":
+            raw[bits_key(group)] = float(PRECISION_BITS[value])
+        else:
+            raw[group] = float(value)
+    return raw
+
+
+def _params(raw: dict[str, float]) -> dict[str, Any]:
+    """The inverse of :func:`_raw_policy` (a told trial added back to a rebuilt study)."""
+    names = {bits: name for name, bits in PRECISION_BITS.items()}
+    return {
+        (f"p:{k.removesuffix(BITS_SUFFIX)}" if is_bits_key(k) else f"r:{k}"): (names[int(v)] if is_bits_key(k) else v)
+        for k, v in raw.items()
+    }
 
 
 class TPEAgent(_OptunaAgent):

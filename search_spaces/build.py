@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -139,6 +139,7 @@ def build_space(
     round_to: RoundTo = "auto",
     ignore: Sequence[str] = (),
     criterion: str = "l1",
+    precisions: Sequence[str] = ("fp32",),
 ) -> SearchSpace:
     """The search space of ``model`` (which is left untouched).
 
@@ -150,6 +151,7 @@ def build_space(
             scales with each group's width: ``space.auto_step``).
         ignore: module names never pruned (their groups are left out of the space).
         criterion: importance criterion used for ``Group.importance`` (see ``CRITERIA``).
+        precisions: what a policy may run each group in (``search_space.precision``).
     """
     if not 0.0 <= max_ratio < 1.0:
         raise ValueError(f"max_ratio must be in [0, 1), got {max_ratio}")
@@ -159,8 +161,13 @@ def build_space(
     raw = _prunable_groups(model, dg, modules, ignore, example_input)
     roles = _channel_roles(dg, work, raw)
     costs = _layer_costs(work, layer_macs(work, example_input), roles.owners, roles.in_parts, roles.param_groups)
+    weights: dict[str, list[str]] = {}
+    for layer, owner in roles.owners.items():
+        if isinstance(modules.get(layer), _ROOT_TYPES):
+            weights.setdefault(owner, []).append(layer)
     groups = [
-        _describe_group(index, gname, group, modules[gname], roles.members[gname], costs, scorer, dg)
+        replace(_describe_group(index, gname, group, modules[gname], roles.members[gname], costs, scorer, dg),
+                weights=tuple(weights.get(gname, ())))
         for index, (gname, group) in enumerate(raw)
     ]
     return SearchSpace(
@@ -172,6 +179,7 @@ def build_space(
         max_ratio=max_ratio,
         round_to=round_to,
         ignored=tuple(ignore),
+        precisions=tuple(precisions),
     )
 
 

@@ -10,13 +10,28 @@ exactly the channel counts that :meth:`SearchSpace.kept_channels` predicts.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-#: A pruning policy: group name -> fraction of that group's channels to remove.
-#: Groups left out are not pruned (ratio 0).
+#: A compression policy: group name -> fraction of that group's channels to remove (groups left
+#: out are not pruned: ratio 0) and, in a space with ``int8`` among its precisions,
+#: ``bits_key(group) -> 8.0`` for each group whose layers run in int8 (left out: fp32). One flat
+#: mapping of floats, so every place that stores, sends or shows a policy carries precision as is.
 Policy = dict[str, float]
+
+#: the precisions a space can offer, by their bits in a policy
+PRECISION_BITS = {"fp32": 32, "int8": 8}
+BITS_SUFFIX = "@bits"
+
+
+def bits_key(group: str) -> str:
+    """The policy entry holding ``group``'s precision in bits."""
+    return f"{group}{BITS_SUFFIX}"
+
+
+def is_bits_key(key: str) -> bool:
+    return key.endswith(BITS_SUFFIX)
 
 #: ``round_to`` is a fixed channel multiple, "auto" (a step that scales with the group's width) or
 #: "runtime" ("auto", but never finer than the channel multiple the job's runtime runs fastest,
@@ -79,6 +94,9 @@ class Group:
     # Channel importance under the space's criterion, ascending and normalised by the group's
     # mean: lets the ``global`` agent rank channels across groups without seeing the model.
     importance: tuple[float, ...] = ()
+    #: the conv/linear layers whose precision this group's choice sets: those whose outputs it
+    #: prunes (CNNs), a transformer layer's attention or MLP linears
+    weights: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,8 @@ class SearchSpace:
     #: with ``round_to: "runtime"``: the channel multiple the job's runtime runs fastest
     #: (``workers.latency_table.resolve_round_to`` measures it; 1, i.e. plain "auto", until then)
     runtime_step: int = 1
+    #: the precisions a policy may give a group (``search_space.precision``); fp32 only: widths only
+    precisions: tuple[str, ...] = ("fp32",)
     _by_name: dict[str, Group] = field(default=None, repr=False, compare=False)  # type: ignore[assignment,arg-type]
 
     def __post_init__(self) -> None:
@@ -174,27 +194,77 @@ class SearchSpace:
 
     # --- policies -----------------------------------------------------------------------------
     def validate(self, policy: Mapping[str, float]) -> Policy:
-        """Checks a policy and returns it complete (every group present), or raises PolicyError."""
-        for name, ratio in policy.items():
+        """Checks a policy and returns it complete (every group's ratio present, and a bits entry
+        for each int8 group only), or raises PolicyError."""
+        int8 = []
+        for name, value in policy.items():
+            if is_bits_key(name):
+                group = name.removesuffix(BITS_SUFFIX)
+                self.group(group)
+                bits = {int(b) for b in (PRECISION_BITS[p] for p in self.precisions)}
+                if isinstance(value, bool) or value not in bits:
+                    offered = ", ".join(f"{b} ({p})" for p, b in PRECISION_BITS.items() if p in self.precisions)
+                    raise PolicyError(group, f"bits must be one of {offered}, got {value!r}")
+                if value == PRECISION_BITS["int8"]:
+                    int8.append(group)
+                continue
             self.group(name)
-            if not isinstance(ratio, int | float) or isinstance(ratio, bool):
-                raise PolicyError(name, f"ratio must be a number, got {type(ratio).__name__}")
-            if math.isnan(ratio) or math.isinf(ratio):
-                raise PolicyError(name, f"ratio must be finite, got {ratio}")
-            if not 0.0 <= ratio <= self.max_ratio + 1e-9:
-                raise PolicyError(name, f"ratio {ratio:g} is outside [0, {self.max_ratio:g}]")
-        return {g.name: float(policy.get(g.name, 0.0)) for g in self.groups}
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise PolicyError(name, f"ratio must be a number, got {type(value).__name__}")
+            if math.isnan(value) or math.isinf(value):
+                raise PolicyError(name, f"ratio must be finite, got {value}")
+            if not 0.0 <= value <= self.max_ratio + 1e-9:
+                raise PolicyError(name, f"ratio {value:g} is outside [0, {self.max_ratio:g}]")
+        out = {g.name: float(policy.get(g.name, 0.0)) for g in self.groups}
+        return self.with_int8(out, int8)
+
+    # --- precision ----------------------------------------------------------------------------
+    @property
+    def quantizable(self) -> bool:
+        """Whether policies may put groups in int8."""
+        return "int8" in self.precisions
+
+    def int8_groups(self, policy: Mapping[str, float]) -> list[str]:
+        """The groups ``policy`` runs in int8, in network order."""
+        eight = PRECISION_BITS["int8"]
+        return [g.name for g in self.groups if policy.get(bits_key(g.name)) == eight]
+
+    def int8_layers(self, policy: Mapping[str, float]) -> list[str]:
+        """The conv/linear layers ``policy`` runs in int8 (the int8 groups' ``weights``)."""
+        return [w for name in self.int8_groups(policy) for w in self.group(name).weights]
+
+    def widths(self, policy: Mapping[str, float]) -> Policy:
+        """``policy``'s ratios alone (its architecture, every layer fp32)."""
+        return {k: float(v) for k, v in policy.items() if not is_bits_key(k)}
+
+    def with_int8(self, policy: Mapping[str, float], groups: Iterable[str]) -> Policy:
+        """``policy``'s ratios with exactly ``groups`` in int8."""
+        out = self.widths(policy)
+        chosen = set(groups)
+        if chosen and not self.quantizable:
+            raise PolicyError(sorted(chosen)[0], "int8 is not among this space's precisions "
+                                                 "(search_space.precision)")
+        eight = float(PRECISION_BITS["int8"])
+        out.update({bits_key(g.name): eight for g in self.groups if g.name in chosen})
+        return out
 
     def kept(self, policy: Mapping[str, float]) -> dict[str, int]:
         return {g.name: self.kept_channels(g, policy.get(g.name, 0.0)) for g in self.groups}
 
     def signature(self, policy: Mapping[str, float]) -> str:
-        """The pruned architecture as a string of kept channels: equal policies share it."""
-        return "-".join(str(k) for k in self.kept(policy).values())
+        """The compressed model as a string: kept channels, then the int8 groups' indices when
+        there are any (equal policies share it; an all-fp32 policy's is its widths alone)."""
+        widths = "-".join(str(k) for k in self.kept(policy).values())
+        int8 = self.int8_groups(policy)
+        if not int8:
+            return widths
+        return f"{widths}|int8:" + ",".join(str(self.group(g).index) for g in int8)
 
     def round(self, policy: Mapping[str, float]) -> Policy:
-        """The canonical policy of the same architecture (each ratio the smallest that rounds to it)."""
-        return {n: self.ratio_for(n, k) for n, k in self.kept(policy).items()}
+        """The canonical policy of the same model (each ratio the smallest that rounds to it, the
+        same groups in int8)."""
+        rounded = {n: self.ratio_for(n, k) for n, k in self.kept(policy).items()}
+        return self.with_int8(rounded, self.int8_groups(policy))
 
     # --- analytic cost ------------------------------------------------------------------------
     def _fractions(self, policy: Mapping[str, float]) -> dict[str, float]:
@@ -229,13 +299,15 @@ class SearchSpace:
             "round_to": self.round_to,
             "ignored": list(self.ignored),
             "runtime_step": self.runtime_step,
+            "precisions": list(self.precisions),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         return cls(
             groups=tuple(
-                Group(**{**g, "layers": tuple(g.get("layers", ())), "importance": tuple(g.get("importance", ()))})
+                Group(**{**g, "layers": tuple(g.get("layers", ())), "importance": tuple(g.get("importance", ())),
+                         "weights": tuple(g.get("weights", ()))})
                 for g in data["groups"]
             ),
             costs=tuple(LayerCost(**{**c, "scale_by": tuple(c["scale_by"])}) for c in data["costs"]),
@@ -246,4 +318,5 @@ class SearchSpace:
             round_to=parse_round_to(data["round_to"]),
             ignored=tuple(data.get("ignored", ())),
             runtime_step=int(data.get("runtime_step", 1)),
+            precisions=tuple(data.get("precisions", ("fp32",))),
         )

@@ -134,9 +134,10 @@ class Delivery(View):
     runtime: str | None = Field(description="where the delivered files were measured (target.runtime)")
     runtime_title: str | None = None
     budget_met: bool | None = Field(
-        description="every artifact's published file within the latency budget; null when the "
-        "budget has no latency term (or nothing was delivered)")
-    budget_excess: float | None = Field(description="the worst artifact's delivered / budget − 1")
+        description="every ranked artifact's published file within the latency budget (the "
+        "baselines beside them have their own); null when the budget has no latency term (or "
+        "nothing was delivered)")
+    budget_excess: float | None = Field(description="the worst ranked artifact's delivered / budget − 1")
     note: str | None = Field(description="a plain sentence when the budget is missed")
     artifacts: list[DeliveredArtifact]
 
@@ -149,12 +150,15 @@ class Delivery(View):
         ]
         runtime = next((m["runtime"] for _, m in artifacts if m.get("runtime")), runtime)
         title = next((m["runtime_title"] for _, m in artifacts if m.get("runtime_title")), None)
-        verdicts = [a.budget_met for a in items if a.budget_met is not None]
+        # the verdict is about what the search delivered: the baselines beside it (uniform-fill,
+        # quantize-only...) are references, their own budget_met shown per artifact
+        ranked = [a for a in items if a.role is None] or items
+        verdicts = [a.budget_met for a in ranked if a.budget_met is not None]
         met = all(verdicts) if verdicts else None
-        excesses = [a.budget_excess for a in items if a.budget_excess is not None]
+        excesses = [a.budget_excess for a in ranked if a.budget_excess is not None]
         excess = max(excesses) if excesses else None
         return cls(runtime=runtime, runtime_title=title, budget_met=met, budget_excess=excess,
-                   note=over_budget_note(runtime, items) if met is False else None, artifacts=items)
+                   note=over_budget_note(runtime, ranked) if met is False else None, artifacts=items)
 
 
 def over_budget_note(runtime: str | None, items: list[DeliveredArtifact]) -> str:

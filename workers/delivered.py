@@ -108,13 +108,13 @@ def narrower(space: SearchSpace, policy: Policy, scale: float) -> Policy | None:
         levels = space.levels(g)  # ascending, the narrowest within max_ratio first
         fits = [k for k in levels if k <= kept[g.name] * scale + 1e-9]
         wanted[g.name] = space.ratio_for(g, min(fits[-1] if fits else levels[0], kept[g.name]))
-    out = space.round(wanted)
+    out = space.with_int8(space.round(wanted), space.int8_groups(policy))
     if space.signature(out) == space.signature(policy):
         lower = {}
         for g in space.groups:
             below = [k for k in space.levels(g) if k < kept[g.name]]
             lower[g.name] = space.ratio_for(g, below[-1]) if below else policy.get(g.name, 0.0)
-        out = space.round(lower)
+        out = space.with_int8(space.round(lower), space.int8_groups(policy))
         if space.signature(out) == space.signature(policy):
             return None
     return space.validate(out)
@@ -130,7 +130,7 @@ def timed(ev: Evaluator, run: Callable[[], object], rounds: int) -> Latency:
 def architecture_latency(ev: Evaluator, policy: Policy, rounds: int) -> Latency:
     """The policy's architecture (no recovery: latency does not depend on the weights) exported
     and run by the job's runtime, against the dense model."""
-    return timed(ev, ev.latency.run_of(ev.shrink(policy)), rounds)
+    return timed(ev, ev.run_of(policy), rounds)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def between(space: SearchSpace, under: Policy, over: Policy) -> Policy | None:
         mid = (kept_u[g.name] + kept_o[g.name]) / 2
         fits = [k for k in space.levels(g) if kept_u[g.name] <= k <= mid + 1e-9]
         wanted[g.name] = space.ratio_for(g, max(fits, default=kept_u[g.name]))
-    out = space.round(wanted)
+    out = space.with_int8(space.round(wanted), space.int8_groups(under))
     return None if space.signature(out) == space.signature(under) else space.validate(out)
 
 

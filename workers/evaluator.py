@@ -14,7 +14,9 @@ import hashlib
 import os
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -26,7 +28,9 @@ from search_spaces.space import SearchSpace
 from workers.kinds import kind_of
 from workers.kinds.base import ScoringContext
 from workers.latency import LatencyMeter, NodeLock
+from workers.quantized import copying_export, quantizing_export, scored_module, write_quantized
 from workers.runtimes import get_runtime
+from workers.runtimes.base import OnnxExport, Run
 
 if TYPE_CHECKING:
     from workers.task_types import Task, WorkerSettings
@@ -101,7 +105,8 @@ class Evaluator:
         return self._costs[signature]
 
     def _metrics(
-        self, signature: str, model: nn.Module, quality: float, t0: float, extra: dict[str, Any]
+        self, signature: str, model: nn.Module, quality: float, t0: float, extra: dict[str, Any],
+        export: OnnxExport | None = None,
     ) -> Metrics:
         macs, params = self.costs(signature, model)
         dense_macs, dense_params = self.costs(self.dense_signature, self.dense)
@@ -110,7 +115,7 @@ class Evaluator:
         if self.latency.rounds > 0:
             t_lat = time.perf_counter()
             extra["latency_cached"] = self.latency.cached(signature) is not None
-            lat = self.latency.measure(signature, model)
+            lat = self.latency.measure(signature, model, export=export)
             extra["latency_s"] = time.perf_counter() - t_lat
         return Metrics(
             quality=quality,
@@ -137,28 +142,48 @@ class Evaluator:
         return self._dense_metrics
 
     def prune(self, policy: dict[str, float]) -> nn.Module:
-        """The pruned model of ``policy``, recovered as the spec's evaluation says."""
-        return self.scoring.prune(policy)
+        """The pruned fp32 model of ``policy``, recovered as the spec's evaluation says."""
+        return self.scoring.prune(self.space.widths(policy))
 
     def shrink(self, policy: dict[str, float]) -> nn.Module:
-        """The policy's architecture without any recovery: for costs and latency only."""
-        return self.scoring.apply(self.space.validate(policy))
+        """The policy's fp32 architecture without any recovery: for costs and latency only."""
+        return self.scoring.apply(self.space.widths(self.space.validate(policy)))
+
+    def run_of(self, policy: dict[str, float]) -> Run:
+        """The policy's model as the runtime runs it (its int8 groups quantized): for latency
+        only, so no recovery, and one calibration batch (scales do not change the kernels)."""
+        int8 = self.space.int8_layers(self.space.validate(policy))
+        export = quantizing_export(self.kind, int8, self.scoring.quantization_batches()[:1]) if int8 else None
+        return self.latency.run_of(self.shrink(policy), export=export)
 
     def evaluate(self, policy: dict[str, float]) -> Metrics:
-        """Metrics of ``policy`` (validated: a bad group or ratio raises ``PolicyError``)."""
+        """Metrics of ``policy`` (validated: a bad group, ratio or precision raises
+        ``PolicyError``). Its int8 groups are quantized after the fp32 recovery, and quality and
+        latency are both measured on the quantized file."""
         t0 = time.perf_counter()
         policy = self.space.validate(policy)
         signature = self.space.signature(policy)
+        int8 = self.space.int8_layers(policy)
         timings: dict[str, Any] = {}
-        with self.lock.shared():
-            # nothing removed: the dense model itself (so agreement is exactly 1.0)
-            model = self.dense if signature == self.dense_signature else self.prune(policy)
-            timings["prune_s"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            quality = self.metric_fn(model)
-            timings["quality_s"] = time.perf_counter() - t1
-            timings.update(self.scoring.last_extra)  # e.g. ranking fidelity beside a cosine
-        return self._metrics(signature, model, quality, t0, timings)
+        with tempfile.TemporaryDirectory(prefix="autoprune-int8-") as tmp:
+            with self.lock.shared():
+                # nothing removed: the dense model itself (so agreement is exactly 1.0)
+                dense_widths = self.space.signature(self.space.widths(policy)) == self.dense_signature
+                model = self.dense if dense_widths else self.prune(policy)
+                timings["prune_s"] = time.perf_counter() - t0
+                scored, export = model, None
+                if int8:
+                    t1 = time.perf_counter()
+                    path = write_quantized(self.kind, model, self.example, Path(tmp) / "model.onnx", int8,
+                                           self.scoring.quantization_batches())
+                    scored, export = scored_module(path), copying_export(path)
+                    timings["quantize_s"] = time.perf_counter() - t1
+                    timings["int8_groups"] = len(self.space.int8_groups(policy))
+                t1 = time.perf_counter()
+                quality = self.metric_fn(scored)
+                timings["quality_s"] = time.perf_counter() - t1
+                timings.update(self.scoring.last_extra)  # e.g. ranking fidelity beside a cosine
+            return self._metrics(signature, model, quality, t0, timings, export)
 
 
 def node_name() -> str:

@@ -44,6 +44,7 @@ from workers.delivered import (
 from workers.evaluator import Evaluator
 from workers.kinds.base import CandidateFinalizer, FinalizeContext
 from workers.latency import Latency
+from workers.quantized import ship_int8
 from workers.spec import FinalizeSpec
 from workers.task_types import Task
 
@@ -59,25 +60,33 @@ def finalize(
     on_progress: ProgressFn | None = None,
 ) -> list[ArtifactInfo]:
     """Fine-tunes, measures, exports and verifies the first ``spec.top_k`` candidates, plus the
-    baseline the service appends with ``spec.baseline``."""
+    baselines the service appends with ``spec.baseline`` (each labelled by its role in its
+    metrics' ``extra["role"]``; an unlabelled last one is the uniform-fill baseline)."""
     out_dir = Path(out_dir)
     check_writable(out_dir)
-    chosen = candidates[: spec.top_k + int(spec.baseline)]
+    labelled = [c for c in candidates if c[1] is not None and c[1].extra.get("role")]
+    if labelled:  # the service's baselines, after the ranked candidates
+        ranked = [c for c in candidates if all(c is not b for b in labelled)]
+        chosen = ranked[: spec.top_k] + (labelled if spec.baseline else [])
+    else:
+        chosen = candidates[: spec.top_k + int(spec.baseline)]
     if not chosen:
         return []
     on = on_progress or (lambda event: None)
     ev = Evaluator(task)  # data, calibration batches, the kind's scoring, the latency meter
     fin = ev.kind.finalizer(FinalizeContext(task, ev.scoring, ev.device, ev.example, spec, on))
-    # more candidates than top_k: the last is the baseline the service appended (when it is
-    # among the top_k, or fewer were feasible, it is not told apart here: the service knows)
-    baseline_rank = len(chosen) if spec.baseline and len(chosen) > spec.top_k else None
     artifacts: list[ArtifactInfo] = []
     for rank, (policy, searched) in enumerate(chosen, start=1):
         extra: dict[str, Any] = {}
-        if rank == baseline_rank:
-            extra["role"] = "baseline"
-            if artifacts:  # top_k 0: the baseline alone, nothing to compare
-                extra["best_test_quality"] = artifacts[0].metrics["test_quality"]
+        # a baseline the service appended after the ranked candidates carries its role
+        role = searched.extra.get("role") if searched is not None else None
+        if role is None and spec.baseline and rank == len(chosen) > spec.top_k:
+            role = "baseline"  # a caller that appends the uniform-fill baseline unlabelled
+        if role is not None:
+            extra["role"] = role
+            best = next((a for a in artifacts if "role" not in a.metrics), None)
+            if best is not None:  # top_k 0: the baselines alone, nothing to compare
+                extra["best_test_quality"] = best.metrics["test_quality"]
         artifacts.append(_finalize_one(ev, fin, spec, out_dir, rank, policy, searched, on, extra))
     return artifacts
 
@@ -103,7 +112,9 @@ def _finalize_one(
     rounds = final_rounds(ev.latency.rounds)
     budget = LatencyBudget.of(ev.task.spec.budget, spec.latency_tolerance)
     fitted = Fitted(policy, 0, None)
-    if budget is not None:  # cheap before expensive: the architecture before its fine-tune
+    if budget is not None and extra.get("role") != "quantize-only":
+        # cheap before expensive: the architecture before its fine-tune (quantize-only is the
+        # unpruned model in int8, reported as it is whatever the budget)
         check = budget
 
         def step(k: int, lat: Latency) -> None:
@@ -114,13 +125,16 @@ def _finalize_one(
         policy = fitted.policy
     # measured where it was searched (the evaluator's device, with its inputs), then exported
     # and verified on the CPU with CPU inputs: one device per stage, never a mix
-    model = fin.fine_tuned(rank, policy).to(ev.device)
+    model = fin.fine_tuned(rank, ev.space.widths(policy)).to(ev.device)
     metrics = _measured(ev, fin, spec, policy, searched, model)
-    if "best_test_quality" in extra:
-        extra["search_beat_baseline"] = extra["best_test_quality"] > metrics["test_quality"]
     metrics.update(extra)
 
     def delivered(staging: Path, exported: nn.Module) -> None:
+        if ev.space.int8_groups(policy):  # what ships is the quantized file: scored as such
+            shipped = ship_int8(ev.kind, staging, ev.space, policy, ev.scoring.quantization_batches())
+            metrics.update(_int8_metrics(ev, fin, policy, metrics, shipped))
+        if "best_test_quality" in extra:
+            metrics["search_beat_baseline"] = extra["best_test_quality"] > metrics["test_quality"]
         # the exact file published, in the job's runtime, on the job's batch
         lat, source = published_latency(ev, staging, exported.to(ev.device).eval(), rounds)
         metrics.update(cost_metrics(ev.space, metrics["macs"], metrics["params"], lat))
@@ -151,6 +165,18 @@ def _measured(
         "node": ev.node,
         "schedule": spec.schedule,
         "finetune_epochs": spec.finetune_epochs,
+    }
+
+
+def _int8_metrics(ev: Evaluator, fin: CandidateFinalizer, policy: Policy, fp32: dict[str, Any],
+                  shipped: nn.Module) -> dict[str, Any]:
+    """The quantized file's quality (it is what ships), the fp32 pruned model's beside it."""
+    return {
+        **fin.tested(shipped),
+        "val_quality": ev.metric_fn(shipped),
+        "fp32_test_quality": fp32["test_quality"],
+        "fp32_val_quality": fp32["val_quality"],
+        "int8_groups": len(ev.space.int8_groups(policy)),
     }
 
 

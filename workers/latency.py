@@ -197,14 +197,15 @@ class LatencyMeter:
         self._cache: dict[str, Latency] = {}
         self._dense_run: Run | None = None
 
-    def run_of(self, model: nn.Module) -> Run:
-        """``model`` prepared in the meter's runtime (the dense model's run is kept)."""
-        if model is self.dense:
+    def run_of(self, model: nn.Module, *, export: OnnxExport | None = None) -> Run:
+        """``model`` prepared in the meter's runtime (the dense model's run is kept); ``export``
+        writes its file instead of the meter's export (a quantized model's)."""
+        if model is self.dense and export is None:
             if self._dense_run is None:
                 self._dense_run = self.runtime.prepare(
                     self.dense, self.example, threads=self.threads, export=self.export)
             return self._dense_run
-        return self.runtime.prepare(model, self.example, threads=self.threads, export=self.export)
+        return self.runtime.prepare(model, self.example, threads=self.threads, export=export or self.export)
 
     def _key(self, signature: str) -> str:
         return f"{self.scope}|{METHOD}|{signature}"
@@ -232,12 +233,14 @@ class LatencyMeter:
             self._cache[key] = hit
         return self._cache[key]
 
-    def measure(self, signature: str, model: nn.Module, *, use_cache: bool = True) -> Latency:
-        """Latency of ``model`` (whose architecture is ``signature``): cached, or measured now."""
+    def measure(self, signature: str, model: nn.Module, *, use_cache: bool = True,
+                export: OnnxExport | None = None) -> Latency:
+        """Latency of ``model`` (whose architecture and precision are ``signature``): cached, or
+        measured now (``export``: as in :meth:`run_of`)."""
         if use_cache and (hit := self.cached(signature)) is not None:
             return hit
         # prepared (exported, a session built) before the node is held: that is not timing
-        run = self.run_of(model)
+        run = self.run_of(model, export=export)
         dense_run = self.run_of(self.dense)
         with self.lock.exclusive():
             # another evaluator on this node may have measured it while we waited

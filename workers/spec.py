@@ -204,6 +204,9 @@ class AgentSpec(_Spec):
         return v
 
 
+Precision = Literal["fp32", "int8"]
+
+
 class SearchSpaceSpec(_Spec):
     criterion: str | None = Field(
         None,
@@ -225,6 +228,26 @@ class SearchSpaceSpec(_Spec):
         ),
     )
     ignore: list[str] = Field(default_factory=list, description="module names never pruned")
+    precision: list[Precision] = Field(
+        default_factory=lambda: list[Precision](["fp32"]),
+        description=(
+            "what each group may run in, searched beside its width: ['fp32'] (widths only, the "
+            "default) or ['fp32', 'int8'] (per group, its conv/linear layers in int8 by "
+            "onnxruntime's quantization: static QDQ with per-channel weights calibrated on "
+            "training batches for image models, dynamic int8 for text models); quality and "
+            "latency are measured on the quantized ONNX file. Needs target.runtime 'onnxruntime' "
+            "on the CPU and 'onnx' in finalize.export"
+        ),
+    )
+
+    @field_validator("precision")
+    @classmethod
+    def _precisions(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("precision must name at least one of 'fp32', 'int8'")
+        if len(set(v)) != len(v):
+            raise ValueError(f"precision lists a precision twice: {v}")
+        return v
 
     @field_validator("round_to")
     @classmethod

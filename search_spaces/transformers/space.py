@@ -70,12 +70,14 @@ def build_transformer_space(
     criterion: str = "activation",
     calibration: Sequence[torch.Tensor] = (),
     hidden: bool = False,
+    precisions: Sequence[str] = ("fp32",),
 ) -> SearchSpace:
     """The space of a :class:`SentenceEmbedder`; ``example_input`` is ``(1, seq_len)`` token ids.
 
     ``round_to`` applies to MLP (and hidden) widths; heads are counted one by one. ``ignore``
     names groups (``...attention.self`` or ``...intermediate.dense``) left unpruned.
-    ``calibration``: token-id batches for the ``activation`` criterion.
+    ``calibration``: token-id batches for the ``activation`` criterion. ``precisions``: what a
+    policy may run each group in.
     """
     from search_spaces.graph import SpaceError
     from search_spaces.transformers.prune import group_importance
@@ -135,6 +137,8 @@ def build_transformer_space(
                 round_to=1,
                 min_channels=1,
                 importance=tuple(float(v) / mean if mean > 0 else 1.0 for v in s),
+                # the hidden width runs through every layer: no linears of its own to quantize
+                weights=() if kind == "hidden" else layers,
             )
         )
     if not groups:
@@ -148,6 +152,7 @@ def build_transformer_space(
         max_ratio=max_ratio,
         round_to=round_to,
         ignored=tuple(ignore),
+        precisions=tuple(precisions),
     )
 
 

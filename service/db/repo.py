@@ -267,10 +267,10 @@ def all_trials(s: Session, *, job_id: str) -> Sequence[TrialRow]:
     return s.scalars(sa.select(TrialRow).where(TrialRow.job_id == job_id).order_by(TrialRow.trial_id)).all()
 
 
-def first_trial(s: Session, *, job_id: str) -> TrialRow | None:
-    return s.scalars(
-        sa.select(TrialRow).where(TrialRow.job_id == job_id).order_by(TrialRow.trial_id).limit(1)
-    ).first()
+def first_trials(s: Session, *, job_id: str, n: int) -> list[TrialRow]:
+    return list(s.scalars(
+        sa.select(TrialRow).where(TrialRow.job_id == job_id).order_by(TrialRow.trial_id).limit(n)
+    ))
 
 
 # The jobs' views read these on every poll: built once (building a statement costs more Python

@@ -23,31 +23,63 @@ from service.views import Delivery
 from workers.artifacts import ArtifactInfo
 
 
-def choose(front: Sequence[TrialRow], first: TrialRow | None, *, top_k: int, baseline: bool,
+#: the roles of the zero-search proposals every agent makes first (``Agent.baselines``)
+BASELINE_ROLES = ("baseline", "quantize-only", "quantize+uniform-fill")
+
+
+def choose(front: Sequence[TrialRow], baselines: Sequence[TrialRow], *, top_k: int, baseline: bool,
            closest: bool = False) -> list[TrialRow]:
-    """Finalize's candidates, in artifact rank order, from the job's front and its first trial.
+    """Finalize's candidates, in artifact rank order, from the job's front and its first trials
+    (the agent's baselines: uniform-fill, and in a space with int8 quantize-only and
+    quantize+uniform-fill).
 
     ``closest`` (a budget with a latency term): when no trial is feasible, the front's closest
     one (the least violation: the constraint-aware front holds only those) is finalized all the
     same — finalize tightens it, and when it still misses, publishes it marked ``budget_met:
     false`` with its measured figures, instead of a job that ends with nothing to show."""
+    ranked, appended = _choose(front, baselines, top_k=top_k, baseline=baseline, closest=closest)
+    return ranked + appended
+
+
+def _choose(front: Sequence[TrialRow], baselines: Sequence[TrialRow], *, top_k: int, baseline: bool,
+            closest: bool) -> tuple[list[TrialRow], list[TrialRow]]:
+    """(the ranked candidates, the baselines appended after them)."""
     usable = sorted((t for t in front if t.feasible and t.metrics), key=lambda t: (-(t.quality or 0.0), t.trial_id))
     if not usable and closest and top_k > 0:
         nearest = sorted((t for t in front if t.metrics),
                          key=lambda t: (t.violation if t.violation is not None else float("inf"),
                                         -(t.quality or 0.0), t.trial_id))
-        return nearest[:1]
+        return nearest[:1], []
     chosen = usable[:top_k]
-    if (
-        baseline
-        and first is not None
-        and (first.info or {}).get("role") == "baseline"
-        and (first.feasible or closest)  # over a latency budget: finalize narrows it to it
-        and first.metrics
-        and all(t.trial_id != first.trial_id for t in chosen)
-    ):
-        chosen.append(first)
-    return chosen
+    appended: list[TrialRow] = []
+    if not baseline:
+        return chosen, appended
+    for first in baselines:
+        role = (first.info or {}).get("role")
+        if (
+            role in BASELINE_ROLES
+            # over a latency budget: finalize narrows the pruned baselines to it (quantize-only
+            # is reported as it is, whatever the budget)
+            and (first.feasible or closest or role == "quantize-only")
+            and first.metrics
+            and all(t.trial_id != first.trial_id for t in chosen)
+        ):
+            appended.append(first)
+    return chosen, appended
+
+
+def finalize_candidates(front: Sequence[TrialRow], baselines: Sequence[TrialRow], *, top_k: int,
+                        baseline: bool, closest: bool = False) -> list[Outcome]:
+    """:func:`choose`'s trials as finalize takes them: each appended baseline's role in its
+    metrics' ``extra["role"]`` (finalize reports it beside the best found)."""
+    ranked, appended = _choose(front, baselines, top_k=top_k, baseline=baseline, closest=closest)
+    out = [outcome_of(t) for t in ranked]
+    for t in appended:
+        o = outcome_of(t)
+        if o.metrics is not None:
+            o.metrics.extra["role"] = (t.info or {}).get("role")
+        out.append(o)
+    return out
 
 
 def outcome_of(t: TrialRow) -> Outcome:

@@ -18,7 +18,7 @@ from agents.types import Budget, Outcome
 from service.config import Settings
 from service.db import Database, repo
 from service.db.models import JobRow
-from service.jobs.candidates import artifact_fields, choose, outcome_of
+from service.jobs.candidates import BASELINE_ROLES, artifact_fields, finalize_candidates, outcome_of
 from service.jobs.leases import Leases
 from service.jobs.recorder import JobFacts, Recorder
 from service.launcher import Launched, Launcher
@@ -133,13 +133,14 @@ class JobRun:
             job = repo.get_job(s, job_id)
             if job.state != "finalizing":
                 repo.set_state(s, job=job, state="finalizing")
-            first = repo.first_trial(s, job_id=job_id) if spec.finalize.baseline else None
+            # the agent's baselines are its first proposals (Agent.baselines)
+            firsts = repo.first_trials(s, job_id=job_id, n=len(BASELINE_ROLES)) if spec.finalize.baseline else []
             # a latency budget is a promise finalize checks on the delivered file: with nothing
             # feasible, the closest point is finalized and its miss reported (budget_met: false)
             latency_budget = spec.budget.latency_ratio is not None or spec.budget.latency_ms is not None
-            chosen = choose(repo.front_trials(s, job_id=job_id), first, top_k=spec.finalize.top_k,
-                            baseline=spec.finalize.baseline, closest=latency_budget)
-            candidates = [outcome_of(t) for t in chosen]
+            candidates = finalize_candidates(repo.front_trials(s, job_id=job_id), firsts,
+                                             top_k=spec.finalize.top_k, baseline=spec.finalize.baseline,
+                                             closest=latency_budget)
         out_dir = Path(self.settings.artifacts_dir or ".") / job_id
 
         def on_progress(report: Any) -> None:

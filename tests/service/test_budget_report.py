@@ -29,13 +29,17 @@ MISSED = {"test_quality": 0.8, "latency_ratio": 0.21, "latency_ms": 0.4, "runtim
 MET = {**MISSED, "budget_met": True, "budget_excess": -0.02, "delivered_latency_ratio": 0.49, "tightened": 0}
 
 
-def test_the_delivery_is_missed_when_any_published_file_is_over_and_says_by_how_much() -> None:
-    d = Delivery.of("onnxruntime", [(1, MET), (2, {**MISSED, "role": "baseline"})])
+def test_the_delivery_is_missed_when_any_ranked_file_is_over_and_says_by_how_much() -> None:
+    d = Delivery.of("onnxruntime", [(1, MET), (2, MISSED), (3, {**MET, "role": "baseline"})])
     assert d.budget_met is False and d.budget_excess == 3.2 and d.runtime == "onnxruntime"
     assert d.note is not None and d.note.startswith("over budget by 320.0 % in onnxruntime")
-    assert "rank 2 (baseline)" in d.note and "rank 1" not in d.note
-    assert [a.delivered_latency_ratio for a in d.artifacts] == [0.49, 0.21]
-    assert [a.searched_latency_ratio for a in d.artifacts] == [0.35, 0.35]
+    assert "rank 2" in d.note and "rank 1" not in d.note and "rank 3" not in d.note
+    assert [a.delivered_latency_ratio for a in d.artifacts] == [0.49, 0.21, 0.49]
+    assert [a.searched_latency_ratio for a in d.artifacts] == [0.35, 0.35, 0.35]
+    # a baseline beside the best found is a reference: its miss is its own, not the job's
+    ref = Delivery.of("onnxruntime", [(1, MET), (2, {**MISSED, "role": "baseline"})])
+    assert ref.budget_met is True and ref.note is None and ref.budget_excess == -0.02
+    assert [a.budget_met for a in ref.artifacts] == [True, False] and ref.artifacts[1].role == "baseline"
     ok = Delivery.of("torch", [(1, MET)])
     assert ok.budget_met is True and ok.note is None and ok.runtime == "onnxruntime"  # as measured
     # a budget without a latency term promises nothing about latency
@@ -116,9 +120,9 @@ def _row(trial_id: int, violation: float, quality: float) -> TrialRow:
 
 def test_with_nothing_feasible_under_a_latency_budget_the_closest_is_finalized() -> None:
     front = [_row(1, 0.4, 0.9), _row(2, 0.2, 0.7), _row(3, 0.2, 0.8)]
-    assert [t.trial_id for t in choose(front, None, top_k=2, baseline=True, closest=True)] == [3]
-    assert choose(front, None, top_k=2, baseline=True) == []  # a MACs budget: nothing, as before
-    assert choose(front, None, top_k=0, baseline=True, closest=True) == []
+    assert [t.trial_id for t in choose(front, [], top_k=2, baseline=True, closest=True)] == [3]
+    assert choose(front, [], top_k=2, baseline=True) == []  # a MACs budget: nothing, as before
+    assert choose(front, [], top_k=0, baseline=True, closest=True) == []
 
 
 def test_a_baseline_measured_over_a_latency_budget_is_still_finalized_beside_the_best() -> None:
@@ -128,8 +132,8 @@ def test_a_baseline_measured_over_a_latency_budget_is_still_finalized_beside_the
                         metrics={"quality": 0.95, "latency_ratio": 0.68}, info={"role": "baseline"})
     best = TrialRow(trial_id=7, feasible=True, violation=-0.01, quality=0.94,
                     metrics={"quality": 0.94, "latency_ratio": 0.49}, info={})
-    assert [t.trial_id for t in choose([best], baseline, top_k=1, baseline=True, closest=True)] == [7, 0]
-    assert [t.trial_id for t in choose([best], baseline, top_k=1, baseline=True)] == [7]  # a MACs budget
+    assert [t.trial_id for t in choose([best], [baseline], top_k=1, baseline=True, closest=True)] == [7, 0]
+    assert [t.trial_id for t in choose([best], [baseline], top_k=1, baseline=True)] == [7]  # a MACs budget
 
 
 @pytest.mark.slow

@@ -145,10 +145,10 @@ def test_finalize_candidates_are_the_best_feasible_points_then_the_baseline(db: 
     with db.session_scope() as s:
         rows = {t.trial_id: t for t in repo.all_trials(s, job_id=job_id)}
     front, first = list(rows.values()), rows[0]
-    assert [t.trial_id for t in choose(front, first, top_k=2, baseline=True)] == [3, 2, 0]
-    assert [t.trial_id for t in choose(front, first, top_k=2, baseline=False)] == [3, 2]
-    assert [t.trial_id for t in choose(front, first, top_k=5, baseline=True)] == [3, 2, 0]  # never twice
-    assert [t.trial_id for t in choose(front, rows[2], top_k=1, baseline=True)] == [3]  # not the agent's baseline
+    assert [t.trial_id for t in choose(front, [first], top_k=2, baseline=True)] == [3, 2, 0]
+    assert [t.trial_id for t in choose(front, [first], top_k=2, baseline=False)] == [3, 2]
+    assert [t.trial_id for t in choose(front, [first], top_k=5, baseline=True)] == [3, 2, 0]  # never twice
+    assert [t.trial_id for t in choose(front, [rows[2]], top_k=1, baseline=True)] == [3]  # not the agent's baseline
 
 
 def test_artifacts_are_stored_from_artifact_info_only() -> None:

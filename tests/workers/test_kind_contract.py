@@ -166,3 +166,72 @@ def test_the_baseline_alone_is_finalized_without_a_verdict(kind_tasks: dict[str,
     spec = FinalizeSpec(top_k=0, baseline=True, finetune_epochs=0.0, export=["safetensors"])
     (art,) = finalize(task, [(task.space.uniform(0.25), searched)], spec, tmp_path)
     assert art.metrics["role"] == "baseline" and "search_beat_baseline" not in art.metrics
+
+
+@pytest.fixture(scope="module")
+def int8_tasks(kind_tasks: dict[str, Task]) -> dict[str, Task]:
+    """The kinds' tasks with ``search_space.precision: [fp32, int8]`` (the same model, the space
+    offering int8)."""
+    import dataclasses
+
+    from search_spaces.space import SearchSpace
+
+    out = {}
+    for name, task in kind_tasks.items():
+        spec = JobSpec.model_validate({**task.spec.model_dump(), "search_space": {
+            **task.spec.search_space.model_dump(), "precision": ["fp32", "int8"]}})
+        space = SearchSpace.from_dict({**task.space.to_dict(), "precisions": ["fp32", "int8"]})
+        out[name] = dataclasses.replace(task, spec=spec, space=space)
+    return out
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_the_kind_scores_and_times_the_quantized_file(name: str, int8_tasks: dict[str, Task]) -> None:
+    task = int8_tasks[name]
+    space = task.space
+    assert all(g.weights for g in space.groups if g.kind != "hidden")  # every group has layers to quantize
+    ev = Evaluator(task, latency_rounds=2)
+    fp32 = space.uniform(0.25)
+    int8 = space.with_int8(fp32, space.names)
+    m32, m8 = ev.evaluate(fp32), ev.evaluate(int8)
+    assert space.signature(int8) != space.signature(fp32)  # cached apart
+    assert m8.extra["int8_groups"] == len(space) and "int8_groups" not in m32.extra
+    assert m8.macs == m32.macs  # int8 changes no MAC
+    # scored on the quantized file: close to the fp32 model's quality (the random CNN's agreement
+    # is 1.0 either way; the embedder's cosine moves)
+    assert abs(m8.quality - m32.quality) < 0.25 and m8.extra["quantize_s"] > 0
+    assert name == "image" or m8.quality != m32.quality
+    assert m8.latency_ms is not None and m8.latency_ms > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUILTIN)
+def test_the_kind_ships_the_quantized_model(name: str, int8_tasks: dict[str, Task], tmp_path: Path) -> None:
+    import onnx
+
+    from search_spaces.quantize import OrtModule
+
+    task = int8_tasks[name]
+    space = task.space
+    half = space.names[: len(space) // 2]
+    policy = space.with_int8(space.uniform(0.25), half)
+    searched = Metrics(quality=0.9, macs=1, params=1, macs_ratio=0.6, params_ratio=0.6)
+    only = Metrics(quality=0.9, macs=1, params=1, macs_ratio=1.0, params_ratio=1.0, extra={"role": "quantize-only"})
+    spec = FinalizeSpec(top_k=1, baseline=True, finetune_epochs=0.0, export=["onnx", "safetensors"])
+    best, quant = finalize(task, [(policy, searched), (space.with_int8(space.uniform(0.0), space.names), only)],
+                           spec, tmp_path)
+    files = {f[0] for f in best.files}
+    assert {"model.onnx", "model.fp32.onnx", "precision.json", "model.safetensors"} <= files
+    shipped = onnx.load(str(best.dir / "model.onnx"))
+    assert any(n.op_type in ("DequantizeLinear", "MatMulInteger", "DynamicQuantizeLinear") for n in shipped.graph.node)
+    precision = json.loads((best.dir / "precision.json").read_text())
+    assert {g for g, p in precision["groups"].items() if p == "int8"} == set(half)
+    assert all(precision["layers"][w] == "int8" for g in half for w in space.group(g).weights)
+    m = best.metrics
+    assert m["int8_groups"] == len(half) and "fp32_test_quality" in m and m["latency_ms"] > 0
+    # the reported quality is the shipped file's
+    ort = OrtModule(best.dir / "model.onnx")
+    assert ort(task.example_input).shape[0] == task.example_input.shape[0]
+    assert quant.metrics["role"] == "quantize-only" and quant.metrics["int8_groups"] == len(space)
+    assert quant.metrics["macs_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert "search_beat_baseline" in quant.metrics

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +42,11 @@ class PolicyScoring(ABC):
 
     #: Kind-specific figures of the last ``quality`` call, added to ``Metrics.extra``.
     last_extra: dict[str, Any]
+
+    def quantization_batches(self) -> list[torch.Tensor]:
+        """Inputs that calibrate a static int8 quantization (training batches; none for a kind
+        quantized dynamically)."""
+        return []
 
     @abstractmethod
     def metric(self, name: str) -> QualityFn:
@@ -93,6 +98,19 @@ class CandidateFinalizer(ABC):
         """Each written format's largest output difference from ``model``, and the tolerance."""
 
 
+def _int8_errors(spec: JobSpec) -> list[tuple[str, str]]:
+    """What an int8 search needs: the quantized file is made, scored and timed by onnxruntime."""
+    field = "search_space.precision"
+    if spec.target.runtime != "onnxruntime":
+        return [(field, f"int8 is searched in onnxruntime's quantized files: set target.runtime "
+                        f"to 'onnxruntime' (got {spec.target.runtime!r})")]
+    if spec.target.device != "cpu":
+        return [(field, "int8 is searched on the CPU (onnxruntime's int8 kernels); set target.device 'cpu'")]
+    if "onnx" not in spec.finalize.export:
+        return [(field, "int8 ships as a quantized model.onnx: add 'onnx' to finalize.export")]
+    return []
+
+
 class ModelKind(ABC):
     """One family of models (registered in :mod:`workers.kinds.registry`)."""
 
@@ -106,6 +124,8 @@ class ModelKind(ABC):
     metrics: ClassVar[tuple[str, ...]]
     schedules: ClassVar[tuple[str, ...]]  #: the finalize schedules it implements
     schedule_advice: ClassVar[str] = ""  #: why the others are not, for the error message
+    #: how onnxruntime quantizes its int8 groups: "static" (calibrated QDQ) or "dynamic"
+    quantization: ClassVar[Literal["static", "dynamic"]] = "static"
 
     # --- at submit: spec validation (must import nothing heavy) ------------------------------
     def owns_model(self, source: str) -> bool:
@@ -123,6 +143,8 @@ class ModelKind(ABC):
             errors.append(("search_space.criterion",
                            f"criterion {criterion!r} does not apply to {self.model_noun}; "
                            f"valid: {', '.join(self.criteria)}"))
+        if "int8" in spec.search_space.precision:
+            errors += _int8_errors(spec)
         if spec.finalize.schedule not in self.schedules:
             why = f" ({self.schedule_advice})" if self.schedule_advice else ""
             errors.append(("finalize.schedule", f"finalize.schedule: {spec.finalize.schedule!r} is not "

@@ -347,6 +347,9 @@ class JobView {
     const channels = Object.fromEntries((this.job.space?.groups || []).map((g) => [g.name, g.channels]));
     const ratios = groups.map((g) => t.policy?.[g] ?? 0);
     const kept = groups.map((g) => t.kept?.[g]);
+    // a group's precision: "<group>@bits" is 8 for int8 (absent: fp32)
+    const precision = groups.map((g) => (t.policy?.[`${g}@bits`] === 8 ? "int8" : "fp32"));
+    const anyInt8 = precision.includes("int8");
     // transformer groups: per-layer attention heads and MLP widths, labelled as such
     const kinds = Object.fromEntries((this.job.space?.groups || []).map((g) => [g.name, g.kind]));
     const unit = (g) => ({ heads: "heads", mlp: "MLP channels", hidden: "hidden channels" })[kinds[g]] || "channels";
@@ -354,16 +357,20 @@ class JobView {
       const layer = /layer\.(\d+)\./.exec(g);
       return kinds[g] in { heads: 1, mlp: 1 } && layer ? `layer ${layer[1]} ${kinds[g]}` : g;
     };
+    const x = groups.map((g, i) => (anyInt8 ? `${label(g)} · ${precision[i]}` : label(g)));
     const traces = [{
-      type: "bar", name: `trial #${id}`, x: groups.map(label), y: ratios,
-      marker: { color: ratios, colorscale: [[0, "#bfdbfe"], [1, "#1e3a8a"]], cmin: 0, cmax: 1 },
+      type: "bar", name: `trial #${id}`, x, y: ratios,
+      marker: anyInt8
+        ? { color: precision.map((p) => (p === "int8" ? "#d97706" : "#1e40af")) }
+        : { color: ratios, colorscale: [[0, "#bfdbfe"], [1, "#1e3a8a"]], cmin: 0, cmax: 1 },
       text: groups.map((g, i) => `${g}<br>ratio ${num(ratios[i], 2)}` +
-        (kept[i] != null ? `<br>kept ${kept[i]}${channels[g] ? ` / ${channels[g]}` : ""} ${unit(g)}` : "")),
+        (kept[i] != null ? `<br>kept ${kept[i]}${channels[g] ? ` / ${channels[g]}` : ""} ${unit(g)}` : "") +
+        `<br>${precision[i]}`),
       hoverinfo: "text", textposition: "none",
     }];
     const base = this.job.baseline;
     if (base && base.trial_id !== id) {
-      traces.push({ type: "scatter", mode: "markers", name: "uniform baseline", x: groups.map(label),
+      traces.push({ type: "scatter", mode: "markers", name: "uniform baseline", x,
         y: groups.map((g) => base.policy?.[g] ?? 0), hoverinfo: "y",
         marker: { color: COLORS.baseline, symbol: "line-ew-open", size: 14, line: { width: 2.5, color: COLORS.baseline } } });
     }
@@ -375,7 +382,8 @@ class JobView {
       plot_bgcolor: "#fff", paper_bgcolor: "#fff",
     }, PLOT_CONFIG);
     $("#layer-plot").dataset.trial = String(id);
-    $("#layer-title").textContent = `Trial #${id} — per-layer pruning ratios`;
+    $("#layer-title").textContent = `Trial #${id} — per-layer pruning ratios` +
+      (anyInt8 ? ` and precision (${precision.filter((p) => p === "int8").length} of ${groups.length} groups int8, amber)` : "");
     const m = t.metrics || {};
     const row = (k, v) => `<tr><th>${k}</th><td>${v}</td></tr>`;
     $("#trial-metrics").innerHTML = `<table class="kv">${[

@@ -56,6 +56,9 @@ class ImageScoring(PolicyScoring):
         )
         self.last_extra: dict[str, Any] = {}
 
+    def quantization_batches(self) -> list[torch.Tensor]:
+        return [x.cpu() for x in self.calibration_inputs]
+
     def train_batches(self) -> Iterator[Any]:
         """Shuffled training batches, endlessly, in the same order on every call."""
         spec = self.ctx.task.spec

@@ -39,6 +39,8 @@ class TextKind(ModelKind):
     metrics: ClassVar[tuple[str, ...]] = ("embedding_cosine",)
     schedules: ClassVar[tuple[str, ...]] = ("oneshot",)
     schedule_advice = "gradual re-pruning is for CNNs; text models are pruned once and distilled"
+    # activations of a transformer's linears vary per token and sentence: quantized at run time
+    quantization = "dynamic"
 
     def owns_model(self, source: str) -> bool:
         return source in ZOO_MODELS or source.startswith("hf:")

@@ -99,6 +99,7 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any, 
         round_to=s.round_to,
         ignore=list(s.ignore),
         criterion=criterion,
+        precisions=tuple(s.precision),
         calibration=calibration_batches(spec, splits),
     )
 

@@ -1,0 +1,92 @@
+"""Agents in a space with int8: the zero-search baselines first, then width and precision searched
+together, every proposal within the budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.budget_fit import LatencyModel
+from agents.registry import make_agent
+from agents.types import Budget, Metrics, Outcome
+from search_spaces.space import SearchSpace
+from tests.agents.synthetic import chain_space as toy_space
+
+JOINT = ["random", "optuna-tpe", "optuna-nsga2"]
+
+
+def joint(space: SearchSpace) -> SearchSpace:
+    return SearchSpace.from_dict({**space.to_dict(), "precisions": ["fp32", "int8"]})
+
+
+def _metrics(space: SearchSpace, policy: dict[str, float]) -> Metrics:
+    macs = space.macs_ratio(policy)
+    int8 = len(space.int8_groups(policy)) / len(space)
+    # an int8 group costs a little quality and halves its share of the time
+    return Metrics(quality=1.0 - 0.3 * (1 - macs) - 0.02 * int8, macs=int(space.macs(policy)),
+                   params=int(space.params(policy)), macs_ratio=macs, params_ratio=space.params_ratio(policy),
+                   latency_ms=macs * (1 - 0.5 * int8), latency_ratio=macs * (1 - 0.5 * int8))
+
+
+@pytest.mark.parametrize("name", [*JOINT, "uniform"])
+def test_every_agent_opens_with_the_three_baselines(name: str) -> None:
+    space = joint(toy_space())
+    agent = make_agent(name, space, Budget(macs_ratio=0.5), seed=0)
+    first = [agent.ask(1)[0] for _ in range(3)]  # one at a time, as a one-worker job asks
+    assert [p.info["role"] for p in first] == ["baseline", "quantize-only", "quantize+uniform-fill"]
+    base, only, both = (p.policy for p in first)
+    assert space.int8_groups(base) == [] and space.int8_groups(only) == space.names == space.int8_groups(both)
+    assert space.macs_ratio(only) == pytest.approx(1.0)
+    assert space.macs_ratio(both) <= 0.5 + 1e-9 and space.kept(both) == space.kept(base)  # MACs: int8 is free
+    for p in first:
+        agent.tell([Outcome(p.trial_id, p.policy, _metrics(space, p.policy))])
+    if name == "uniform":
+        assert agent.finished and agent.ask(4) == []
+
+
+@pytest.mark.parametrize("name", JOINT)
+def test_searching_agents_choose_precision_per_group(name: str) -> None:
+    space = joint(toy_space())
+    agent = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    seen: set[tuple[str, ...]] = set()
+    for _ in range(6):
+        props = agent.ask(4)
+        for p in props:
+            assert space.validate(p.policy) == p.policy
+            if p.info.get("role") == "quantize-only":  # the unpruned model in int8, a reference
+                continue
+            assert space.macs_ratio(p.policy) <= 0.5 + 1e-9
+            seen.add(tuple(space.int8_groups(p.policy)))
+        agent.tell([Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in props])
+    mixed = [s for s in seen if 0 < len(s) < len(space)]
+    assert len(mixed) >= 3  # per group, not all-or-nothing
+
+    resumed = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    first = resumed.ask(4)  # within NSGA-II's first generation (its in-memory resume is exact there)
+    resumed.tell([Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in first])
+    again = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    again.load_state_dict(resumed.state_dict())  # resumes with the precision params
+    assert [p.policy for p in again.ask(2)] == [p.policy for p in resumed.ask(2)]
+
+
+def test_a_fp32_space_proposes_as_before() -> None:
+    space = toy_space()
+    agent = make_agent("random", space, Budget(macs_ratio=0.5), seed=0)
+    props = agent.ask(5)
+    assert [p.info.get("role") for p in props] == ["baseline", None, None, None, None]
+    assert all(space.int8_groups(p.policy) == [] for p in props)
+
+
+def test_the_latency_model_learns_what_int8_does() -> None:
+    space = joint(toy_space())
+    model = LatencyModel(space)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        policy = {n: float(r) for n, r in zip(space.names, rng.uniform(0, 0.8, len(space)), strict=True)}
+        int8 = [n for n in space.names if rng.random() < 0.5]
+        p = space.with_int8(policy, int8)
+        macs = space.macs_ratio(p)
+        # int8 here is *slower* per group (a quantize/dequantize overhead), the prior says faster
+        model.add(p, 0.1 + 0.9 * macs + 0.05 * len(int8) / len(space) * 4)
+    dense = space.uniform(0.0)
+    assert model.predict_ratio(space.with_int8(dense, space.names)) > model.predict_ratio(dense) + 0.1
