@@ -44,7 +44,7 @@ from workers.delivered import (
 from workers.evaluator import Evaluator
 from workers.kinds.base import CandidateFinalizer, FinalizeContext
 from workers.latency import Latency
-from workers.quantized import ship_int8
+from workers.quantized import ship_precision
 from workers.spec import FinalizeSpec
 from workers.task_types import Task
 
@@ -130,9 +130,10 @@ def _finalize_one(
     metrics.update(extra)
 
     def delivered(staging: Path, exported: nn.Module) -> None:
-        if ev.space.int8_groups(policy):  # what ships is the quantized file: scored as such
-            shipped = ship_int8(ev.kind, staging, ev.space, policy, ev.scoring.quantization_batches())
-            metrics.update(_int8_metrics(ev, fin, policy, metrics, shipped))
+        if ev.space.quantizable:  # the precision map; an int8 file is what ships: scored as such
+            shipped = ship_precision(ev.kind, staging, ev.space, policy, ev.scoring.quantization_batches())
+            if shipped is not None:
+                metrics.update(_int8_metrics(ev, fin, policy, metrics, shipped))
         if "best_test_quality" in extra:
             metrics["search_beat_baseline"] = extra["best_test_quality"] > metrics["test_quality"]
         # the exact file published, in the job's runtime, on the job's batch

@@ -83,14 +83,17 @@ def precision_map(space: SearchSpace, policy: Policy) -> dict[str, Any]:
             "note": "layers not listed (e.g. the classifier) stay fp32"}
 
 
-def ship_int8(kind: ModelKind, staging: Path, space: SearchSpace, policy: Policy,
-              calibration: Sequence[torch.Tensor]) -> OrtModule:
-    """Turns a verified fp32 bundle in ``staging`` into the int8 one it ships: its
-    ``model.onnx`` quantized (the fp32 file kept as ``model.fp32.onnx``), ``precision.json``
-    written; returns the shipped file as a module to score."""
+def ship_precision(kind: ModelKind, staging: Path, space: SearchSpace, policy: Policy,
+                   calibration: Sequence[torch.Tensor]) -> OrtModule | None:
+    """Writes the bundle's ``precision.json`` and, when ``policy`` has int8 groups, turns the
+    verified fp32 bundle in ``staging`` into the int8 one it ships: its ``model.onnx`` quantized
+    (the fp32 file kept as ``model.fp32.onnx``); returns the shipped file as a module to score
+    (None: the bundle ships fp32 as written)."""
+    (staging / PRECISION_FILE).write_text(json.dumps(precision_map(space, policy), indent=2))
+    if not space.int8_groups(policy):
+        return None
     shipped = staging / "model.onnx"
     fp32 = staging / FP32_ONNX
     shipped.replace(fp32)
     quantize_file(kind, fp32, shipped, space.int8_layers(policy), calibration)
-    (staging / PRECISION_FILE).write_text(json.dumps(precision_map(space, policy), indent=2))
     return scored_module(shipped)

@@ -282,9 +282,14 @@ def _report(client: Client, job: dict[str, Any], settings: Any, elapsed: float) 
     click.echo(f"finished in {elapsed:.0f} s")
 
 
+#: the int8 baselines of a joint width × precision search (``search_space.precision``)
+INT8_BASELINES = ("quantize-only", "quantize+uniform-fill")
+
+
 def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, list[str]]:
-    """Dense vs the uniform-fill baseline vs the best found, at search time and after the final
-    fine-tune; and a plain verdict on whether the search beat the baseline."""
+    """Dense vs the uniform-fill baseline (and, for a joint search with int8, quantize-only and
+    quantize + uniform-fill) vs the best found, at search time and after the final fine-tune;
+    and a plain verdict on whether the search beat each of them."""
     from rich.table import Table
 
     dense = job.get("dense") or {}
@@ -293,28 +298,58 @@ def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, li
     by_trial = {a["trial_id"]: a.get("metrics") or {} for a in arts}
     best_final = arts[0].get("metrics") or {} if arts else {}
     base_final = by_trial.get(base_trial.get("trial_id"), {})
-    table = Table("", "dense", "uniform-fill baseline", "best found")
+    # the int8 baselines: finalized beside the best (their search-time figures are in the trials)
+    int8 = [(role, next((a.get("metrics") or {} for a in arts if (a.get("metrics") or {}).get("role") == role), None))
+            for role in INT8_BASELINES]
+    extra = [(role, m) for role, m in int8 if m is not None]
+    table = Table("", "dense", "uniform-fill baseline", *(role for role, _ in extra), "best found")
     metric = (job.get("spec") or {}).get("metric") or "quality"
+    none = ["-"] * len(extra)
+
+    def final(key: str, fmt: str) -> list[str]:
+        return [_fmt(m.get(key), fmt) for _, m in extra]
+
     table.add_row(f"{metric} at search (val)", _fmt(dense.get("quality"), ".4f"),
-                  _fmt(base.get("quality"), ".4f"), _fmt(best.get("quality"), ".4f"))
+                  _fmt(base.get("quality"), ".4f"), *none, _fmt(best.get("quality"), ".4f"))
     table.add_row(f"{metric} after final fine-tune (test)", _fmt(best_final.get("dense_test_quality"), ".4f"),
-                  _fmt(base_final.get("test_quality"), ".4f"), _fmt(best_final.get("test_quality"), ".4f"))
-    table.add_row("MACs", _fmt(dense.get("macs"), ",d"), _fmt(base.get("macs"), ",d"), _fmt(best.get("macs"), ",d"))
-    table.add_row("MACs ratio", "1.000", _fmt(base.get("macs_ratio"), ".3f"), _fmt(best.get("macs_ratio"), ".3f"))
-    table.add_row("params", _fmt(dense.get("params"), ",d"), _fmt(base.get("params"), ",d"),
+                  _fmt(base_final.get("test_quality"), ".4f"), *final("test_quality", ".4f"),
+                  _fmt(best_final.get("test_quality"), ".4f"))
+    if extra or best_final.get("int8_groups") is not None:
+        table.add_row("groups in int8 (shipped file)", "0", _fmt(base_final.get("int8_groups", 0), "d"),
+                      *final("int8_groups", "d"), _fmt(best_final.get("int8_groups", 0), "d"))
+    table.add_row("MACs", _fmt(dense.get("macs"), ",d"), _fmt(base.get("macs"), ",d"), *final("macs", ",d"),
+                  _fmt(best.get("macs"), ",d"))
+    table.add_row("MACs ratio", "1.000", _fmt(base.get("macs_ratio"), ".3f"), *final("macs_ratio", ".3f"),
+                  _fmt(best.get("macs_ratio"), ".3f"))
+    table.add_row("params", _fmt(dense.get("params"), ",d"), _fmt(base.get("params"), ",d"), *final("params", ",d"),
                   _fmt(best.get("params"), ",d"))
     # Latency drifts between sessions: each final figure next to the dense one measured
     # interleaved with it (ms / ratio), so the two ms numbers agree with the ratio.
     table.add_row("latency ms, final (pruned / dense, same session)", _fmt(dense.get("latency_ms"), ".3f"),
-                  _latency_pair(base_final), _latency_pair(best_final))
+                  _latency_pair(base_final), *(_latency_pair(m) for _, m in extra), _latency_pair(best_final))
     table.add_row("latency ratio (measured at search / final)", "1.000",
-                  _ratio_pair(base, base_final), _ratio_pair(best, best_final))
+                  _ratio_pair(base, base_final), *(_ratio_pair({}, m) for _, m in extra), _ratio_pair(best, best_final))
     runtime = best_final.get("runtime") or job.get("runtime") or "-"
     table.add_row(f"latency budget met in {runtime} (delivered file)", "",
-                  _budget_cell(base_final), _budget_cell(best_final))
+                  _budget_cell(base_final), *(_budget_cell(m) for _, m in extra), _budget_cell(best_final))
     verdict = _verdict(best_trial, base_trial, best_final, base_final)
+    verdict += [_versus(role, best_final, m) for role, m in extra]
     note = (job.get("delivery") or {}).get("note")
     return table, [*verdict, note] if note else verdict
+
+
+def _versus(role: str, best: dict[str, Any], other: dict[str, Any]) -> str:
+    """One line: the best found against an int8 baseline, quality after the same recovery and
+    the delivered files' latency."""
+    q, q_other = best.get("test_quality"), other.get("test_quality")
+    lat, lat_other = best.get("latency_ratio"), other.get("latency_ratio")
+    if not isinstance(q, int | float) or not isinstance(q_other, int | float):
+        return f"{role}: nothing to compare"
+    where = (f" at {lat:.3f} vs {lat_other:.3f} of dense latency"
+             if isinstance(lat, int | float) and isinstance(lat_other, int | float) else "")
+    if q > q_other:
+        return f"Against {role}: the best found is {100 * (q - q_other):+.1f} points ahead on the test split{where}."
+    return (f"Against {role}: the search did NOT beat it ({q:.4f} vs {q_other:.4f} on the test split{where}).")
 
 
 def _budget_cell(final: dict[str, Any]) -> str:

@@ -106,6 +106,30 @@ def test_the_cli_shows_runtime_search_and_delivered_latency_and_the_miss() -> No
     assert any(line.startswith("over budget by 320.0 % in onnxruntime") for line in lines)
 
 
+def test_the_demo_table_puts_the_int8_baselines_beside_the_best_and_says_who_won() -> None:
+    job = {"runtime": "onnxruntime", "spec": {"metric": "accuracy"}, "dense": {"quality": 0.99, "latency_ms": 2.0},
+           "baseline": {"trial_id": 0, "metrics": {"quality": 0.8, "latency_ratio": 0.4}},
+           "best": {"trial_id": 7, "metrics": {"quality": 0.9, "latency_ratio": 0.3}}}
+    best = {**MET, "test_quality": 0.91, "latency_ratio": 0.29, "int8_groups": 5}
+    only = {**MISSED, "role": "quantize-only", "test_quality": 0.95, "latency_ratio": 0.48, "int8_groups": 12}
+    both = {**MET, "role": "quantize+uniform-fill", "test_quality": 0.86, "latency_ratio": 0.3, "int8_groups": 12}
+    arts = [{"rank": 1, "trial_id": 7, "metrics": best}, {"rank": 2, "trial_id": 0, "metrics": {**MET, "role": "baseline"}},
+            {"rank": 3, "trial_id": 1, "metrics": only}, {"rank": 4, "trial_id": 2, "metrics": both}]
+    table, lines = demo_table(job, arts)
+    console = Console(width=240, record=True)
+    console.print(table)
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "dense" in line)
+    assert header.index("uniform-fill") < header.index("quantize-only") < header.index("quantize+uniform-fill") \
+        < header.index("best found")
+    row = next(line for line in text.splitlines() if "groups in int8" in line)
+    assert [c.strip() for c in row.split("│")[3:-1]] == ["0", "12", "12", "5"]
+    assert "Against quantize-only: the search did NOT beat it (0.9100 vs 0.9500 on the test split at 0.290 vs " \
+           "0.480 of dense latency)." in lines
+    assert "Against quantize+uniform-fill: the best found is +5.0 points ahead on the test split at 0.290 vs " \
+           "0.300 of dense latency." in lines
+
+
 def test_the_dashboard_shows_the_runtime_and_the_delivered_latency() -> None:
     js = (STATIC_DIR / "job.js").read_text()
     for needle in ("delivered_latency_ratio", "searched_latency_ratio", "over budget by", "runtime_title",

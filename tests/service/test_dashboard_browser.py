@@ -307,3 +307,78 @@ def test_a_transformer_job_shows_heads_and_mlp_widths_per_layer(server: str, tex
     for name, text, kind in zip(names, chart["text"], kinds, strict=True):
         unit = "heads" if kind == "heads" else "MLP channels"
         assert f"kept {kept[name]} / {4 if kind == 'heads' else 128} {unit}" in text, text
+
+
+def test_an_int8_job_shows_each_layers_width_and_precision(server: str, text_data: Path, chromium_path: str) -> None:
+    """``search_space.precision: [fp32, int8]`` over REST: the per-layer chart says each group's
+    precision beside its width, and the best artifact ships a quantized ``model.onnx`` with its
+    precision map."""
+    import io
+    import zipfile
+
+    import onnx
+    from playwright.sync_api import sync_playwright
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {
+        "name": "browser-int8",
+        "model": {"zoo": f"hf:{text_data / 'tiny-bert'}"},
+        "dataset": {"name": "text_lines", "path": str(text_data / "corpus.jsonl")},
+        "metric": "embedding_cosine",
+        "budget": {"macs_ratio": 0.6},
+        "target": {"batch_size": 2, "seq_len": 32},
+        "agent": {"kind": "random", "trials": 6},
+        "search_space": {"precision": ["fp32", "int8"]},
+        "evaluation": {"calibration_batches": 1, "batch_size": 16},
+        "finalize": {"top_k": 1, "baseline": True, "finetune_epochs": 0.2, "export": ["onnx", "safetensors"]},
+        "workers": 0,
+    }
+    res = httpx.post(f"{server}/api/v1/jobs", json=body, headers=auth, timeout=30)
+    assert res.status_code == 201, res.text
+    job = wait_final(server, res.json()["id"], auth, timeout=300)
+    job_id = job["id"]
+    assert job["state"] == "succeeded", job["error"]
+    trials = _api(server, f"/jobs/{job_id}/trials?limit=100")["items"]
+    roles = [t["info"].get("role") for t in trials[:3]]
+    assert roles == ["baseline", "quantize-only", "quantize+uniform-fill"]
+    mixed = next(t for t in trials[3:] if 0 < sum(k.endswith("@bits") for k in t["policy"]) < 4)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            console_errors: list[str] = []
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+            page.goto(server + "/")
+            page.evaluate(f"localStorage.setItem('autoprune.token', {json.dumps(TOKEN)})")
+            page.goto(f"{server}/#/jobs/{job_id}")
+            page.reload()
+            page.wait_for_selector("#layer-plot[data-trial]", timeout=20_000)
+            page.evaluate(f"document.querySelector('#trials-table tbody tr[data-id=\"{mixed['trial_id']}\"]').click()")
+            page.wait_for_function(f"() => document.querySelector('#layer-plot').dataset.trial === '{mixed['trial_id']}'",
+                                   timeout=10_000)
+            chart = page.evaluate(
+                "() => { const t = document.querySelector('#layer-plot').data[0]; return {x: t.x, text: t.text}; }"
+            )
+            title = page.inner_text("#layer-title")
+            artifacts = page.inner_text("#artifacts")
+        finally:
+            browser.close()
+
+    assert not console_errors, console_errors
+    names = [g["name"] for g in job["space"]["groups"]]
+    want = ["int8" if mixed["policy"].get(f"{n}@bits") == 8 else "fp32" for n in names]
+    assert [x.rsplit(" · ", 1)[1] for x in chart["x"]] == want
+    assert all(text.endswith(p) for text, p in zip(chart["text"], want, strict=True))
+    assert f"{want.count('int8')} of 4 groups int8" in title
+    assert "quantize-only" in artifacts and "quantize+uniform-fill" in artifacts
+    arts = _api(server, f"/jobs/{job_id}/artifacts")["items"]
+    best = arts[0]
+    r = httpx.get(server + best["download_url"], headers=auth, timeout=60)
+    z = zipfile.ZipFile(io.BytesIO(r.content))
+    precision = json.loads(z.read("precision.json"))  # every artifact of a joint search has its map
+    int8 = {g for g, p in precision["groups"].items() if p == "int8"}
+    assert ("model.fp32.onnx" in z.namelist()) == bool(int8)  # int8: the fp32 file kept beside
+    shipped = onnx.load_from_string(z.read("model.onnx"))
+    assert bool(int8) == any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in shipped.graph.node)
+    assert best["metrics"].get("int8_groups", 0) == len(int8)

@@ -21,6 +21,17 @@ REFUSED: list[tuple[str, dict[str, Any], list[str], str]] = [
     ("accuracy on a text job", spec(**{**TEXT, "metric": "accuracy"}), ["body", "metric"], "is text: use metric"),
     ("embedding_cosine on images", spec(metric="embedding_cosine"), ["body", "metric"], "needs a text dataset"),
     ("an embedder on images", spec(model={"zoo": "all-minilm-l6-v2"}), ["body", "model"], "is a sentence embedder"),
+    ("int8 timed in PyTorch eager", spec(search_space={"precision": ["fp32", "int8"]}, target={"runtime": "torch"}),
+     ["body", "search_space", "precision"], "set target.runtime to 'onnxruntime'"),
+    ("int8 on a CUDA target", spec(search_space={"precision": ["fp32", "int8"]}, target={"device": "cuda"}),
+     ["body", "search_space", "precision"], "searched on the CPU"),
+    ("int8 without an ONNX export", spec(search_space={"precision": ["fp32", "int8"]},
+                                         finalize={"export": ["safetensors"]}),
+     ["body", "search_space", "precision"], "add 'onnx' to finalize.export"),
+    ("an unknown precision", spec(search_space={"precision": ["fp32", "int4"]}),
+     ["body", "search_space", "precision", 1], "'fp32' or 'int8'"),
+    ("a precision twice", spec(search_space={"precision": ["int8", "int8"]}),
+     ["body", "search_space", "precision"], "lists a precision twice"),
 ]
 
 
@@ -37,6 +48,8 @@ def test_an_option_the_kind_cannot_use_is_422_naming_the_field(
 
 
 @pytest.mark.parametrize("body", [spec(search_space={"criterion": "fpgm"}),
+                                  spec(search_space={"precision": ["fp32", "int8"]}),
+                                  spec(**TEXT, search_space={"precision": ["fp32", "int8"]}, workers=0),
                                   spec(**TEXT, search_space={"criterion": "activation"}, workers=0),
                                   spec(**TEXT, workers=0)])
 def test_what_the_kind_accepts_is_created(client: TestClient, body: dict[str, Any]) -> None:

@@ -475,15 +475,19 @@ class JobView {
       const keys = [...first.filter((k) => typeof m[k] === "number"),
         ...Object.keys(m).filter((k) => !first.includes(k) && typeof m[k] === "number")].slice(0, 8);
       const facts = keys.map((k) => `<span>${esc(k)} <b>${Number.isInteger(m[k]) ? si(m[k]) : num(m[k])}</b></span>`).join("");
-      const isBaseline = m.role === "baseline" || (this.job.baseline && a.trial_id === this.job.baseline.trial_id);
-      const role = isBaseline ? ` <span class="tag baseline">uniform-fill baseline</span>` : "";
+      const isBaseline = m.role === "baseline" || (!m.role && this.job.baseline && a.trial_id === this.job.baseline.trial_id);
+      const roleName = isBaseline ? "uniform-fill baseline" : m.role ? `${m.role} baseline` : "";
+      const role = roleName ? ` <span class="tag baseline">${esc(roleName)}</span>` : "";
+      // an int8 artifact ships its quantized file: say so, and the fp32 pruned model's quality
+      const int8 = typeof m.int8_groups === "number" && m.int8_groups > 0
+        ? `<div class="muted">ships int8: ${m.int8_groups} group${m.int8_groups === 1 ? "" : "s"} quantized (precision.json) · fp32 test quality ${num(m.fp32_test_quality)}</div>` : "";
       const delivered = m.delivered_latency_ratio != null ? `<div class="delivered">latency in <b>${esc(m.runtime_title || m.runtime || "its runtime")}</b>: searched ${m.searched_latency_ratio != null ? pct(m.searched_latency_ratio) : "–"} · delivered <b>${pct(m.delivered_latency_ratio)}</b> of dense (${num(m.delivered_latency_ms, 3)} ms, the published file)${m.tightened ? ` · tightened ${m.tightened}×` : ""}${m.budget_met === true ? ` · <span class="ok">budget met</span>` : m.budget_met === false ? ` · <span class="bad">over budget by ${num(100 * m.budget_excess, 1)} % in ${esc(m.runtime || "its runtime")}</span>` : ""}</div>` : "";
       const verdict = typeof m.search_beat_baseline === "boolean"
         ? `<div class="muted">after the same final fine-tune the search ${m.search_beat_baseline ? "beat" : "did NOT beat"} this baseline on the test split</div>` : "";
       return `<div class="artifact">
         <div class="artifact-head"><b>rank ${a.rank}</b>${role} <span class="muted">trial #${a.trial_id} · ${(a.files || []).length} files · ${si(size)}B</span>
           <button type="button" data-url="${esc(a.download_url)}" data-name="${esc(`${this.job.name}-rank${a.rank}.zip`)}">Download .zip</button></div>
-        <div class="facts">${facts}</div>${delivered}${verdict}
+        <div class="facts">${facts}</div>${int8}${delivered}${verdict}
         <details><summary>files</summary><ul class="files">${(a.files || []).map((f) =>
           `<li><code>${esc(f.name)}</code> ${si(f.size)}B <span class="muted" title="sha256">${esc((f.sha256 || "").slice(0, 12))}…</span></li>`).join("")}</ul></details>
       </div>`;
