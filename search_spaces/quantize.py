@@ -201,16 +201,13 @@ def quantize_onnx(
         return _report(weight_nodes, targets, None, dst, t0)
 
     with tempfile.TemporaryDirectory(prefix="autoprune-quant-") as tmp, _quiet():
-        # onnxruntime's basic optimisation first: the exporter shares equal constants through
-        # Identity nodes, which the quantizer does not see as initializers (a bias behind one
-        # keeps its conv from running as an int8 kernel); node names survive it. Symbolic shape
-        # inference is skipped: slow, and it fails on the text encoder's dynamic sequence axis.
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(model, prepared, skip_symbolic_shape=True)
-        present = {n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node}
-        if targets - present:  # would quantize nothing for those layers, silently
-            raise RuntimeError(f"onnxruntime's pre-processing renamed {sorted(targets - present)}")
         if scheme == "static":
+            # onnxruntime's basic optimisation first: the exporter shares equal constants through
+            # Identity nodes, which the quantizer does not take for initializers (a conv whose
+            # bias sits behind one does not become an int8 kernel, and runs slower than fp32).
+            # Node names survive it. Shape inference is left to the quantizer (it runs its own).
+            prepared = Path(tmp) / "prepared.onnx"
+            quant_pre_process(str(src), prepared, skip_symbolic_shape=True, skip_onnx_shape=True)
             inits = {t.name for t in model.graph.initializer}
             input_name = next(i.name for i in model.graph.input if i.name not in inits)
             foldable = [n.name for n in model.graph.node if n.op_type in _FOLDABLE]
@@ -224,12 +221,13 @@ def quantize_onnx(
                 nodes_to_quantize=sorted(targets) + foldable,
                 extra_options={"MatMulConstBOnly": True},
             )
-        else:
+        else:  # MatMul weights are plain initializers: no pre-processing needed (nor faster)
             quantize_dynamic(
-                prepared, dst, per_channel=per_channel, weight_type=QuantType.QInt8,
+                src, dst, per_channel=per_channel, weight_type=QuantType.QInt8,
                 op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=sorted(targets),
                 extra_options={"MatMulConstBOnly": True},
             )
+    # a node onnxruntime skipped (or renamed) must not pass as int8
     done = _int8_nodes(dst, scheme)
     missing = targets - done
     if missing:
