@@ -29,6 +29,7 @@ from torch import nn
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
 from search_spaces import apply_policy, build_space  # noqa: E402
+from search_spaces.calibrate import recalibrate_bn  # noqa: E402
 from search_spaces.measure import time_interleaved  # noqa: E402
 from search_spaces.quantize import OrtModule, quantize_onnx, weight_layers  # noqa: E402
 
@@ -36,16 +37,21 @@ CNN_SHAPE = (3, 32, 32)
 
 
 def cnn(name: str) -> nn.Module:
-    """``resnet56`` or ``resnet56@0.5`` (pruned uniformly by that ratio), random weights."""
+    """``resnet56`` or ``resnet56@0.5`` (pruned uniformly by that ratio): random weights, the
+    BatchNorm statistics estimated on random batches (activations of a sane scale, as trained
+    models have, rather than growing with depth)."""
     from search_spaces.models import resnet_cifar
 
     base, _, ratio = name.partition("@")
     model = getattr(resnet_cifar, base)().eval()
-    if not ratio:
-        return model
-    x = torch.zeros(1, *CNN_SHAPE)
-    space = build_space(model, x, round_to=1)
-    return apply_policy(model, space, {g.name: float(ratio) for g in space.groups}, example_input=x).eval()
+    if ratio:
+        x = torch.zeros(1, *CNN_SHAPE)
+        space = build_space(model, x, round_to=1)
+        policy = {g.name: float(ratio) for g in space.groups}
+        model = apply_policy(model, space, policy, example_input=x).eval()
+    g = torch.Generator().manual_seed(1)
+    recalibrate_bn(model, [torch.randn(64, *CNN_SHAPE, generator=g) for _ in range(4)])
+    return model
 
 
 def text(name: str) -> nn.Module:
