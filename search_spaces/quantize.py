@@ -41,8 +41,9 @@ SCHEMES: tuple[Scheme, ...] = ("static", "dynamic")
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 #: Activations onnxruntime folds into the preceding int8 node's output quantization.
 _FOLDABLE = ("Relu", "Clip")
-#: What dynamic quantization turns an int8 MatMul / Gemm into (the node that proves it is int8).
-_DYNAMIC_INT8_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "ConvInteger")
+#: The weight ops ``quantize_dynamic`` has an integer kernel for (no Gemm), and what it makes of them.
+_DYNAMIC_OPS = ("MatMul", "Conv")
+_DYNAMIC_INT8_OPS = ("MatMulInteger", "ConvInteger")
 
 
 def ort_session(path: str | Path, threads: int = 1) -> Any:
@@ -191,6 +192,12 @@ def quantize_onnx(
         raise ValueError(f"int8_layers: {', '.join(map(repr, unknown))} computes no Conv/Gemm/MatMul "
                          f"of {src.name} (its layers: {', '.join(layers)})")
     targets = {n for layer in int8_layers for n in layers[layer]}
+    if scheme == "dynamic":
+        ops = {n.name: n.op_type for n in weight_nodes}
+        gemm = sorted({module_name(n) for n in targets if ops[n] not in _DYNAMIC_OPS})
+        if gemm:
+            raise ValueError(f"int8_layers: {', '.join(map(repr, gemm))} run as Gemm, which the dynamic "
+                             "scheme (onnxruntime's quantize_dynamic) cannot make int8; use static")
     cached = calibration_cache is not None and Path(calibration_cache).is_file()
     if scheme == "static" and targets and not calibration and not cached:
         raise ValueError("calibration: the static scheme needs calibration batches (arrays fed "
@@ -224,7 +231,7 @@ def quantize_onnx(
         else:  # MatMul weights are plain initializers: no pre-processing needed (nor faster)
             quantize_dynamic(
                 src, dst, per_channel=per_channel, weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=sorted(targets),
+                op_types_to_quantize=list(_DYNAMIC_OPS), nodes_to_quantize=sorted(targets),
                 extra_options={"MatMulConstBOnly": True},
             )
     # a node onnxruntime skipped (or renamed) must not pass as int8

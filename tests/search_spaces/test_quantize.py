@@ -225,3 +225,15 @@ def test_ort_module_is_the_session_behind_a_torch_forward(
     assert list(module.parameters()) == []
     twin = copy.deepcopy(module)  # copies reopen the file: a session does not copy
     assert torch.equal(twin(ids), got)
+
+
+def test_dynamic_takes_matmul_and_conv_layers_and_names_a_gemm_it_cannot(
+        exported: Callable[..., tuple[nn.Module, Path]], tmp_path: Path) -> None:
+    _, path = exported("tiny_encoder")
+    with pytest.raises(ValueError, match="'head' run as Gemm"):  # quantize_dynamic has no int8 Gemm
+        quantize_onnx(path, tmp_path / "q.onnx", int8_layers=["embed", "head"], scheme="dynamic")
+    report = quantize_onnx(path, tmp_path / "q.onnx", int8_layers=["embed", "blocks.0.fc1"],
+                           scheme="dynamic")
+    ops = sorted(n.op_type for n in _graph(tmp_path / "q.onnx").node if "Integer" in n.op_type)
+    assert ops == ["ConvInteger", "MatMulInteger"]
+    assert report.int8_nodes == ("/embed/Conv", "/blocks/blocks.0/fc1/MatMul")
