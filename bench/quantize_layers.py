@@ -61,7 +61,7 @@ def text(name: str) -> nn.Module:
         return all_minilm_l6_v2()
     from tests.search_spaces.tiny_text import tiny_embedder
 
-    return tiny_embedder(initializer_range=0.3)  # type: ignore[no-untyped-call]
+    return tiny_embedder(initializer_range=0.3)  # type: ignore[no-untyped-call,arg-type]
 
 
 def bench(name: str, tmp: Path, args: argparse.Namespace) -> list[str]:
@@ -81,7 +81,7 @@ def bench(name: str, tmp: Path, args: argparse.Namespace) -> list[str]:
         from search_spaces.transformers.bundle import export_onnx as export_text
 
         model, scheme, calibration = text(name), "dynamic", []
-        vocab = int(model.backbone.config.vocab_size)
+        vocab = int(model.backbone.config.vocab_size)  # type: ignore[union-attr,arg-type]
         lo = min(1000, vocab // 4)  # past the special tokens
         held_out = torch.randint(lo, vocab, (32, args.seq))
         example = held_out[:1]
