@@ -41,8 +41,9 @@ SCHEMES: tuple[Scheme, ...] = ("static", "dynamic")
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 #: Activations onnxruntime folds into the preceding int8 node's output quantization.
 _FOLDABLE = ("Relu", "Clip")
-#: What dynamic quantization turns an int8 MatMul / Gemm into (the node that proves it is int8).
-_DYNAMIC_INT8_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "ConvInteger")
+#: The weight ops ``quantize_dynamic`` has an integer kernel for (no Gemm), and what it makes of them.
+_DYNAMIC_OPS = ("MatMul", "Conv")
+_DYNAMIC_INT8_OPS = ("MatMulInteger", "ConvInteger")
 
 
 def ort_session(path: str | Path, threads: int = 1) -> Any:
@@ -80,6 +81,33 @@ def module_name(node_name: str) -> str:
     return name
 
 
+def _resolve(name: str, modules: Collection[str]) -> str:
+    """``name`` as one of ``modules``: itself, or the one module whose atoms contain its atoms in
+    order and end the same (the exporter drops a non-numeric atom of a container that is not a
+    scope, e.g. a ModuleDict's name: ``heads.cls`` exports as ``cls``). Unchanged when none or
+    several match."""
+    if name in modules:
+        return name
+    atoms = name.split(".")
+
+    def contains(module: str) -> bool:
+        rest = iter(module.split("."))
+        return all(atom in rest for atom in atoms)  # an ordered sub-sequence
+
+    found = [m for m in modules if m.split(".")[-1] == atoms[-1] and contains(m)]
+    return found[0] if len(found) == 1 else name
+
+
+def _layers(graph: Any, modules: Collection[str] | None) -> tuple[list[Any], dict[str, list[str]]]:
+    nodes = _weight_nodes(graph)
+    known = None if modules is None else set(modules)
+    layers: dict[str, list[str]] = {}
+    for node in nodes:
+        name = module_name(node.name)
+        layers.setdefault(name if known is None else _resolve(name, known), []).append(node.name)
+    return nodes, layers
+
+
 def _constants(graph: Any) -> set[str]:
     """Tensor names holding constants: initializers, Constant outputs, Identity of either."""
     const = {t.name for t in graph.initializer}
@@ -95,15 +123,16 @@ def _weight_nodes(graph: Any) -> list[Any]:
             if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in const]
 
 
-def weight_layers(path: str | Path) -> dict[str, list[str]]:
+def weight_layers(path: str | Path, *, modules: Collection[str] | None = None) -> dict[str, list[str]]:
     """Torch module name -> names of the ONNX nodes (Conv / Gemm / MatMul with a constant weight)
-    computing it, in graph order. Products of two activations (attention) are not layers."""
+    computing it, in graph order. Products of two activations (attention) are not layers.
+
+    ``modules``: the exported model's module names (``named_modules()``), to recover the few
+    names the exporter's scopes do not spell out in full (see :func:`_resolve`).
+    """
     import onnx
 
-    layers: dict[str, list[str]] = {}
-    for node in _weight_nodes(onnx.load(str(path), load_external_data=False).graph):
-        layers.setdefault(module_name(node.name), []).append(node.name)
-    return layers
+    return _layers(onnx.load(str(path), load_external_data=False).graph, modules)[1]
 
 
 @dataclass(frozen=True)
@@ -159,6 +188,7 @@ def quantize_onnx(
     calibration: Sequence[np.ndarray] = (),
     calibration_cache: str | Path | None = None,
     per_channel: bool = True,
+    modules: Collection[str] | None = None,
 ) -> QuantizeReport:
     """Writes ``dst``: ``src`` with the weight nodes of ``int8_layers`` (torch module names, see
     :func:`weight_layers`) in int8 and every other node kept fp32.
@@ -167,7 +197,7 @@ def quantize_onnx(
     activation ranges set the int8 scales. ``calibration_cache``: a JSON file of those ranges
     (onnxruntime's own cache) for this very ``src``: written by the first call, read by the next
     ones instead of running the batches again (another precision map of the same architecture).
-    ``int8_layers`` empty: ``dst`` is a plain copy.
+    ``int8_layers`` empty: ``dst`` is a plain copy. ``modules``: as for :func:`weight_layers`.
 
     Raises:
         ValueError: an unknown layer or scheme, or ``static`` without calibration batches.
@@ -182,15 +212,19 @@ def quantize_onnx(
     if scheme not in SCHEMES:
         raise ValueError(f"scheme: expected one of {', '.join(SCHEMES)}, got {scheme!r}")
     model = onnx.load(str(src))
-    weight_nodes = _weight_nodes(model.graph)
-    layers: dict[str, list[str]] = {}
-    for node in weight_nodes:
-        layers.setdefault(module_name(node.name), []).append(node.name)
+    weight_nodes, layers = _layers(model.graph, modules)
     unknown = sorted(set(int8_layers) - set(layers))
     if unknown:
         raise ValueError(f"int8_layers: {', '.join(map(repr, unknown))} computes no Conv/Gemm/MatMul "
                          f"of {src.name} (its layers: {', '.join(layers)})")
     targets = {n for layer in int8_layers for n in layers[layer]}
+    if scheme == "dynamic":
+        ops = {n.name: n.op_type for n in weight_nodes}
+        gemm = sorted(layer for layer in int8_layers
+                      if any(ops[n] not in _DYNAMIC_OPS for n in layers[layer]))
+        if gemm:
+            raise ValueError(f"int8_layers: {', '.join(map(repr, gemm))} run as Gemm, which the dynamic "
+                             "scheme (onnxruntime's quantize_dynamic) cannot make int8; use static")
     cached = calibration_cache is not None and Path(calibration_cache).is_file()
     if scheme == "static" and targets and not calibration and not cached:
         raise ValueError("calibration: the static scheme needs calibration batches (arrays fed "
@@ -224,7 +258,7 @@ def quantize_onnx(
         else:  # MatMul weights are plain initializers: no pre-processing needed (nor faster)
             quantize_dynamic(
                 src, dst, per_channel=per_channel, weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=sorted(targets),
+                op_types_to_quantize=list(_DYNAMIC_OPS), nodes_to_quantize=sorted(targets),
                 extra_options={"MatMulConstBOnly": True},
             )
     # a node onnxruntime skipped (or renamed) must not pass as int8

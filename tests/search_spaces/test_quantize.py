@@ -97,6 +97,38 @@ def test_module_name_follows_the_exporters_scopes() -> None:
     assert module_name("/fc/Gemm") == "fc"
 
 
+class _Inner(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sub, self.conv = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1)), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.sub[0](x))  # a grandchild called past its container
+
+
+class _Unusual(nn.Module):
+    """Modules reached past their containers: the exporter's scopes drop the ModuleDict's name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.block = nn.Sequential(nn.Conv2d(3, 8, 3)), _Inner()
+        self.heads = nn.ModuleDict({"cls": nn.Linear(8, 4)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads["cls"](self.block(self.stem[0](x)).mean((2, 3)))
+
+
+def test_module_names_the_scopes_leave_out_are_recovered_from_the_models(tmp_path: Path) -> None:
+    model, path = _Unusual().eval(), tmp_path / "unusual.onnx"
+    export_onnx(model, torch.randn(1, 3, 16, 16), path)
+    assert set(weight_layers(path)) == {"stem.0", "block.sub.0", "block.conv", "cls"}
+    names = [n for n, _ in model.named_modules()]
+    assert set(weight_layers(path, modules=names)) == _weight_modules(model)
+    report = quantize_onnx(path, tmp_path / "q.onnx", int8_layers=["heads.cls"], scheme="static",
+                           calibration=_calibration((3, 16, 16)), modules=names)
+    assert report.int8_nodes == ("/cls/Gemm",)
+
+
 @pytest.mark.parametrize("name", list(CNNS))
 def test_cnn_mapping_covers_every_weight_node(exported: Callable[..., tuple[nn.Module, Path]],
                                               name: str) -> None:
@@ -225,3 +257,15 @@ def test_ort_module_is_the_session_behind_a_torch_forward(
     assert list(module.parameters()) == []
     twin = copy.deepcopy(module)  # copies reopen the file: a session does not copy
     assert torch.equal(twin(ids), got)
+
+
+def test_dynamic_takes_matmul_and_conv_layers_and_names_a_gemm_it_cannot(
+        exported: Callable[..., tuple[nn.Module, Path]], tmp_path: Path) -> None:
+    _, path = exported("tiny_encoder")
+    with pytest.raises(ValueError, match="'head' run as Gemm"):  # quantize_dynamic has no int8 Gemm
+        quantize_onnx(path, tmp_path / "q.onnx", int8_layers=["embed", "head"], scheme="dynamic")
+    report = quantize_onnx(path, tmp_path / "q.onnx", int8_layers=["embed", "blocks.0.fc1"],
+                           scheme="dynamic")
+    ops = sorted(n.op_type for n in _graph(tmp_path / "q.onnx").node if "Integer" in n.op_type)
+    assert ops == ["ConvInteger", "MatMulInteger"]
+    assert report.int8_nodes == ("/embed/Conv", "/blocks/blocks.0/fc1/MatMul")
