@@ -48,15 +48,17 @@ class LatencyModel:
     """
 
     #: in a space with int8: the prior's latency change per MACs share run in int8 (int8 kernels
-    #: about twice as fast) and per share of groups in int8 (quantize/dequantize overhead: none)
-    INT8_PRIOR = (-0.5, 0.0)
+    #: about twice as fast), per share of groups in int8 and per fp32/int8 boundary between
+    #: neighbouring groups (quantize/dequantize overhead: learnt, none in the prior)
+    INT8_PRIOR = (-0.5, 0.0, 0.0)
 
     def __init__(self, space: SearchSpace, *, strength: float = 1.0) -> None:
         self.space = space
         self.strength = strength
         self._index = {n: i for i, n in enumerate(space.names)}
-        # int8 adds two global terms (the MACs share in int8, the share of groups in int8), not
-        # one per group: a few measured points must be enough to learn them
+        # int8 adds three global terms (the MACs share in int8, the share of groups in int8, the
+        # share of neighbouring groups whose precisions differ: each boundary converts the
+        # activations), not one per group: a few measured points must be enough to learn them
         self._int8 = space.quantizable
         self.prior = np.array([0.0, 1.0] + [0.0] * len(space) + (list(self.INT8_PRIOR) if self._int8 else []))
         self.weights = self.prior.copy()
@@ -69,7 +71,7 @@ class LatencyModel:
         kept = space.kept(policy)
         frac = {g.name: kept[g.name] / g.channels for g in space.groups}
         n = len(space)
-        x = np.zeros(2 + n + (2 if self._int8 else 0))
+        x = np.zeros(2 + n + (len(self.INT8_PRIOR) if self._int8 else 0))
         x[0] = 1.0
         for c in space.costs:
             share = c.macs * math.prod(frac[g] for g in c.scale_by) / space.dense_macs
@@ -80,6 +82,10 @@ class LatencyModel:
             int8 = space.int8_groups(policy)
             x[2 + n] = sum(x[2 + self._index[g]] for g in int8)
             x[3 + n] = len(int8) / n
+            chosen = set(int8)
+            names = space.names
+            flips = sum((a in chosen) != (b in chosen) for a, b in zip(names, names[1:], strict=False))
+            x[4 + n] = flips / max(1, n - 1)
         return x
 
     def add(self, policy: Mapping[str, float], latency_ratio: float, latency_ms: float | None = None) -> None:

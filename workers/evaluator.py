@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +99,9 @@ class Evaluator:
             scope=hashlib.sha1(scope.encode()).hexdigest()[:16],
         )
         self.lock = lock
+        #: activation ranges of each recovered architecture, for its int8 variants
+        self._calibrations = Path(tempfile.mkdtemp(prefix="autoprune-calibration-"))
+        weakref.finalize(self, shutil.rmtree, self._calibrations, True)
 
     def costs(self, signature: str, model: nn.Module) -> tuple[int, int]:
         """(MACs, parameters) of ``model`` on this task's example input, cached by signature."""
@@ -174,8 +179,12 @@ class Evaluator:
                 scored, export = model, None
                 if int8:
                     t1 = time.perf_counter()
+                    # the recovered fp32 model depends on its widths alone: its activation ranges
+                    # are calibrated once per architecture, whatever its int8 groups
+                    widths_key = hashlib.sha1(self.space.signature(self.space.widths(policy)).encode()).hexdigest()
                     path = write_quantized(self.kind, model, self.example, Path(tmp) / "model.onnx", int8,
-                                           self.scoring.quantization_batches())
+                                           self.scoring.quantization_batches(),
+                                           self._calibrations / f"{widths_key[:20]}.json")
                     scored, export = scored_module(path), copying_export(path)
                     timings["quantize_s"] = time.perf_counter() - t1
                     timings["int8_groups"] = len(self.space.int8_groups(policy))

@@ -33,19 +33,21 @@ FP32_ONNX = "model.fp32.onnx"
 
 
 def quantize_file(kind: ModelKind, src: Path, dst: Path, int8_layers: Sequence[str],
-                  calibration: Sequence[torch.Tensor]) -> QuantizeReport:
-    """``src`` (the kind's fp32 export) with ``int8_layers`` in int8, written to ``dst``."""
+                  calibration: Sequence[torch.Tensor], calibration_cache: Path | None = None) -> QuantizeReport:
+    """``src`` (the kind's fp32 export) with ``int8_layers`` in int8, written to ``dst``
+    (``calibration_cache``: activation ranges of this very fp32 model, kept between calls)."""
     arrays = [c.detach().cpu().numpy() for c in calibration]
     return quantize_onnx(src, dst, int8_layers=list(int8_layers), scheme=kind.quantization,
-                         calibration=arrays)
+                         calibration=arrays, calibration_cache=calibration_cache)
 
 
 def write_quantized(kind: ModelKind, model: nn.Module, example: torch.Tensor, path: Path,
-                    int8_layers: Sequence[str], calibration: Sequence[torch.Tensor]) -> Path:
+                    int8_layers: Sequence[str], calibration: Sequence[torch.Tensor],
+                    calibration_cache: Path | None = None) -> Path:
     """``model`` exported by its kind and quantized: the int8 file at ``path``."""
     fp32 = path.with_name(path.stem + ".fp32.onnx")
     kind.export_onnx(model.eval().cpu(), example.cpu(), fp32)
-    quantize_file(kind, fp32, path, int8_layers, calibration)
+    quantize_file(kind, fp32, path, int8_layers, calibration, calibration_cache)
     fp32.unlink()
     return path
 
