@@ -98,17 +98,17 @@ def search(task: Any, agent_name: str, seed: int, args: argparse.Namespace) -> l
 
 def candidates(done: list[tuple[Proposal, Outcome]], budget: Budget, roles: bool) -> list[tuple[dict, Metrics]]:
     """The best measured within the budget (else the closest), then the baselines by role."""
-    ok = [(p, o) for p, o in done if o.metrics is not None]
-    feasible = [(p, o) for p, o in ok if budget.feasible(o.metrics) and not p.info.get("role")]
+    ok = [(p, o.metrics) for p, o in done if o.metrics is not None]
+    feasible = [(p, m) for p, m in ok if budget.feasible(m) and not p.info.get("role")]
     if feasible:
-        best = max(feasible, key=lambda po: po[1].metrics.quality)
+        best = max(feasible, key=lambda pm: pm[1].quality)
     else:
-        best = min(ok, key=lambda po: max(budget.violations(po[1].metrics)))
-    out = [(best[0].policy, best[1].metrics)]
+        best = min(ok, key=lambda pm: max(budget.violations(pm[1])))
+    out = [(best[0].policy, best[1])]
     if roles:
-        for p, o in ok:
+        for p, m in ok:
             if p.info.get("role") and p.trial_id != best[0].trial_id:
-                out.append((p.policy, dataclasses.replace(o.metrics, extra={**o.metrics.extra, "role": p.info["role"]})))
+                out.append((p.policy, dataclasses.replace(m, extra={**m.extra, "role": p.info["role"]})))
     return out
 
 

@@ -22,7 +22,6 @@ from service.db.models import ArtifactRow, TrialRow
 from service.views import Delivery
 from workers.artifacts import ArtifactInfo
 
-
 #: the roles of the zero-search proposals every agent makes first (``Agent.baselines``)
 BASELINE_ROLES = ("baseline", "quantize-only", "quantize+uniform-fill")
 
