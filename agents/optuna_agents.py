@@ -107,6 +107,21 @@ class _OptunaAgent(Agent):
             out.append(proposal)
         return out
 
+    def _baseline(self, role: str) -> Proposal:
+        """In a space with int8, a baseline is told to the study as a completed trial too, so the
+        sampler's model starts from the baselines (a joint width × precision space is too large
+        for a few trials to find what quantize + uniform-fill already is)."""
+        proposal = super()._baseline(role)
+        if not self.space.quantizable:
+            return proposal
+        raw = {g.name: min(proposal.policy.get(g.name, 0.0), self.space.max_ratio) for g in self.space.groups}
+        if self.space.quantizable:
+            int8 = set(self.space.int8_groups(proposal.policy))
+            raw.update({bits_key(g.name): float(PRECISION_BITS["int8" if g.name in int8 else "fp32"])
+                        for g in self.space.groups})
+        self._raw[proposal.trial_id] = raw
+        return proposal
+
     def _values(self, outcome: Outcome) -> list[float]:
         m = outcome.metrics
         assert m is not None
@@ -118,7 +133,7 @@ class _OptunaAgent(Agent):
     def observe(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             raw = self._raw.pop(o.trial_id, None)
-            if raw is None:  # the baseline: not an Optuna sample
+            if raw is None:  # a baseline in a widths-only space: not an Optuna sample
                 continue
             values = self._values(o) if o.ok else None
             if values is not None and any(math.isnan(v) for v in values):

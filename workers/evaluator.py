@@ -161,6 +161,15 @@ class Evaluator:
         export = quantizing_export(self.kind, int8, self.scoring.quantization_batches()[:1]) if int8 else None
         return self.latency.run_of(self.shrink(policy), export=export)
 
+    def _quantized(self, policy: dict[str, float], model: nn.Module, path: Path) -> Path:
+        """``model`` (``policy``'s recovered fp32 model) exported with the policy's int8 groups
+        quantized, at ``path``. The recovered model depends on its widths alone, so its
+        activation ranges are calibrated once per architecture, whatever its int8 groups."""
+        widths = self.space.signature(self.space.widths(policy))
+        ranges = self._calibrations / f"{hashlib.sha1(widths.encode()).hexdigest()[:20]}.json"
+        return write_quantized(self.kind, model, self.example, path, self.space.int8_layers(policy),
+                               self.scoring.quantization_batches(), ranges)
+
     def evaluate(self, policy: dict[str, float]) -> Metrics:
         """Metrics of ``policy`` (validated: a bad group, ratio or precision raises
         ``PolicyError``). Its int8 groups are quantized after the fp32 recovery, and quality and
@@ -179,12 +188,7 @@ class Evaluator:
                 scored, export = model, None
                 if int8:
                     t1 = time.perf_counter()
-                    # the recovered fp32 model depends on its widths alone: its activation ranges
-                    # are calibrated once per architecture, whatever its int8 groups
-                    widths_key = hashlib.sha1(self.space.signature(self.space.widths(policy)).encode()).hexdigest()
-                    path = write_quantized(self.kind, model, self.example, Path(tmp) / "model.onnx", int8,
-                                           self.scoring.quantization_batches(),
-                                           self._calibrations / f"{widths_key[:20]}.json")
+                    path = self._quantized(policy, model, Path(tmp) / "model.onnx")
                     scored, export = scored_module(path), copying_export(path)
                     timings["quantize_s"] = time.perf_counter() - t1
                     timings["int8_groups"] = len(self.space.int8_groups(policy))

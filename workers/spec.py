@@ -243,8 +243,9 @@ class SearchSpaceSpec(_Spec):
     @field_validator("precision")
     @classmethod
     def _precisions(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("precision must name at least one of 'fp32', 'int8'")
+        if "fp32" not in v:
+            raise ValueError("precision must include 'fp32' (the baselines and every group's "
+                             "default), e.g. ['fp32', 'int8']")
         if len(set(v)) != len(v):
             raise ValueError(f"precision lists a precision twice: {v}")
         return v

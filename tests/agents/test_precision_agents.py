@@ -90,3 +90,19 @@ def test_the_latency_model_learns_what_int8_does() -> None:
         model.add(p, 0.1 + 0.9 * macs + 0.05 * len(int8) / len(space) * 4)
     dense = space.uniform(0.0)
     assert model.predict_ratio(space.with_int8(dense, space.names)) > model.predict_ratio(dense) + 0.1
+
+
+@pytest.mark.parametrize("name", ["optuna-tpe", "optuna-nsga2"])
+def test_optuna_starts_from_the_baselines_in_a_joint_space(name: str) -> None:
+    """Each baseline is a completed trial of the study (its ratios and precisions as params), so
+    the sampler's model starts from quantize + uniform-fill rather than from nothing."""
+    space = joint(toy_space())
+    agent = make_agent(name, space, Budget(macs_ratio=0.5), seed=0)
+    first = [agent.ask(1)[0] for _ in range(3)]
+    agent.tell([Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in first])
+    trials = agent.study.trials  # type: ignore[attr-defined]
+    assert len(trials) == 3
+    both = next(t for t in trials if t.user_attrs["autoprune_trial_id"] == first[2].trial_id)
+    assert all(both.params[f"p:{n}"] == "int8" for n in space.names)
+    kept = space.kept({n: both.params[f"r:{n}"] for n in space.names})
+    assert kept == space.kept(first[2].policy)

@@ -30,8 +30,10 @@ REFUSED: list[tuple[str, dict[str, Any], list[str], str]] = [
      ["body", "search_space", "precision"], "add 'onnx' to finalize.export"),
     ("an unknown precision", spec(search_space={"precision": ["fp32", "int4"]}),
      ["body", "search_space", "precision", 1], "'fp32' or 'int8'"),
-    ("a precision twice", spec(search_space={"precision": ["int8", "int8"]}),
+    ("a precision twice", spec(search_space={"precision": ["fp32", "int8", "int8"]}),
      ["body", "search_space", "precision"], "lists a precision twice"),
+    ("int8 alone", spec(search_space={"precision": ["int8"]}),
+     ["body", "search_space", "precision"], "must include 'fp32'"),
 ]
 
 
