@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,11 @@ def _real_specs(jobs: int, trials: int) -> list[dict[str, Any]]:
     return [reference, *[tiny] * (jobs - 1)]
 
 
-def serve(port: int, data_dir: Path, delay: float, concurrent: int, real: bool = False) -> None:
-    """The server process: the real app on uvicorn, with the fake launcher or the real workers."""
+def serve(port: int, data_dir: Path, delay: float, concurrent: int, real: bool = False, http: str = "auto",
+          loop: str = "auto") -> None:
+    """The server process: the real app on uvicorn, with the fake launcher or the real workers
+    (``http``/``loop``: uvicorn's HTTP parser and event loop; ``auto`` is what ``autoprune serve``
+    gets: httptools and uvloop when installed)."""
     import uvicorn
 
     from service.api.app import create_app
@@ -83,7 +87,8 @@ def serve(port: int, data_dir: Path, delay: float, concurrent: int, real: bool =
     extra: dict[str, Any] = {"cache_dir": data_dir / "reference-cache"} if real else {}
     settings = Settings(data_dir=data_dir, port=port, max_concurrent_jobs=concurrent, **extra)
     launcher = None if real else FakeLauncher(delay=delay)
-    uvicorn.run(create_app(settings, launcher=launcher), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(create_app(settings, launcher=launcher), host="127.0.0.1", port=port, log_level="warning",
+                http=http, loop=loop)  # type: ignore[arg-type]
 
 
 def _free_port() -> int:
@@ -256,12 +261,18 @@ class _RawClient:
             self.conn[1].close()
 
 
+#: the load generators of ``--reads``: each client its own httpx.AsyncClient (one kept-alive
+#: connection, as 50 users would have); one AsyncClient whose pool all clients share; raw sockets
+CLIENT_KINDS = ("httpx", "httpx-shared", "raw")
+
+
 async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, pid: int,
-                raw: bool = False) -> dict[str, Any]:
+                client_kind: str = "httpx", measuring: Callable[[bool], None] | None = None) -> dict[str, Any]:
     """Stores ``jobs`` jobs (all but the newest finished, the newest running), then ``clients``
     clients each send ``reads`` requests back to back: ``GET /jobs?limit=20`` and
     ``GET /jobs/{id}`` alternately (ids in turn). Closed loop: the reads per second is the
-    server's throughput, and latency ≈ clients / throughput."""
+    server's throughput, and latency ≈ clients / throughput. ``measuring(True/False)`` is called
+    as the reads start and end (the profiler samples only them)."""
     import httpx
 
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
@@ -289,36 +300,46 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
         by_kind: dict[str, list[float]] = {}
         errors: list[str] = []
 
+        # made before the clock starts (an AsyncClient builds an SSL context: not a read's cost)
+        owns = [httpx.AsyncClient(base_url=url, timeout=60) if client_kind == "httpx" else None for _ in range(clients)]
+
         async def client(k: int) -> None:
-            conn = _RawClient(url) if raw else None
+            raw = _RawClient(url) if client_kind == "raw" else None
+            own = owns[k]
             for i in range(reads):
                 url_ = "/api/v1/jobs?limit=20" if (i + k) % 2 == 0 else f"/api/v1/jobs/{ids[(k + i) % len(ids)]}"
                 t = time.perf_counter()
                 try:
-                    code = await conn.get(url_) if conn is not None else (await http.get(url_)).status_code
+                    code = await raw.get(url_) if raw is not None else (await (own or http).get(url_)).status_code
                 except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     errors.append(f"{url_}: {type(exc).__name__}: {exc}")
-                    if conn is not None:
-                        conn.close()
-                        conn = _RawClient(url)
+                    if raw is not None:
+                        raw.close()
+                        raw = _RawClient(url)
                     continue
                 ms = (time.perf_counter() - t) * 1000
                 latencies.append(ms)
                 by_kind.setdefault(_kind(url_), []).append(ms)
                 if code != 200:
                     errors.append(f"{url_}: HTTP {code}")
-            if conn is not None:
-                conn.close()
+            if raw is not None:
+                raw.close()
+            if own is not None:
+                await own.aclose()
 
+        if measuring is not None:
+            measuring(True)
         t0, cpu0, client0 = time.perf_counter(), _cpu_seconds(pid), time.process_time()
         await asyncio.gather(*[client(k) for k in range(clients)])
         wall = time.perf_counter() - t0
         server_ms = (_cpu_seconds(pid) - cpu0) * 1000  # the running job's commits included
         client_ms = (time.process_time() - client0) * 1000
+        if measuring is not None:
+            measuring(False)
         state = (await http.get(f"/api/v1/jobs/{running}")).json()["state"]
         await http.post(f"/api/v1/jobs/{running}/cancel")
     return {
-        "jobs": jobs, "clients": clients, "reads_per_client": reads, "client": "raw" if raw else "httpx",
+        "jobs": jobs, "clients": clients, "reads_per_client": reads, "client": client_kind,
         "requests": len(latencies),
         "errors": len(errors), "error_samples": errors[:5], "running_job_state": state,
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
@@ -335,12 +356,14 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
 def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float = 0.05, concurrent: int = 2,
              interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None, real: bool = False,
              profile: Path | None = None, burst: bool = False, reads: int = 0,
-             code: Path | None = None, raw_client: bool = False) -> dict[str, Any]:
+             code: Path | None = None, client: str = "httpx", http: str = "auto",
+             loop: str = "auto") -> dict[str, Any]:
     """Starts the server subprocess, drives the load, stops the server; returns the summary.
 
     ``reads`` > 0: the read-only closed-loop load of :func:`_read` instead of the polling one
-    (``raw_client``: its clients on raw kept-alive connections instead of httpx).
-    ``code``: the checkout whose service the server runs (default: this one)."""
+    (``client``: its load generator, one of :data:`CLIENT_KINDS`; a profile then covers the reads
+    only). ``code``: the checkout whose service the server runs (default: this one); ``http``,
+    ``loop``: uvicorn's parser and event loop in the server."""
     import httpx
 
     port = _free_port()
@@ -351,7 +374,8 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
     log = (tmp / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--serve", "--port", str(port), "--dir", str(tmp),
-         "--delay", str(delay), "--concurrent", str(concurrent), *(["--real"] if real else [])],
+         "--delay", str(delay), "--concurrent", str(concurrent), "--http", http, "--loop", loop,
+         *(["--real"] if real else [])],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     spy = None
@@ -369,36 +393,52 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
             if time.monotonic() - start > 60:
                 raise RuntimeError("server did not become healthy in 60 s")
             time.sleep(0.2)
-        if profile is not None:  # py-spy samples the server (all its threads, GIL holders marked)
+        def spying(on: bool) -> None:  # py-spy samples the server (all its threads, GIL holders marked)
+            nonlocal spy
+            if profile is None:
+                return
+            if not on:
+                _stop(spy)
+                spy = None
+                return
             exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             spy = subprocess.Popen([exe, "record", "--pid", str(proc.pid), "--output", str(profile),
                                     "--format", {".json": "speedscope", ".txt": "raw"}.get(profile.suffix, "flamegraph"),
-                                    "--rate", "50", "--gil", "--threads", "--nonblocking"],
+                                    "--rate", "200" if reads > 0 else "50", "--gil", "--threads", "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            time.sleep(0.5)  # py-spy attaches before the reads start
+
+        if reads == 0:
+            spying(True)
         specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
         cpu0, wall0, client0 = _cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
         if reads > 0:
             summary = asyncio.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials, pid=proc.pid,
-                                        raw=raw_client))
+                                        client_kind=client, measuring=spying))
         else:
             summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
                                          burst=burst))
         cpu = _cpu_seconds(proc.pid) - cpu0
         # what the server process (its child task processes apart) got of a core while it served
         share = round(cpu / (time.perf_counter() - wall0), 2)
-        client = round((time.process_time() - client0) / (time.perf_counter() - wall0), 2)
-        return {**summary, "poll_interval_s": interval, "burst_start": burst, "real_jobs": real, "server_cpu_s": round(cpu, 2),
-                "server_cores_used": share, "client_cores_used": client, "load_avg_1m": os.getloadavg()[0]}
+        client_share = round((time.process_time() - client0) / (time.perf_counter() - wall0), 2)
+        return {**summary, "server_http": http, "server_loop": loop, "poll_interval_s": interval, "burst_start": burst,
+                "real_jobs": real, "server_cpu_s": round(cpu, 2), "server_cores_used": share,
+                "client_cores_used": client_share, "load_avg_1m": os.getloadavg()[0]}
     finally:
-        if spy is not None:
-            spy.send_signal(2)  # SIGINT: py-spy writes the profile and exits
-            spy.wait(60)
+        _stop(spy)
         proc.terminate()
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _stop(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(2)  # SIGINT: py-spy writes the profile and exits
+        spy.wait(60)
 
 
 def main() -> None:
@@ -416,8 +456,14 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="py-spy output (.svg flame graph, .json speedscope, .txt collapsed stacks)")
     ap.add_argument("--reads", type=int, default=0,
                     help="read-only closed loop: jobs stored first (one running), each client sends this many reads")
-    ap.add_argument("--raw-client", action="store_true",
-                    help="--reads over raw kept-alive HTTP/1.1 connections (a cheap load generator) instead of httpx")
+    ap.add_argument("--client", choices=CLIENT_KINDS, default="httpx",
+                    help="--reads' load generator: each client its own httpx.AsyncClient (default), one shared "
+                         "httpx.AsyncClient, or raw kept-alive HTTP/1.1 connections (a cheap load generator)")
+    ap.add_argument("--raw-client", action="store_true", help="the same as --client raw")
+    ap.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
+                    help="uvicorn's HTTP parser in the server (auto: httptools when installed)")
+    ap.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                    help="uvicorn's event loop in the server (auto: uvloop when installed)")
     ap.add_argument("--code", type=Path, default=None,
                     help="serve this checkout's service (e.g. /work/main for the code before a change)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -425,15 +471,17 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        serve(args.port, args.dir, args.delay, args.concurrent, args.real)
+        serve(args.port, args.dir, args.delay, args.concurrent, args.real, args.http, args.loop)
         return
     summary = run_load(jobs=args.jobs, clients=args.clients, trials=args.trials, delay=args.delay,
                        concurrent=args.concurrent, interval=args.interval, timeout=args.timeout, real=args.real,
                        profile=args.profile, burst=args.burst, reads=args.reads, code=args.code,
-                       raw_client=args.raw_client)
+                       client="raw" if args.raw_client else args.client, http=args.http, loop=args.loop)
     print(json.dumps(summary, indent=2))
+    if args.profile is not None and args.profile.suffix == ".txt":
+        print(f"GIL-holder samples, % (py-spy, {args.profile}): {profile_shares(args.profile)}")
     if args.reads:
-        print(f"reads: p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, {summary['reads_per_s']} reads/s "
+        print(f"reads ({summary['client']} clients): p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, {summary['reads_per_s']} reads/s "
               f"over {summary['requests']} requests; {summary['errors']} errors; CPU per read: the server "
               f"{summary['server_cpu_ms_per_read']} ms, the clients {summary['client_cpu_ms_per_read']} ms "
               f"(load average {summary['load_avg_1m']:.1f})")
@@ -443,8 +491,6 @@ def main() -> None:
           f"{summary['errors']} errors, {summary['retried']} GETs retried on a closed kept-alive connection; "
           f"the server used {summary['server_cores_used']} of a core "
           f"(load average {summary['load_avg_1m']:.1f})")
-    if args.profile is not None and args.profile.suffix == ".txt":
-        print(f"GIL-holder samples, % (py-spy, {args.profile}): {profile_shares(args.profile)}")
 
 
 if __name__ == "__main__":
