@@ -267,12 +267,14 @@ CLIENT_KINDS = ("httpx", "httpx-shared", "raw")
 
 
 async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, pid: int,
-                client_kind: str = "httpx", measuring: Callable[[bool], None] | None = None) -> dict[str, Any]:
+                client_kind: str = "httpx", rounds: int = 1,
+                measuring: Callable[[bool], None] | None = None) -> dict[str, Any]:
     """Stores ``jobs`` jobs (all but the newest finished, the newest running), then ``clients``
     clients each send ``reads`` requests back to back: ``GET /jobs?limit=20`` and
     ``GET /jobs/{id}`` alternately (ids in turn). Closed loop: the reads per second is the
-    server's throughput, and latency ≈ clients / throughput. ``measuring(True/False)`` is called
-    as the reads start and end (the profiler samples only them)."""
+    server's throughput, and latency ≈ clients / throughput. ``rounds`` times in a row on the
+    same server; the summary is the round with the highest p99, with every round listed.
+    ``measuring(True/False)`` is called as the reads start and end (the profiler samples only them)."""
     import httpx
 
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
@@ -296,16 +298,14 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
         ids.append(running)
         while (await http.get(f"/api/v1/jobs/{running}")).json()["progress"]["trials_done"] < 2:
             await asyncio.sleep(0.1)
-        latencies: list[float] = []
-        by_kind: dict[str, list[float]] = {}
+        # made before the clock starts (an AsyncClient builds an SSL context: not a read's cost);
+        # kept across rounds, as their connections are
+        owns = [httpx.AsyncClient(base_url=url, timeout=60) if client_kind == "httpx" else None for _ in range(clients)]
+        raws = [_RawClient(url) if client_kind == "raw" else None for _ in range(clients)]
         errors: list[str] = []
 
-        # made before the clock starts (an AsyncClient builds an SSL context: not a read's cost)
-        owns = [httpx.AsyncClient(base_url=url, timeout=60) if client_kind == "httpx" else None for _ in range(clients)]
-
-        async def client(k: int) -> None:
-            raw = _RawClient(url) if client_kind == "raw" else None
-            own = owns[k]
+        async def client(k: int, latencies: list[float], by_kind: dict[str, list[float]]) -> None:
+            raw, own = raws[k], owns[k]
             for i in range(reads):
                 url_ = "/api/v1/jobs?limit=20" if (i + k) % 2 == 0 else f"/api/v1/jobs/{ids[(k + i) % len(ids)]}"
                 t = time.perf_counter()
@@ -315,41 +315,57 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
                     errors.append(f"{url_}: {type(exc).__name__}: {exc}")
                     if raw is not None:
                         raw.close()
-                        raw = _RawClient(url)
+                        raw = raws[k] = _RawClient(url)
                     continue
                 ms = (time.perf_counter() - t) * 1000
                 latencies.append(ms)
                 by_kind.setdefault(_kind(url_), []).append(ms)
                 if code != 200:
                     errors.append(f"{url_}: HTTP {code}")
-            if raw is not None:
-                raw.close()
-            if own is not None:
-                await own.aclose()
+
+        async def one_round() -> dict[str, Any]:
+            latencies: list[float] = []
+            by_kind: dict[str, list[float]] = {}
+            before = (await http.get(f"/api/v1/jobs/{running}")).json()["progress"]["trials_done"]
+            t0, cpu0, client0 = time.perf_counter(), _cpu_seconds(pid), time.process_time()
+            await asyncio.gather(*[client(k, latencies, by_kind) for k in range(clients)])
+            wall = time.perf_counter() - t0
+            server_ms = (_cpu_seconds(pid) - cpu0) * 1000  # the running job's commits included
+            client_ms = (time.process_time() - client0) * 1000
+            after = (await http.get(f"/api/v1/jobs/{running}")).json()["progress"]["trials_done"]
+            return {
+                "requests": len(latencies),
+                "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+                "p99_ms": round(_percentile(latencies, 0.99), 2), "max_ms": round(max(latencies, default=0), 2),
+                "reads_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
+                # CPU per read while the clients read: the server's (its job's commits included), the clients'
+                "server_cpu_ms_per_read": round(server_ms / max(len(latencies), 1), 2),
+                "client_cpu_ms_per_read": round(client_ms / max(len(latencies), 1), 2),
+                "running_job_trials_per_s": round((after - before) / wall, 1),  # each one a commit
+                "by_route": {k: {"n": len(v), "p50_ms": round(statistics.median(v), 2),
+                                 "p99_ms": round(_percentile(v, 0.99), 2)} for k, v in sorted(by_kind.items())},
+                "load_avg_1m": os.getloadavg()[0],
+            }
 
         if measuring is not None:
             measuring(True)
-        t0, cpu0, client0 = time.perf_counter(), _cpu_seconds(pid), time.process_time()
-        await asyncio.gather(*[client(k) for k in range(clients)])
-        wall = time.perf_counter() - t0
-        server_ms = (_cpu_seconds(pid) - cpu0) * 1000  # the running job's commits included
-        client_ms = (time.process_time() - client0) * 1000
+        measured = [await one_round() for _ in range(rounds)]
         if measuring is not None:
             measuring(False)
+        for raw in raws:
+            if raw is not None:
+                raw.close()
+        for own in owns:
+            if own is not None:
+                await own.aclose()
         state = (await http.get(f"/api/v1/jobs/{running}")).json()["state"]
         await http.post(f"/api/v1/jobs/{running}/cancel")
+    worst = max(measured, key=lambda m: m["p99_ms"])
     return {
         "jobs": jobs, "clients": clients, "reads_per_client": reads, "client": client_kind,
-        "requests": len(latencies),
         "errors": len(errors), "error_samples": errors[:5], "running_job_state": state,
-        "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
-        "p99_ms": round(_percentile(latencies, 0.99), 2), "max_ms": round(max(latencies, default=0), 2),
-        "reads_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
-        # CPU per read while the clients read: the server's (its job's commits included), the clients'
-        "server_cpu_ms_per_read": round(server_ms / max(len(latencies), 1), 2),
-        "client_cpu_ms_per_read": round(client_ms / max(len(latencies), 1), 2),
-        "by_route": {k: {"n": len(v), "p50_ms": round(statistics.median(v), 2),
-                         "p99_ms": round(_percentile(v, 0.99), 2)} for k, v in sorted(by_kind.items())},
+        **worst,  # the round with the highest p99 (the only one with --rounds 1)
+        "rounds": [{k: v for k, v in m.items() if k != "by_route"} for m in measured],
     }
 
 
@@ -357,7 +373,7 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
              interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None, real: bool = False,
              profile: Path | None = None, burst: bool = False, reads: int = 0,
              code: Path | None = None, client: str = "httpx", http: str = "auto",
-             loop: str = "auto") -> dict[str, Any]:
+             loop: str = "auto", client_loop: str = "auto", rounds: int = 1) -> dict[str, Any]:
     """Starts the server subprocess, drives the load, stops the server; returns the summary.
 
     ``reads`` > 0: the read-only closed-loop load of :func:`_read` instead of the polling one
@@ -368,7 +384,7 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
 
     port = _free_port()
     tmp = Path(data_dir or tempfile.mkdtemp(prefix="autoprune-load-"))
-    env = {**os.environ, "PYTHONPATH": str(code or ROOT), "AUTOPRUNE_BENCH_CODE": str(code or ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code or ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), "AUTOPRUNE_BENCH_CODE": str(code or ROOT)}
     env.pop("AUTOPRUNE_API_TOKEN", None)
     env.pop("AUTOPRUNE_DATABASE_URL", None)
     log = (tmp / "server.log").open("wb")
@@ -413,8 +429,11 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
         specs = _real_specs(jobs, trials) if real else [_spec(trials)] * jobs
         cpu0, wall0, client0 = _cpu_seconds(proc.pid), time.perf_counter(), time.process_time()
         if reads > 0:
-            summary = asyncio.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials, pid=proc.pid,
-                                        client_kind=client, measuring=spying))
+            factory = _client_loop(client_loop)
+            with asyncio.Runner(loop_factory=factory) as runner:
+                summary = runner.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials,
+                                           pid=proc.pid, client_kind=client, rounds=rounds, measuring=spying))
+            summary["client_loop"] = "asyncio" if factory is None else "uvloop"
         else:
             summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
                                          burst=burst))
@@ -422,9 +441,9 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
         # what the server process (its child task processes apart) got of a core while it served
         share = round(cpu / (time.perf_counter() - wall0), 2)
         client_share = round((time.process_time() - client0) / (time.perf_counter() - wall0), 2)
-        return {**summary, "server_http": http, "server_loop": loop, "poll_interval_s": interval, "burst_start": burst,
+        return {"server_http": http, "server_loop": loop, "poll_interval_s": interval, "burst_start": burst,
                 "real_jobs": real, "server_cpu_s": round(cpu, 2), "server_cores_used": share,
-                "client_cores_used": client_share, "load_avg_1m": os.getloadavg()[0]}
+                "client_cores_used": client_share, "load_avg_1m": os.getloadavg()[0], **summary}
     finally:
         _stop(spy)
         proc.terminate()
@@ -433,6 +452,20 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _client_loop(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The load generator's event loop factory: ``auto`` is uvloop when installed (as in the
+    server), else asyncio's."""
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 def _stop(spy: subprocess.Popen[bytes] | None) -> None:
@@ -459,6 +492,10 @@ def main() -> None:
     ap.add_argument("--client", choices=CLIENT_KINDS, default="httpx",
                     help="--reads' load generator: each client its own httpx.AsyncClient (default), one shared "
                          "httpx.AsyncClient, or raw kept-alive HTTP/1.1 connections (a cheap load generator)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="--reads: measure this many rounds in a row on one server; the worst p99 is reported")
+    ap.add_argument("--client-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                    help="--reads' clients' event loop (auto: uvloop when installed)")
     ap.add_argument("--raw-client", action="store_true", help="the same as --client raw")
     ap.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
                     help="uvicorn's HTTP parser in the server (auto: httptools when installed)")
@@ -476,15 +513,19 @@ def main() -> None:
     summary = run_load(jobs=args.jobs, clients=args.clients, trials=args.trials, delay=args.delay,
                        concurrent=args.concurrent, interval=args.interval, timeout=args.timeout, real=args.real,
                        profile=args.profile, burst=args.burst, reads=args.reads, code=args.code,
-                       client="raw" if args.raw_client else args.client, http=args.http, loop=args.loop)
+                       client="raw" if args.raw_client else args.client, http=args.http, loop=args.loop,
+                       client_loop=args.client_loop, rounds=args.rounds)
     print(json.dumps(summary, indent=2))
     if args.profile is not None and args.profile.suffix == ".txt":
         print(f"GIL-holder samples, % (py-spy, {args.profile}): {profile_shares(args.profile)}")
     if args.reads:
-        print(f"reads ({summary['client']} clients): p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, {summary['reads_per_s']} reads/s "
-              f"over {summary['requests']} requests; {summary['errors']} errors; CPU per read: the server "
-              f"{summary['server_cpu_ms_per_read']} ms, the clients {summary['client_cpu_ms_per_read']} ms "
-              f"(load average {summary['load_avg_1m']:.1f})")
+        for i, r in enumerate(summary["rounds"], 1):
+            print(f"round {i} ({summary['client']} clients): p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+                  f"{r['reads_per_s']} reads/s over {r['requests']} requests; CPU per read: the server "
+                  f"{r['server_cpu_ms_per_read']} ms, the clients {r['client_cpu_ms_per_read']} ms; the running "
+                  f"job {r['running_job_trials_per_s']} trials/s (load average {r['load_avg_1m']:.1f})")
+        print(f"reads ({summary['client']} clients, worst round): p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
+              f"{summary['reads_per_s']} reads/s; {summary['errors']} errors in all")
         return
     print(f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms over {summary['requests']} requests; "
           f"{summary['jobs_succeeded']}/{summary['jobs']} jobs succeeded in {summary['wall_s']} s; "
