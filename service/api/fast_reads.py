@@ -52,14 +52,14 @@ class FastReads:
                 page = _page(scope["query_string"])
                 if page is None:
                     return False
-                body = self.views.recent_page(db, offset=page[0], limit=page[1])
+                body = self.views.recent_page(db, offset=page[0], limit=page[1], refresh=True)
                 if body is None:
                     body = await run_in_threadpool(self.views.page, db, offset=page[0], limit=page[1])
             elif path.startswith(self.job_prefix) and "/" not in path[len(self.job_prefix):]:
                 job_id = path[len(self.job_prefix):]
                 if not job_id or scope["query_string"]:
                     return False
-                body = self.views.recent_one(db, job_id)
+                body = self.views.recent_one(db, job_id, refresh=True)
                 if body is None:
                     body = await run_in_threadpool(self.views.one, db, job_id)
             else:

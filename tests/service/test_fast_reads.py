@@ -4,6 +4,8 @@ does not handle left to FastAPI with FastAPI's status codes."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +14,11 @@ from fastapi.testclient import TestClient
 
 from service.api import jobs
 from service.api.app import App
+from service.api.job_views import JobViews
+from service.db import Database
 from tests.service.conftest import wait_state
 from tests.service.fakes import FakeLauncher, spec
+from tests.service.test_jobs import _job
 
 
 def _app(client: TestClient) -> App:
@@ -116,3 +121,29 @@ def test_a_body_or_another_method_goes_to_fastapi(client: TestClient) -> None:
     head = client.head(url).status_code
     assert head == _through_fastapi(client, url, method="HEAD").status_code
     assert _answered(client) == before
+
+
+def test_an_answer_read_on_is_renewed_before_its_bound(db: Database, db_url: str) -> None:
+    """Asked with ``refresh=True`` past half its bound, a remembered answer is still given and read
+    again in the background: readers keep getting an answer without waiting for a read, each no
+    older than the bound, and another process's write shows up in it."""
+    views = JobViews(max_stale_s=0.6)
+    first = _job(db)
+    assert json.loads(views.page(db, offset=0, limit=10))["count"] == 1
+    read_at = time.monotonic()
+    replica = Database(db_url)  # its writes move no generation here
+    try:
+        second = _job(replica)
+        time.sleep(max(0.0, read_at + 0.35 - time.monotonic()))  # past half the bound
+        old = views.recent_page(db, offset=0, limit=10, refresh=True)
+        assert old is not None and json.loads(old)["count"] == 1  # given, not waited for
+        deadline = time.monotonic() + 5
+        while json.loads(views.recent_page(db, offset=0, limit=10) or old)["count"] == 1:
+            assert time.monotonic() < deadline, "not read again in the background"
+            time.sleep(0.01)
+        time.sleep(max(0.0, read_at + 0.65 - time.monotonic()))  # the first read's bound has passed
+        renewed = views.recent_page(db, offset=0, limit=10)
+        assert renewed is not None  # the background read renewed it
+        assert [j["id"] for j in json.loads(renewed)["items"]] == [second, first]
+    finally:
+        replica.dispose()
