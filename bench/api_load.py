@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -261,13 +261,121 @@ class _RawClient:
             self.conn[1].close()
 
 
+class _ReadClients:
+    """Clients ``ks`` of the closed loop, each on its own kept-alive connection (made before the
+    clock starts: an AsyncClient builds an SSL context, not a read's cost) kept across rounds;
+    client ``k``'s ``i``-th read is ``GET /jobs?limit=20`` or ``GET /jobs/{id}`` by parity."""
+
+    def __init__(self, url: str, ids: list[str], ks: Iterable[int], reads: int, kind: str,
+                 shared: Any = None) -> None:
+        import httpx
+
+        self.url, self.ids, self.ks, self.reads, self.shared = url, ids, list(ks), reads, shared
+        self.owns = {k: httpx.AsyncClient(base_url=url, timeout=60) if kind == "httpx" else None for k in self.ks}
+        self.raws = {k: _RawClient(url) if kind == "raw" else None for k in self.ks}
+
+    async def round(self, latencies: list[float], by_kind: dict[str, list[float]], errors: list[str]) -> None:
+        await asyncio.gather(*[self._client(k, latencies, by_kind, errors) for k in self.ks])
+
+    async def _client(self, k: int, latencies: list[float], by_kind: dict[str, list[float]],
+                      errors: list[str]) -> None:
+        import httpx
+
+        ids = self.ids
+        for i in range(self.reads):
+            url_ = "/api/v1/jobs?limit=20" if (i + k) % 2 == 0 else f"/api/v1/jobs/{ids[(k + i) % len(ids)]}"
+            raw, own = self.raws[k], self.owns[k] or self.shared
+            t = time.perf_counter()
+            try:
+                code = await raw.get(url_) if raw is not None else (await own.get(url_)).status_code
+            except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                errors.append(f"{url_}: {type(exc).__name__}: {exc}")
+                if raw is not None:
+                    raw.close()
+                    self.raws[k] = _RawClient(self.url)
+                continue
+            ms = (time.perf_counter() - t) * 1000
+            latencies.append(ms)
+            by_kind.setdefault(_kind(url_), []).append(ms)
+            if code != 200:
+                errors.append(f"{url_}: HTTP {code}")
+
+    async def aclose(self) -> None:
+        for raw in self.raws.values():
+            if raw is not None:
+                raw.close()
+        for own in self.owns.values():
+            if own is not None:
+                await own.aclose()
+
+
+class _ReadWorkers:
+    """``procs`` processes sharing the clients (client ``k`` in process ``k % procs``): a load
+    generator that can use every core. Each round starts in all at once (a line on their stdin)
+    and each answers its latencies, errors and CPU seconds as one JSON line."""
+
+    def __init__(self, url: str, ids: list[str], clients: int, reads: int, kind: str, procs: int,
+                 loop: str) -> None:
+        self.procs = []
+        for j in range(procs):
+            config = {"url": url, "ids": ids, "ks": list(range(j, clients, procs)), "reads": reads, "kind": kind}
+            self.procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--read-worker",
+                                                json.dumps(config), "--client-loop", loop],
+                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        for proc in self.procs:  # every client made before the first round
+            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+
+    def round(self, latencies: list[float], by_kind: dict[str, list[float]], errors: list[str]) -> float:
+        """Runs one round in every process; returns their CPU seconds."""
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        cpu = 0.0
+        for proc in self.procs:
+            assert proc.stdout is not None
+            answer = json.loads(proc.stdout.readline())
+            latencies += answer["latencies"]
+            errors += answer["errors"]
+            for k, v in answer["by_kind"].items():
+                by_kind.setdefault(k, []).extend(v)
+            cpu += answer["cpu_s"]
+        return cpu
+
+    def close(self) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.close()  # end of input: the worker closes its clients and exits
+            proc.wait(30)
+
+
+def read_worker(config: dict[str, Any], loop_kind: str) -> None:
+    """A ``--client-procs`` process: its share of the clients, one round per line on stdin."""
+
+    async def main() -> None:
+        group = _ReadClients(config["url"], config["ids"], config["ks"], config["reads"], config["kind"])
+        print("ready", flush=True)
+        while sys.stdin.readline().strip() == "go":
+            latencies: list[float] = []
+            by_kind: dict[str, list[float]] = {}
+            errors: list[str] = []
+            cpu0 = time.process_time()
+            await group.round(latencies, by_kind, errors)
+            print(json.dumps({"latencies": latencies, "by_kind": by_kind, "errors": errors,
+                              "cpu_s": time.process_time() - cpu0}), flush=True)
+        await group.aclose()
+
+    with asyncio.Runner(loop_factory=_client_loop(loop_kind)) as runner:
+        runner.run(main())
+
+
 #: the load generators of ``--reads``: each client its own httpx.AsyncClient (one kept-alive
 #: connection, as 50 users would have); one AsyncClient whose pool all clients share; raw sockets
 CLIENT_KINDS = ("httpx", "httpx-shared", "raw")
 
 
 async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, pid: int,
-                client_kind: str = "httpx", rounds: int = 1,
+                client_kind: str = "httpx", rounds: int = 1, client_procs: int = 1, client_loop: str = "auto",
                 measuring: Callable[[bool], None] | None = None) -> dict[str, Any]:
     """Stores ``jobs`` jobs (all but the newest finished, the newest running), then ``clients``
     clients each send ``reads`` requests back to back: ``GET /jobs?limit=20`` and
@@ -298,40 +406,26 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
         ids.append(running)
         while (await http.get(f"/api/v1/jobs/{running}")).json()["progress"]["trials_done"] < 2:
             await asyncio.sleep(0.1)
-        # made before the clock starts (an AsyncClient builds an SSL context: not a read's cost);
-        # kept across rounds, as their connections are
-        owns = [httpx.AsyncClient(base_url=url, timeout=60) if client_kind == "httpx" else None for _ in range(clients)]
-        raws = [_RawClient(url) if client_kind == "raw" else None for _ in range(clients)]
         errors: list[str] = []
-
-        async def client(k: int, latencies: list[float], by_kind: dict[str, list[float]]) -> None:
-            raw, own = raws[k], owns[k]
-            for i in range(reads):
-                url_ = "/api/v1/jobs?limit=20" if (i + k) % 2 == 0 else f"/api/v1/jobs/{ids[(k + i) % len(ids)]}"
-                t = time.perf_counter()
-                try:
-                    code = await raw.get(url_) if raw is not None else (await (own or http).get(url_)).status_code
-                except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                    errors.append(f"{url_}: {type(exc).__name__}: {exc}")
-                    if raw is not None:
-                        raw.close()
-                        raw = raws[k] = _RawClient(url)
-                    continue
-                ms = (time.perf_counter() - t) * 1000
-                latencies.append(ms)
-                by_kind.setdefault(_kind(url_), []).append(ms)
-                if code != 200:
-                    errors.append(f"{url_}: HTTP {code}")
+        workers = group = None
+        if client_procs > 1:
+            workers = _ReadWorkers(url, ids, clients, reads, client_kind, client_procs, client_loop)
+        else:
+            group = _ReadClients(url, ids, range(clients), reads, client_kind, shared=http)
 
         async def one_round() -> dict[str, Any]:
             latencies: list[float] = []
             by_kind: dict[str, list[float]] = {}
             before = (await http.get(f"/api/v1/jobs/{running}")).json()["progress"]["trials_done"]
             t0, cpu0, client0 = time.perf_counter(), _cpu_seconds(pid), time.process_time()
-            await asyncio.gather(*[client(k, latencies, by_kind) for k in range(clients)])
+            worker_cpu_s = 0.0
+            if workers is not None:
+                worker_cpu_s = workers.round(latencies, by_kind, errors)
+            elif group is not None:
+                await group.round(latencies, by_kind, errors)
             wall = time.perf_counter() - t0
             server_ms = (_cpu_seconds(pid) - cpu0) * 1000  # the running job's commits included
-            client_ms = (time.process_time() - client0) * 1000
+            client_ms = (time.process_time() - client0 + worker_cpu_s) * 1000
             after = (await http.get(f"/api/v1/jobs/{running}")).json()["progress"]["trials_done"]
             return {
                 "requests": len(latencies),
@@ -352,17 +446,16 @@ async def _read(url: str, *, jobs: int, clients: int, reads: int, trials: int, p
         measured = [await one_round() for _ in range(rounds)]
         if measuring is not None:
             measuring(False)
-        for raw in raws:
-            if raw is not None:
-                raw.close()
-        for own in owns:
-            if own is not None:
-                await own.aclose()
+        if group is not None:
+            await group.aclose()
+        if workers is not None:
+            workers.close()
         state = (await http.get(f"/api/v1/jobs/{running}")).json()["state"]
         await http.post(f"/api/v1/jobs/{running}/cancel")
     worst = max(measured, key=lambda m: m["p99_ms"])
     return {
         "jobs": jobs, "clients": clients, "reads_per_client": reads, "client": client_kind,
+        "client_procs": client_procs,
         "errors": len(errors), "error_samples": errors[:5], "running_job_state": state,
         **worst,  # the round with the highest p99 (the only one with --rounds 1)
         "rounds": [{k: v for k, v in m.items() if k != "by_route"} for m in measured],
@@ -373,7 +466,8 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
              interval: float = 1.0, timeout: float = 240.0, data_dir: Path | None = None, real: bool = False,
              profile: Path | None = None, burst: bool = False, reads: int = 0,
              code: Path | None = None, client: str = "httpx", http: str = "auto",
-             loop: str = "auto", client_loop: str = "auto", rounds: int = 1) -> dict[str, Any]:
+             loop: str = "auto", client_loop: str = "auto", rounds: int = 1,
+             client_procs: int = 1) -> dict[str, Any]:
     """Starts the server subprocess, drives the load, stops the server; returns the summary.
 
     ``reads`` > 0: the read-only closed-loop load of :func:`_read` instead of the polling one
@@ -432,7 +526,9 @@ def run_load(*, jobs: int = 20, clients: int = 50, trials: int = 8, delay: float
             factory = _client_loop(client_loop)
             with asyncio.Runner(loop_factory=factory) as runner:
                 summary = runner.run(_read(url, jobs=jobs, clients=clients, reads=reads, trials=trials,
-                                           pid=proc.pid, client_kind=client, rounds=rounds, measuring=spying))
+                                           pid=proc.pid, client_kind=client, rounds=rounds,
+                                           client_procs=client_procs, client_loop=client_loop,
+                                           measuring=spying))
             summary["client_loop"] = "asyncio" if factory is None else "uvloop"
         else:
             summary = asyncio.run(_drive(url, specs=specs, clients=clients, timeout=timeout, interval=interval,
@@ -494,6 +590,9 @@ def main() -> None:
                          "httpx.AsyncClient, or raw kept-alive HTTP/1.1 connections (a cheap load generator)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="--reads: measure this many rounds in a row on one server; the worst p99 is reported")
+    ap.add_argument("--client-procs", type=int, default=1,
+                    help="--reads: spread the clients over this many processes (a load generator using every core)")
+    ap.add_argument("--read-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--client-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                     help="--reads' clients' event loop (auto: uvloop when installed)")
     ap.add_argument("--raw-client", action="store_true", help="the same as --client raw")
@@ -507,6 +606,9 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.read_worker is not None:
+        read_worker(json.loads(args.read_worker), args.client_loop)
+        return
     if args.serve:
         serve(args.port, args.dir, args.delay, args.concurrent, args.real, args.http, args.loop)
         return
@@ -514,7 +616,7 @@ def main() -> None:
                        concurrent=args.concurrent, interval=args.interval, timeout=args.timeout, real=args.real,
                        profile=args.profile, burst=args.burst, reads=args.reads, code=args.code,
                        client="raw" if args.raw_client else args.client, http=args.http, loop=args.loop,
-                       client_loop=args.client_loop, rounds=args.rounds)
+                       client_loop=args.client_loop, rounds=args.rounds, client_procs=args.client_procs)
     print(json.dumps(summary, indent=2))
     if args.profile is not None and args.profile.suffix == ".txt":
         print(f"GIL-holder samples, % (py-spy, {args.profile}): {profile_shares(args.profile)}")
