@@ -19,13 +19,16 @@ of every polling request is measured at the client; p50/p99 are reported.
 ``--reads N`` measures reads alone, closed-loop: 20 jobs are stored first (19 finished, the
 newest running, committing a trial every ``--delay`` s), then 50 clients each send N requests
 back to back, ``GET /jobs?limit=20`` and ``GET /jobs/{id}`` alternately; it prints p50/p99 and
-reads per second. httpx costs the shared cores about what the server does per request;
-``--raw-client`` sends the same reads over raw kept-alive connections, a cheap load generator.
-``--code DIR`` serves another checkout's service (the "before" of a change):
+reads per second, ``--rounds N`` times on one server (the worst round is the summary). The
+clients (``--client``): each its own httpx.AsyncClient (the default), one shared AsyncClient
+(``httpx-shared``), or raw kept-alive connections (``raw``, ``--raw-client``: a load generator
+that costs the shared cores little; httpx costs them more per read than the server does);
+``--client-procs N`` spreads them over N processes. ``--code DIR`` serves another checkout's
+service (the "before" of a change); ``--http``/``--loop`` pick uvicorn's parser and loop:
 
-    .venv/bin/python bench/api_load.py --reads 20
-    .venv/bin/python bench/api_load.py --reads 20 --raw-client
-    .venv/bin/python bench/api_load.py --reads 20 --code /work/main   # the same bench, older server
+    .venv/bin/python bench/api_load.py --reads 20 --rounds 3
+    .venv/bin/python bench/api_load.py --reads 20 --rounds 3 --client raw
+    .venv/bin/python bench/api_load.py --reads 20 --code /work/main --http h11 --loop asyncio  # before
 """
 
 from __future__ import annotations
