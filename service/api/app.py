@@ -14,10 +14,12 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from search_spaces.registry import allow_plugins
 from service.api import files, jobs
 from service.api.deps import errors, require_token
+from service.api.fast_reads import FastReads
 from service.api.middleware import BodyLimitMiddleware
 from service.api.schemas import Health, finite
 from service.config import Settings
@@ -29,6 +31,18 @@ from workers.ray_driver import ray_state, shutdown_shared
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("autoprune.api")
+
+
+class App(FastAPI):
+    """FastAPI, with the two most read routes answered first from remembered JSON
+    (:mod:`service.api.fast_reads`) when nothing in the request needs FastAPI."""
+
+    fast_reads: FastReads | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.fast_reads is not None and await self.fast_reads(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, launcher: Launcher | None = None) -> FastAPI:
@@ -52,7 +66,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             shutdown_shared()  # the controller's Ray, if a job started it
             db.dispose()
 
-    app = FastAPI(
+    app = App(
         title="autoprune",
         version="0.1.0",
         description="Pruning-policy search: submit a job, follow its trials and front, pull artifacts.",
@@ -98,5 +112,6 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         upload_bytes=settings.max_upload_bytes,
         upload_prefix=f"{API_PREFIX}/uploads",
     )
+    app.fast_reads = FastReads(app, jobs.views, prefix=API_PREFIX)  # after the middleware it counts
     return app
 

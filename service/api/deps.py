@@ -35,15 +35,18 @@ RunnerDep = Annotated[Runner, Depends(get_runner)]
 async def require_token(request: Request, settings: SettingsDep) -> None:
     """With ``api_token`` set, every /api/v1 call needs ``Authorization: Bearer <token>``."""
     token = settings.api_token
-    if not token:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
+    if token and not token_matches(request.headers.get("authorization", ""), token):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def token_matches(authorization: str, token: str) -> bool:
+    """Whether an ``Authorization`` header's value is ``Bearer <token>``."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), token.encode())
 
 
 _ERROR_TEXT = {

@@ -14,7 +14,10 @@ committed write of this process — submits, cancels, state changes, leases — 
 job's progress) is answered again while the generation is unchanged and for at most
 ``max_stale_s``: the bound on how late a running job's new trials, and another process's (a
 replica's) writes, are seen; the event stream carries each trial as it is stored. This process's
-other writes are seen at once.
+other writes are seen at once. Asked with ``refresh=True`` (the routes do), an answer past half
+that bound is still given, and read again in the background (one thread, one read per answer at
+a time): under steady reading a remembered answer is renewed before it expires, so readers do not
+queue behind its re-read, and no answer given is older than the bound.
 
 At most ``readers`` threads read at once: with one GIL and one database file more give no
 parallelism, only more threads for the event loop (which answers the finished views) to wait
@@ -24,10 +27,12 @@ behind; the others sleep on a semaphore.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session
 
@@ -44,6 +49,7 @@ FINAL = None
 MAX_STALE_S = 0.25
 
 Generation = tuple[int, int]
+log = logging.getLogger(__name__)
 
 
 class JobViews:
@@ -59,15 +65,20 @@ class JobViews:
         self._readers = threading.BoundedSemaphore(readers)
         # striped: a bounded set of locks whatever the number of jobs
         self._flights = [threading.Lock() for _ in range(64)]
+        self._refreshing: set[tuple[int, str]] = set()
+        self._refresher: ThreadPoolExecutor | None = None
 
-    def recent_one(self, db: Database, job_id: str) -> bytes | None:
+    def recent_one(self, db: Database, job_id: str, *, refresh: bool = False) -> bytes | None:
         """A job's view answerable without the database (finished, or unchanged as far as this
-        process knows), else None."""
-        return self.finished(job_id) or self._recent_answer(db, job_id)
+        process knows), else None; ``refresh``: read it again in the background when past half
+        its bound."""
+        read = (lambda: self._read_one(db, job_id)) if refresh else None
+        return self.finished(job_id) or self._recent_answer(db, job_id, read)
 
-    def recent_page(self, db: Database, *, offset: int, limit: int) -> bytes | None:
-        """A page answerable without the database, else None."""
-        return self._recent_answer(db, f"page:{offset}:{limit}")
+    def recent_page(self, db: Database, *, offset: int, limit: int, refresh: bool = False) -> bytes | None:
+        """A page answerable without the database, else None (``refresh``: as :meth:`recent_one`)."""
+        read = (lambda: self._read_page(db, offset=offset, limit=limit)) if refresh else None
+        return self._recent_answer(db, f"page:{offset}:{limit}", read)
 
     def finished(self, job_id: str) -> bytes | None:
         """The kept view of a finished job, or None (unknown, unfinished, or dropped)."""
@@ -116,15 +127,45 @@ class JobViews:
         with self._flights[hash((db.serial, key)) % len(self._flights)]:
             yield
 
-    def _recent_answer(self, db: Database, key: str) -> bytes | None:
+    def _recent_answer(self, db: Database, key: str, read: Callable[[], bytes] | None = None) -> bytes | None:
         with self._lock:
             entry = self._recent.get((db.serial, key))
-        if entry is None or entry[0] != db.generation or time.monotonic() - entry[1] >= self.max_stale_s:
+        if entry is None or entry[0] != db.generation:
             return None
+        age = time.monotonic() - entry[1]
+        if age >= self.max_stale_s:
+            return None
+        if read is not None and age >= self.max_stale_s / 2:
+            self._refresh(db, key, read)
         return entry[2]
+
+    def _refresh(self, db: Database, key: str, read: Callable[[], bytes]) -> None:
+        """Reads ``key`` again in the background, unless a refresh of it is under way."""
+        with self._lock:
+            if (db.serial, key) in self._refreshing:
+                return
+            self._refreshing.add((db.serial, key))
+            if self._refresher is None:
+                self._refresher = ThreadPoolExecutor(1, thread_name_prefix="job-views")
+            refresher = self._refresher
+
+        def run() -> None:
+            try:
+                with self._single_flight(db, key):
+                    read()
+            except Exception:  # noqa: BLE001 - a reader after the bound reads it itself, and sees the error
+                log.debug("refreshing %s failed", key, exc_info=True)
+            finally:
+                with self._lock:
+                    self._refreshing.discard((db.serial, key))
+
+        refresher.submit(run)
 
     def _remember(self, db: Database, key: str, read_at: tuple[Generation, float], body: bytes) -> None:
         with self._lock:
+            kept = self._recent.get((db.serial, key))
+            if kept is not None and kept[1] > read_at[1]:
+                return  # a read begun later already answered (a refresh ending late): never go back
             self._recent[(db.serial, key)] = (*read_at, body)
             self._recent.move_to_end((db.serial, key))
             while len(self._recent) > self.size:

@@ -88,13 +88,13 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    body = views.recent_page(db, offset=offset, limit=limit)
+    body = views.recent_page(db, offset=offset, limit=limit, refresh=True)
     return _json(body if body is not None else await run_in_threadpool(views.page, db, offset=offset, limit=limit))
 
 
 @router.get("/jobs/{job_id}", response_model=Job, responses=errors(404))
 async def get_job(job_id: str, db: DbDep) -> Response:
-    body = views.recent_one(db, job_id)
+    body = views.recent_one(db, job_id, refresh=True)
     return _json(body if body is not None else await run_in_threadpool(_job, db, job_id))
 
 
