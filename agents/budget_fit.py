@@ -121,12 +121,23 @@ class LatencyModel:
         """a: the latency ratio no channel removal touches."""
         return float(self.weights[0])
 
-    def layer_weight(self, scale_by: tuple[str, ...]) -> float:
-        """Latency ratio per MACs share of a layer scaled by these groups: b + mean of their d_g
-        (so the prediction is ``overhead + Σ_layers macs share · layer_weight``)."""
+    def layer_weight(self, scale_by: tuple[str, ...], int8: Iterable[str] = ()) -> float:
+        """Latency ratio per MACs share of a layer scaled by these groups, ``int8`` of them in
+        int8: b + mean of their d_g, plus the int8 MACs term's share of it (so the prediction is
+        ``overhead + Σ_layers macs share · layer_weight + Σ_int8 groups int8_group_cost``)."""
         if not scale_by:
             return float(self.weights[1])
-        return float(self.weights[1] + sum(self.weights[2 + self._index[g]] for g in scale_by) / len(scale_by))
+        w = float(self.weights[1] + sum(self.weights[2 + self._index[g]] for g in scale_by) / len(scale_by))
+        if self._int8:
+            eight = set(int8)
+            w += float(self.weights[2 + len(self.space)]) * sum(g in eight for g in scale_by) / len(scale_by)
+        return w
+
+    @property
+    def int8_group_cost(self) -> float:
+        """The latency ratio one group in int8 adds whatever its width (the per-group share term;
+        0 in a space without int8)."""
+        return float(self.weights[3 + len(self.space)]) / len(self.space) if self._int8 else 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {"points": self.points, "point_weights": self.point_weights, "dense_ms": self.dense_ms}
