@@ -8,11 +8,13 @@ import pytest
 
 from agents.budget_fit import LatencyModel
 from agents.registry import make_agent
-from agents.types import Budget, Metrics, Outcome
-from search_spaces.space import SearchSpace
+from agents.latency_table import LatencyTable
+from agents.types import AgentHints, Budget, Metrics, Outcome
+from search_spaces.space import SearchSpace, bits_key
+from tests.agents.conftest import FAST_OPTIONS
 from tests.agents.synthetic import chain_space as toy_space
 
-JOINT = ["random", "optuna-tpe", "optuna-nsga2"]
+JOINT = ["random", "optuna-tpe", "optuna-nsga2", "ddpg", "sensitivity"]
 
 
 def joint(space: SearchSpace) -> SearchSpace:
@@ -28,10 +30,27 @@ def _metrics(space: SearchSpace, policy: dict[str, float]) -> Metrics:
                    latency_ms=macs * (1 - 0.5 * int8), latency_ratio=macs * (1 - 0.5 * int8))
 
 
-@pytest.mark.parametrize("name", [*JOINT, "uniform"])
+def _latency_table(space: SearchSpace) -> LatencyTable:
+    """The table workers would measure for ``_metrics``' latency: each group narrowed, and each
+    group in int8 (narrowed and unpruned), the rest dense fp32."""
+    entries, int8 = {}, {}
+    for g in space.groups:
+        lower = [k for k in space.levels(g) if k < g.channels][:2]
+        entries[g.name] = tuple((k, _metrics(space, {g.name: space.ratio_for(g, k)}).latency_ratio) for k in lower)
+        int8[g.name] = tuple((k, _metrics(space, {g.name: space.ratio_for(g, k), bits_key(g.name): 8.0}).latency_ratio)
+                             for k in [*lower, g.channels])
+    return LatencyTable(dense_ms=1.0, entries=entries, int8=int8)  # type: ignore[arg-type]
+
+
+def _agent(name: str, space: SearchSpace, budget: Budget, seed: int):
+    hints = AgentHints(latency_table=_latency_table(space)) if name == "knapsack" else None
+    return make_agent(name, space, budget, seed=seed, options=FAST_OPTIONS.get(name, {}), hints=hints)
+
+
+@pytest.mark.parametrize("name", [*JOINT, "knapsack", "uniform"])
 def test_every_agent_opens_with_the_three_baselines(name: str) -> None:
     space = joint(toy_space())
-    agent = make_agent(name, space, Budget(macs_ratio=0.5), seed=0)
+    agent = _agent(name, space, Budget(macs_ratio=0.5), seed=0)
     first = [agent.ask(1)[0] for _ in range(3)]  # one at a time, as a one-worker job asks
     assert [p.info["role"] for p in first] == ["baseline", "quantize-only", "quantize+uniform-fill"]
     base, only, both = (p.policy for p in first)
@@ -47,7 +66,7 @@ def test_every_agent_opens_with_the_three_baselines(name: str) -> None:
 @pytest.mark.parametrize("name", JOINT)
 def test_searching_agents_choose_precision_per_group(name: str) -> None:
     space = joint(toy_space())
-    agent = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    agent = _agent(name, space, Budget(macs_ratio=0.5), seed=1)
     seen: set[tuple[str, ...]] = set()
     for _ in range(6):
         props = agent.ask(4)
@@ -61,10 +80,10 @@ def test_searching_agents_choose_precision_per_group(name: str) -> None:
     mixed = [s for s in seen if 0 < len(s) < len(space)]
     assert len(mixed) >= 3  # per group, not all-or-nothing
 
-    resumed = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    resumed = _agent(name, space, Budget(macs_ratio=0.5), seed=1)
     first = resumed.ask(4)  # within NSGA-II's first generation (its in-memory resume is exact there)
     resumed.tell([Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in first])
-    again = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    again = _agent(name, space, Budget(macs_ratio=0.5), seed=1)
     again.load_state_dict(resumed.state_dict())  # resumes with the precision params
     assert [p.policy for p in again.ask(2)] == [p.policy for p in resumed.ask(2)]
 
@@ -90,3 +109,26 @@ def test_the_latency_model_learns_what_int8_does() -> None:
         model.add(p, 0.1 + 0.9 * macs + 0.05 * len(int8) / len(space) * 4)
     dense = space.uniform(0.0)
     assert model.predict_ratio(space.with_int8(dense, space.names)) > model.predict_ratio(dense) + 0.1
+
+
+@pytest.mark.parametrize("name", [*JOINT, "knapsack"])
+def test_agents_search_precision_under_a_latency_budget(name: str) -> None:
+    """Under a latency budget int8 buys time (a MACs budget it does not: there the knapsack rightly
+    keeps fp32): every agent proposes int8 for some groups beyond the baselines, mixed per group,
+    and the proposals the latency model put within the budget are within it as measured."""
+    space = joint(toy_space())
+    budget = Budget(latency_ratio=0.4)
+    agent = _agent(name, space, budget, seed=2)
+    seen: set[tuple[str, ...]] = set()
+    feasible = 0
+    for _ in range(6):
+        props = agent.ask(4)
+        outs = [Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in props]
+        for p, o in zip(props, outs, strict=True):
+            assert space.validate(p.policy) == p.policy
+            if p.info.get("role") not in ("baseline", "quantize-only", "quantize+uniform-fill"):
+                seen.add(tuple(space.int8_groups(p.policy)))
+                feasible += budget.feasible(o.metrics)  # type: ignore[arg-type]
+        agent.tell(outs)
+    assert any(seen), seen  # int8 chosen beyond the baselines
+    assert feasible >= 3
