@@ -197,16 +197,18 @@ class SensitivityAgent(Agent):
         while True:
             policy = space.with_int8(widths, int8)
             cost0 = self._cost(policy)
-            best, best_gain = None, -np.inf
+            best: tuple[str, float | None] | None = None
+            best_gain = -np.inf
             for g in space.groups:
-                moves = []
+                # (policy after the move, quality gained, (group, new ratio or None: to fp32))
+                moves: list[tuple[Policy, float, tuple[str, float | None]]] = []
                 higher = [k for k in space.levels(g) if k > space.kept_channels(g, widths[g.name])]
                 if higher:
                     ratio = space.ratio_for(g, higher[0])
                     gain = loss(g.name, widths[g.name]) - loss(g.name, ratio)
-                    moves.append((space.with_int8({**widths, g.name: ratio}, int8), gain, (g.name, ratio, None)))
+                    moves.append((space.with_int8({**widths, g.name: ratio}, int8), gain, (g.name, ratio)))
                 if g.name in int8 and int8_loss[g.name] > 0:  # back to fp32 only if int8 lost quality
-                    moves.append((space.with_int8(widths, int8 - {g.name}), int8_loss[g.name], (g.name, None, "fp32")))
+                    moves.append((space.with_int8(widths, int8 - {g.name}), int8_loss[g.name], (g.name, None)))
                 for trial, gain, move in moves:
                     if not self.fit.fits(trial, margin=self._margin):
                         continue
@@ -216,11 +218,11 @@ class SensitivityAgent(Agent):
                         best, best_gain = move, per
             if best is None:
                 return self.fit.fill(policy, margin=self._margin)
-            name, ratio, precision = best
-            if precision is None:
-                widths[name] = ratio  # type: ignore[assignment]
-            else:
+            name, new = best
+            if new is None:
                 int8.discard(name)
+            else:
+                widths[name] = new
 
     def extra_state(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ import pytest
 
 from agents.budget_fit import LatencyModel
 from agents.cost_model import analytic_cost_model, latency_cost_model
+from agents.knapsack import KnapsackAgent
 from agents.knapsack_solve import Knapsack, Limit
 from agents.latency_table import LatencyTable
 from agents.registry import make_agent
@@ -103,6 +104,7 @@ def test_joint_milp_is_exact_against_brute_force(small, seed):
     enumerated = solver.solve(values, center=center, radius=2, exclude=exclude)
     assert (enumerated is None) == (not near)
     if near:
+        assert enumerated is not None
         assert value(enumerated) == pytest.approx(max(value(k) for k in near), abs=1e-9)
         assert solver.distance(enumerated, center) <= 2
 
@@ -169,6 +171,7 @@ def test_knapsack_learns_each_groups_int8_loss_from_outcomes():
             quality=quality(p.policy), macs=int(space.macs(p.policy)), params=int(space.params(p.policy)),
             macs_ratio=space.macs_ratio(p.policy), params_ratio=space.params_ratio(p.policy),
             latency_ms=10 * truth(space, p.policy), latency_ratio=truth(space, p.policy))) for p in props])
+    assert isinstance(agent, KnapsackAgent)
     beta = dict(zip(space.names, agent.int8_weights(), strict=True))
     assert beta[fragile] > 2 * max(b for g, b in beta.items() if g != fragile)
     # resumes exactly, the learnt precision terms included

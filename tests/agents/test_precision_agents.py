@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from agents.budget_fit import LatencyModel
-from agents.registry import make_agent
 from agents.latency_table import LatencyTable
+from agents.registry import make_agent
 from agents.types import AgentHints, Budget, Metrics, Outcome
 from search_spaces.space import SearchSpace, bits_key
 from tests.agents.conftest import FAST_OPTIONS
