@@ -74,9 +74,10 @@ LayerShare = Callable[[LayerCost, frozenset[str]], float]
 
 
 def cost_model(space: SearchSpace, share: LayerShare, const: float = 0.0,
-               int8_group: float = 0.0) -> CostModel:
+               int8_group: Callable[[str], float] | None = None) -> CostModel:
     """``const + Σ_layers share(layer, its int8 groups) · Π f_g`` over the layer's scaling groups,
-    plus ``int8_group`` per group in int8, as a CostModel (with int8 options in a space with int8).
+    plus ``int8_group(g)`` per group g in int8, as a CostModel (with int8 options in a space with
+    int8).
 
     A layer scaled by more groups than the pair the product is taken over is bounded by the
     larger of its cost with those extra groups all fp32 or all int8 (the share is linear in how
@@ -107,10 +108,11 @@ def cost_model(space: SearchSpace, share: LayerShare, const: float = 0.0,
                 old = model.pair_int8.get(pair, (0.0, 0.0, 0.0))
                 new = (bound(c, frozenset({a})), bound(c, frozenset({b})), bound(c, frozenset({a, b})))
                 model.pair_int8[pair] = (old[0] + new[0], old[1] + new[1], old[2] + new[2])
-    if int8 and int8_group:
+    if int8 and int8_group is not None:
         for g, lv in levels.items():
+            extra = int8_group(g)
             for i in range(len(lv), 2 * len(lv)):
-                model.linear[g][i] += int8_group
+                model.linear[g][i] += extra
     return _fold_self_pairs(space, model)
 
 
@@ -122,7 +124,7 @@ def analytic_cost_model(space: SearchSpace, attr: str) -> CostModel:
 
 def latency_cost_model(space: SearchSpace, model: LatencyModel) -> CostModel:
     """``model``'s prediction as a CostModel (exact: its features are per-layer MACs shares, the
-    int8 MACs share and the count of int8 groups).
+    int8 MACs share, the count of int8 groups and each group's own int8 term).
 
     A layer's weight is clipped at 0 — a narrower layer is never modelled slower — which also
     keeps the bound on layers scaled by three or more groups an over-estimate.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,17 +45,19 @@ def _policy(space, kept):
     return space.with_int8(widths, [g for g in space.names if kept.get(bits_key(g)) == 8])
 
 
-def truth(space: SearchSpace, policy, *, speedup: float = 0.4, overhead: float = 0.05) -> float:
+def truth(space: SearchSpace, policy, *, speedup: float = 0.4, overhead: float = 0.05,
+          slow: str | None = None) -> float:
     """Latency ratio: each group's MACs share ``speedup`` times as long in int8, plus a fixed
-    quantize/dequantize ``overhead`` per int8 group (so narrow groups are slower in int8)."""
+    quantize/dequantize ``overhead`` per int8 group (so narrow groups are slower in int8); the
+    ``slow`` group's int8 kernels are no faster than fp32 (a layer int8 does not suit)."""
     x = LatencyModel(space).features(policy)
     int8 = set(space.int8_groups(policy))
     shares = x[2 : 2 + len(space)]
-    return float(sum(s * (speedup if g in int8 else 1.0) for g, s in zip(space.names, shares, strict=True))
+    return float(sum(s * (speedup if g in int8 and g != slow else 1.0) for g, s in zip(space.names, shares, strict=True))
                  + overhead * len(int8))
 
 
-def table_of(space: SearchSpace, **kw: float) -> LatencyTable:
+def table_of(space: SearchSpace, **kw: Any) -> LatencyTable:
     """The table workers measure (see workers.latency_table), from ``truth``."""
     entries, int8 = {}, {}
     for g in space.groups:
@@ -68,7 +71,7 @@ def table_of(space: SearchSpace, **kw: float) -> LatencyTable:
 def test_joint_cost_models_equal_the_models_on_every_assignment(small):
     model = LatencyModel(small)
     model.add_points((p, truth(small, p)) for p, _ in table_of(small).points(small))
-    assert model.int8_group_cost > 0  # the per-group overhead was learnt (the prior has none)
+    assert all(model.int8_group_cost(g) > 0 for g in small.names)  # the overhead was learnt (the prior has none)
     macs, latency = analytic_cost_model(small, "macs"), latency_cost_model(small, model)
     for kept in _assignments(small):
         p = _policy(small, kept)
@@ -143,6 +146,20 @@ def test_knapsack_puts_wide_groups_in_int8_and_narrow_ones_in_fp32():
     model = agent.fit.latency
     for g in narrow:  # the table's int8 entries taught the latency model the narrow slowdown
         assert model.predict_ratio({bits_key(g): 8.0}) > model.predict_ratio({})
+
+
+def test_the_table_teaches_which_group_int8_does_not_suit():
+    """Two wide groups, one whose int8 kernels are no faster: the per-group int8 terms learnt from
+    the table's entries send the other one to int8 and keep this one fp32 (a model with only the
+    global int8 terms would prefer the wider one, which here is the slow one)."""
+    space = joint(chain_space((8, 64, 64, 8), round_to=4))
+    slow = space.names[1]  # the widest group
+    table = table_of(space, slow=slow)
+    agent, policy = _first_solve(space, table, Budget(latency_ratio=0.6))
+    int8 = space.int8_groups(policy)
+    assert space.names[2] in int8 and slow not in int8
+    model = agent.fit.latency
+    assert model.predict_ratio({bits_key(slow): 8.0}) > model.predict_ratio({bits_key(space.names[2]): 8.0})
 
 
 def test_knapsack_keeps_fp32_where_int8_is_slower_or_buys_nothing():
