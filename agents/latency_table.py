@@ -31,8 +31,8 @@ from search_spaces.space import SearchSpace, bits_key
 @dataclass(frozen=True)
 class LatencyTableRequest:
     """What an agent asks workers to measure: each group at these pruning ratios, others dense
-    (in a space with int8 also each group in int8 at these ratios and unpruned, others dense
-    fp32: the table's ``int8`` entries)."""
+    (in a space with int8 also each group in int8, unpruned and at the middle of these widths,
+    others dense fp32: the table's ``int8`` entries)."""
 
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
 

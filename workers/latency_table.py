@@ -7,10 +7,13 @@ latency cache file, shared with evaluations and across restarts) and taken with 
 exclusively. Only the architecture matters for latency, so the policy is applied the model
 kind's way (``Evaluator.shrink``) with no recovery.
 
-In a space with int8 each group is also timed in int8 (the table's ``int8`` entries) at the same
-widths and unpruned, every other group dense fp32: as the runtime runs it (the kind's export,
-quantized by ``workers.quantized`` with one calibration batch — scales do not change the
-kernels), and cached by the same signature an evaluation of that policy would use.
+In a space with int8 each group is also timed in int8 (the table's ``int8`` entries), unpruned
+and at the middle of its table widths, every other group dense fp32: as the runtime runs it (the
+kind's export, quantized by ``workers.quantized`` with one calibration batch — scales do not
+change the kernels), and cached by the same signature an evaluation of that policy would use.
+Two widths per group, not all of them: an int8 entry costs an export, a quantization and a
+session besides its timing, and the latency model's int8 terms (a per-group offset, a slope
+shared by all groups) need two points per group, not more.
 
 The same stage resolves ``search_space.round_to: "runtime"`` (:func:`resolve_round_to`): widths
 timed in the job's runtime choose the channel multiple the space rounds to.
@@ -48,11 +51,11 @@ def table_policies(space: SearchSpace, ratios: Sequence[float]) -> dict[str, lis
 
 
 def int8_table_policies(space: SearchSpace, ratios: Sequence[float]) -> dict[str, list[dict[str, float]]]:
-    """Per group, the group in int8 unpruned and at the single-group widths of ``ratios``, every
-    other group dense fp32 (none in a space without int8)."""
+    """Per group, the group in int8 unpruned and at the middle of its table widths (the less
+    pruned of two), every other group dense fp32 (none in a space without int8)."""
     if not space.quantizable:
         return {}
-    return {name: [space.with_int8(p, [name]) for p in [{name: 0.0}, *policies]]
+    return {name: [space.with_int8(p, [name]) for p in [{name: 0.0}, *policies[(len(policies) - 1) // 2:][:1]]]
             for name, policies in table_policies(space, ratios).items()}
 
 

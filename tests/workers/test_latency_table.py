@@ -113,13 +113,16 @@ def _int8_task(task: Task) -> Task:
 def test_int8_table_policies_put_one_group_in_int8(task: Task) -> None:
     assert int8_table_policies(task.space, (0.5,)) == {}  # an fp32 space times no int8
     space = _int8_task(task).space
-    plan = int8_table_policies(space, (0.5, 0.99))
+    ratios = (0.25, 0.5, 0.75)
+    plan = int8_table_policies(space, ratios)
     assert set(plan) == set(space.names)
     for name, policies in plan.items():
         assert [space.int8_groups(p) for p in policies] == [[name]] * len(policies)
         kept = [space.kept(p)[name] for p in policies]
-        assert kept[0] == space.group(name).channels  # int8 alone first, then the table's widths
-        assert kept[1:] == [space.kept(p)[name] for p in table_policies(space, (0.5, 0.99))[name]]
+        widths = [space.kept(p)[name] for p in table_policies(space, ratios)[name]]
+        # int8 alone, then the middle of the table's widths (two int8 entries a group at most)
+        assert kept[0] == space.group(name).channels
+        assert kept[1:] == widths[(len(widths) - 1) // 2 :][:1]
         assert all(set(space.widths(p)) == {name} for p in policies)  # every other group dense fp32
 
 
