@@ -132,3 +132,51 @@ def test_agents_search_precision_under_a_latency_budget(name: str) -> None:
         agent.tell(outs)
     assert any(seen), seen  # int8 chosen beyond the baselines
     assert feasible >= 3
+
+
+def test_sensitivity_keeps_fp32_where_its_int8_probe_lost_quality() -> None:
+    """Under a latency budget, int8 is the cheap way to time: every group goes int8 except the
+    one whose int8 probe measured a large quality drop."""
+    space = joint(toy_space())
+    fragile = space.names[3]
+
+    def metrics(policy: dict[str, float]) -> Metrics:
+        m = _metrics(space, policy)
+        int8 = space.int8_groups(policy)
+        m.quality = 1.0 - 0.3 * (1 - m.macs_ratio) - 0.001 * len(int8) - (0.2 if fragile in int8 else 0.0)
+        return m
+
+    agent = make_agent("sensitivity", space, Budget(latency_ratio=0.45), seed=0, options={"ratios": 2})
+    allocation = None
+    while not agent.finished:
+        props = agent.ask(4)
+        assert props
+        for p in props:
+            if p.info.get("role") == "allocation":
+                allocation = p.policy
+        agent.tell([Outcome(p.trial_id, p.policy, metrics(p.policy)) for p in props])
+    probes = {p for p in agent.state_dict()["extra"]["results"] if p.endswith("@int8")}
+    assert probes == {f"{g}@int8" for g in space.names}  # each group probed in int8
+    assert allocation is not None
+    assert fragile not in space.int8_groups(allocation) and len(space.int8_groups(allocation)) >= 3
+
+
+def test_ddpg_env_picks_precision_with_a_second_action() -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    from agents.budget_fit import BudgetFit
+    from agents.ddpg import PruningEnv
+
+    space = joint(toy_space())
+    fit = BudgetFit(space, Budget(macs_ratio=0.5))
+    env = PruningEnv(space, fit)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset()
+    assert obs.shape == (12,) and env.action_space.shape == (2,)
+    wanted = [0.7 if i % 2 else 0.2 for i in range(len(space))]  # int8 on every other group
+    done = False
+    for q in wanted:
+        obs, _, done, _, info = env.step(np.array([0.5, q], np.float32))
+        assert obs[-1] == (1.0 if q >= 0.5 else 0.0)  # the previous precision, observed
+    assert done and fit.fits(info["policy"])
+    assert space.int8_groups(info["policy"]) == [n for n, q in zip(space.names, wanted, strict=True) if q >= 0.5]
