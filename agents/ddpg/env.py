@@ -95,6 +95,13 @@ class PruningEnv(gym.Env):
         self._t, self._decided, self._prev, self._prev_int8 = 0, {}, 0.0, 0.0
         return self._obs(), {}
 
+    def _reachable(self, group: str) -> bool:
+        """Whether the budget is met with the decided groups as they are and ``group`` and every
+        later group pruned at ``max_ratio``."""
+        trial = {**{n: self.space.max_ratio for n in self.space.names}, **self._decided}
+        trial[group] = self.space.max_ratio
+        return self.fit.fits(trial)
+
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._t >= len(self.space):
             raise RuntimeError("episode is over: call reset()")
@@ -104,7 +111,10 @@ class PruningEnv(gym.Env):
         top = self.space.max_ratio
         int8 = self.joint and float(act[1]) >= INT8_FROM
         if int8:  # the precision first: the clamp below sees it
-            self._decided = self.space.with_int8(self._decided, [*self.space.int8_groups(self._decided), g.name])
+            fp32 = self._decided
+            self._decided = self.space.with_int8(fp32, [*self.space.int8_groups(fp32), g.name])
+            if not self._reachable(g.name):  # int8 modelled slower here, past what the budget allows
+                self._decided, int8 = fp32, False
         lowest = self.fit.min_ratio(self._decided, g.name)  # AMC's clamp: budget stays reachable
         ratio = max(wanted * top, lowest)
         kept = self.space.kept_channels(g, ratio)

@@ -180,3 +180,24 @@ def test_ddpg_env_picks_precision_with_a_second_action() -> None:
         assert obs[-1] == (1.0 if q >= 0.5 else 0.0)  # the previous precision, observed
     assert done and fit.fits(info["policy"])
     assert space.int8_groups(info["policy"]) == [n for n, q in zip(space.names, wanted, strict=True) if q >= 0.5]
+
+
+def test_ddpg_env_falls_back_to_fp32_where_int8_would_break_the_budget() -> None:
+    from agents.budget_fit import BudgetFit
+    from agents.ddpg import PruningEnv
+
+    space = joint(toy_space())
+    fit = BudgetFit(space, Budget(latency_ratio=0.35))
+    rng = np.random.default_rng(0)
+    points = []
+    for _ in range(40):  # int8 here is much slower: a large overhead per int8 group
+        p = space.with_int8({n: float(r) for n, r in zip(space.names, rng.uniform(0, 0.8, len(space)), strict=True)},
+                            [n for n in space.names if rng.random() < 0.5])
+        points.append((p, space.macs_ratio(p) + 0.1 * len(space.int8_groups(p))))
+    fit.latency.add_points(points)
+    env = PruningEnv(space, fit)
+    env.reset()
+    done = False
+    while not done:  # int8 asked for everywhere
+        _, _, done, _, info = env.step(np.array([0.0, 1.0], np.float32))
+    assert fit.fits(info["policy"]) and len(space.int8_groups(info["policy"])) < len(space)
