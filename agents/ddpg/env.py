@@ -9,8 +9,9 @@ reachable whatever later groups do; every episode therefore ends within budget.
 
 In a space with int8 (HAQ, Wang et al., CVPR 2019, searched jointly with the width as in APQ) the
 action has a second number, the group's precision (int8 from 0.5 up, fp32 below), decided before
-the ratio so the clamp accounts for it, and the observation a twelfth, the previous group's
-precision (1: int8). An fp32 space's env is AMC's exactly as above.
+the ratio so the clamp accounts for it (a group asked for in int8 where the latency model says
+int8 would leave the budget unreachable stays fp32), and the observation a twelfth, the previous
+group's precision (1: int8). An fp32 space's env is AMC's exactly as above.
 
 The env cannot score the pruned network (that is the workers' job, in parallel, later), so the
 reward is 0 until the last step, where it is ``reward_fn(policy)`` when one is given (tests, the
