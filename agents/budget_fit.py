@@ -45,22 +45,30 @@ class LatencyModel:
     regression (``strength`` weighs the prior as that many points in each feature's own scale),
     so a group whose channels cost more or less time than their MACs suggest is learnt, and a
     few points cannot make the model wild.
+
+    In a space with int8: + w·(MACs share run in int8) + v·(share of groups in int8) + Σ_g e_g·[g
+    in int8]. The two global terms carry what int8 does everywhere (faster kernels in proportion
+    to the MACs, a quantize/dequantize overhead per group: together, narrow layers gain little or
+    lose), so a few measured points teach them; the per-group e_g (prior 0, ridge-shrunk like the
+    d_g) take what one group does differently — a layer whose int8 kernel is slow, say — which the
+    latency table's one-group-in-int8 entries measure.
     """
 
     #: in a space with int8: the prior's latency change per MACs share run in int8 (int8 kernels
-    #: about twice as fast), per share of groups in int8 and per fp32/int8 boundary between
-    #: neighbouring groups (quantize/dequantize overhead: learnt, none in the prior)
-    INT8_PRIOR = (-0.5, 0.0, 0.0)
+    #: about twice as fast) and per share of groups in int8 (quantize/dequantize overhead: none)
+    INT8_PRIOR = (-0.5, 0.0)
+    #: how much harder than the other terms each group's own int8 term is shrunk toward 0
+    INT8_GROUP_STRENGTH = 16.0
 
     def __init__(self, space: SearchSpace, *, strength: float = 1.0) -> None:
         self.space = space
         self.strength = strength
         self._index = {n: i for i, n in enumerate(space.names)}
-        # int8 adds three global terms (the MACs share in int8, the share of groups in int8, the
-        # share of neighbouring groups whose precisions differ: each boundary converts the
-        # activations), not one per group: a few measured points must be enough to learn them
+        # int8 adds two global terms (the MACs share in int8, the share of groups in int8) that a
+        # few measured points teach, and one per group (prior 0) for what a group does differently
         self._int8 = space.quantizable
-        self.prior = np.array([0.0, 1.0] + [0.0] * len(space) + (list(self.INT8_PRIOR) if self._int8 else []))
+        int8_prior = [*self.INT8_PRIOR, *[0.0] * len(space)] if self._int8 else []
+        self.prior = np.array([0.0, 1.0] + [0.0] * len(space) + int8_prior)
         self.weights = self.prior.copy()
         self.points: list[tuple[list[float], float]] = []  # (features, latency ratio)
         self.point_weights: list[float] = []  # how many measured outcomes each point counts as
@@ -71,7 +79,7 @@ class LatencyModel:
         kept = space.kept(policy)
         frac = {g.name: kept[g.name] / g.channels for g in space.groups}
         n = len(space)
-        x = np.zeros(2 + n + (len(self.INT8_PRIOR) if self._int8 else 0))
+        x = np.zeros(2 + n + (2 + n if self._int8 else 0))
         x[0] = 1.0
         for c in space.costs:
             share = c.macs * math.prod(frac[g] for g in c.scale_by) / space.dense_macs
@@ -82,10 +90,8 @@ class LatencyModel:
             int8 = space.int8_groups(policy)
             x[2 + n] = sum(x[2 + self._index[g]] for g in int8)
             x[3 + n] = len(int8) / n
-            chosen = set(int8)
-            names = space.names
-            flips = sum((a in chosen) != (b in chosen) for a, b in zip(names, names[1:], strict=False))
-            x[4 + n] = flips / max(1, n - 1)
+            for g in int8:
+                x[4 + n + self._index[g]] = 1.0
         return x
 
     def add(self, policy: Mapping[str, float], latency_ratio: float, latency_ms: float | None = None) -> None:
@@ -103,6 +109,8 @@ class LatencyModel:
         # features are small MACs shares; a unit penalty would freeze them at the prior).
         scale = np.maximum((w[:, None] * x**2).sum(axis=0) / w.sum(), 1e-6)
         scale[:2] *= 1e-3  # overhead and slope: nearly free
+        if self._int8:  # a group's own int8 term only for what the global ones cannot explain
+            scale[4 + len(self.space):] *= self.INT8_GROUP_STRENGTH
         lam = np.diag(self.strength * scale)
         # argmin Σ w_i (x_i·θ - y_i)^2 + (θ - prior)^T lam (θ - prior) (closed form)
         xw = x * w[:, None]
@@ -127,12 +135,25 @@ class LatencyModel:
         """a: the latency ratio no channel removal touches."""
         return float(self.weights[0])
 
-    def layer_weight(self, scale_by: tuple[str, ...]) -> float:
-        """Latency ratio per MACs share of a layer scaled by these groups: b + mean of their d_g
-        (so the prediction is ``overhead + Σ_layers macs share · layer_weight``)."""
+    def layer_weight(self, scale_by: tuple[str, ...], int8: Iterable[str] = ()) -> float:
+        """Latency ratio per MACs share of a layer scaled by these groups, ``int8`` of them in
+        int8: b + mean of their d_g, plus the int8 MACs term's share of it (so the prediction is
+        ``overhead + Σ_layers macs share · layer_weight + Σ_int8 groups int8_group_cost``)."""
         if not scale_by:
             return float(self.weights[1])
-        return float(self.weights[1] + sum(self.weights[2 + self._index[g]] for g in scale_by) / len(scale_by))
+        w = float(self.weights[1] + sum(self.weights[2 + self._index[g]] for g in scale_by) / len(scale_by))
+        if self._int8:
+            eight = set(int8)
+            w += float(self.weights[2 + len(self.space)]) * sum(g in eight for g in scale_by) / len(scale_by)
+        return w
+
+    def int8_group_cost(self, group: str) -> float:
+        """The latency ratio ``group`` in int8 adds whatever its width (its share of the group
+        count term and its own term; 0 in a space without int8)."""
+        if not self._int8:
+            return 0.0
+        n = len(self.space)
+        return float(self.weights[3 + n] / n + self.weights[4 + n + self._index[group]])
 
     def state_dict(self) -> dict[str, Any]:
         return {"points": self.points, "point_weights": self.point_weights, "dense_ms": self.dense_ms}

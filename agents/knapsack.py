@@ -18,6 +18,12 @@ knapsack. Here:
    (the first solve is the pure importance allocation) and are refitted after every evaluation:
    bounded ridge regression (``scipy.optimize.lsq_linear``) of measured quality on the ``ℓ``
    features, shrunk toward a common scale.
+   In a space with int8 a group's int8 costs ``β_g`` more (the same fit, one indicator feature
+   per group, shrunk toward ``int8_loss`` times the common scale and bounded at 0: a prior of a
+   small loss, learnt per group as evaluations in int8 come back), and its latency is the
+   latency model's in that precision (its int8 terms, learnt from the table's int8 entries and
+   every outcome): each group's options are (width, precision) pairs, so the MILP stays exact.
+   Under a MACs/params budget int8 buys nothing, so the knapsack leaves every group fp32.
 3. **Solve.** ``agents.knapsack_solve.Knapsack``: a MILP (HiGHS) that is exact for these costs.
 4. **Refinement with real evaluations.** After the baseline and the first solve, each proposal
    is the MILP optimum under a Thompson sample of the weights (``exploration``: log-normal
@@ -40,11 +46,11 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from agents.base import Agent
-from agents.cost_model import analytic_cost_model, latency_cost_model
+from agents.cost_model import analytic_cost_model, is_int8, latency_cost_model
 from agents.knapsack_solve import Knapsack, Limit
 from agents.latency_table import LatencyTable, LatencyTableRequest
 from agents.types import AgentHints, Budget, Outcome, Proposal
-from search_spaces.space import Policy, SearchSpace
+from search_spaces.space import PRECISION_BITS, Policy, SearchSpace, bits_key
 
 _DEFAULT_TABLE_RATIOS = LatencyTableRequest().ratios
 # the model's error before any outcome is measured: about the spread of one latency measurement
@@ -81,6 +87,7 @@ class KnapsackAgent(Agent):
         table_weight: float = 8.0,
         gap: float = 1e-4,
         time_limit: float = 10.0,
+        int8_loss: float = 0.02,
     ) -> None:
         super().__init__(space, budget, seed=seed)
         self.table_ratios = _option_ratios(table_ratios)
@@ -90,7 +97,7 @@ class KnapsackAgent(Agent):
         named = (
             ("exploration", exploration), ("prior_points", prior_points), ("latency_margin", latency_margin),
             ("latency_sigmas", latency_sigmas), ("table_weight", table_weight),
-            ("gap", gap), ("time_limit", time_limit),
+            ("gap", gap), ("time_limit", time_limit), ("int8_loss", int8_loss),
         )
         for name, x in named:
             if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x) or x < 0:
@@ -103,6 +110,7 @@ class KnapsackAgent(Agent):
         self.latency_sigmas = float(latency_sigmas)
         self.table_weight = float(table_weight) or 1e-6
         self.gap, self.time_limit = float(gap), float(time_limit) or 1.0
+        self.int8_loss = float(int8_loss)
         self.table: LatencyTable | None = (hints or AgentHints()).latency_table
         self._seed_latency_model()
         self.levels = {g.name: space.levels(g) for g in space.groups}
@@ -190,14 +198,32 @@ class KnapsackAgent(Agent):
         return math.sqrt(total / (_PRIOR_SIGMA_POINTS + len(errors)))
 
     def _kept(self, record: Mapping[str, Any]) -> dict[str, int]:
-        return dict(zip(self.space.names, record["kept"], strict=True))
+        kept = dict(zip(self.space.names, record["kept"], strict=True))
+        return self._with_int8(kept, record.get("int8", ()))
+
+    def _with_int8(self, kept: Mapping[str, int], groups: Sequence[str]) -> dict[str, int]:
+        """An assignment: kept channels, ``bits_key(g): 8`` for the int8 groups."""
+        return {**kept, **{bits_key(g): PRECISION_BITS["int8"] for g in groups}}
+
+    def _assignment_of(self, policy: Mapping[str, float]) -> dict[str, int]:
+        return self._with_int8(self.space.kept(policy), self.space.int8_groups(policy))
 
     def weights(self) -> np.ndarray:
         """α_g fitted on the evaluated outcomes (equal when there is nothing to fit)."""
-        names = self.space.names
+        return self._loss_weights()[0]
+
+    def int8_weights(self) -> np.ndarray:
+        """β_g, each group's modelled quality loss in int8 (the prior ``int8_loss`` times the
+        common scale until evaluations say otherwise; zeros in a space without int8)."""
+        return self._loss_weights()[1]
+
+    def _loss_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """(α, β) fitted together on the evaluated outcomes: quality ≈ c − Σ α_g ℓ_g − Σ β_g [g int8]."""
+        names, joint = self.space.names, self.space.quantizable
+        n = len(names)
         done = sorted((r for r in self._history if r["quality"] is not None), key=lambda r: r["trial_id"])
         if len(done) < 2:
-            return np.ones(len(names))
+            return np.ones(n), np.full(n, self.int8_loss if joint else 0.0)
         x = np.array([[self.features[g][self.levels[g].index(k)] for g, k in zip(names, r["kept"], strict=True)] for r in done])
         y = np.array([r["quality"] for r in done])
         total = x.sum(axis=1)
@@ -205,12 +231,18 @@ class KnapsackAgent(Agent):
         spread = float(np.var(total))
         a = max(0.0, -float(np.cov(total, y, bias=True)[0, 1]) / spread) if spread > 1e-12 else 0.0
         a = a or max(float(np.ptp(y)), 1e-3) / max(float(np.ptp(total)), 1e-3)
+        prior = np.full(n, a)
+        if joint:  # one int8 indicator per group, shrunk toward a small loss on the same scale
+            q = np.array([[float(g in set(r.get("int8", ()))) for g in names] for r in done])
+            x, prior = np.hstack([x, q]), np.concatenate([prior, np.full(n, self.int8_loss * a)])
+        k = x.shape[1]
         lam = self.prior_points * np.maximum(x.var(axis=0), 1e-4)
-        rows = np.vstack([np.hstack([np.ones((len(y), 1)), -x]), np.hstack([np.zeros((len(names), 1)), np.diag(np.sqrt(lam))])])
-        rhs = np.concatenate([y, np.sqrt(lam) * a])
-        lo = np.concatenate([[-np.inf], np.zeros(len(names))])
-        sol = lsq_linear(rows, rhs, bounds=(lo, np.full(len(names) + 1, np.inf)))
-        return np.maximum(sol.x[1:], 1e-6)
+        rows = np.vstack([np.hstack([np.ones((len(y), 1)), -x]), np.hstack([np.zeros((k, 1)), np.diag(np.sqrt(lam))])])
+        rhs = np.concatenate([y, np.sqrt(lam) * prior])
+        lo = np.concatenate([[-np.inf], np.zeros(k)])
+        sol = lsq_linear(rows, rhs, bounds=(lo, np.full(k + 1, np.inf)))
+        alpha = np.maximum(sol.x[1 : n + 1], 1e-6)
+        return alpha, (np.maximum(sol.x[n + 1 :], 0.0) if joint else np.zeros(n))
 
     # --- proposals -----------------------------------------------------------------------------
     def _incumbent(self) -> dict[str, int] | None:
@@ -230,25 +262,36 @@ class KnapsackAgent(Agent):
         """Architectures evaluated or pending: cut off from every solve."""
         out = [self._kept(r) for r in self._history]
         for p in self.outstanding():
-            out.append(self.space.kept(p.policy))
+            out.append(self._assignment_of(p.policy))
         return out
 
     def _policy(self, kept: Mapping[str, int]) -> Policy:
-        return {g: self.space.ratio_for(g, k) for g, k in kept.items()}
+        widths = {g: self.space.ratio_for(g, kept[g]) for g in self.space.names}
+        return self.space.with_int8(widths, [g for g in self.space.names if is_int8(kept, g)])
+
+    def _values(self, alpha: np.ndarray, beta: np.ndarray) -> dict[str, list[float]]:
+        """Each group's modelled quality per solver option: −α_g·ℓ_g(level), less β_g in int8."""
+        out = {}
+        for g, a, b in zip(self.space.names, alpha, beta, strict=True):
+            fp32 = [-a * v for v in self.features[g]]
+            out[g] = fp32 + [v - b for v in fp32] if self.space.quantizable else fp32
+        return out
 
     def propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []
         taken = self._taken()
-        alpha = self.weights()
+        alpha, beta = self._loss_weights()
         while len(out) < n:
             rng = np.random.default_rng([self.seed, self._next_trial_id])
             if not self._prior_done:  # the knapsack allocation itself: equal weights, no region
-                sample, center, role = np.ones(len(alpha)), None, "knapsack"
+                sample, sample8, center, role = np.ones(len(alpha)), beta, None, "knapsack"
             else:
                 sample = alpha * np.exp(self.exploration * rng.standard_normal(len(alpha)))
+                sample8 = beta
+                if self.space.quantizable:  # drawn only here: an fp32 search's draws stay as they were
+                    sample8 = beta * np.exp(self.exploration * rng.standard_normal(len(beta)))
                 center, role = self._incumbent(), "refine"
-            values: dict[str, list[float]] = {g: [-s * v for v in self.features[g]] for g, s in zip(self.space.names, sample, strict=True)}
-            kept = self._solve(values, center, taken)
+            kept = self._solve(self._values(sample, sample8), center, taken)
             if kept is None:
                 # Nothing untried fits the latency model. The model extrapolates worst at the
                 # narrowest widths (fitted on one-group cuts it overestimates them: docs/
@@ -285,16 +328,20 @@ class KnapsackAgent(Agent):
 
     def _region_has_room(self, center: Mapping[str, int], taken: list[dict[str, int]]) -> bool:
         """Whether some untried architecture within ``self._radius`` steps of ``center`` fits."""
-        names, seen = self.space.names, {tuple(k[g] for g in self.space.names) for k in taken}
-        pos = [self.levels[g].index(center[g]) for g in names]
+        solver, names = self.solver, self.space.names
+        seen = {tuple(solver.option(g, k) for g in names) for k in taken}
+        pos = [solver.option(g, center) for g in names]
 
         def walk(i: int, left: int, idx: list[int]) -> bool:
             if i == len(names):
-                kept = {g: self.levels[g][j] for g, j in zip(names, idx, strict=True)}
-                return tuple(kept[g] for g in names) not in seen and not self.solver.violated(kept)
-            for step in range(-left, left + 1):
-                j = pos[i] + step
-                if 0 <= j < len(self.levels[names[i]]) and walk(i + 1, left - abs(step), [*idx, j]):
+                kept = solver.assignment(dict(zip(names, idx, strict=True)))
+                return tuple(idx) not in seen and not solver.violated(kept)
+            g = names[i]
+            # nearest options first (the answer is the same in any order, found sooner)
+            near = sorted(range(len(solver.options[g])), key=lambda j: (solver.steps(g, pos[i], j), j))
+            for j in near:
+                d = solver.steps(g, pos[i], j)
+                if d <= left and walk(i + 1, left - d, [*idx, j]):
                     return True
             return False
 
@@ -306,6 +353,7 @@ class KnapsackAgent(Agent):
             record: dict[str, Any] = {
                 "trial_id": o.trial_id,
                 "kept": [self.space.kept(o.policy)[g] for g in self.space.names],
+                **({"int8": self.space.int8_groups(o.policy)} if self.space.quantizable else {}),
                 "quality": None if m is None or math.isnan(m.quality) else float(m.quality),
                 "latency_ratio": None if m is None else m.latency_ratio,
                 "violation": None if m is None else max(self.budget.violations(m), default=0.0),

@@ -1,6 +1,9 @@
 """The multiple-choice knapsack over channel widths, solved exactly as a MILP (HiGHS via scipy).
 
-One binary ``x[g, i]`` per (group, kept-channel level), exactly one per group. Costs (MACs,
+One binary ``x[g, i]`` per (group, option), exactly one per group. A group's options are its
+kept-channel levels and, in a space with int8, the same levels in int8 (``agents.cost_model``):
+precision is one more dimension of the multiple choice, so every formulation below stays exact;
+assignments are kept-channel dicts with ``bits_key(group): 8`` for int8 groups. Costs (MACs,
 params, modelled latency: :class:`agents.cost_model.CostModel`) are linear in ``x`` except for
 layers scaled by two groups, whose cost is ``c · f_A · f_B``. Those products are linearised
 exactly with one ``z[AB, i, j] ≥ 0`` per pair of levels, tied to the one-hot choices by their
@@ -25,8 +28,8 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
-from agents.cost_model import CostModel
-from search_spaces.space import SearchSpace
+from agents.cost_model import CostModel, is_int8
+from search_spaces.space import PRECISION_BITS, SearchSpace, bits_key
 
 # HiGHS accepts rows violated by up to 1e-6; a solution is checked exactly and, if it breaks a
 # limit by more than this, cut off and the MILP solved again.
@@ -52,29 +55,55 @@ class Knapsack:
         self.limits = list(limits)
         self.names = space.names
         self.levels = {g.name: space.levels(g) for g in space.groups}
+        self.int8 = space.quantizable
+        #: per group, its options as (kept channels, int8)
+        self.options = {g: [(k, q) for q in ((False, True) if self.int8 else (False,)) for k in lv]
+                        for g, lv in self.levels.items()}
         self._x: dict[tuple[str, int], int] = {}
         for g in self.names:
-            for i in range(len(self.levels[g])):
+            for i in range(len(self.options[g])):
                 self._x[(g, i)] = len(self._x)
         pairs = sorted({p for lim in self.limits for p in lim.model.pairs})
         self._z: dict[tuple[tuple[str, str], int, int], int] = {}
         for a, b in pairs:
-            for i in range(len(self.levels[a])):
-                for j in range(len(self.levels[b])):
+            for i in range(len(self.options[a])):
+                for j in range(len(self.options[b])):
                     self._z[((a, b), i, j)] = len(self._x) + len(self._z)
         self._pairs = pairs
         self.n_vars = len(self._x) + len(self._z)
         self._base = self._base_rows()
 
     def _frac(self, g: str, i: int) -> float:
-        return self.levels[g][i] / self.space.group(g).channels
+        return self.options[g][i][0] / self.space.group(g).channels
+
+    def option(self, g: str, assignment: Mapping[str, float]) -> int:
+        """The option index of group ``g`` in ``assignment``."""
+        i = self.levels[g].index(int(assignment[g]))
+        return i + len(self.levels[g]) if self.int8 and is_int8(assignment, g) else i
+
+    def assignment(self, choice: Mapping[str, int]) -> dict[str, int]:
+        """Option indices as an assignment: kept channels, and ``bits_key: 8`` for int8 groups."""
+        out: dict[str, int] = {}
+        for g in self.names:
+            kept, q = self.options[g][choice[g]]
+            out[g] = kept
+            if q:
+                out[bits_key(g)] = PRECISION_BITS["int8"]
+        return out
+
+    def steps(self, g: str, i: int, j: int) -> int:
+        """Steps between options ``i`` and ``j`` of group ``g``: levels apart, plus 1 if the
+        precision differs."""
+        (ki, qi), (kj, qj) = self.options[g][i], self.options[g][j]
+        lv = self.levels[g]
+        return abs(lv.index(ki) - lv.index(kj)) + int(qi != qj)
 
     def _base_rows(self) -> list[LinearConstraint]:
         rows: list[tuple[dict[int, float], float, float]] = []
-        for g in self.names:  # one level per group
-            rows.append(({self._x[(g, i)]: 1.0 for i in range(len(self.levels[g]))}, 1.0, 1.0))
+        for g in self.names:  # one option per group
+            rows.append(({self._x[(g, i)]: 1.0 for i in range(len(self.options[g]))}, 1.0, 1.0))
         for (a, b) in self._pairs:  # marginals: sum_j z[AB, i, j] = x[A, i], sum_i z[AB, i, j] = x[B, j]
-            na, nb = len(self.levels[a]), len(self.levels[b])
+            na, nb = len(self.options[a]), len(self.options[b])
             for i in range(na):
                 row: dict[int, float] = {self._z[((a, b), i, j)]: 1.0 for j in range(nb)}
                 row[self._x[(a, i)]] = -1.0
@@ -95,9 +124,10 @@ class Knapsack:
         for g in self.names:
             for i, v in enumerate(model.linear[g]):
                 row[self._x[(g, i)]] = row.get(self._x[(g, i)], 0.0) + v
-        for (a, b), c in model.pairs.items():
-            for i in range(len(self.levels[a])):
-                for j in range(len(self.levels[b])):
+        for (a, b) in model.pairs:
+            for i, (_, qa) in enumerate(self.options[a]):
+                for j, (_, qb) in enumerate(self.options[b]):
+                    c = model.pair_coef((a, b), qa, qb)
                     row[self._z[((a, b), i, j)]] = c * self._frac(a, i) * self._frac(b, j)
         return row
 
@@ -120,8 +150,9 @@ class Knapsack:
     ) -> dict[str, int] | None:
         """The kept channels of the best solution, or None when nothing satisfies the limits.
 
-        ``center``/``radius``: only solutions within ``radius`` level steps (L1) of ``center``
-        (kept channels). ``exclude``: kept-channel assignments that may not be returned.
+        ``values[g]``: one value per option of ``g`` (its levels; then in int8, in a space with
+        int8). ``center``/``radius``: only solutions within ``radius`` steps (L1 in levels, a
+        precision change one step) of ``center`` (an assignment). ``exclude``: kept-channel assignments that may not be returned.
         ``gap``: HiGHS' relative MIP gap (0: proven optimal); past ``time_limit`` the best
         solution found so far is returned.
         """
@@ -144,33 +175,40 @@ class Knapsack:
         ways = np.zeros(radius + 1, dtype=np.int64)  # ways[d]: partial assignments d steps away
         ways[0] = 1
         for g in self.names:
-            pos, n = self.levels[g].index(center[g]), len(self.levels[g])
-            steps = np.bincount([abs(j - pos) for j in range(n) if abs(j - pos) <= radius], minlength=radius + 1)
+            pos = self.option(g, center)
+            away = [d for j in range(len(self.options[g])) if (d := self.steps(g, pos, j)) <= radius]
+            steps = np.bincount(away, minlength=radius + 1)
             ways = np.minimum(np.convolve(ways, steps)[: radius + 1], cap)
         return int(min(int(ways.sum()), cap))
 
     def _region(self, center: Mapping[str, int], radius: int) -> np.ndarray:
-        """Level indices (one row per architecture, one column per group) within the region."""
+        """Option indices (one row per architecture, one column per group) within the region."""
         rows, used = np.zeros((1, 0), dtype=np.int64), np.zeros(1, dtype=np.int64)
         for g in self.names:
-            pos, n = self.levels[g].index(center[g]), len(self.levels[g])
+            pos = self.option(g, center)
             parts = []
-            for j in range(max(0, pos - radius), min(n - 1, pos + radius) + 1):
-                ok = used + abs(j - pos) <= radius
-                parts.append((np.column_stack([rows[ok], np.full(int(ok.sum()), j)]), used[ok] + abs(j - pos)))
+            for j in range(len(self.options[g])):
+                if (d := self.steps(g, pos, j)) > radius:
+                    continue
+                ok = used + d <= radius
+                parts.append((np.column_stack([rows[ok], np.full(int(ok.sum()), j)]), used[ok] + d))
             rows, used = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         return rows
 
     def _model_values(self, model: CostModel, idx: np.ndarray) -> np.ndarray:
-        """``model.value`` of every row of level indices ``idx`` at once."""
+        """``model.value`` of every row of option indices ``idx`` at once."""
         col = {g: k for k, g in enumerate(self.names)}
         out = np.full(len(idx), model.const)
         for g, lin in model.linear.items():
             out += np.asarray(lin)[idx[:, col[g]]]
-        for (a, b), coef in model.pairs.items():
-            fa = np.asarray([self._frac(a, i) for i in range(len(self.levels[a]))])[idx[:, col[a]]]
-            fb = np.asarray([self._frac(b, i) for i in range(len(self.levels[b]))])[idx[:, col[b]]]
-            out += coef * fa * fb
+        for (a, b) in model.pairs:
+            ia, ib = idx[:, col[a]], idx[:, col[b]]
+            fa = np.asarray([self._frac(a, i) for i in range(len(self.options[a]))])[ia]
+            fb = np.asarray([self._frac(b, i) for i in range(len(self.options[b]))])[ib]
+            qa = np.asarray([q for _, q in self.options[a]])[ia]
+            qb = np.asarray([q for _, q in self.options[b]])[ib]
+            coef = np.asarray([[model.pair_coef((a, b), x, y) for y in (False, True)] for x in (False, True)])
+            out += coef[qa.astype(int), qb.astype(int)] * fa * fb
         return out
 
     def _best_in_region(
@@ -187,9 +225,9 @@ class Knapsack:
         for lim in self.limits:
             ok &= self._model_values(lim.model, idx) <= lim.bound + _EXACT_TOL
         if exclude:
-            sizes = np.asarray([len(self.levels[g]) for g in self.names], dtype=np.int64)
+            sizes = np.asarray([len(self.options[g]) for g in self.names], dtype=np.int64)
             radix = np.concatenate([[1], np.cumprod(sizes[:-1])])
-            taken = np.asarray([[self.levels[g].index(k[g]) for g in self.names] for k in exclude], dtype=np.int64)
+            taken = np.asarray([[self.option(g, k) for g in self.names] for k in exclude], dtype=np.int64)
             ok &= ~np.isin(idx @ radix, taken @ radix)
         if not ok.any():
             return None
@@ -197,11 +235,11 @@ class Knapsack:
         for k, g in enumerate(self.names):
             score += np.asarray(values[g], dtype=float)[idx[:, k]]
         best = int(np.flatnonzero(ok)[np.argmax(score[ok])])
-        return {g: self.levels[g][int(idx[best, k])] for k, g in enumerate(self.names)}
+        return self.assignment({g: int(idx[best, k]) for k, g in enumerate(self.names)})
 
     def distance(self, a: Mapping[str, int], b: Mapping[str, int]) -> int:
-        """L1 distance in level steps between two kept-channel assignments."""
-        return sum(abs(self.levels[g].index(a[g]) - self.levels[g].index(b[g])) for g in self.names)
+        """L1 distance in level steps (a precision change is one step) between two assignments."""
+        return sum(self.steps(g, self.option(g, a), self.option(g, b)) for g in self.names)
 
     def cheapest(
         self, model: CostModel, *, exclude: Sequence[Mapping[str, int]] = (), time_limit: float = 20.0
@@ -241,17 +279,18 @@ class Knapsack:
         """One MILP: minimise ``c`` (over every variable) within the limits, region and cuts."""
         rows: list[tuple[dict[int, float], float, float]] = []
         if center is not None and radius is not None:
-            pos = {g: self.levels[g].index(center[g]) for g in self.names}
+            pos = {g: self.option(g, center) for g in self.names}
             rows.append(
                 (
-                    {self._x[(g, i)]: float(abs(i - pos[g])) for g in self.names for i in range(len(self.levels[g]))},
+                    {self._x[(g, i)]: float(self.steps(g, pos[g], i)) for g in self.names
+                     for i in range(len(self.options[g]))},
                     -np.inf,
                     float(radius),
                 )
             )
-        for kept in exclude:  # no-good cut: not every group at this level again
+        for kept in exclude:  # no-good cut: not every group at this option again
             rows.append(
-                ({self._x[(g, self.levels[g].index(kept[g]))]: 1.0 for g in self.names}, -np.inf, len(self.names) - 1.0)
+                ({self._x[(g, self.option(g, kept))]: 1.0 for g in self.names}, -np.inf, len(self.names) - 1.0)
             )
         constraints = self._base + ([self._constraint(rows)] if rows else [])
         integrality = np.zeros(self.n_vars)
@@ -265,11 +304,8 @@ class Knapsack:
         )
         if res.x is None:
             return None
-        out = {}
-        for g in self.names:
-            i = int(np.argmax([res.x[self._x[(g, j)]] for j in range(len(self.levels[g]))]))
-            out[g] = self.levels[g][i]
-        return out
+        return self.assignment(
+            {g: int(np.argmax([res.x[self._x[(g, j)]] for j in range(len(self.options[g]))])) for g in self.names})
 
     def violated(self, kept: Mapping[str, int]) -> list[str]:
         """Names of the limits ``kept`` breaks, evaluated exactly (not through the MILP)."""

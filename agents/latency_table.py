@@ -25,12 +25,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from search_spaces.space import SearchSpace
+from search_spaces.space import SearchSpace, bits_key
 
 
 @dataclass(frozen=True)
 class LatencyTableRequest:
-    """What an agent asks workers to measure: each group at these pruning ratios, others dense."""
+    """What an agent asks workers to measure: each group at these pruning ratios, others dense
+    (in a space with int8 also each group in int8, unpruned and at the middle of these widths,
+    others dense fp32: the table's ``int8`` entries)."""
 
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
 
@@ -41,27 +43,46 @@ class LatencyTableRequest:
 
 @dataclass(frozen=True)
 class LatencyTable:
-    """Measured latency ratios (over dense) with one group at ``kept`` channels, others dense.
+    """Measured latency ratios (over dense fp32) with one group at ``kept`` channels, others dense.
 
-    ``entries[group]`` holds ``(kept, ratio)`` pairs; the dense point ``(channels, 1.0)`` is
-    implied. ``dense_ms`` is the dense model's median in the same session.
+    ``entries[group]`` holds ``(kept, ratio)`` pairs, the group fp32; the dense point
+    ``(channels, 1.0)`` is implied. ``int8[group]`` (a space with int8 only) holds ``(kept,
+    ratio)`` pairs with the group in int8 at ``kept`` channels (``channels`` among them: int8
+    alone), every other group dense fp32 — where int8 pays and where, on narrow layers, its
+    quantize/dequantize overhead makes it slower. ``dense_ms`` is the dense model's median in the
+    same session.
     """
 
     dense_ms: float
     entries: Mapping[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
+    int8: Mapping[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
 
     def points(self, space: SearchSpace) -> list[tuple[dict[str, float], float]]:
-        """Every entry as ``(policy, latency ratio)``: one group narrowed, the rest dense."""
-        return [
+        """Every entry as ``(policy, latency ratio)``: one group narrowed (or in int8), the rest
+        dense fp32."""
+        fp32 = [
             ({group: space.ratio_for(group, int(kept))}, float(ratio))
             for group, entries in self.entries.items()
             for kept, ratio in entries
         ]
+        int8 = [
+            ({group: space.ratio_for(group, int(kept)), bits_key(group): 8.0}, float(ratio))
+            for group, entries in self.int8.items()
+            for kept, ratio in entries
+        ]
+        return fp32 + int8
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dense_ms": self.dense_ms, "entries": {g: [list(e) for e in v] for g, v in self.entries.items()}}
+        out: dict[str, Any] = {"dense_ms": self.dense_ms,
+                               "entries": {g: [list(e) for e in v] for g, v in self.entries.items()}}
+        if self.int8:
+            out["int8"] = {g: [list(e) for e in v] for g, v in self.int8.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
-        entries = {g: tuple((int(k), float(r)) for k, r in v) for g, v in data.get("entries", {}).items()}
-        return cls(dense_ms=float(data["dense_ms"]), entries=entries)
+        def rows(part: Mapping[str, Any]) -> dict[str, tuple[tuple[int, float], ...]]:
+            return {g: tuple((int(k), float(r)) for k, r in v) for g, v in part.items()}
+
+        return cls(dense_ms=float(data["dense_ms"]), entries=rows(data.get("entries", {})),
+                   int8=rows(data.get("int8", {})))

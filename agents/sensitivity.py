@@ -14,10 +14,20 @@ latencies; an allocation whose measured latency is over the budget (seen on a tr
 probes all sit near the baseline) is a new measured point, and the allocation is made again with
 the refitted model and a bound tightened by half the measured excess so far — up to ``allocations``
 times — until one is feasible as measured.
+
+In a space with int8 (``search_space.precision``) each group is also probed in int8 (the baseline's
+widths, that group alone in int8: as feasible as the baseline, since int8 adds no MACs) and its
+measured quality drop is the group's int8 loss. The allocation then starts from every group at
+``max_ratio`` in the cheaper precision (int8 unless the latency model says int8 is slower there)
+and its steps are of two kinds — a channel step back to a group, or a group back to fp32 (gaining
+its int8 loss) — the step with the largest loss reduction per unit of cost first (cost: predicted
+latency under a latency budget, MACs otherwise, where int8 costs nothing: a group goes back to
+fp32 whenever int8 lost quality).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,6 +35,9 @@ import numpy as np
 from agents.base import Agent
 from agents.types import Budget, Outcome, Proposal
 from search_spaces.space import Policy, SearchSpace
+
+#: the key of a group's int8 probe among the results (``curves`` reads the others as ratios)
+INT8_PROBE = "int8"
 
 #: After a measured miss the bound is tightened by this share of the excess: the refitted latency
 #: model absorbs part of the miss already (the whole excess over-corrected on noisy latencies).
@@ -69,6 +82,10 @@ class SensitivityAgent(Agent):
                     continue
                 seen.add(self.space.signature(policy))
                 plan.append({"key": f"{g.name}@{policy[g.name]!r}", "policy": policy})
+        if self.space.quantizable:  # each group alone in int8, at the baseline's widths
+            for g in self.space.groups:
+                policy = self.space.with_int8(self.space.round(base), [g.name])
+                plan.append({"key": f"{g.name}@{INT8_PROBE}", "policy": policy})
         return plan
 
     @property
@@ -117,11 +134,17 @@ class SensitivityAgent(Agent):
             pts = [(base[g.name], 0.0)]
             for key, q in self._results.items():
                 name, _, r = key.rpartition("@")
-                if name == g.name:
+                if name == g.name and r != INT8_PROBE:
                     pts.append((float(r), q0 - q))
             pts.sort()
             out[g.name] = (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
         return out
+
+    def int8_losses(self) -> dict[str, float]:
+        """Per group: the quality its int8 probe lost against the baseline (0 where unmeasured)."""
+        q0 = self._results.get("baseline", 0.0)
+        return {g.name: q0 - self._results[key] if (key := f"{g.name}@{INT8_PROBE}") in self._results else 0.0
+                for g in self.space.groups}
 
     def allocate(self) -> Policy:
         curves = self.curves()
@@ -133,6 +156,8 @@ class SensitivityAgent(Agent):
                 return float(ys[0] - slope * (xs[0] - r))
             return float(np.interp(r, xs, ys))
 
+        if self.space.quantizable:
+            return self._allocate_joint(loss)
         space = self.space
         kept = {g.name: space.levels(g)[0] for g in space.groups}
         policy = {n: space.ratio_for(n, k) for n, k in kept.items()}
@@ -154,6 +179,50 @@ class SensitivityAgent(Agent):
                 return self.fit.fill(policy, margin=self._margin)
             kept[best[0]] = best[1]
             policy[best[0]] = space.ratio_for(best[0], best[1])
+
+    def _cost(self, policy: Policy) -> float:
+        """What the joint allocation spends: predicted latency ratio under a latency budget,
+        MACs ratio otherwise."""
+        if self.budget.uses_latency:
+            return self.fit.latency.predict_ratio(policy)
+        return self.space.macs_ratio(policy)
+
+    def _allocate_joint(self, loss: Callable[[str, float], float]) -> Policy:
+        """The greedy allocation over widths and precisions (see the module docstring)."""
+        space, int8_loss = self.space, self.int8_losses()
+        widths = {g.name: space.ratio_for(g, space.levels(g)[0]) for g in space.groups}
+        fp32 = space.with_int8(widths, [])
+        int8 = {g for g in space.names  # the cheaper precision per group to start from
+                if self._cost(space.with_int8(widths, [g])) <= self._cost(fp32) + 1e-12}
+        while True:
+            policy = space.with_int8(widths, int8)
+            cost0 = self._cost(policy)
+            best: tuple[str, float | None] | None = None
+            best_gain = -np.inf
+            for g in space.groups:
+                # (policy after the move, quality gained, (group, new ratio or None: to fp32))
+                moves: list[tuple[Policy, float, tuple[str, float | None]]] = []
+                higher = [k for k in space.levels(g) if k > space.kept_channels(g, widths[g.name])]
+                if higher:
+                    ratio = space.ratio_for(g, higher[0])
+                    gain = loss(g.name, widths[g.name]) - loss(g.name, ratio)
+                    moves.append((space.with_int8({**widths, g.name: ratio}, int8), gain, (g.name, ratio)))
+                if g.name in int8 and int8_loss[g.name] > 0:  # back to fp32 only if int8 lost quality
+                    moves.append((space.with_int8(widths, int8 - {g.name}), int8_loss[g.name], (g.name, None)))
+                for trial, gain, move in moves:
+                    if not self.fit.fits(trial, margin=self._margin):
+                        continue
+                    spent = self._cost(trial) - cost0
+                    per = gain / spent if spent > 1e-12 else (np.inf if gain >= 0 else -np.inf)
+                    if per > best_gain:
+                        best, best_gain = move, per
+            if best is None:
+                return self.fit.fill(policy, margin=self._margin)
+            name, new = best
+            if new is None:
+                int8.discard(name)
+            else:
+                widths[name] = new
 
     def extra_state(self) -> dict[str, Any]:
         return {

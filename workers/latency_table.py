@@ -7,6 +7,14 @@ latency cache file, shared with evaluations and across restarts) and taken with 
 exclusively. Only the architecture matters for latency, so the policy is applied the model
 kind's way (``Evaluator.shrink``) with no recovery.
 
+In a space with int8 each group is also timed in int8 (the table's ``int8`` entries), unpruned
+and at the middle of its table widths, every other group dense fp32: as the runtime runs it (the
+kind's export, quantized by ``workers.quantized`` with one calibration batch — scales do not
+change the kernels), and cached by the same signature an evaluation of that policy would use.
+Two widths per group, not all of them: an int8 entry costs an export, a quantization and a
+session besides its timing, and the latency model's int8 terms (a per-group offset, a slope
+shared by all groups) need two points per group, not more.
+
 The same stage resolves ``search_space.round_to: "runtime"`` (:func:`resolve_round_to`): widths
 timed in the job's runtime choose the channel multiple the space rounds to.
 """
@@ -20,9 +28,11 @@ from typing import TYPE_CHECKING
 from agents.latency_table import LatencyTable
 from search_spaces.measure import time_interleaved
 from search_spaces.space import SearchSpace
+from workers.quantized import quantizing_export
 
 if TYPE_CHECKING:
     from workers.evaluator import Evaluator
+    from workers.runtimes.base import OnnxExport
     from workers.task_types import Task
 
 
@@ -40,24 +50,46 @@ def table_policies(space: SearchSpace, ratios: Sequence[float]) -> dict[str, lis
     return out
 
 
+def int8_table_policies(space: SearchSpace, ratios: Sequence[float]) -> dict[str, list[dict[str, float]]]:
+    """Per group, the group in int8 unpruned and at the middle of its table widths (the less
+    pruned of two), every other group dense fp32 (none in a space without int8)."""
+    if not space.quantizable:
+        return {}
+    return {name: [space.with_int8(p, [name]) for p in [{name: 0.0}, *policies[(len(policies) - 1) // 2:][:1]]]
+            for name, policies in table_policies(space, ratios).items()}
+
+
 def measure_latency_table(evaluator: Evaluator, ratios: Sequence[float]) -> LatencyTable:
     """The table for ``evaluator``'s task at ``ratios`` (see the module docstring)."""
     space, meter = evaluator.space, evaluator.latency
     if meter.rounds < 1:
         raise ValueError("a latency table needs latency measurement, which this evaluator has off (latency_rounds=0)")
     dense = meter.measure(evaluator.dense_signature, evaluator.dense)
-    entries: dict[str, tuple[tuple[int, float], ...]] = {}
-    for name, policies in table_policies(space, ratios).items():
-        row = []
-        for policy in policies:
-            signature = space.signature(policy)
-            lat = meter.cached(signature)
-            if lat is None:
-                model = evaluator.shrink(policy)
-                lat = meter.measure(signature, model)
-            row.append((space.kept(policy)[name], lat.ratio))
-        entries[name] = tuple(row)
-    return LatencyTable(dense_ms=dense.ms, entries=entries)
+
+    def rows(plan: dict[str, list[dict[str, float]]]) -> dict[str, tuple[tuple[int, float], ...]]:
+        out = {}
+        for name, policies in plan.items():
+            row = []
+            for policy in policies:
+                signature = space.signature(policy)
+                lat = meter.cached(signature)
+                if lat is None:
+                    lat = meter.measure(signature, evaluator.shrink(policy), export=_export(evaluator, policy))
+                row.append((space.kept(policy)[name], lat.ratio))
+            out[name] = tuple(row)
+        return out
+
+    return LatencyTable(dense_ms=dense.ms, entries=rows(table_policies(space, ratios)),
+                        int8=rows(int8_table_policies(space, ratios)))
+
+
+def _export(evaluator: Evaluator, policy: dict[str, float]) -> OnnxExport | None:
+    """How the meter writes ``policy``'s file: the kind's export, its int8 layers quantized (as
+    ``Evaluator.run_of`` does); None (the meter's own) for an all-fp32 policy."""
+    int8 = evaluator.space.int8_layers(policy)
+    if not int8:
+        return None
+    return quantizing_export(evaluator.kind, int8, evaluator.scoring.quantization_batches()[:1])
 
 
 # --- search_space.round_to: "runtime" ------------------------------------------------------------

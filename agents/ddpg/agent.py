@@ -10,6 +10,12 @@ and runs one DDPG update per transition told (AMC: one update per stored transit
 past the warm-up. Reward (``reward`` option): ``"quality"`` (resource-constrained, the default)
 or ``"error_log_cost"`` = −(1 − quality)·log(MACs) (accuracy-guaranteed); a policy that breaks a
 measured budget (latency) gets reward 0; a failed evaluation is dropped.
+
+In a space with int8 the search is HAQ's on top of AMC's: each step's action has a second number,
+the group's precision (int8 from 0.5), drawn and explored like the ratio (uniform in the warm-up,
+then a truncated normal around the actor's), and the observation carries the previous group's
+precision (``agents.ddpg.env``); the reward is the same, measured on the quantized model. An fp32
+space runs AMC's search unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from scipy.stats import truncnorm
 
 from agents.base import Agent
 from agents.baselines import rng_state, set_rng_state
-from agents.ddpg.env import OBS_DIM, PruningEnv
+from agents.ddpg.env import PruningEnv, action_dim, obs_dim
 from agents.ddpg.learner import DDPG
 from agents.types import Budget, Outcome, Proposal
 from search_spaces.space import SearchSpace
@@ -69,7 +75,7 @@ class DDPGAgent(Agent):
         self.reward, self.fill = reward, fill
         self.env = PruningEnv(space, self.fit)
         self.ddpg = DDPG(
-            OBS_DIM,
+            obs_dim(space),
             seed=seed,
             hidden=hidden,
             lr_actor=lr_actor,
@@ -78,19 +84,24 @@ class DDPGAgent(Agent):
             discount=discount,
             batch_size=batch_size,
             buffer_size=max(1, buffer_episodes) * len(space),
+            action_dim=action_dim(space),
         )
         self._rng = np.random.default_rng(seed)
         self._episode = 0  # episodes rolled out so far
         self._episodes: dict[int, dict[str, Any]] = {}  # trial id -> transitions awaiting reward
 
     # --- rollouts -----------------------------------------------------------------------------
-    def _action(self, obs: np.ndarray, episode: int) -> float:
+    def _action(self, obs: np.ndarray, episode: int) -> list[float]:
+        """The step's action: the ratio (AMC), then the precision in a space with int8 (HAQ)."""
+        dims = action_dim(self.space)
         if episode < self.warmup:
-            return float(self._rng.uniform(0.0, 1.0))
-        mu = self.ddpg.act(obs)
+            if dims == 1:
+                return [float(self._rng.uniform(0.0, 1.0))]
+            return [float(x) for x in self._rng.uniform(0.0, 1.0, size=dims)]
+        mus = [self.ddpg.act(obs)] if dims == 1 else self.ddpg.act_all(obs).tolist()
         sd = self.sigma * self.sigma_decay ** (episode - self.warmup)
-        a, b = (0.0 - mu) / sd, (1.0 - mu) / sd
-        return float(truncnorm.rvs(a, b, loc=mu, scale=sd, random_state=self._rng))
+        return [float(truncnorm.rvs((0.0 - mu) / sd, (1.0 - mu) / sd, loc=mu, scale=sd, random_state=self._rng))
+                for mu in mus]
 
     def rollout(self) -> tuple[dict[str, float], dict[str, Any]]:
         """One episode: the policy and its transitions (obs, taken action, next obs)."""
@@ -100,7 +111,7 @@ class DDPGAgent(Agent):
         info: dict[str, Any] = {}
         while not done:
             action = self._action(obs, self._episode)
-            next_obs, _, done, _, info = self.env.step(np.array([action], np.float32))
+            next_obs, _, done, _, info = self.env.step(np.array(action, np.float32))
             record["obs"].append(obs.tolist())
             record["action"].append(info["action"])  # the clamped action that was applied
             record["next_obs"].append(next_obs.tolist())

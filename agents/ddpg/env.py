@@ -7,6 +7,12 @@ and the previous action. Action: one number in [0, 1], the fraction of ``max_rat
 Before it is applied it is clamped from below (``BudgetFit.min_ratio``) so the budget stays
 reachable whatever later groups do; every episode therefore ends within budget.
 
+In a space with int8 (HAQ, Wang et al., CVPR 2019, searched jointly with the width as in APQ) the
+action has a second number, the group's precision (int8 from 0.5 up, fp32 below), decided before
+the ratio so the clamp accounts for it (a group asked for in int8 where the latency model says
+int8 would leave the budget unreachable stays fp32), and the observation a twelfth, the previous
+group's precision (1: int8). An fp32 space's env is AMC's exactly as above.
+
 The env cannot score the pruned network (that is the workers' job, in parallel, later), so the
 reward is 0 until the last step, where it is ``reward_fn(policy)`` when one is given (tests, the
 synthetic evaluator) and 0 otherwise; the agent hands every transition the real reward when the
@@ -26,6 +32,18 @@ from search_spaces.space import Policy, SearchSpace
 
 KINDS = {"conv": 1.0, "conv1d": 1.0, "depthwise": 0.5, "linear": 0.0, "attention": 0.25}
 OBS_DIM = 11
+#: a precision action from this value up picks int8
+INT8_FROM = 0.5
+
+
+def obs_dim(space: SearchSpace) -> int:
+    """The observation's size: AMC's, plus the previous precision in a space with int8."""
+    return OBS_DIM + (1 if space.quantizable else 0)
+
+
+def action_dim(space: SearchSpace) -> int:
+    """The action's size: the ratio, and the precision in a space with int8."""
+    return 2 if space.quantizable else 1
 
 
 def embedding(space: SearchSpace) -> np.ndarray:
@@ -53,8 +71,9 @@ class PruningEnv(gym.Env):
         reward_fn: Callable[[Policy], float] | None = None,
     ) -> None:
         self.space, self.fit, self.reward_fn = space, fit, reward_fn
-        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)
-        self.action_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+        self.joint = space.quantizable
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(obs_dim(space),), dtype=np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, shape=(action_dim(space),), dtype=np.float32)
         self._emb = embedding(space)
         group_macs = np.array([g.macs for g in space.groups], dtype=np.float64)
         total = group_macs.sum() or 1.0
@@ -62,25 +81,41 @@ class PruningEnv(gym.Env):
         self._t = 0
         self._decided: Policy = {}
         self._prev = 0.0
+        self._prev_int8 = 0.0
 
     def _obs(self) -> np.ndarray:
         t = min(self._t, len(self.space) - 1)
         reduced = 1.0 - self.space.macs_ratio(self._decided) if self._decided else 0.0
         rest = self._rest[t] if self._t < len(self.space) else 0.0
-        obs = np.concatenate([self._emb[t], [reduced, rest, self._prev]])
+        prev = [self._prev, self._prev_int8] if self.joint else [self._prev]
+        obs = np.concatenate([self._emb[t], [reduced, rest], prev])
         return np.clip(obs, 0.0, 1.0).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self._t, self._decided, self._prev = 0, {}, 0.0
+        self._t, self._decided, self._prev, self._prev_int8 = 0, {}, 0.0, 0.0
         return self._obs(), {}
+
+    def _reachable(self, group: str) -> bool:
+        """Whether the budget is met with the decided groups as they are and ``group`` and every
+        later group pruned at ``max_ratio``."""
+        trial = {**{n: self.space.max_ratio for n in self.space.names}, **self._decided}
+        trial[group] = self.space.max_ratio
+        return self.fit.fits(trial)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._t >= len(self.space):
             raise RuntimeError("episode is over: call reset()")
         g = self.space.groups[self._t]
-        wanted = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], 0.0, 1.0))
+        act = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), 0.0, 1.0)
+        wanted = float(act[0])
         top = self.space.max_ratio
+        int8 = self.joint and float(act[1]) >= INT8_FROM
+        if int8:  # the precision first: the clamp below sees it
+            fp32 = self._decided
+            self._decided = self.space.with_int8(fp32, [*self.space.int8_groups(fp32), g.name])
+            if not self._reachable(g.name):  # int8 modelled slower here, past what the budget allows
+                self._decided, int8 = fp32, False
         lowest = self.fit.min_ratio(self._decided, g.name)  # AMC's clamp: budget stays reachable
         ratio = max(wanted * top, lowest)
         kept = self.space.kept_channels(g, ratio)
@@ -89,7 +124,8 @@ class PruningEnv(gym.Env):
         self._prev = min(1.0, taken)
         self._t += 1
         done = self._t == len(self.space)
-        info: dict[str, Any] = {"action": self._prev}
+        self._prev_int8 = 1.0 if int8 else 0.0
+        info: dict[str, Any] = {"action": [self._prev, self._prev_int8] if self.joint else self._prev}
         reward = 0.0
         if done:
             info["policy"] = dict(self._decided)

@@ -21,10 +21,11 @@ from agents.ddpg.serial import pack, pack_optimizer, unpack, unpack_optimizer
 
 
 class Actor(nn.Module):
-    def __init__(self, obs_dim: int, hidden: int = 300) -> None:
+    def __init__(self, obs_dim: int, hidden: int = 300, action_dim: int = 1) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid()
+            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, action_dim),
+            nn.Sigmoid(),
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -32,9 +33,9 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    def __init__(self, obs_dim: int, hidden: int = 300) -> None:
+    def __init__(self, obs_dim: int, hidden: int = 300, action_dim: int = 1) -> None:
         super().__init__()
-        self.fc_s, self.fc_a = nn.Linear(obs_dim, hidden), nn.Linear(1, hidden)
+        self.fc_s, self.fc_a = nn.Linear(obs_dim, hidden), nn.Linear(action_dim, hidden)
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -44,15 +45,15 @@ class Critic(nn.Module):
 class ReplayBuffer:
     """A ring of (obs, action, reward, next_obs, done) transitions."""
 
-    def __init__(self, capacity: int, obs_dim: int) -> None:
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int = 1) -> None:
         self.capacity, self.size, self.pos = capacity, 0, 0
         self.obs = np.zeros((capacity, obs_dim), np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.action = np.zeros((capacity, 1), np.float32)
+        self.action = np.zeros((capacity, action_dim), np.float32)
         self.reward = np.zeros((capacity, 1), np.float32)
         self.done = np.zeros((capacity, 1), np.float32)
 
-    def add(self, obs: Any, action: float, reward: float, next_obs: Any, done: bool) -> None:
+    def add(self, obs: Any, action: float | list[float], reward: float, next_obs: Any, done: bool) -> None:
         i = self.pos
         self.obs[i], self.action[i], self.reward[i] = obs, action, reward
         self.next_obs[i], self.done[i] = next_obs, float(done)
@@ -91,11 +92,13 @@ class DDPG:
         batch_size: int = 64,
         buffer_size: int = 2000,
         moving_alpha: float = 0.5,
+        action_dim: int = 1,
     ) -> None:
         with torch.random.fork_rng():  # initial weights from the agent's seed, not global state
             torch.manual_seed(seed)
-            self.actor, self.critic = Actor(obs_dim, hidden), Critic(obs_dim, hidden)
-            self.actor_target, self.critic_target = Actor(obs_dim, hidden), Critic(obs_dim, hidden)
+            self.actor, self.critic = Actor(obs_dim, hidden, action_dim), Critic(obs_dim, hidden, action_dim)
+            self.actor_target = Actor(obs_dim, hidden, action_dim)
+            self.critic_target = Critic(obs_dim, hidden, action_dim)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr_actor)
@@ -103,11 +106,16 @@ class DDPG:
         self.tau, self.discount, self.batch_size = tau, discount, batch_size
         self.moving_alpha = moving_alpha
         self.moving_average: float | None = None
-        self.buffer = ReplayBuffer(buffer_size, obs_dim)
+        self.buffer = ReplayBuffer(buffer_size, obs_dim, action_dim)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> float:
         return float(self.actor(torch.from_numpy(obs[None].astype(np.float32)))[0, 0])
+
+    @torch.no_grad()
+    def act_all(self, obs: np.ndarray) -> np.ndarray:
+        """Every action dimension (the ratio, then the precision in a space with int8)."""
+        return self.actor(torch.from_numpy(obs[None].astype(np.float32)))[0].numpy().astype(np.float64)
 
     def update(self, rng: np.random.Generator) -> None:
         b = self.buffer.sample(rng, min(self.batch_size, self.buffer.size))

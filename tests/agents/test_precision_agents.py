@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from agents.budget_fit import LatencyModel
+from agents.latency_table import LatencyTable
 from agents.registry import make_agent
-from agents.types import Budget, Metrics, Outcome
-from search_spaces.space import SearchSpace
+from agents.types import AgentHints, Budget, Metrics, Outcome
+from search_spaces.space import SearchSpace, bits_key
+from tests.agents.conftest import FAST_OPTIONS
 from tests.agents.synthetic import chain_space as toy_space
 
-JOINT = ["random", "optuna-tpe", "optuna-nsga2"]
+JOINT = ["random", "optuna-tpe", "optuna-nsga2", "ddpg", "sensitivity"]
 
 
 def joint(space: SearchSpace) -> SearchSpace:
@@ -28,10 +30,27 @@ def _metrics(space: SearchSpace, policy: dict[str, float]) -> Metrics:
                    latency_ms=macs * (1 - 0.5 * int8), latency_ratio=macs * (1 - 0.5 * int8))
 
 
-@pytest.mark.parametrize("name", [*JOINT, "uniform"])
+def _latency_table(space: SearchSpace) -> LatencyTable:
+    """The table workers would measure for ``_metrics``' latency: each group narrowed, and each
+    group in int8 (narrowed and unpruned), the rest dense fp32."""
+    entries, int8 = {}, {}
+    for g in space.groups:
+        lower = [k for k in space.levels(g) if k < g.channels][:2]
+        entries[g.name] = tuple((k, _metrics(space, {g.name: space.ratio_for(g, k)}).latency_ratio) for k in lower)
+        int8[g.name] = tuple((k, _metrics(space, {g.name: space.ratio_for(g, k), bits_key(g.name): 8.0}).latency_ratio)
+                             for k in [*lower, g.channels])
+    return LatencyTable(dense_ms=1.0, entries=entries, int8=int8)  # type: ignore[arg-type]
+
+
+def _agent(name: str, space: SearchSpace, budget: Budget, seed: int):
+    hints = AgentHints(latency_table=_latency_table(space)) if name == "knapsack" else None
+    return make_agent(name, space, budget, seed=seed, options=FAST_OPTIONS.get(name, {}), hints=hints)
+
+
+@pytest.mark.parametrize("name", [*JOINT, "knapsack", "uniform"])
 def test_every_agent_opens_with_the_three_baselines(name: str) -> None:
     space = joint(toy_space())
-    agent = make_agent(name, space, Budget(macs_ratio=0.5), seed=0)
+    agent = _agent(name, space, Budget(macs_ratio=0.5), seed=0)
     first = [agent.ask(1)[0] for _ in range(3)]  # one at a time, as a one-worker job asks
     assert [p.info["role"] for p in first] == ["baseline", "quantize-only", "quantize+uniform-fill"]
     base, only, both = (p.policy for p in first)
@@ -47,7 +66,7 @@ def test_every_agent_opens_with_the_three_baselines(name: str) -> None:
 @pytest.mark.parametrize("name", JOINT)
 def test_searching_agents_choose_precision_per_group(name: str) -> None:
     space = joint(toy_space())
-    agent = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    agent = _agent(name, space, Budget(macs_ratio=0.5), seed=1)
     seen: set[tuple[str, ...]] = set()
     for _ in range(6):
         props = agent.ask(4)
@@ -61,10 +80,10 @@ def test_searching_agents_choose_precision_per_group(name: str) -> None:
     mixed = [s for s in seen if 0 < len(s) < len(space)]
     assert len(mixed) >= 3  # per group, not all-or-nothing
 
-    resumed = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    resumed = _agent(name, space, Budget(macs_ratio=0.5), seed=1)
     first = resumed.ask(4)  # within NSGA-II's first generation (its in-memory resume is exact there)
     resumed.tell([Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in first])
-    again = make_agent(name, space, Budget(macs_ratio=0.5), seed=1)
+    again = _agent(name, space, Budget(macs_ratio=0.5), seed=1)
     again.load_state_dict(resumed.state_dict())  # resumes with the precision params
     assert [p.policy for p in again.ask(2)] == [p.policy for p in resumed.ask(2)]
 
@@ -106,3 +125,95 @@ def test_optuna_starts_from_the_baselines_in_a_joint_space(name: str) -> None:
     assert all(both.params[f"p:{n}"] == "int8" for n in space.names)
     kept = space.kept({n: both.params[f"r:{n}"] for n in space.names})
     assert kept == space.kept(first[2].policy)
+
+
+@pytest.mark.parametrize("name", [*JOINT, "knapsack"])
+def test_agents_search_precision_under_a_latency_budget(name: str) -> None:
+    """Under a latency budget int8 buys time (a MACs budget it does not: there the knapsack rightly
+    keeps fp32): every agent proposes int8 for some groups beyond the baselines, mixed per group,
+    and the proposals the latency model put within the budget are within it as measured."""
+    space = joint(toy_space())
+    budget = Budget(latency_ratio=0.4)
+    agent = _agent(name, space, budget, seed=2)
+    seen: set[tuple[str, ...]] = set()
+    feasible = 0
+    for _ in range(6):
+        props = agent.ask(4)
+        outs = [Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in props]
+        for p, o in zip(props, outs, strict=True):
+            assert space.validate(p.policy) == p.policy
+            if p.info.get("role") not in ("baseline", "quantize-only", "quantize+uniform-fill"):
+                seen.add(tuple(space.int8_groups(p.policy)))
+                feasible += budget.feasible(o.metrics)  # type: ignore[arg-type]
+        agent.tell(outs)
+    assert any(seen), seen  # int8 chosen beyond the baselines
+    assert feasible >= 3
+
+
+def test_sensitivity_keeps_fp32_where_its_int8_probe_lost_quality() -> None:
+    """Under a latency budget, int8 is the cheap way to time: every group goes int8 except the
+    one whose int8 probe measured a large quality drop."""
+    space = joint(toy_space())
+    fragile = space.names[3]
+
+    def metrics(policy: dict[str, float]) -> Metrics:
+        m = _metrics(space, policy)
+        int8 = space.int8_groups(policy)
+        m.quality = 1.0 - 0.3 * (1 - m.macs_ratio) - 0.001 * len(int8) - (0.2 if fragile in int8 else 0.0)
+        return m
+
+    agent = make_agent("sensitivity", space, Budget(latency_ratio=0.45), seed=0, options={"ratios": 2})
+    allocation = None
+    while not agent.finished:
+        props = agent.ask(4)
+        assert props
+        for p in props:
+            if p.info.get("role") == "allocation":
+                allocation = p.policy
+        agent.tell([Outcome(p.trial_id, p.policy, metrics(p.policy)) for p in props])
+    probes = {p for p in agent.state_dict()["extra"]["results"] if p.endswith("@int8")}
+    assert probes == {f"{g}@int8" for g in space.names}  # each group probed in int8
+    assert allocation is not None
+    assert fragile not in space.int8_groups(allocation) and len(space.int8_groups(allocation)) >= 3
+
+
+def test_ddpg_env_picks_precision_with_a_second_action() -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    from agents.budget_fit import BudgetFit
+    from agents.ddpg import PruningEnv
+
+    space = joint(toy_space())
+    fit = BudgetFit(space, Budget(macs_ratio=0.5))
+    env = PruningEnv(space, fit)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset()
+    assert obs.shape == (12,) and env.action_space.shape == (2,)
+    wanted = [0.7 if i % 2 else 0.2 for i in range(len(space))]  # int8 on every other group
+    done = False
+    for q in wanted:
+        obs, _, done, _, info = env.step(np.array([0.5, q], np.float32))
+        assert obs[-1] == (1.0 if q >= 0.5 else 0.0)  # the previous precision, observed
+    assert done and fit.fits(info["policy"])
+    assert space.int8_groups(info["policy"]) == [n for n, q in zip(space.names, wanted, strict=True) if q >= 0.5]
+
+
+def test_ddpg_env_falls_back_to_fp32_where_int8_would_break_the_budget() -> None:
+    from agents.budget_fit import BudgetFit
+    from agents.ddpg import PruningEnv
+
+    space = joint(toy_space())
+    fit = BudgetFit(space, Budget(latency_ratio=0.35))
+    rng = np.random.default_rng(0)
+    points = []
+    for _ in range(40):  # int8 here is much slower: a large overhead per int8 group
+        p = space.with_int8({n: float(r) for n, r in zip(space.names, rng.uniform(0, 0.8, len(space)), strict=True)},
+                            [n for n in space.names if rng.random() < 0.5])
+        points.append((p, space.macs_ratio(p) + 0.1 * len(space.int8_groups(p))))
+    fit.latency.add_points(points)
+    env = PruningEnv(space, fit)
+    env.reset()
+    done = False
+    while not done:  # int8 asked for everywhere
+        _, _, done, _, info = env.step(np.array([0.0, 1.0], np.float32))
+    assert fit.fits(info["policy"]) and len(space.int8_groups(info["policy"])) < len(space)

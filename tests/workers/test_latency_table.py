@@ -8,12 +8,13 @@ import math
 import pytest
 
 from agents.registry import make_agent
-from agents.types import Budget
+from agents.types import AgentHints, Budget
 from workers.evaluator import Evaluator
 from workers.hints import agent_hints
 from workers.latency_table import (
     RUNTIME_STEPS,
     choose_step,
+    int8_table_policies,
     measure_latency_table,
     resolve_round_to,
     step_probe_policies,
@@ -96,6 +97,63 @@ def test_task_process_measures_the_table_in_its_child(settings: WorkerSettings) 
         assert all(ratio > 0 for entries in table.entries.values() for _, ratio in entries)
     finally:
         proc.close()
+
+
+def _int8_task(task: Task) -> Task:
+    """The task with ``search_space.precision: [fp32, int8]`` timed in onnxruntime."""
+    from search_spaces.space import SearchSpace
+    from tests.workers.conftest import small_spec
+
+    spec = small_spec("resnet20-digits", search_space={"precision": ["fp32", "int8"]},
+                      target={"runtime": "onnxruntime"})
+    space = SearchSpace.from_dict({**task.space.to_dict(), "precisions": ["fp32", "int8"]})
+    return dataclasses.replace(task, spec=spec, space=space)
+
+
+def test_int8_table_policies_put_one_group_in_int8(task: Task) -> None:
+    assert int8_table_policies(task.space, (0.5,)) == {}  # an fp32 space times no int8
+    space = _int8_task(task).space
+    ratios = (0.25, 0.5, 0.75)
+    plan = int8_table_policies(space, ratios)
+    assert set(plan) == set(space.names)
+    for name, policies in plan.items():
+        assert [space.int8_groups(p) for p in policies] == [[name]] * len(policies)
+        kept = [space.kept(p)[name] for p in policies]
+        widths = [space.kept(p)[name] for p in table_policies(space, ratios)[name]]
+        # int8 alone, then the middle of the table's widths (two int8 entries a group at most)
+        assert kept[0] == space.group(name).channels
+        assert kept[1:] == widths[(len(widths) - 1) // 2 :][:1]
+        assert all(set(space.widths(p)) == {name} for p in policies)  # every other group dense fp32
+
+
+@pytest.mark.slow
+def test_measured_table_times_each_group_in_int8(task: Task, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quantizable space's table has int8 entries, timed on the quantized file and cached by the
+    signature an evaluation of that policy uses; the knapsack's latency model learns from them."""
+    import workers.latency_table as latency_table
+
+    int8_task = _int8_task(task)
+    space = int8_task.space
+    some = space.names[:3]  # the table of three groups: the mechanics, in seconds
+    every = latency_table.table_policies
+    monkeypatch.setattr(latency_table, "table_policies",
+                        lambda sp, ratios: {g: p for g, p in every(sp, ratios).items() if g in some})
+    evaluator = Evaluator(int8_task, latency_rounds=1)
+    table = measure_latency_table(evaluator, (0.5,))
+    assert set(table.int8) == set(table.entries) == set(some)
+    for name in some:
+        (dense_kept, _), *narrowed = table.int8[name]
+        assert dense_kept == space.group(name).channels
+        assert [k for k, _ in narrowed] == [k for k, _ in table.entries[name]]
+    assert all(math.isfinite(r) and r > 0 for rows in table.int8.values() for _, r in rows)
+    timed = evaluator.latency.measurements
+    assert measure_latency_table(evaluator, (0.5,)) == table  # every entry from the latency cache
+    assert evaluator.latency.measurements == timed
+    first = space.with_int8({some[0]: 0.0}, [some[0]])
+    assert evaluator.latency.cached(space.signature(space.validate(first))) is not None
+    agent = make_agent("knapsack", space, Budget(latency_ratio=0.8), seed=0, hints=AgentHints(latency_table=table))
+    assert len(agent.fit.latency.points) == len(table.points(space))
+    assert any(space.int8_groups(p) for p, _ in table.points(space))
 
 
 # --- round_to: "runtime" ---------------------------------------------------------------------------
