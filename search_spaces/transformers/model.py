@@ -102,12 +102,12 @@ class SkippedLayer(nn.Module):
         return (hidden_states,) if self.returns_tuple else hidden_states
 
 
-def _encoder_layers(model: nn.Module) -> nn.ModuleList:
+def _encoder_layers(model: nn.Module) -> Any:
     backbone = getattr(model, "backbone", None)
     layers = getattr(getattr(backbone, "encoder", None), "layer", None)
     if layers is None:
         raise ValueError(f"{type(model).__name__} is not a BERT-structured sentence embedder")
-    return layers  # type: ignore[no-any-return]
+    return layers  # the backbone's nn.ModuleList of Hugging Face layers
 
 
 def layer_prefix(index: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import onnxruntime as ort
 import pytest
 import torch
@@ -46,7 +48,7 @@ def test_units_are_the_blocks_with_identity_shortcuts(model: nn.Module, space: S
     assert [u.index for u in space.units] == list(range(7))
     unit = space.unit("layer2.1")
     assert unit.kind == "block" and unit.groups == ("layer2.1.conv1",)  # conv2 feeds the stage's residual group
-    block = model.layer2[1]
+    block = model.get_submodule("layer2.1")
     assert unit.params == sum(p.numel() for p in block.parameters())
     assert unit.macs == 2 * 32 * 32 * 9 * 16 * 16  # two 3x3 convs, 32 -> 32 channels, on 16x16
     assert not build_space(model, X).units  # depth is asked for
@@ -129,7 +131,7 @@ def test_apply_policy_removes_exactly_those_blocks(model: nn.Module, space: Sear
     assert not any(n.startswith(("layer1.1.", "layer2.2.", "layer3.1.")) for n in kept_out)
     assert count_macs_params(model, X)[0] == space.dense_macs  # the dense model untouched
     # removing a block = its residual branch gone: the block's output is its (post-ReLU) input
-    dense = resnet20(num_classes=10).eval()
+    dense: Any = resnet20(num_classes=10).eval()
     dense.load_state_dict(model.state_dict())
     with torch.no_grad():
         h = dense.layer1[0](torch.relu(dense.bn1(dense.conv1(X))))
