@@ -274,9 +274,11 @@ class SearchSpace:
         return "int8" in self.precisions
 
     def int8_groups(self, policy: Mapping[str, float]) -> list[str]:
-        """The groups ``policy`` runs in int8, in network order."""
+        """The groups ``policy`` runs in int8, in network order (not those of a removed unit:
+        their layers are gone)."""
         eight = PRECISION_BITS["int8"]
-        return [g.name for g in self.groups if policy.get(bits_key(g.name)) == eight]
+        gone = self.removed_groups(policy)
+        return [g.name for g in self.groups if policy.get(bits_key(g.name)) == eight and g.name not in gone]
 
     def int8_layers(self, policy: Mapping[str, float]) -> list[str]:
         """The conv/linear layers ``policy`` runs in int8 (the int8 groups' ``weights``)."""
@@ -308,7 +310,7 @@ class SearchSpace:
         widths = "-".join(
             str(self.group(n).channels if n in gone else k) for n, k in self.kept(policy).items()
         )
-        int8 = [g for g in self.int8_groups(policy) if g not in gone]
+        int8 = self.int8_groups(policy)
         if int8:
             widths = f"{widths}|int8:" + ",".join(str(self.group(g).index) for g in int8)
         dropped = self.removed_units(policy)
@@ -321,8 +323,7 @@ class SearchSpace:
         same groups in int8, the same units removed; a removed unit's groups dense and fp32)."""
         gone = self.removed_groups(policy)
         rounded = {n: 0.0 if n in gone else self.ratio_for(n, k) for n, k in self.kept(policy).items()}
-        int8 = [g for g in self.int8_groups(policy) if g not in gone]
-        return self.with_removed(self.with_int8(rounded, int8), self.removed_units(policy))
+        return self.with_removed(self.with_int8(rounded, self.int8_groups(policy)), self.removed_units(policy))
 
     # --- depth --------------------------------------------------------------------------------
     @property

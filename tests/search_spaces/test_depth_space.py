@@ -83,6 +83,7 @@ def test_removals_validate_round_key_and_cost(space: SearchSpace) -> None:
     other = {**policy, "layer1.1.conv1": 0.6, bits_key("layer1.1.conv1"): 8.0}
     assert space.signature(other) == space.signature(policy)
     assert space.round(other) == space.round(policy)
+    assert space.int8_groups(other) == [] and space.int8_layers(other) == []  # its layers are gone
     assert space.round(policy)["layer1.1.conv1"] == 0.0 and space.removed_units(space.round(policy)) == [
         "layer1.1", "layer3.2"]
     # int8 of a kept group survives; widths() keeps the architecture (removals) and drops bits
