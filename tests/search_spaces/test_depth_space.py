@@ -218,3 +218,20 @@ def test_a_transformer_with_one_of_two_layers_removed_runs_and_exports(tmp_path)
     again.load_state_dict(pruned.state_dict(), strict=True)
     assert architecture_of(again) == architecture_of(pruned)
     assert "removed" not in architecture_of(model)  # unchanged for a model with every layer
+
+
+def test_layers_removed_beside_a_pruned_hidden_width() -> None:
+    model = tiny_embedder()
+    x = token_batch(1, SEQ)
+    space = build_transformer_space(model, x, criterion="l2", depth=True, hidden=True)
+    assert all("backbone.embeddings" not in u.groups for u in space.units)
+    policy = space.with_removed({**space.uniform(0.25), "backbone.embeddings": 0.5}, ["backbone.encoder.layer.0"])
+    pruned = apply_transformer_policy(model, space, policy, criterion="l2")
+    assert [b.index for b in blocks(pruned)] == [1]
+    assert count_macs_params(pruned, x) == (space.macs(policy), space.params(policy))
+    assert pruned(token_batch(2, SEQ)).shape == (2, 16)
+    # every layer removed: the embeddings pass straight to the pooling
+    both = space.with_removed(space.uniform(0.0), [u.name for u in space.units])
+    empty = apply_transformer_policy(model, space, both, criterion="l2")
+    assert not blocks(empty) and space.macs(both) == 0
+    assert count_macs_params(empty, x) == (0, space.params(both))
