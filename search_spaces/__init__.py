@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from search_spaces.space import Group, LayerCost, Policy, PolicyError, SearchSpace
+from search_spaces.space import Group, LayerCost, Policy, PolicyError, SearchSpace, Unit
 
 _LAZY = {
     "build_space": "search_spaces.build",
@@ -37,7 +37,7 @@ _LAZY = {
     "rebuild_pruned": "search_spaces.bundle",
 }
 
-__all__ = ["Group", "LayerCost", "Policy", "PolicyError", "SearchSpace", *_LAZY]
+__all__ = ["Group", "LayerCost", "Policy", "PolicyError", "SearchSpace", "Unit", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from search_spaces.criteria import CRITERIA
+from search_spaces.depth import removable_blocks, units_of
 from search_spaces.graph import SpaceError, trace_graph
 from search_spaces.importance import ensure_gradients, group_scores, needs_gradients
 from search_spaces.measure import layer_macs
@@ -140,6 +141,7 @@ def build_space(
     ignore: Sequence[str] = (),
     criterion: str = "l1",
     precisions: Sequence[str] = ("fp32",),
+    depth: bool = False,
 ) -> SearchSpace:
     """The search space of ``model`` (which is left untouched).
 
@@ -152,6 +154,8 @@ def build_space(
         ignore: module names never pruned (their groups are left out of the space).
         criterion: importance criterion used for ``Group.importance`` (see ``CRITERIA``).
         precisions: what a policy may run each group in (``search_space.precision``).
+        depth: whether policies may also remove residual blocks with an identity shortcut
+            (``search_space.depth``; ``search_spaces.depth.removable_blocks`` says which).
     """
     if not 0.0 <= max_ratio < 1.0:
         raise ValueError(f"max_ratio must be in [0, 1), got {max_ratio}")
@@ -170,6 +174,7 @@ def build_space(
                 weights=tuple(weights.get(gname, ())))
         for index, (gname, group) in enumerate(raw)
     ]
+    units = units_of(removable_blocks(work, example_input, ignore), "block", groups, costs) if depth else ()
     return SearchSpace(
         groups=tuple(groups),
         costs=tuple(costs),
@@ -180,6 +185,7 @@ def build_space(
         round_to=round_to,
         ignored=tuple(ignore),
         precisions=tuple(precisions),
+        units=units,
     )
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from search_spaces.criteria import CRITERIA
+from search_spaces.depth import remove_blocks
 from search_spaces.graph import SpaceError, full_group, out_pruner, trace_graph
 from search_spaces.importance import ensure_gradients, group_scores, needs_gradients
 from search_spaces.space import PolicyError, SearchSpace
@@ -99,25 +100,45 @@ def apply_policy(
     Args:
         model: the dense model the space was built from (or one of the same architecture).
         space: its search space.
-        policy: group name -> ratio; validated (``PolicyError`` names the bad group).
+        policy: group name -> ratio, and ``keep_key(unit) -> 0`` for each removed block;
+            validated (``PolicyError`` names the bad group or block).
         criterion: importance criterion choosing which channels go (see ``CRITERIA``).
         example_input: an input batch for tracing.
         batches: optional labelled ``(x, y)`` batches for the ``taylor`` criterion's gradients.
         kept_out: receives the kept output indices of every pruned layer (``prune_to_counts``).
     """
-    kept = space.kept(space.validate(policy))
+    policy = space.validate(policy)
+    removed = space.removed_units(policy)
+    gone = space.removed_groups(policy)
+    # widths first, on the whole model (group roots and channel importance as without depth),
+    # then the removed blocks replaced; the groups inside them are not worth pruning
+    kept = {n: k for n, k in space.kept(policy).items() if n not in gone}
     pruned = copy.deepcopy(model)
+    kept_layers: dict[str, list[int]] = {}
     prune_to_counts(
-        pruned, kept, example_input, criterion=criterion, batches=batches, kept_out=kept_out
+        pruned, kept, example_input, criterion=criterion, batches=batches, kept_out=kept_layers
     )
+    if removed:
+        remove_blocks(pruned, removed)
+        shape = _output_shape(pruned, example_input)
+        dense = _output_shape(model, example_input)
+        if shape != dense:
+            raise SpaceError(f"removing {removed} changed the output shape from {dense} to {shape}")
+    if kept_out is not None:
+        kept_out.update(
+            {n: k for n, k in kept_layers.items() if not any(n.startswith(f"{u}.") for u in removed)}
+        )
     return pruned
 
 
 def kept_counts(model: nn.Module, space: SearchSpace) -> dict[str, int]:
-    """The root layers' actual output channels, to compare with ``space.kept(policy)``."""
+    """The root layers' actual output channels, to compare with ``space.kept(policy)`` (groups
+    rooted in a removed block left out)."""
     modules = dict(model.named_modules())
     out: dict[str, int] = {}
     for g in space.groups:
-        m = modules[g.name]
+        m = modules.get(g.name)
+        if m is None:
+            continue
         out[g.name] = int(m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features)  # type: ignore[arg-type]
     return out

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 #: A compression policy: group name -> fraction of that group's channels to remove (groups left
 #: out are not pruned: ratio 0) and, in a space with ``int8`` among its precisions,
-#: ``bits_key(group) -> 8.0`` for each group whose layers run in int8 (left out: fp32). One flat
-#: mapping of floats, so every place that stores, sends or shows a policy carries precision as is.
+#: ``bits_key(group) -> 8.0`` for each group whose layers run in int8 (left out: fp32) and, in a
+#: space with depth (``SearchSpace.units``), ``keep_key(unit) -> 0.0`` for each removed block or
+#: layer (left out: kept). One flat mapping of floats, so every place that stores, sends or shows
+#: a policy carries precision and depth as is.
 Policy = dict[str, float]
 
 #: the precisions a space can offer, by their bits in a policy
@@ -32,6 +34,18 @@ def bits_key(group: str) -> str:
 
 def is_bits_key(key: str) -> bool:
     return key.endswith(BITS_SUFFIX)
+
+
+KEEP_SUFFIX = "@keep"
+
+
+def keep_key(unit: str) -> str:
+    """The policy entry saying whether ``unit`` is kept (1.0, or absent) or removed (0.0)."""
+    return f"{unit}{KEEP_SUFFIX}"
+
+
+def is_keep_key(key: str) -> bool:
+    return key.endswith(KEEP_SUFFIX)
 
 #: ``round_to`` is a fixed channel multiple, "auto" (a step that scales with the group's width) or
 #: "runtime" ("auto", but never finer than the channel multiple the job's runtime runs fastest,
@@ -114,6 +128,26 @@ class LayerCost:
 
 
 @dataclass(frozen=True)
+class Unit:
+    """A block or layer that a policy may remove whole, the residual stream passing through.
+
+    CNNs: a residual block whose output is its input plus a branch of the same shape (an
+    identity shortcut); transformers: an encoder layer (attention and MLP). ``name`` is the
+    module's qualified name; ``index`` its position among the space's units.
+    """
+
+    name: str
+    index: int
+    kind: str  # "block" (CNN residual block) or "layer" (transformer encoder layer)
+    #: the groups wholly inside the unit: their widths (and precisions) stop mattering once it goes
+    groups: tuple[str, ...]
+    #: the names of the ``LayerCost`` entries that vanish with it
+    costs: tuple[str, ...]
+    macs: int  # dense MACs of its layers
+    params: int  # dense parameters of its layers
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """The groups of a model, their bounds, and an analytic cost model."""
 
@@ -130,10 +164,14 @@ class SearchSpace:
     runtime_step: int = 1
     #: the precisions a policy may give a group (``search_space.precision``); fp32 only: widths only
     precisions: tuple[str, ...] = ("fp32",)
+    #: the blocks/layers a policy may remove (``search_space.depth``); none: widths only
+    units: tuple[Unit, ...] = ()
     _by_name: dict[str, Group] = field(default=None, repr=False, compare=False)  # type: ignore[assignment,arg-type]
+    _units_by_name: dict[str, Unit] = field(default=None, repr=False, compare=False)  # type: ignore[assignment,arg-type]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {g.name: g for g in self.groups})
+        object.__setattr__(self, "_units_by_name", {u.name: u for u in self.units})
 
     # --- groups -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -196,8 +234,12 @@ class SearchSpace:
     def validate(self, policy: Mapping[str, float]) -> Policy:
         """Checks a policy and returns it complete (every group's ratio present, and a bits entry
         for each int8 group only), or raises PolicyError."""
-        int8 = []
+        int8, removed = [], []
         for name, value in policy.items():
+            if is_keep_key(name):
+                if self._check_keep(name.removesuffix(KEEP_SUFFIX), value):
+                    removed.append(name.removesuffix(KEEP_SUFFIX))
+                continue
             if is_bits_key(name):
                 group = name.removesuffix(BITS_SUFFIX)
                 self.group(group)
@@ -216,7 +258,14 @@ class SearchSpace:
             if not 0.0 <= value <= self.max_ratio + 1e-9:
                 raise PolicyError(name, f"ratio {value:g} is outside [0, {self.max_ratio:g}]")
         out = {g.name: float(policy.get(g.name, 0.0)) for g in self.groups}
-        return self.with_int8(out, int8)
+        return self.with_removed(self.with_int8(out, int8), removed)
+
+    def _check_keep(self, unit: str, value: Any) -> bool:
+        """Whether a keep entry removes ``unit`` (0), or a PolicyError naming it."""
+        self.unit(unit)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value not in (0, 1):
+            raise PolicyError(unit, f"keep must be 1 (kept) or 0 (removed), got {value!r}")
+        return value == 0
 
     # --- precision ----------------------------------------------------------------------------
     @property
@@ -225,20 +274,22 @@ class SearchSpace:
         return "int8" in self.precisions
 
     def int8_groups(self, policy: Mapping[str, float]) -> list[str]:
-        """The groups ``policy`` runs in int8, in network order."""
+        """The groups ``policy`` runs in int8, in network order (not those of a removed unit:
+        their layers are gone)."""
         eight = PRECISION_BITS["int8"]
-        return [g.name for g in self.groups if policy.get(bits_key(g.name)) == eight]
+        gone = self.removed_groups(policy)
+        return [g.name for g in self.groups if policy.get(bits_key(g.name)) == eight and g.name not in gone]
 
     def int8_layers(self, policy: Mapping[str, float]) -> list[str]:
         """The conv/linear layers ``policy`` runs in int8 (the int8 groups' ``weights``)."""
         return [w for name in self.int8_groups(policy) for w in self.group(name).weights]
 
     def widths(self, policy: Mapping[str, float]) -> Policy:
-        """``policy``'s ratios alone (its architecture, every layer fp32)."""
+        """``policy``'s architecture alone (its ratios and removed units), every layer fp32."""
         return {k: float(v) for k, v in policy.items() if not is_bits_key(k)}
 
     def with_int8(self, policy: Mapping[str, float], groups: Iterable[str]) -> Policy:
-        """``policy``'s ratios with exactly ``groups`` in int8."""
+        """``policy``'s architecture with exactly ``groups`` in int8."""
         out = self.widths(policy)
         chosen = set(groups)
         if chosen and not self.quantizable:
@@ -252,31 +303,75 @@ class SearchSpace:
         return {g.name: self.kept_channels(g, policy.get(g.name, 0.0)) for g in self.groups}
 
     def signature(self, policy: Mapping[str, float]) -> str:
-        """The compressed model as a string: kept channels, then the int8 groups' indices when
-        there are any (equal policies share it; an all-fp32 policy's is its widths alone)."""
-        widths = "-".join(str(k) for k in self.kept(policy).values())
+        """The compressed model as a string: kept channels, then the int8 groups' indices and the
+        removed units' indices when there are any (equal policies share it; an all-fp32 policy
+        that removes nothing has its widths alone). A removed unit's groups read as dense."""
+        gone = self.removed_groups(policy)
+        widths = "-".join(
+            str(self.group(n).channels if n in gone else k) for n, k in self.kept(policy).items()
+        )
         int8 = self.int8_groups(policy)
-        if not int8:
-            return widths
-        return f"{widths}|int8:" + ",".join(str(self.group(g).index) for g in int8)
+        if int8:
+            widths = f"{widths}|int8:" + ",".join(str(self.group(g).index) for g in int8)
+        dropped = self.removed_units(policy)
+        if dropped:
+            widths = f"{widths}|drop:" + ",".join(str(self.unit(u).index) for u in dropped)
+        return widths
 
     def round(self, policy: Mapping[str, float]) -> Policy:
         """The canonical policy of the same model (each ratio the smallest that rounds to it, the
-        same groups in int8)."""
-        rounded = {n: self.ratio_for(n, k) for n, k in self.kept(policy).items()}
-        return self.with_int8(rounded, self.int8_groups(policy))
+        same groups in int8, the same units removed; a removed unit's groups dense and fp32)."""
+        gone = self.removed_groups(policy)
+        rounded = {n: 0.0 if n in gone else self.ratio_for(n, k) for n, k in self.kept(policy).items()}
+        return self.with_removed(self.with_int8(rounded, self.int8_groups(policy)), self.removed_units(policy))
+
+    # --- depth --------------------------------------------------------------------------------
+    @property
+    def depth(self) -> bool:
+        """Whether policies may remove blocks/layers."""
+        return bool(self.units)
+
+    def unit(self, name: str) -> Unit:
+        try:
+            return self._units_by_name[name]
+        except KeyError:
+            raise PolicyError(name, "unknown removable block/layer (search_space.depth)") from None
+
+    def removed_units(self, policy: Mapping[str, float]) -> list[str]:
+        """The units ``policy`` removes, in network order."""
+        return [u.name for u in self.units if policy.get(keep_key(u.name)) == 0.0]
+
+    def removed_groups(self, policy: Mapping[str, float]) -> set[str]:
+        """The groups inside the units ``policy`` removes (their widths do not matter)."""
+        return {g for u in self.removed_units(policy) for g in self.unit(u).groups}
+
+    def with_removed(self, policy: Mapping[str, float], units: Iterable[str]) -> Policy:
+        """``policy`` with exactly ``units`` removed (its widths and precisions as they are)."""
+        out = {k: float(v) for k, v in policy.items() if not is_keep_key(k)}
+        for name in dict.fromkeys(units):
+            self.unit(name)
+            out[keep_key(name)] = 0.0
+        return out
 
     # --- analytic cost ------------------------------------------------------------------------
     def _fractions(self, policy: Mapping[str, float]) -> dict[str, float]:
         return {g.name: self.kept_channels(g, policy.get(g.name, 0.0)) / g.channels for g in self.groups}
 
+    def _live_costs(self, policy: Mapping[str, float]) -> list[LayerCost]:
+        """The costs left once ``policy``'s removed units are gone."""
+        dropped = self.removed_units(policy)
+        if not dropped:
+            return list(self.costs)
+        gone = {c for u in dropped for c in self.unit(u).costs}
+        return [c for c in self.costs if c.name not in gone]
+
     def macs(self, policy: Mapping[str, float]) -> float:
         frac = self._fractions(policy)
-        return sum(c.macs * math.prod(frac[g] for g in c.scale_by) for c in self.costs)
+        return sum(c.macs * math.prod(frac[g] for g in c.scale_by) for c in self._live_costs(policy))
 
     def params(self, policy: Mapping[str, float]) -> float:
         frac = self._fractions(policy)
-        return sum(c.params * math.prod(frac[g] for g in c.scale_by) for c in self.costs)
+        return sum(c.params * math.prod(frac[g] for g in c.scale_by) for c in self._live_costs(policy))
 
     def macs_ratio(self, policy: Mapping[str, float]) -> float:
         return self.macs(policy) / self.dense_macs
@@ -300,6 +395,7 @@ class SearchSpace:
             "ignored": list(self.ignored),
             "runtime_step": self.runtime_step,
             "precisions": list(self.precisions),
+            "units": [asdict(u) for u in self.units],
         }
 
     @classmethod
@@ -319,4 +415,8 @@ class SearchSpace:
             ignored=tuple(data.get("ignored", ())),
             runtime_step=int(data.get("runtime_step", 1)),
             precisions=tuple(data.get("precisions", ("fp32",))),
+            units=tuple(
+                Unit(**{**u, "groups": tuple(u["groups"]), "costs": tuple(u["costs"])})
+                for u in data.get("units", ())
+            ),
         )

@@ -5,7 +5,9 @@ with ``save_pretrained`` cannot be loaded by ``AutoModel.from_pretrained`` (size
 The bundle therefore holds:
 
 - ``architecture.json``: ``kind: "sentence-embedder"``, the dense ``config`` (a plain dict),
-  the per-layer ``sizes`` (``heads``, ``intermediate``; ``hidden``) and pooling settings;
+  the per-layer ``sizes`` (``heads``, ``intermediate`` of the kept layers; ``hidden``; and
+  ``removed``, the indices of the layers a depth policy removed, when there are any) and pooling
+  settings;
 - ``model.safetensors``: the pruned weights (the embedder's state dict);
 - the tokenizer files (``tokenizer.json``, ``vocab.txt``...), written by the tokenizer itself;
 - ``model.onnx`` (input ``input_ids``: int64 ``batch × sequence``, both axes dynamic; output
@@ -25,7 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_spaces.transformers.model import HIDDEN_GROUP, SentenceEmbedder, blocks, from_config
+from search_spaces.transformers.model import (
+    HIDDEN_GROUP,
+    SentenceEmbedder,
+    blocks,
+    from_config,
+    remove_layers,
+)
 from search_spaces.transformers.prune import architecture_of, prune_transformer_to_counts
 
 FORMAT = 1
@@ -53,6 +61,7 @@ def rebuild(arch: dict[str, Any], *, tokenizer_dir: str | None = None) -> Senten
     config = BertConfig.from_dict(dict(arch["config"]))
     model = from_config(config, tokenizer_dir=tokenizer_dir, normalize=bool(arch["normalize"]))
     sizes = arch["sizes"]
+    remove_layers(model, [int(i) for i in sizes.get("removed", ())])
     bl = blocks(model)
     if len(sizes["heads"]) != len(bl):
         raise ValueError("architecture.json: sizes do not match the config's number of layers")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -86,19 +86,67 @@ class Block:
 HIDDEN_GROUP = "backbone.embeddings"
 
 
-def blocks(model: nn.Module) -> list[Block]:
-    """The encoder layers of a BERT-structured embedder (``encoder.layer[i].attention.self``...)."""
+class SkippedLayer(nn.Module):
+    """A removed encoder layer: the hidden states pass on unchanged (the residual stream kept).
+
+    It stands in the encoder's layer list so the kept layers keep their indices and names.
+    Takes the arguments a Hugging Face layer takes and returns what it returns (the hidden
+    states; a one-tuple for the older ``transformers`` whose layers returned tuples).
+    """
+
+    def __init__(self, returns_tuple: bool = False) -> None:
+        super().__init__()
+        self.returns_tuple = returns_tuple
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return (hidden_states,) if self.returns_tuple else hidden_states
+
+
+def _encoder_layers(model: nn.Module) -> Any:
     backbone = getattr(model, "backbone", None)
     layers = getattr(getattr(backbone, "encoder", None), "layer", None)
     if layers is None:
         raise ValueError(f"{type(model).__name__} is not a BERT-structured sentence embedder")
+    return layers  # the backbone's nn.ModuleList of Hugging Face layers
+
+
+def layer_prefix(index: int) -> str:
+    """The module name of encoder layer ``index`` (a depth unit's name)."""
+    return f"backbone.encoder.layer.{index}"
+
+
+def removed_layers(model: nn.Module) -> list[int]:
+    """Indices of the encoder layers replaced by :class:`SkippedLayer`."""
+    return [i for i, layer in enumerate(_encoder_layers(model)) if isinstance(layer, SkippedLayer)]
+
+
+def remove_layers(model: nn.Module, indices: Sequence[int]) -> nn.Module:
+    """Replaces the given encoder layers of ``model`` IN PLACE by :class:`SkippedLayer`."""
+    import inspect
+
+    layers = _encoder_layers(model)
+    for i in indices:
+        layer = layers[i]
+        if isinstance(layer, SkippedLayer):
+            continue
+        # transformers < 4.48's BertLayer returned (hidden_states, ...) and its encoder took [0]
+        returns = inspect.signature(type(layer).forward).return_annotation
+        layers[i] = SkippedLayer(returns_tuple="tuple" in str(returns).lower())
+    return model
+
+
+def blocks(model: nn.Module) -> list[Block]:
+    """The kept encoder layers of a BERT-structured embedder (``encoder.layer[i].attention.self``...);
+    removed ones (:class:`SkippedLayer`) are left out, the others keep their index."""
     out = []
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(_encoder_layers(model)):
+        if isinstance(layer, SkippedLayer):
+            continue
         att = layer.attention
         out.append(
             Block(
                 index=i,
-                prefix=f"backbone.encoder.layer.{i}",
+                prefix=layer_prefix(i),
                 attention=att.self,
                 query=att.self.query,
                 key=att.self.key,

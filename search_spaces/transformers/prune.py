@@ -26,7 +26,15 @@ import torch_pruning as tp
 from torch import nn
 
 from search_spaces.space import PolicyError, SearchSpace
-from search_spaces.transformers.model import HIDDEN_GROUP, Block, SentenceEmbedder, blocks
+from search_spaces.transformers.model import (
+    HIDDEN_GROUP,
+    Block,
+    SentenceEmbedder,
+    blocks,
+    layer_prefix,
+    remove_layers,
+    removed_layers,
+)
 
 Scores = dict[str, torch.Tensor]
 
@@ -40,14 +48,19 @@ def _inputs(batch: Any) -> torch.Tensor:
 
 
 def architecture_of(model: SentenceEmbedder) -> dict[str, Any]:
-    """Per-layer sizes: heads, head size, MLP width; and the hidden width."""
+    """Per kept layer: heads, head size, MLP width; the hidden width; and, when layers were
+    removed, their indices (``removed``)."""
     bl = blocks(model)
-    return {
+    out: dict[str, Any] = {
         "hidden": int(model.backbone.embeddings.word_embeddings.embedding_dim),
         "heads": [int(b.attention.num_attention_heads) for b in bl],
         "head_size": [int(b.attention.attention_head_size) for b in bl],
         "intermediate": [int(b.fc1.out_features) for b in bl],
     }
+    gone = removed_layers(model)
+    if gone:
+        out["removed"] = gone
+    return out
 
 
 def _head_channels(b: Block, heads: Sequence[int]) -> list[int]:
@@ -253,17 +266,23 @@ def apply_transformer_policy(
     calibration: Sequence[Any] = (),
 ) -> SentenceEmbedder:
     """A physically pruned deep copy of ``model`` (left untouched), its groups at
-    ``space.kept(policy)``; importance is computed once per dense model and criterion."""
-    kept = space.kept(space.validate(policy))
+    ``space.kept(policy)`` and the layers the policy removes skipped (``SkippedLayer``);
+    importance is computed once per dense model and criterion."""
+    policy = space.validate(policy)
+    gone = space.removed_groups(policy)
+    kept = {n: k for n, k in space.kept(policy).items() if n not in gone}
     hidden = any(g.kind == "hidden" for g in space.groups)
     scores = cached_importance(model, criterion, list(calibration), hidden=hidden)
-    return prune_transformer_to_counts(copy.deepcopy(model), kept, scores=scores)
+    pruned = prune_transformer_to_counts(copy.deepcopy(model), kept, scores=scores)
+    index = {layer_prefix(b.index): b.index for b in blocks(model)}
+    return remove_layers(pruned, [index[u] for u in space.removed_units(policy)])  # type: ignore[return-value]
 
 
 def space_kept_counts(model: SentenceEmbedder, space: SearchSpace) -> dict[str, int]:
-    """The groups' actual sizes, to compare with ``space.kept(policy)``."""
+    """The groups' actual sizes, to compare with ``space.kept(policy)`` (the groups of removed
+    layers left out)."""
     counts = kept_counts(model)
-    return {g.name: counts[g.name] for g in space.groups}
+    return {g.name: counts[g.name] for g in space.groups if g.name in counts}
 
 
 def kept_counts(model: SentenceEmbedder) -> dict[str, int]:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from search_spaces.depth import units_of
 from search_spaces.space import Group, LayerCost, RoundTo, SearchSpace
 from search_spaces.transformers.model import HIDDEN_GROUP, SentenceEmbedder, blocks, is_transformer
 
@@ -71,13 +72,16 @@ def build_transformer_space(
     calibration: Sequence[torch.Tensor] = (),
     hidden: bool = False,
     precisions: Sequence[str] = ("fp32",),
+    depth: bool = False,
 ) -> SearchSpace:
     """The space of a :class:`SentenceEmbedder`; ``example_input`` is ``(1, seq_len)`` token ids.
 
     ``round_to`` applies to MLP (and hidden) widths; heads are counted one by one. ``ignore``
     names groups (``...attention.self`` or ``...intermediate.dense``) left unpruned.
     ``calibration``: token-id batches for the ``activation`` criterion. ``precisions``: what a
-    policy may run each group in.
+    policy may run each group in. ``depth``: whether policies may also remove whole encoder
+    layers (attention and MLP; the hidden states pass on) — every layer none of whose groups
+    is ignored.
     """
     from search_spaces.graph import SpaceError
     from search_spaces.transformers.prune import group_importance
@@ -143,6 +147,8 @@ def build_transformer_space(
         )
     if not groups:
         raise SpaceError("every transformer group is ignored: nothing to prune")
+    removable = [b.prefix for b in bl if b.heads_group not in ignore and b.mlp_group not in ignore]
+    units = units_of(removable, "layer", groups, costs) if depth else ()
     return SearchSpace(
         groups=tuple(groups),
         costs=tuple(costs),
@@ -153,6 +159,7 @@ def build_transformer_space(
         round_to=round_to,
         ignored=tuple(ignore),
         precisions=tuple(precisions),
+        units=units,
     )
 
 
