@@ -239,17 +239,6 @@ class SearchSpaceSpec(_Spec):
             "on the CPU and 'onnx' in finalize.export"
         ),
     )
-    depth: bool = Field(
-        False,
-        description=(
-            "whether a policy may also remove whole layers, searched beside the widths: for image "
-            "models each residual block with an identity shortcut (its input and output of one "
-            "shape: ResNet basic/bottleneck blocks without a downsampling shortcut, MobileNetV2 "
-            "inverted residuals with a residual connection) — the block passes its input on; for "
-            "text models each encoder layer (attention and MLP) — the hidden states pass on. "
-            "false (the default): widths only"
-        ),
-    )
 
     @field_validator("precision")
     @classmethod

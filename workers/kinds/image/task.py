@@ -59,7 +59,7 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, criterion: st
     s = spec.search_space
     return build_space(
         model, example, max_ratio=s.max_ratio, round_to=s.round_to, ignore=list(s.ignore),
-        criterion=criterion, precisions=tuple(s.precision), depth=s.depth,
+        criterion=criterion, precisions=tuple(s.precision),
     )
 
 

@@ -100,7 +100,6 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any, 
         ignore=list(s.ignore),
         criterion=criterion,
         precisions=tuple(s.precision),
-        depth=s.depth,
         calibration=calibration_batches(spec, splits),
     )
 
