@@ -154,12 +154,16 @@ class Evaluator:
         """The policy's fp32 architecture without any recovery: for costs and latency only."""
         return self.scoring.apply(self.space.widths(self.space.validate(policy)))
 
-    def run_of(self, policy: dict[str, float]) -> Run:
-        """The policy's model as the runtime runs it (its int8 groups quantized): for latency
-        only, so no recovery, and one calibration batch (scales do not change the kernels)."""
+    def export_of(self, policy: dict[str, float]) -> OnnxExport | None:
+        """How the latency meter writes ``policy``'s file: the kind's export with its int8
+        layers quantized — for latency only, so one calibration batch (scales do not change the
+        kernels); None (the meter's own export) for an all-fp32 policy."""
         int8 = self.space.int8_layers(self.space.validate(policy))
-        export = quantizing_export(self.kind, int8, self.scoring.quantization_batches()[:1]) if int8 else None
-        return self.latency.run_of(self.shrink(policy), export=export)
+        return quantizing_export(self.kind, int8, self.scoring.quantization_batches()[:1]) if int8 else None
+
+    def run_of(self, policy: dict[str, float]) -> Run:
+        """The policy's model as the runtime runs it (no recovery: for latency only)."""
+        return self.latency.run_of(self.shrink(policy), export=self.export_of(policy))
 
     def _quantized(self, policy: dict[str, float], model: nn.Module, path: Path) -> Path:
         """``model`` (``policy``'s recovered fp32 model) exported with the policy's int8 groups

@@ -28,11 +28,9 @@ from typing import TYPE_CHECKING
 from agents.latency_table import LatencyTable
 from search_spaces.measure import time_interleaved
 from search_spaces.space import SearchSpace
-from workers.quantized import quantizing_export
 
 if TYPE_CHECKING:
     from workers.evaluator import Evaluator
-    from workers.runtimes.base import OnnxExport
     from workers.task_types import Task
 
 
@@ -74,22 +72,13 @@ def measure_latency_table(evaluator: Evaluator, ratios: Sequence[float]) -> Late
                 signature = space.signature(policy)
                 lat = meter.cached(signature)
                 if lat is None:
-                    lat = meter.measure(signature, evaluator.shrink(policy), export=_export(evaluator, policy))
+                    lat = meter.measure(signature, evaluator.shrink(policy), export=evaluator.export_of(policy))
                 row.append((space.kept(policy)[name], lat.ratio))
             out[name] = tuple(row)
         return out
 
     return LatencyTable(dense_ms=dense.ms, entries=rows(table_policies(space, ratios)),
                         int8=rows(int8_table_policies(space, ratios)))
-
-
-def _export(evaluator: Evaluator, policy: dict[str, float]) -> OnnxExport | None:
-    """How the meter writes ``policy``'s file: the kind's export, its int8 layers quantized (as
-    ``Evaluator.run_of`` does); None (the meter's own) for an all-fp32 policy."""
-    int8 = evaluator.space.int8_layers(policy)
-    if not int8:
-        return None
-    return quantizing_export(evaluator.kind, int8, evaluator.scoring.quantization_batches()[:1])
 
 
 # --- search_space.round_to: "runtime" ------------------------------------------------------------
