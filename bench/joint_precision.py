@@ -97,14 +97,16 @@ def search(task: Any, agent_name: str, seed: int, args: argparse.Namespace) -> l
 
 
 def candidates(done: list[tuple[Proposal, Outcome]], budget: Budget, roles: bool) -> list[tuple[dict, Metrics]]:
-    """The best measured within the budget (else the closest), then the baselines by role."""
+    """The best measured within the budget (else the closest) — as the service ranks a job's
+    front, a baseline included: then the search's answer is that baseline — then the baselines by
+    role."""
     ok = [(p, o.metrics) for p, o in done if o.metrics is not None]
-    feasible = [(p, m) for p, m in ok if budget.feasible(m) and not p.info.get("role")]
+    feasible = [(p, m) for p, m in ok if budget.feasible(m)]
     if feasible:
         best = max(feasible, key=lambda pm: pm[1].quality)
     else:
         best = min(ok, key=lambda pm: max(budget.violations(pm[1])))
-    out = [(best[0].policy, best[1])]
+    out = [(best[0].policy, dataclasses.replace(best[1], extra={**best[1].extra, "found": best[0].info.get("role")}))]
     if roles:
         for p, m in ok:
             if p.info.get("role") and p.trial_id != best[0].trial_id:
@@ -118,7 +120,7 @@ def finalized(task: Any, cands: list[tuple[dict, Metrics]], out: Path) -> list[d
     arts = finalize(task, cands, task.spec.finalize, out)
     keys = ("test_quality", "fp32_test_quality", "delivered_latency_ratio", "latency_ratio", "budget_met",
             "macs_ratio", "int8_groups", "tightened", "role")
-    return [{k: a.metrics.get(k) for k in keys} for a in arts]
+    return [{**{k: a.metrics.get(k) for k in keys}, "is": c[1].extra.get("found")} for a, c in zip(arts, cands, strict=False)]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,6 +166,9 @@ def report(results: dict[str, Any]) -> None:
             lat = [a["delivered_latency_ratio"] for a in arts if a.get("delivered_latency_ratio") is not None]
             met = sum(1 for a in arts if a.get("budget_met"))
             name = f"{row} ({agent})" if row in ("fp32 prune-only", "joint") else row
+            same = sorted({a["is"] for a in arts if a.get("is")})
+            if same:  # the search's best was one of its own baselines
+                name += f" = {'/'.join(same)}"
             print(f"{name:<34} {_stats(q):>26} {_stats(lat):>26} {met:>5} / {len(arts)}")
 
 
