@@ -25,12 +25,8 @@ def _identity_shortcut(m: nn.Module) -> tuple[bool, bool] | None:
     name = f"{kind.__module__}.{kind.__qualname__}"
     if name == "search_spaces.models.resnet_cifar.BasicBlock":
         return isinstance(getattr(m, "shortcut", None), nn.Identity), True
-    if name in ("torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck"):
-        return getattr(m, "downsample", 0) is None, True
     if name == "search_spaces.models.mobilenetv2_cifar.InvertedResidual":
         return bool(getattr(m, "use_res", False)), False  # x + conv(x): no activation after the add
-    if name == "torchvision.models.mobilenetv2.InvertedResidual":
-        return bool(getattr(m, "use_res_connect", False)), False
     return None
 
 

@@ -70,17 +70,6 @@ def test_one_dimensional_resnets_have_the_same_units() -> None:
         space.macs(policy), space.params(policy))
 
 
-def test_torchvision_blocks_without_downsampling_are_units() -> None:
-    models = pytest.importorskip("torchvision.models")
-    net = models.resnet18(num_classes=10).eval()
-    space = build_space(net, X, depth=True)
-    # every block but the first of stages 2-4 (which downsample) keeps an identity shortcut
-    assert [u.name for u in space.units] == ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
-    policy = space.with_removed(space.uniform(0.3), ["layer2.1"])
-    assert count_macs_params(apply_policy(net, space, policy, example_input=X), X) == (
-        space.macs(policy), space.params(policy))
-
-
 def test_inverted_residuals_with_a_residual_connection_are_units() -> None:
     net = MobileNetV2(num_classes=10, width=0.5).eval()
     space = build_space(net, X, depth=True)
