@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from search_spaces.measure import hooked_pass
 from search_spaces.space import Group, LayerCost, Unit
 
 
@@ -51,16 +52,8 @@ def removable_blocks(model: nn.Module, example_input: torch.Tensor, ignore: Sequ
 
         return fn
 
-    handles = [modules[n].register_forward_pre_hook(watch(n)) for n, relu_after in found if relu_after]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
+    hooked_pass(model, example_input,
+                [modules[n].register_forward_pre_hook(watch(n)) for n, relu_after in found if relu_after])
     return [n for n, _ in found if n not in negative]
 
 

@@ -24,6 +24,20 @@ from search_spaces.threads import torch_threads
 _MAC_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
+def hooked_pass(model: nn.Module, inputs: torch.Tensor, handles: Sequence[Any]) -> None:
+    """One forward pass of ``model`` in eval mode without gradients, for the hooks behind
+    ``handles`` to observe; the hooks are removed and the model's mode restored after it."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+
+
 def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     """MACs per conv/linear module name for one example (batch size divided out)."""
     batch = max(1, int(example_input.shape[0]))

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from search_spaces.measure import hooked_pass
+
 _Layer = nn.Conv1d | nn.Conv2d | nn.Linear
 
 
@@ -106,19 +108,10 @@ class DenseTargets:
             rows = rows.to(flat.device)
             self.targets[name] = _Target(rows, spatial, flat[rows].clone())
 
-        hooks = [
+        hooked_pass(dense, inputs, [
             m.register_forward_hook(lambda _m, _i, out, name=name: keep(name, out))
             for name, m in layers.items()
-        ]
-        was = dense.training
-        dense.eval()
-        try:
-            with torch.no_grad():
-                dense(inputs)
-        finally:
-            for h in hooks:
-                h.remove()
-            dense.train(was)
+        ])
 
 
 def _solve(x: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, ridge: float) -> torch.Tensor:

@@ -335,7 +335,7 @@ class SearchSpace:
         try:
             return self._units_by_name[name]
         except KeyError:
-            raise PolicyError(name, "unknown removable block/layer (search_space.depth)") from None
+            raise PolicyError(name, "unknown removable block/layer") from None
 
     def removed_units(self, policy: Mapping[str, float]) -> list[str]:
         """The units ``policy`` removes, in network order."""

@@ -165,13 +165,13 @@ class Evaluator:
         """The policy's model as the runtime runs it (no recovery: for latency only)."""
         return self.latency.run_of(self.shrink(policy), export=self.export_of(policy))
 
-    def _quantized(self, policy: dict[str, float], model: nn.Module, path: Path) -> Path:
-        """``model`` (``policy``'s recovered fp32 model) exported with the policy's int8 groups
-        quantized, at ``path``. The recovered model depends on its widths alone, so its
+    def _quantized(self, policy: dict[str, float], int8: list[str], model: nn.Module, path: Path) -> Path:
+        """``model`` (``policy``'s recovered fp32 model) exported with ``int8`` (the policy's int8
+        layers) quantized, at ``path``. The recovered model depends on its widths alone, so its
         activation ranges are calibrated once per architecture, whatever its int8 groups."""
         widths = self.space.signature(self.space.widths(policy))
         ranges = self._calibrations / f"{hashlib.sha1(widths.encode()).hexdigest()[:20]}.json"
-        return write_quantized(self.kind, model, self.example, path, self.space.int8_layers(policy),
+        return write_quantized(self.kind, model, self.example, path, int8,
                                self.scoring.quantization_batches(), ranges)
 
     def evaluate(self, policy: dict[str, float]) -> Metrics:
@@ -192,7 +192,7 @@ class Evaluator:
                 scored, export = model, None
                 if int8:
                     t1 = time.perf_counter()
-                    path = self._quantized(policy, model, Path(tmp) / "model.onnx")
+                    path = self._quantized(policy, int8, model, Path(tmp) / "model.onnx")
                     scored, export = scored_module(path), copying_export(path)
                     timings["quantize_s"] = time.perf_counter() - t1
                     timings["int8_groups"] = len(self.space.int8_groups(policy))
