@@ -10,6 +10,7 @@ quality evaluations of several workers overlap but never disturb a measurement.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -183,7 +184,8 @@ class Evaluator:
         signature = self.space.signature(policy)
         int8 = self.space.int8_layers(policy)
         timings: dict[str, Any] = {}
-        with tempfile.TemporaryDirectory(prefix="autoprune-int8-") as tmp:
+        # a directory for the quantized file only when there is one (the loop's fp32 path stays as it was)
+        with tempfile.TemporaryDirectory(prefix="autoprune-int8-") if int8 else contextlib.nullcontext("") as tmp:
             with self.lock.shared():
                 # nothing removed: the dense model itself (so agreement is exactly 1.0)
                 dense_widths = self.space.signature(self.space.widths(policy)) == self.dense_signature
