@@ -255,64 +255,13 @@ def test_submit_watch_and_explore_a_job(server: str, weights_id: str, chromium_p
     print(json.dumps({k: seen[k] for k in ("drawn", "bars", "clicked", "download_size")}))
 
 
-def test_a_transformer_job_shows_heads_and_mlp_widths_per_layer(server: str, text_data: Path,
-                                                               chromium_path: str) -> None:
-    """A text job (a tiny BERT from a model directory in the data roots): the per-layer chart
-    labels each group by layer and kind and says how many heads / MLP channels a trial keeps."""
-    from playwright.sync_api import sync_playwright
-
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    body = {
-        "name": "browser-text",
-        "model": {"zoo": f"hf:{text_data / 'tiny-bert'}"},
-        "dataset": {"name": "text_lines", "path": str(text_data / "corpus.jsonl")},
-        "metric": "embedding_cosine",
-        "budget": {"macs_ratio": 0.6},
-        "target": {"batch_size": 2, "seq_len": 32},
-        "agent": {"kind": "random", "trials": 5},
-        "evaluation": {"calibration_batches": 1, "batch_size": 16},
-        "finalize": {"top_k": 1, "finetune_epochs": 0.2, "export": ["safetensors"]},
-        "workers": 0,
-    }
-    res = httpx.post(f"{server}/api/v1/jobs", json=body, headers=auth, timeout=30)
-    assert res.status_code == 201, res.text
-    job = wait_final(server, res.json()["id"], auth, timeout=300)
-    job_id = job["id"]
-    assert job["state"] == "succeeded", job["error"]
-    kinds = [g["kind"] for g in job["space"]["groups"]]
-    assert kinds == ["heads", "mlp", "heads", "mlp"]
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            console_errors: list[str] = []
-            page.on("pageerror", lambda e: console_errors.append(str(e)))
-            page.goto(server + "/")
-            page.evaluate(f"localStorage.setItem('autoprune.token', {json.dumps(TOKEN)})")
-            page.goto(f"{server}/#/jobs/{job_id}")
-            page.reload()  # the token stored, the job page opens without the dialog
-            page.wait_for_selector("#layer-plot[data-trial]", timeout=20_000)  # the best point, pre-selected
-            chart = page.evaluate(
-                "() => { const t = document.querySelector('#layer-plot').data[0]; return {x: t.x, text: t.text}; }"
-            )
-            trial = int(page.get_attribute("#layer-plot", "data-trial") or -1)
-        finally:
-            browser.close()
-
-    assert not console_errors, console_errors
-    assert chart["x"] == ["layer 0 heads", "layer 0 mlp", "layer 1 heads", "layer 1 mlp"]
-    kept = next(t for t in _api(server, f"/jobs/{job_id}/trials?limit=100")["items"] if t["trial_id"] == trial)["kept"]
-    names = [g["name"] for g in job["space"]["groups"]]
-    for name, text, kind in zip(names, chart["text"], kinds, strict=True):
-        unit = "heads" if kind == "heads" else "MLP channels"
-        assert f"kept {kept[name]} / {4 if kind == 'heads' else 128} {unit}" in text, text
-
-
-def test_an_int8_job_shows_each_layers_width_and_precision(server: str, text_data: Path, chromium_path: str) -> None:
-    """``search_space.precision: [fp32, int8]`` over REST: the per-layer chart says each group's
-    precision beside its width, and the best artifact ships a quantized ``model.onnx`` with its
-    precision map."""
+def test_a_transformer_int8_job_shows_each_layers_heads_mlp_width_and_precision(
+    server: str, text_data: Path, chromium_path: str,
+) -> None:
+    """A text job (a tiny BERT from a model directory in the data roots) with ``search_space.
+    precision: [fp32, int8]`` over REST: the per-layer chart labels each group by layer and kind,
+    says how many heads / MLP channels a trial keeps and each group's precision, and the best
+    artifact ships a quantized ``model.onnx`` with its precision map."""
     import io
     import zipfile
 
@@ -339,6 +288,8 @@ def test_an_int8_job_shows_each_layers_width_and_precision(server: str, text_dat
     job_id = job["id"]
     assert job["state"] == "succeeded", job["error"]
     trials = _api(server, f"/jobs/{job_id}/trials?limit=100")["items"]
+    kinds = [g["kind"] for g in job["space"]["groups"]]
+    assert kinds == ["heads", "mlp", "heads", "mlp"]
     roles = [t["info"].get("role") for t in trials[:3]]
     assert roles == ["baseline", "quantize-only", "quantize+uniform-fill"]
     mixed = next(t for t in trials[3:] if 0 < sum(k.endswith("@bits") for k in t["policy"]) < 4)
@@ -368,7 +319,11 @@ def test_an_int8_job_shows_each_layers_width_and_precision(server: str, text_dat
     assert not console_errors, console_errors
     names = [g["name"] for g in job["space"]["groups"]]
     want = ["int8" if mixed["policy"].get(f"{n}@bits") == 8 else "fp32" for n in names]
+    assert [x.rsplit(" · ", 1)[0] for x in chart["x"]] == ["layer 0 heads", "layer 0 mlp", "layer 1 heads", "layer 1 mlp"]
     assert [x.rsplit(" · ", 1)[1] for x in chart["x"]] == want
+    for name, text, kind in zip(names, chart["text"], kinds, strict=True):
+        unit = "heads" if kind == "heads" else "MLP channels"
+        assert f"kept {mixed['kept'][name]} / {4 if kind == 'heads' else 128} {unit}" in text, text
     assert all(text.endswith(p) for text, p in zip(chart["text"], want, strict=True))
     assert f"{want.count('int8')} of 4 groups int8" in title
     assert "quantize-only" in artifacts and "quantize+uniform-fill" in artifacts
