@@ -10,7 +10,13 @@ from agents.budget_fit import BudgetFit, LatencyModel
 from agents.registry import make_agent
 from agents.types import Budget, Proposal
 from search_spaces.space import keep_key
-from tests.agents.synthetic import chain_space, make_evaluator, residual_space, sensitivities
+from tests.agents.synthetic import (
+    chain_space,
+    make_evaluator,
+    residual_space,
+    sensitivities,
+    unit_sensitivities,
+)
 
 BUDGET = Budget(macs_ratio=0.5)
 
@@ -109,3 +115,22 @@ def test_latency_model_learns_what_removal_saves_beyond_macs() -> None:
     assert LatencyModel(space).predict_ratio(removed) == pytest.approx(space.macs_ratio(removed))  # the prior
     assert model.unit_cost("s1.b1") < 0
     assert keep_key("s1.b1") in removed
+
+
+@pytest.mark.parametrize("budget", [Budget(macs_ratio=0.5), Budget(latency_ratio=0.5)])
+def test_sensitivity_probes_each_removal_and_removes_the_cheapest_units(budget: Budget) -> None:
+    space = residual_space()
+    unit_sens = unit_sensitivities(space)
+    evaluate = make_evaluator(space, sensitivities(space), latency=True, unit_ms=1.0, unit_sens=unit_sens)
+    agent = make_agent("sensitivity", space, budget, options={"ratios": 2})
+    seen = _run(agent, evaluate, rounds=20, n=8)
+    assert agent.finished
+    probes = [p for p in seen if p.info.get("role") == "probe" and space.removed_units(p.policy)]
+    assert sorted(u for p in probes for u in space.removed_units(p.policy)) == sorted(unit_sens)  # one each
+    quality = {p.info["role"]: evaluate(p).metrics.quality for p in seen if p.info["role"] != "probe"}
+    allocation = [p for p in seen if p.info["role"] == "allocation"][-1]
+    removed = space.removed_units(allocation.policy)
+    assert removed and set(removed) == set(sorted(unit_sens, key=unit_sens.__getitem__)[: len(removed)])  # the cheapest
+    assert quality["allocation"] > max(quality["baseline"], quality["depth-only"]) + 0.02
+    m = evaluate(allocation).metrics
+    assert m is not None and budget.feasible(m)
