@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 
+import numpy as np
 import pytest
 
 from agents.budget_fit import BudgetFit, LatencyModel
+from agents.cost_model import analytic_cost_model, option_levels
+from agents.knapsack_solve import Knapsack, Limit
+from agents.latency_table import LatencyTable
 from agents.registry import make_agent
-from agents.types import Budget, Proposal
-from search_spaces.space import keep_key
+from agents.types import AgentHints, Budget, Proposal
+from search_spaces.space import Unit, keep_key
 from tests.agents.synthetic import (
     chain_space,
     make_evaluator,
@@ -134,3 +140,77 @@ def test_sensitivity_probes_each_removal_and_removes_the_cheapest_units(budget: 
     assert quality["allocation"] > max(quality["baseline"], quality["depth-only"]) + 0.02
     m = evaluate(allocation).metrics
     assert m is not None and budget.feasible(m)
+
+
+def _unit_chain():  # type: ignore[no-untyped-def]
+    """A small chain whose middle two convs form one removable unit (two groups inside it):
+    every cost of the unit is scaled by one of its groups, so the knapsack's model is exact."""
+    space = chain_space((8, 16, 16, 8), round_to=4)
+    inside = [c for c in space.costs if c.name in ("conv1", "bn1", "conv2", "bn2")]
+    unit = Unit("mid", 0, "block", ("conv1", "conv2"), tuple(c.name for c in inside),
+                sum(c.macs for c in inside), sum(c.params for c in inside))
+    return dataclasses.replace(space, units=(unit,))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_knapsack_milp_with_removal_is_exact_against_brute_force(seed: int) -> None:
+    space = _unit_chain()
+    levels = option_levels(space)
+    assert levels["conv1"][0] == 0 and levels["conv0"][0] > 0  # removal is an option inside the unit only
+    rng = np.random.default_rng(seed)
+    values = {g: list(np.cumsum(rng.uniform(0, 1, len(lv)))) for g, lv in levels.items()}
+    values["conv1"][0] = float(rng.uniform(1, 3))  # removal worth something, sometimes much
+    solver = Knapsack(space, [Limit("macs_ratio", analytic_cost_model(space, "macs"), 0.4)])
+
+    def policy(kept: dict[str, int]) -> dict[str, float]:
+        widths = {g: space.ratio_for(g, k) if k else 0.0 for g, k in kept.items()}
+        return space.with_removed(widths, ["mid"]) if kept["conv1"] == 0 else widths
+
+    best = None
+    for combo in itertools.product(*levels.values()):
+        kept = dict(zip(levels, combo, strict=True))
+        if (kept["conv1"] == 0) != (kept["conv2"] == 0) or space.macs_ratio(policy(kept)) > 0.4 + 1e-12:
+            continue
+        v = sum(values[g][levels[g].index(k)] for g, k in kept.items())
+        best = v if best is None else max(best, v)
+    got = solver.solve(values)
+    assert got is not None and not solver.inconsistent(got)
+    assert space.macs_ratio(policy(got)) <= 0.4 + 1e-9
+    assert sum(values[g][levels[g].index(k)] for g, k in got.items()) == pytest.approx(best, abs=1e-9)
+    # the trust region (enumerated) keeps the unit whole too
+    near = solver.solve(values, center=got, radius=2, exclude=[got])
+    assert near is not None and not solver.inconsistent(near)
+
+
+def test_knapsack_removes_the_unit_that_is_cheap_in_quality_and_costly_in_latency() -> None:
+    """Every kept block costs a fixed 3 ms of 31 that no narrowing removes (the latency table's
+    removal entries show it); one block is nearly free to remove. The knapsack removes blocks to
+    meet the latency budget (uniform width cannot: its fixed costs stay), learns which block is
+    cheap, and its best network removes it."""
+    space = residual_space((8, 16, 32))  # narrow: few widths, quick solves
+    unit_sens = {u.name: 0.2 for u in space.units} | {"s2.b1": 0.001}
+    evaluate = make_evaluator(space, sensitivities(space), latency=True, unit_ms=3.0, unit_sens=unit_sens)
+
+    def ratio(policy: dict[str, float]) -> float:
+        m = evaluate(Proposal(0, space.validate(policy))).metrics
+        assert m is not None and m.latency_ratio is not None
+        return m.latency_ratio
+
+    table = LatencyTable(
+        dense_ms=10.0,
+        entries={g: ((k := space.kept_channels(g, 0.5), ratio({g: space.ratio_for(g, k)})),) for g in space.names},
+        removed={u.name: ratio({keep_key(u.name): 0.0}) for u in space.units},
+    )
+    budget = Budget(latency_ratio=0.6)
+    agent = make_agent("knapsack", space, budget, options={"gap": 0.01}, hints=AgentHints(latency_table=table))
+    outcomes = [evaluate(p) for p in _run(agent, evaluate, rounds=3)]
+    searched = [o for o in outcomes if o.metrics is not None and o.trial_id > 1]
+    assert all(space.removed_units(o.policy) for o in searched)
+    best = max((o for o in outcomes if o.metrics is not None and budget.feasible(o.metrics)),
+               key=lambda o: o.metrics.quality)  # type: ignore[union-attr]
+    assert "s2.b1" in space.removed_units(best.policy)
+    gamma = dict(zip(agent.anchors, agent.removal_weights(), strict=True))
+    assert min(gamma, key=gamma.__getitem__) == "s2.b1"
+    # the table's removal entries reached the latency model, and survive a resume
+    saved = json.loads(json.dumps(agent.state_dict()))
+    assert saved["extra"]["latency_table"]["removed"] == table.removed
