@@ -16,6 +16,7 @@ from agents.latency_table import LatencyTable
 from agents.registry import make_agent
 from agents.types import AgentHints, Budget, Proposal
 from search_spaces.space import Unit, keep_key
+from tests.agents.conftest import FAST_OPTIONS
 from tests.agents.synthetic import (
     chain_space,
     make_evaluator,
@@ -69,12 +70,14 @@ def test_every_agent_opens_with_depth_only_in_a_depth_space_only() -> None:
     assert make_agent("uniform", chain, BUDGET).baselines() == ["baseline"]
 
 
-@pytest.mark.parametrize("name", ["random", "optuna-tpe", "optuna-nsga2"])
+@pytest.mark.parametrize("name", ["random", "optuna-tpe", "optuna-nsga2", "ddpg"])
 def test_search_agents_propose_removals_within_the_budget(name: str) -> None:
     space = residual_space()
-    agent = make_agent(name, space, BUDGET, seed=0)
+    # ddpg: warm-up episodes only (its updates are the contract's business; seconds here)
+    options = {**FAST_OPTIONS["ddpg"], "warmup": 30} if name == "ddpg" else None
+    agent = make_agent(name, space, BUDGET, seed=0, options=options)
     seen = _run(agent, make_evaluator(space, sensitivities(space)), rounds=5)
-    searched = [p for p in seen if p.info.get("role") is None]
+    searched = [p for p in seen if p.info.get("role") not in ("baseline", "depth-only")]
     assert len(searched) >= 12
     removals = [tuple(space.removed_units(p.policy)) for p in searched]
     assert sum(bool(r) for r in removals) >= len(searched) // 4  # removal is explored...
@@ -214,3 +217,24 @@ def test_knapsack_removes_the_unit_that_is_cheap_in_quality_and_costly_in_latenc
     # the table's removal entries reached the latency model, and survive a resume
     saved = json.loads(json.dumps(agent.state_dict()))
     assert saved["extra"]["latency_table"]["removed"] == table.removed
+
+
+def test_ddpg_env_removes_a_unit_on_its_first_groups_removal_action() -> None:
+    from agents.ddpg.env import REMOVE_FROM, PruningEnv, action_dim, obs_dim, removal_steps
+
+    space = residual_space()
+    assert action_dim(space) == 2 and obs_dim(space) == obs_dim(chain_space()) + 1
+    steps = removal_steps(space)
+    assert steps == {u.groups[0]: u.name for u in space.units}
+    env = PruningEnv(space, BudgetFit(space, BUDGET))
+    obs, _ = env.reset()
+    done, info, decided = False, {}, []
+    while not done:
+        group = space.groups[env._t].name
+        assert obs[-1] == (1.0 if group in steps else 0.0)  # the actor sees where removal is decided
+        remove = steps.get(group) == "s1.b1"
+        obs, _, done, _, info = env.step([0.2, REMOVE_FROM if remove else REMOVE_FROM - 0.01])
+        decided.append((group, info["action"]))
+    policy = info["policy"]
+    assert space.removed_units(policy) == ["s1.b1"] and BudgetFit(space, BUDGET).fits(policy)
+    assert dict(decided)["s1.b1.conv1"] == [0.0, 1.0]  # its group skipped, the removal recorded
