@@ -396,7 +396,9 @@ class BudgetFit:
         return self._from_kept(kept, int8, removed)
 
     def project(self, policy: Mapping[str, float], *, fill: bool = True, grow: bool = True) -> Policy:
-        """The policy moved onto the budget along its own shape, rounded (and filled).
+        """The policy moved onto the budget along its own shape, rounded (and filled). Its
+        removed units stay removed; with depth, when the widths cannot reach the budget with
+        them, more units are removed in ``removal_order``.
 
         ``grow=False`` leaves a policy that already fits as it is (rounded): for searches that
         want cheaper-than-budget points too (NSGA-II's front).
@@ -408,7 +410,8 @@ class BudgetFit:
             return space.round(p)
         # the precisions and the removed units stay as they are: only the widths move
         widths = {n: r for n, r in space.widths(p).items() if not is_keep_key(n)}
-        int8, removed = space.int8_groups(p), space.removed_units(p)
+        int8 = space.int8_groups(p)
+        removed = space.removed_units(p) if space.depth else None
 
         def at(t: float) -> Policy:  # t in [-1, 1]: -1 prunes nothing, 1 prunes everything at max
             if t <= 0:
@@ -418,6 +421,13 @@ class BudgetFit:
             out = space.with_int8(moved, int8)
             return space.with_removed(out, removed) if removed else out
 
+        if removed is not None and not self.fits(at(1.0)):
+            # a budget the widths cannot reach with these units: remove more (``removal_order``)
+            for unit in self.removal_order():
+                if unit not in removed:
+                    removed.append(unit)
+                    if self.fits(at(1.0)):
+                        break
         if self.fits(at(-1.0)):
             t = -1.0
         else:

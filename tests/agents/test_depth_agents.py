@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from agents.budget_fit import BudgetFit, LatencyModel
+from agents.budget_fit import BudgetError, BudgetFit, LatencyModel
 from agents.cost_model import analytic_cost_model, option_levels
 from agents.knapsack_solve import Knapsack, Limit
 from agents.latency_table import LatencyTable
@@ -58,6 +58,18 @@ def test_depth_only_removes_fewest_units_spread_over_stages_and_fits() -> None:
     narrow = tight.depth_only()
     assert len(space.removed_units(narrow)) == len(space.units) and tight.fits(narrow)
     assert 0 < max(narrow[g] for g in space.names) <= tight.uniform_ratio(removed=space.removed_units(narrow)) + 1e-6
+
+
+def test_a_budget_only_removal_reaches_is_accepted_with_depth_and_refused_without() -> None:
+    space = residual_space()
+    budget = Budget(macs_ratio=0.03)  # every group at max_ratio gives 0.065; with every unit removed, 0.014
+    with pytest.raises(BudgetError, match="unreachable"):
+        BudgetFit(dataclasses.replace(space, units=()), budget)
+    fit = BudgetFit(space, budget)
+    for policy in (fit.depth_only(), fit.project(space.uniform(0.0))):
+        assert fit.fits(policy) and space.removed_units(policy)
+    agent = make_agent("random", space, budget, seed=0)
+    assert all(space.macs_ratio(p.policy) <= 0.03 + 1e-9 for p in agent.ask(6)[2:])
 
 
 def test_every_agent_opens_with_depth_only_in_a_depth_space_only() -> None:
