@@ -250,3 +250,18 @@ def test_ddpg_env_removes_a_unit_on_its_first_groups_removal_action() -> None:
     policy = info["policy"]
     assert space.removed_units(policy) == ["s1.b1"] and BudgetFit(space, BUDGET).fits(policy)
     assert dict(decided)["s1.b1.conv1"] == [0.0, 1.0]  # its group skipped, the removal recorded
+
+
+@pytest.mark.slow  # a few MILP solves over (width, precision) pairs and removals: seconds
+def test_knapsack_searches_depth_width_and_precision_together() -> None:
+    """In a space with int8 and depth the MILP's options are (width, precision) pairs plus the
+    removal: proposals remove units, run groups in int8, and a removed unit has no precision."""
+    space = dataclasses.replace(residual_space((8, 16, 32)), precisions=("fp32", "int8"))
+    evaluate = make_evaluator(space, sensitivities(space), latency=True, unit_ms=1.0)
+    agent = make_agent("knapsack", space, Budget(latency_ratio=0.5), seed=0)
+    seen = [p for p in _run(agent, evaluate, rounds=2) if p.info["role"] in ("knapsack", "refine", "fastest")]
+    assert seen and any(space.removed_units(p.policy) for p in seen) and any(space.int8_groups(p.policy) for p in seen)
+    for p in seen:
+        assert space.validate(p.policy) == p.policy
+        gone = space.removed_groups(p.policy)
+        assert not any(p.policy.get(f"{g}@bits") for g in gone)
