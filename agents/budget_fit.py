@@ -10,6 +10,9 @@ Every agent goes through one :class:`BudgetFit` so the rules are written once:
   least pruning that fits, then fill the leftover budget.
 * ``min_ratio(prefix, group)`` — AMC's clamp: the least this group may be pruned so that the
   budget stays reachable if every later group is pruned as hard as allowed.
+* ``depth_only()`` — in a space with depth (``space.units``): units removed in ``removal_order``
+  until the full-width network fits (the ``depth-only`` baseline); ``fill`` and ``project`` keep
+  a policy's removed units as they are (their groups' widths do not matter).
 
 MACs and params bounds use the space's analytic cost model. Latency bounds use a
 :class:`LatencyModel` fitted on measured points (ridge regression of the measured latency ratio on
