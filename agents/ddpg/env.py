@@ -18,7 +18,10 @@ the unit whose first group this step decides (from ``REMOVE_FROM`` up: removed; 
 other step), decided before the width so the clamp sees it; the groups of a removed unit take no
 width (their step records action 0), and the observation has one more number, 1 where the step
 decides a removal. ``REMOVE_FROM`` is 0.75, so warm-up's uniform actions remove a quarter of the
-units, as the ``random`` agent does. Spaces without depth are unchanged.
+units, as the ``random`` agent does. The clamp extends to depth: where the widths alone cannot
+reach the budget (a latency bound below what narrowing reaches, as each layer's fixed cost
+stays), it assumes the units decided later removed, and a unit the budget cannot keep is removed
+whatever the action says. Spaces without depth are unchanged.
 
 The env cannot score the pruned network (that is the workers' job, in parallel, later), so the
 reward is 0 until the last step, where it is ``reward_fn(policy)`` when one is given (tests, the
@@ -119,12 +122,19 @@ class PruningEnv(gym.Env):
         self._t, self._decided, self._prev, self._prev_int8 = 0, {}, 0.0, 0.0
         return self._obs(), {}
 
-    def _reachable(self, group: str) -> bool:
+    def _reachable(self, group: str, *, later_removed: bool = False) -> bool:
         """Whether the budget is met with the decided groups as they are and ``group`` and every
-        later group pruned at ``max_ratio``."""
+        later group pruned at ``max_ratio`` (``later_removed``: and every unit whose removal is
+        decided after this step removed)."""
         trial = {**{n: self.space.max_ratio for n in self.space.names}, **self._decided}
         trial[group] = self.space.max_ratio
-        return self.fit.fits(trial)
+        return self.fit.fits(self._later_removed(trial) if later_removed else trial)
+
+    def _later_removed(self, policy: Policy) -> Policy:
+        """``policy`` with every unit whose removal is decided after this step removed too."""
+        order = {g.name: i for i, g in enumerate(self.space.groups)}
+        later = [u for g, u in self._decides.items() if order[g] > self._t]
+        return self.space.with_removed(policy, [*self.space.removed_units(policy), *later])
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._t >= len(self.space):
@@ -137,7 +147,9 @@ class PruningEnv(gym.Env):
         removal = 0.0
         if self.depth:  # a removal first: the widths and the clamp below see it
             unit = self._decides.get(g.name)
-            if unit is not None and float(act[-1]) >= REMOVE_FROM:
+            if unit is not None and (float(act[-1]) >= REMOVE_FROM
+                                     or not self._reachable(g.name, later_removed=True)):
+                # removed as asked, or because the budget cannot be met with it kept
                 self._decided = self.space.with_removed(
                     self._decided, [*self.space.removed_units(self._decided), unit])
                 removal = 1.0
@@ -146,9 +158,12 @@ class PruningEnv(gym.Env):
         if int8:  # the precision first: the clamp below sees it
             fp32 = self._decided
             self._decided = self.space.with_int8(fp32, [*self.space.int8_groups(fp32), g.name])
-            if not self._reachable(g.name):  # int8 modelled slower here, past what the budget allows
-                self._decided, int8 = fp32, False
-        lowest = self.fit.min_ratio(self._decided, g.name)  # AMC's clamp: budget stays reachable
+            if not self._reachable(g.name, later_removed=self.depth):  # int8 modelled slower here,
+                self._decided, int8 = fp32, False  # past what the budget allows
+        clamp_on = self._decided  # AMC's clamp: the budget stays reachable...
+        if self.depth and not self._reachable(g.name):  # ...removing later units where widths cannot
+            clamp_on = self._later_removed(self._decided)
+        lowest = self.fit.min_ratio(clamp_on, g.name)
         ratio = max(wanted * top, lowest)
         kept = self.space.kept_channels(g, ratio)
         self._decided[g.name] = self.space.ratio_for(g, kept)
