@@ -109,11 +109,15 @@ class Agent(abc.ABC):
 
     def baselines(self) -> list[str]:
         """The roles of the zero-search proposals every agent makes first, so every front and
-        report holds them: ``baseline`` (uniform-fill) and, in a space with int8,
-        ``quantize-only`` and ``quantize+uniform-fill``."""
-        if not self.space.quantizable:
-            return ["baseline"]
-        return ["baseline", "quantize-only", "quantize+uniform-fill"]
+        report holds them: ``baseline`` (uniform-fill), in a space with int8 ``quantize-only``
+        and ``quantize+uniform-fill``, and in a space with depth ``depth-only``
+        (``BudgetFit.depth_only``: units removed, uniform width)."""
+        roles = ["baseline"]
+        if self.space.quantizable:
+            roles += ["quantize-only", "quantize+uniform-fill"]
+        if self.space.depth:
+            roles.append("depth-only")
+        return roles
 
     @property
     def baselines_done(self) -> bool:
@@ -124,6 +128,7 @@ class Agent(abc.ABC):
             "baseline": self.fit.uniform_fill,
             "quantize-only": self.fit.quantize_only,
             "quantize+uniform-fill": self.fit.quantized_uniform_fill,
+            "depth-only": self.fit.depth_only,
         }[role]()
         proposal = self._proposal(policy, role=role)
         if role == "baseline":

@@ -47,12 +47,23 @@ class RandomAgent(Agent):
     The projection keeps the draw's shape (which groups are pruned harder) and fills leftover
     budget, so every proposal is feasible and uses the budget; Distiller found this already
     finds many good networks, which is why every searching agent must beat it.
+
+    In a space with depth each unit is removed on its own coin of probability ``remove_p`` (by
+    default a quarter, raised to 1/units so that at least one removal is expected, at most a
+    half: a modest cut, the widths taking the rest of the budget); the projection moves the
+    widths only, the removals stay.
     """
 
     name = "random"
 
-    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0, remove_p: float | None = None) -> None:
         super().__init__(space, budget, seed=seed)
+        units = len(space.units)
+        if remove_p is None:
+            remove_p = min(0.5, max(0.25, 1 / units)) if units else 0.0
+        if isinstance(remove_p, bool) or not isinstance(remove_p, int | float) or not 0 <= remove_p <= 1:
+            raise ValueError(f"options.remove_p must be a number in [0, 1], got {remove_p!r}")
+        self.remove_p = float(remove_p)
         self._rng = np.random.default_rng(seed)
 
     def propose(self, n: int) -> list[Proposal]:
@@ -63,6 +74,9 @@ class RandomAgent(Agent):
             if self.space.quantizable:  # each group's precision a fair coin
                 int8 = self._rng.random(len(self.space)) < 0.5
                 policy = self.space.with_int8(policy, [n for n, q in zip(self.space.names, int8, strict=True) if q])
+            if self.space.depth:  # each unit removed on its own coin
+                coins = self._rng.random(len(self.space.units)) < self.remove_p
+                policy = self.space.with_removed(policy, [u.name for u, c in zip(self.space.units, coins, strict=True) if c])
             out.append(self._proposal(self.fit.project(policy)))
         return out
 

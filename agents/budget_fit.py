@@ -10,6 +10,9 @@ Every agent goes through one :class:`BudgetFit` so the rules are written once:
   least pruning that fits, then fill the leftover budget.
 * ``min_ratio(prefix, group)`` — AMC's clamp: the least this group may be pruned so that the
   budget stays reachable if every later group is pruned as hard as allowed.
+* ``depth_only()`` — in a space with depth (``space.units``): units removed in ``removal_order``
+  until the full-width network fits (the ``depth-only`` baseline); ``fill`` and ``project`` keep
+  a policy's removed units as they are (their groups' widths do not matter).
 
 MACs and params bounds use the space's analytic cost model. Latency bounds use a
 :class:`LatencyModel` fitted on measured points (ridge regression of the measured latency ratio on
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from agents.types import Budget, Outcome
-from search_spaces.space import Policy, SearchSpace
+from search_spaces.space import Policy, SearchSpace, is_keep_key
 
 _EPS = 1e-9
 
@@ -52,6 +55,13 @@ class LatencyModel:
     lose), so a few measured points teach them; the per-group e_g (prior 0, ridge-shrunk like the
     d_g) take what one group does differently — a layer whose int8 kernel is slow, say — which the
     latency table's one-group-in-int8 entries measure.
+
+    In a space with depth (``space.units``) a removed unit's layers leave the MACs features (so
+    the prior already predicts removal saves its MACs' share) and two more kinds of term learn
+    what removal saves beyond that — each layer's fixed cost, which narrowing leaves in place:
+    + u·(share of units removed) + Σ_u r_u·[u removed]. Prior 0 (removal as MACs-proportional
+    as narrowing); the global u from a few measured points, the per-unit r_u (shrunk like e_g)
+    for a unit that differs, as measured by latency-table removal entries or outcomes.
     """
 
     #: in a space with int8: the prior's latency change per MACs share run in int8 (int8 kernels
@@ -59,6 +69,8 @@ class LatencyModel:
     INT8_PRIOR = (-0.5, 0.0)
     #: how much harder than the other terms each group's own int8 term is shrunk toward 0
     INT8_GROUP_STRENGTH = 16.0
+    #: how much harder than the other terms each unit's own removal term is shrunk toward 0
+    UNIT_STRENGTH = 16.0
 
     def __init__(self, space: SearchSpace, *, strength: float = 1.0) -> None:
         self.space = space
@@ -68,7 +80,12 @@ class LatencyModel:
         # few measured points teach, and one per group (prior 0) for what a group does differently
         self._int8 = space.quantizable
         int8_prior = [*self.INT8_PRIOR, *[0.0] * len(space)] if self._int8 else []
-        self.prior = np.array([0.0, 1.0] + [0.0] * len(space) + int8_prior)
+        # depth adds one global term (the share of units removed) and one per unit, prior 0
+        self._depth = space.depth
+        self._units = {u.name: i for i, u in enumerate(space.units)}
+        self._unit_at = 2 + len(space) + len(int8_prior)  # the global removal term's index
+        depth_prior = [0.0] * (1 + len(space.units)) if self._depth else []
+        self.prior = np.array([0.0, 1.0] + [0.0] * len(space) + int8_prior + depth_prior)
         self.weights = self.prior.copy()
         self.points: list[tuple[list[float], float]] = []  # (features, latency ratio)
         self.point_weights: list[float] = []  # how many measured outcomes each point counts as
@@ -79,9 +96,13 @@ class LatencyModel:
         kept = space.kept(policy)
         frac = {g.name: kept[g.name] / g.channels for g in space.groups}
         n = len(space)
-        x = np.zeros(2 + n + (2 + n if self._int8 else 0))
+        x = np.zeros(len(self.prior))
         x[0] = 1.0
+        removed = space.removed_units(policy) if self._depth else []
+        gone = {c for u in removed for c in space.unit(u).costs}
         for c in space.costs:
+            if c.name in gone:  # a removed unit's layers cost nothing
+                continue
             share = c.macs * math.prod(frac[g] for g in c.scale_by) / space.dense_macs
             x[1] += share
             for g in c.scale_by:
@@ -92,6 +113,10 @@ class LatencyModel:
             x[3 + n] = len(int8) / n
             for g in int8:
                 x[4 + n + self._index[g]] = 1.0
+        if removed:
+            x[self._unit_at] = len(removed) / len(self._units)
+            for u in removed:
+                x[self._unit_at + 1 + self._units[u]] = 1.0
         return x
 
     def add(self, policy: Mapping[str, float], latency_ratio: float, latency_ms: float | None = None) -> None:
@@ -110,7 +135,9 @@ class LatencyModel:
         scale = np.maximum((w[:, None] * x**2).sum(axis=0) / w.sum(), 1e-6)
         scale[:2] *= 1e-3  # overhead and slope: nearly free
         if self._int8:  # a group's own int8 term only for what the global ones cannot explain
-            scale[4 + len(self.space):] *= self.INT8_GROUP_STRENGTH
+            scale[4 + len(self.space):4 + 2 * len(self.space)] *= self.INT8_GROUP_STRENGTH
+        if self._depth:  # a unit's own removal term only for what the global one cannot explain
+            scale[self._unit_at + 1:] *= self.UNIT_STRENGTH
         lam = np.diag(self.strength * scale)
         # argmin Σ w_i (x_i·θ - y_i)^2 + (θ - prior)^T lam (θ - prior) (closed form)
         xw = x * w[:, None]
@@ -155,6 +182,14 @@ class LatencyModel:
         n = len(self.space)
         return float(self.weights[3 + n] / n + self.weights[4 + n + self._index[group]])
 
+    def unit_cost(self, unit: str) -> float:
+        """The latency ratio removing ``unit`` changes beyond its layers' MACs (its share of the
+        removal-count term and its own term; 0 in a space without depth): the fixed cost its
+        layers had, as a (usually negative) number."""
+        if not self._depth:
+            return 0.0
+        return float(self.weights[self._unit_at] / len(self._units) + self.weights[self._unit_at + 1 + self._units[unit]])
+
     def state_dict(self) -> dict[str, Any]:
         return {"points": self.points, "point_weights": self.point_weights, "dense_ms": self.dense_ms}
 
@@ -176,14 +211,16 @@ class BudgetFit:
         self.budget = budget
         self.latency = LatencyModel(space)
         self._uniform_fill: Policy | None = None
-        lowest = self.space.uniform(space.max_ratio)
+        # with depth the cheapest network also has every removable unit removed
+        lowest = space.with_removed(space.uniform(space.max_ratio), [u.name for u in space.units])
         # MACs and params are exact: a bound the narrowest network misses is refused up front.
         # Latency is only modelled until measured: the search goes on, and finalize says whether
         # the delivered file met it (budget_met), with the closest candidate's measured figures.
         if budget.analytic_violation(space, lowest) > _EPS:
             raise BudgetError(
                 f"budget {budget.to_dict()} is unreachable: pruning every group at max_ratio="
-                f"{space.max_ratio:g} gives macs_ratio={space.macs_ratio(lowest):.3f}, "
+                f"{space.max_ratio:g}{' with every removable unit removed' if space.depth else ''} gives "
+                f"macs_ratio={space.macs_ratio(lowest):.3f}, "
                 f"params_ratio={space.params_ratio(lowest):.3f}"
             )
 
@@ -219,13 +256,15 @@ class BudgetFit:
         self._uniform_fill = None
 
     # --- constructions ------------------------------------------------------------------------
-    def uniform_ratio(self, *, int8: bool = False) -> float:
+    def uniform_ratio(self, *, int8: bool = False, removed: Iterable[str] = ()) -> float:
         """The smallest single ratio whose uniform policy fits (bisection on the cost model);
-        ``int8``: with every group in int8."""
+        ``int8``: with every group in int8; ``removed``: with these units removed."""
         groups = self.space.names if int8 else []
+        units = list(removed)
 
         def uniform(ratio: float) -> Policy:
-            return self.space.with_int8(self.space.uniform(ratio), groups)
+            policy = self.space.with_int8(self.space.uniform(ratio), groups)
+            return self.space.with_removed(policy, units) if units else policy
 
         if self.fits(uniform(0.0)):
             return 0.0
@@ -245,6 +284,66 @@ class BudgetFit:
         """The uniform-fill baseline with every group in int8 (``quantize + uniform-fill``)."""
         space = self.space
         return self.fill(space.with_int8(space.uniform(self.uniform_ratio(int8=True)), space.names))
+
+    def depth_only(self) -> Policy:
+        """The ``depth-only`` baseline: units removed in :meth:`removal_order` until the network at
+        full width fits, then (only if removing every unit is not enough) one uniform ratio for
+        the rest, bisected and filled like ``uniform_fill``. Every group fp32."""
+        space = self.space
+        dense, removed = space.uniform(0.0), list[str]()
+        for unit in self.removal_order():
+            if self.fits(space.with_removed(dense, removed)):
+                break
+            removed.append(unit)
+        ratio = self.uniform_ratio(removed=removed)
+        return self.fill(space.with_removed(space.uniform(ratio), removed))
+
+    def removal_order(self) -> list[str]:
+        """The order ``depth_only`` removes units in, decided without a measurement.
+
+        Nothing says at proposal time which blocks the network misses least, so the rule keeps
+        what is known to matter: removal is spread — the next unit comes from the stage (units
+        sharing a parent module: a ResNet stage, a transformer's encoder) with the smallest
+        share of its units removed, so no stage is emptied while another is whole, and within
+        a stage every other unit goes first, from the last (a stage of 6 loses 5, 3, 1, then 4,
+        2, 0: DistilBERT's every-other-layer student, and deeper layers are the more redundant,
+        Gromov et al. 2024) — and among stages equally touched, the unit that saves the most of
+        the budget's costs (MACs, params, modelled latency) first, so fewest units go; the
+        deeper stage on a tie.
+        """
+        space = self.space
+        stages: dict[str, list[str]] = {}
+        for u in space.units:
+            stages.setdefault(u.name.rpartition(".")[0], []).append(u.name)
+        queues = {}
+        for stage, names in stages.items():
+            n = len(names)
+            queues[stage] = [names[i] for i in [*range(n - 1, -1, -2), *range(n - 2, -1, -2)]]
+        position = {stage: i for i, stage in enumerate(stages)}
+        order: list[str] = []
+        while any(queues.values()):
+            base = self._costs(space.with_removed(space.uniform(0.0), order))
+            keys = {}
+            for stage, queue in queues.items():
+                if queue:
+                    touched = 1 - len(queue) / len(stages[stage])
+                    after = self._costs(space.with_removed(space.uniform(0.0), [*order, queue[0]]))
+                    keys[stage] = (touched, -round(base - after, 9), -position[stage])
+            stage = min(keys, key=keys.__getitem__)
+            order.append(queues[stage].pop(0))
+        return order
+
+    def _costs(self, policy: Mapping[str, float]) -> float:
+        """The sum of the budget's costs at ``policy``, each as a ratio of its bound (MACs,
+        params; latency as modelled): what removing a unit saves, comparably across units."""
+        b, total = self.budget, 0.0
+        if b.macs_ratio is not None:
+            total += self.space.macs_ratio(policy) / b.macs_ratio
+        if b.params_ratio is not None:
+            total += self.space.params_ratio(policy) / b.params_ratio
+        if b.uses_latency:
+            total += self.latency.predict_ratio(policy) / (b.latency_ratio or 1.0)
+        return total
 
     def quantize_only(self) -> Policy:
         """Nothing pruned, every group in int8 (``quantize-only``: whatever the budget)."""
@@ -281,7 +380,9 @@ class BudgetFit:
         space = self.space
         kept = space.kept(policy)
         int8 = space.int8_groups(policy)
-        order = order or space.names
+        removed = space.removed_units(policy)
+        gone = space.removed_groups(policy)  # a removed unit's groups: nothing to fill
+        order = [n for n in order or space.names if n not in gone]
         levels = {n: space.levels(n) for n in order}
         grown = True
         while grown:
@@ -291,14 +392,16 @@ class BudgetFit:
                 if not higher:
                     continue
                 old, kept[n] = kept[n], higher[0]
-                if self.fits(self._from_kept(kept, int8), margin=margin):
+                if self.fits(self._from_kept(kept, int8, removed), margin=margin):
                     grown = True
                 else:
                     kept[n] = old
-        return self._from_kept(kept, int8)
+        return self._from_kept(kept, int8, removed)
 
     def project(self, policy: Mapping[str, float], *, fill: bool = True, grow: bool = True) -> Policy:
-        """The policy moved onto the budget along its own shape, rounded (and filled).
+        """The policy moved onto the budget along its own shape, rounded (and filled). Its
+        removed units stay removed; with depth, when the widths cannot reach the budget with
+        them, more units are removed in ``removal_order``.
 
         ``grow=False`` leaves a policy that already fits as it is (rounded): for searches that
         want cheaper-than-budget points too (NSGA-II's front).
@@ -308,13 +411,26 @@ class BudgetFit:
         top = space.max_ratio
         if not grow and self.fits(p):
             return space.round(p)
-        widths, int8 = space.widths(p), space.int8_groups(p)  # the precisions stay as they are
+        # the precisions and the removed units stay as they are: only the widths move
+        widths = {n: r for n, r in space.widths(p).items() if not is_keep_key(n)}
+        int8 = space.int8_groups(p)
+        removed = space.removed_units(p) if space.depth else None
 
         def at(t: float) -> Policy:  # t in [-1, 1]: -1 prunes nothing, 1 prunes everything at max
             if t <= 0:
-                return space.with_int8({n: r * (1 + t) for n, r in widths.items()}, int8)
-            return space.with_int8({n: r + t * (top - r) for n, r in widths.items()}, int8)
+                moved = {n: r * (1 + t) for n, r in widths.items()}
+            else:
+                moved = {n: r + t * (top - r) for n, r in widths.items()}
+            out = space.with_int8(moved, int8)
+            return space.with_removed(out, removed) if removed else out
 
+        if removed is not None and not self.fits(at(1.0)):
+            # a budget the widths cannot reach with these units: remove more (``removal_order``)
+            for unit in self.removal_order():
+                if unit not in removed:
+                    removed.append(unit)
+                    if self.fits(at(1.0)):
+                        break
         if self.fits(at(-1.0)):
             t = -1.0
         else:
@@ -340,5 +456,7 @@ class BudgetFit:
             lo, hi = (mid, hi) if self.fits(trial) else (lo, mid - 1)
         return space.ratio_for(group, levels[lo]) if lo >= 0 else space.max_ratio
 
-    def _from_kept(self, kept: Mapping[str, int], int8: Iterable[str] = ()) -> Policy:
-        return self.space.with_int8({n: self.space.ratio_for(n, k) for n, k in kept.items()}, int8)
+    def _from_kept(self, kept: Mapping[str, int], int8: Iterable[str] = (), removed: Iterable[str] = ()) -> Policy:
+        policy = self.space.with_int8({n: self.space.ratio_for(n, k) for n, k in kept.items()}, int8)
+        units = list(removed)
+        return self.space.round(self.space.with_removed(policy, units)) if units else policy

@@ -21,6 +21,21 @@ from search_spaces.space import PRECISION_BITS, LayerCost, SearchSpace, bits_key
 _EIGHT = PRECISION_BITS["int8"]
 
 
+def option_levels(space: SearchSpace) -> dict[str, list[int]]:
+    """Each group's kept-channel options in the knapsack: its levels and, for a group inside a
+    removable unit (a space with depth), 0 first: the unit removed. Every layer the group scales
+    then costs nothing (f = 0), so MACs, params and the latency model's per-layer terms vanish
+    with no new variable; the unit's own latency term sits on its anchor group's 0 option."""
+    inside = {g for u in space.units for g in u.groups}
+    return {g.name: [0, *space.levels(g)] if g.name in inside else space.levels(g) for g in space.groups}
+
+
+def unit_anchors(space: SearchSpace) -> dict[str, str]:
+    """Per unit with groups inside it, the group whose 0 option carries the unit's own terms
+    (its first). A unit with no group inside it cannot be removed by the knapsack."""
+    return {u.name: u.groups[0] for u in space.units if u.groups}
+
+
 def is_int8(assignment: Mapping[str, float], group: str) -> bool:
     """Whether ``assignment`` (kept channels or a policy) runs ``group`` in int8."""
     return assignment.get(bits_key(group)) == _EIGHT
@@ -74,16 +89,18 @@ LayerShare = Callable[[LayerCost, frozenset[str]], float]
 
 
 def cost_model(space: SearchSpace, share: LayerShare, const: float = 0.0,
-               int8_group: Callable[[str], float] | None = None) -> CostModel:
+               int8_group: Callable[[str], float] | None = None,
+               unit_term: Callable[[str], float] | None = None) -> CostModel:
     """``const + Σ_layers share(layer, its int8 groups) · Π f_g`` over the layer's scaling groups,
-    plus ``int8_group(g)`` per group g in int8, as a CostModel (with int8 options in a space with
-    int8).
+    plus ``int8_group(g)`` per group g in int8 and ``unit_term(u)`` per removed unit, as a
+    CostModel (with int8 options in a space with int8, removal options in a space with depth).
 
     A layer scaled by more groups than the pair the product is taken over is bounded by the
     larger of its cost with those extra groups all fp32 or all int8 (the share is linear in how
-    many are int8)."""
+    many are int8). A removed unit's layers scaled by none of its own groups (a norm after the
+    residual add, say) stay counted: an over-estimate, so a solution stays within budget."""
     int8 = space.quantizable
-    levels = {g.name: space.levels(g) for g in space.groups}
+    levels = option_levels(space)
     model = CostModel(levels, const=const, int8=int8,
                       linear={g: [0.0] * (len(lv) * (2 if int8 else 1)) for g, lv in levels.items()})
 
@@ -113,6 +130,11 @@ def cost_model(space: SearchSpace, share: LayerShare, const: float = 0.0,
             extra = int8_group(g)
             for i in range(len(lv), 2 * len(lv)):
                 model.linear[g][i] += extra
+    if unit_term is not None:
+        for unit, g in unit_anchors(space).items():
+            term = unit_term(unit)
+            for i in (0, len(levels[g])) if int8 else (0,):  # the 0 option (its int8 twin is never chosen)
+                model.linear[g][i] += term
     return _fold_self_pairs(space, model)
 
 
@@ -124,7 +146,8 @@ def analytic_cost_model(space: SearchSpace, attr: str) -> CostModel:
 
 def latency_cost_model(space: SearchSpace, model: LatencyModel) -> CostModel:
     """``model``'s prediction as a CostModel (exact: its features are per-layer MACs shares, the
-    int8 MACs share, the count of int8 groups and each group's own int8 term).
+    int8 MACs share, the count of int8 groups and each group's own int8 term; with depth, the
+    units' removal terms, and a removed unit's layers as in ``cost_model``).
 
     A layer's weight is clipped at 0 — a narrower layer is never modelled slower — which also
     keeps the bound on layers scaled by three or more groups an over-estimate.
@@ -132,6 +155,7 @@ def latency_cost_model(space: SearchSpace, model: LatencyModel) -> CostModel:
     return cost_model(
         space, lambda c, int8: max(0.0, c.macs / space.dense_macs * model.layer_weight(c.scale_by, int8)),
         const=model.overhead, int8_group=model.int8_group_cost,
+        unit_term=model.unit_cost if space.depth else None,
     )
 
 

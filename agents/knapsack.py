@@ -24,6 +24,15 @@ knapsack. Here:
    latency model's in that precision (its int8 terms, learnt from the table's int8 entries and
    every outcome): each group's options are (width, precision) pairs, so the MILP stays exact.
    Under a MACs/params budget int8 buys nothing, so the knapsack leaves every group fp32.
+   In a space with depth a unit's removal costs ``γ_u`` (one indicator feature per unit, shrunk
+   toward ``removal_loss`` times the common scale times its number of groups — removal loses
+   about what its groups' whole importance is worth — bounded at 0): a group inside a unit has
+   one more option, 0 channels (the unit removed, ``agents.cost_model.option_levels``), whose
+   width loss is 0 and whose MACs, params and modelled latency are its layers' gone, plus the
+   latency model's own removal term for the unit; the MILP removes a unit whole (MDP's block
+   binary). Removal is learnt like the rest: the first solve uses the prior, every outcome
+   refits γ, and the latency table's removal entries (one unit removed, the rest dense) teach
+   the latency model what each removal saves.
 3. **Solve.** ``agents.knapsack_solve.Knapsack``: a MILP (HiGHS) that is exact for these costs.
 4. **Refinement with real evaluations.** After the baseline and the first solve, each proposal
    is the MILP optimum under a Thompson sample of the weights (``exploration``: log-normal
@@ -46,7 +55,13 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from agents.base import Agent
-from agents.cost_model import analytic_cost_model, is_int8, latency_cost_model
+from agents.cost_model import (
+    analytic_cost_model,
+    is_int8,
+    latency_cost_model,
+    option_levels,
+    unit_anchors,
+)
 from agents.knapsack_solve import Knapsack, Limit
 from agents.latency_table import LatencyTable, LatencyTableRequest
 from agents.types import AgentHints, Budget, Outcome, Proposal
@@ -88,6 +103,7 @@ class KnapsackAgent(Agent):
         gap: float = 1e-4,
         time_limit: float = 10.0,
         int8_loss: float = 0.02,
+        removal_loss: float = 1.0,
     ) -> None:
         super().__init__(space, budget, seed=seed)
         self.table_ratios = _option_ratios(table_ratios)
@@ -98,6 +114,7 @@ class KnapsackAgent(Agent):
             ("exploration", exploration), ("prior_points", prior_points), ("latency_margin", latency_margin),
             ("latency_sigmas", latency_sigmas), ("table_weight", table_weight),
             ("gap", gap), ("time_limit", time_limit), ("int8_loss", int8_loss),
+            ("removal_loss", removal_loss),
         )
         for name, x in named:
             if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x) or x < 0:
@@ -111,9 +128,11 @@ class KnapsackAgent(Agent):
         self.table_weight = float(table_weight) or 1e-6
         self.gap, self.time_limit = float(gap), float(time_limit) or 1.0
         self.int8_loss = float(int8_loss)
+        self.removal_loss = float(removal_loss)
+        self.anchors = unit_anchors(space)  # unit -> the group whose 0 option removes it
         self.table: LatencyTable | None = (hints or AgentHints()).latency_table
         self._seed_latency_model()
-        self.levels = {g.name: space.levels(g) for g in space.groups}
+        self.levels = option_levels(space)
         self.features = {g.name: self._loss_features(g.name) for g in space.groups}
         # search state (all of it in extra_state)
         self._history: list[dict[str, Any]] = []  # told outcomes, in the order told
@@ -133,11 +152,12 @@ class KnapsackAgent(Agent):
 
     # --- model ---------------------------------------------------------------------------------
     def _loss_features(self, group: str) -> list[float]:
-        """ℓ_g(k) per level: the share of the group's importance that keeping k channels removes."""
+        """ℓ_g(k) per level: the share of the group's importance that keeping k channels removes
+        (0 at the 0 option of a group inside a unit: the unit's removal weighs ``γ_u`` instead)."""
         g = self.space.group(group)
         imp = sorted(g.importance) if len(g.importance) == g.channels else [1.0] * g.channels
         total = sum(imp) or 1.0
-        return [sum(imp[: g.channels - k]) / total for k in self.levels[group]]
+        return [sum(imp[: g.channels - k]) / total if k else 0.0 for k in self.levels[group]]
 
     def _build(self) -> None:
         """The solver for the current latency model (MACs/params budgets the space cannot meet
@@ -206,7 +226,18 @@ class KnapsackAgent(Agent):
         return {**kept, **{bits_key(g): PRECISION_BITS["int8"] for g in groups}}
 
     def _assignment_of(self, policy: Mapping[str, float]) -> dict[str, int]:
-        return self._with_int8(self.space.kept(policy), self.space.int8_groups(policy))
+        return self._with_int8(self._kept_of(policy), self.space.int8_groups(policy))
+
+    def _kept_of(self, policy: Mapping[str, float]) -> dict[str, int]:
+        """Kept channels per group, 0 for the groups of a removed unit (its removal option)."""
+        kept = self.space.kept(policy)
+        for g in self.space.removed_groups(policy):
+            kept[g] = 0
+        return kept
+
+    def _removed(self, kept: Mapping[str, float]) -> list[str]:
+        """The units an assignment removes (their groups at the 0 option)."""
+        return [u for u, g in self.anchors.items() if int(kept[g]) == 0]
 
     def weights(self) -> np.ndarray:
         """α_g fitted on the evaluated outcomes (equal when there is nothing to fit)."""
@@ -217,16 +248,29 @@ class KnapsackAgent(Agent):
         common scale until evaluations say otherwise; zeros in a space without int8)."""
         return self._loss_weights()[1]
 
-    def _loss_weights(self) -> tuple[np.ndarray, np.ndarray]:
-        """(α, β) fitted together on the evaluated outcomes: quality ≈ c − Σ α_g ℓ_g − Σ β_g [g int8]."""
+    def removal_weights(self) -> np.ndarray:
+        """γ_u, each removable unit's modelled quality loss when removed (in ``anchors`` order;
+        empty in a space without depth)."""
+        return self._loss_weights()[2]
+
+    def _removal_prior(self) -> np.ndarray:
+        """γ's prior on the scale of one ℓ: ``removal_loss`` times the unit's number of groups."""
+        return np.array([self.removal_loss * len(self.space.unit(u).groups) for u in self.anchors])
+
+    def _loss_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(α, β, γ) fitted together on the evaluated outcomes:
+        quality ≈ c − Σ α_g ℓ_g − Σ β_g [g int8] − Σ γ_u [u removed]."""
         names, joint = self.space.names, self.space.quantizable
-        n = len(names)
+        n, units = len(names), list(self.anchors)
         done = sorted((r for r in self._history if r["quality"] is not None), key=lambda r: r["trial_id"])
         if len(done) < 2:
-            return np.ones(n), np.full(n, self.int8_loss if joint else 0.0)
+            return np.ones(n), np.full(n, self.int8_loss if joint else 0.0), self._removal_prior()
         x = np.array([[self.features[g][self.levels[g].index(k)] for g, k in zip(names, r["kept"], strict=True)] for r in done])
         y = np.array([r["quality"] for r in done])
         total = x.sum(axis=1)
+        if units:  # a removal counts in the common scale as its prior's share of importance
+            d = np.array([[float(int(self._kept(r)[self.anchors[u]]) == 0) for u in units] for r in done])
+            total = total + d @ self._removal_prior()
         # common scale: quality ≈ c − a·Σℓ (a >= 0); the per-group weights are shrunk toward it
         spread = float(np.var(total))
         a = max(0.0, -float(np.cov(total, y, bias=True)[0, 1]) / spread) if spread > 1e-12 else 0.0
@@ -235,6 +279,8 @@ class KnapsackAgent(Agent):
         if joint:  # one int8 indicator per group, shrunk toward a small loss on the same scale
             q = np.array([[float(g in set(r.get("int8", ()))) for g in names] for r in done])
             x, prior = np.hstack([x, q]), np.concatenate([prior, np.full(n, self.int8_loss * a)])
+        if units:  # one removal indicator per unit, shrunk toward its prior on the same scale
+            x, prior = np.hstack([x, d]), np.concatenate([prior, a * self._removal_prior()])
         k = x.shape[1]
         lam = self.prior_points * np.maximum(x.var(axis=0), 1e-4)
         rows = np.vstack([np.hstack([np.ones((len(y), 1)), -x]), np.hstack([np.zeros((k, 1)), np.diag(np.sqrt(lam))])])
@@ -242,7 +288,9 @@ class KnapsackAgent(Agent):
         lo = np.concatenate([[-np.inf], np.zeros(k)])
         sol = lsq_linear(rows, rhs, bounds=(lo, np.full(k + 1, np.inf)))
         alpha = np.maximum(sol.x[1 : n + 1], 1e-6)
-        return alpha, (np.maximum(sol.x[n + 1 :], 0.0) if joint else np.zeros(n))
+        beta = np.maximum(sol.x[n + 1 : 2 * n + 1], 0.0) if joint else np.zeros(n)
+        gamma = np.maximum(sol.x[k + 1 - len(units):], 0.0) if units else np.zeros(0)
+        return alpha, beta, gamma
 
     # --- proposals -----------------------------------------------------------------------------
     def _incumbent(self) -> dict[str, int] | None:
@@ -266,32 +314,42 @@ class KnapsackAgent(Agent):
         return out
 
     def _policy(self, kept: Mapping[str, int]) -> Policy:
-        widths = {g: self.space.ratio_for(g, kept[g]) for g in self.space.names}
-        return self.space.with_int8(widths, [g for g in self.space.names if is_int8(kept, g)])
+        space = self.space
+        widths = {g: space.ratio_for(g, kept[g]) if kept[g] else 0.0 for g in space.names}
+        policy = space.with_int8(widths, [g for g in space.names if is_int8(kept, g) and kept[g]])
+        removed = self._removed(kept)
+        return space.round(space.with_removed(policy, removed)) if removed else policy
 
-    def _values(self, alpha: np.ndarray, beta: np.ndarray) -> dict[str, list[float]]:
-        """Each group's modelled quality per solver option: −α_g·ℓ_g(level), less β_g in int8."""
+    def _values(self, alpha: np.ndarray, beta: np.ndarray, gamma: np.ndarray) -> dict[str, list[float]]:
+        """Each group's modelled quality per solver option: −α_g·ℓ_g(level), less β_g in int8,
+        and −γ_u at the 0 option of unit u's anchor group (the unit removed)."""
         out = {}
         for g, a, b in zip(self.space.names, alpha, beta, strict=True):
             fp32 = [-a * v for v in self.features[g]]
             out[g] = fp32 + [v - b for v in fp32] if self.space.quantizable else fp32
+        for u, c in zip(self.anchors.items(), gamma, strict=True):
+            out[u[1]][0] -= c
         return out
 
     def propose(self, n: int) -> list[Proposal]:
         out: list[Proposal] = []
         taken = self._taken()
-        alpha, beta = self._loss_weights()
+        alpha, beta, gamma = self._loss_weights()
         while len(out) < n:
             rng = np.random.default_rng([self.seed, self._next_trial_id])
             if not self._prior_done:  # the knapsack allocation itself: equal weights, no region
                 sample, sample8, center, role = np.ones(len(alpha)), beta, None, "knapsack"
+                sample_d = self._removal_prior()  # on the scale of the equal weights
             else:
                 sample = alpha * np.exp(self.exploration * rng.standard_normal(len(alpha)))
                 sample8 = beta
                 if self.space.quantizable:  # drawn only here: an fp32 search's draws stay as they were
                     sample8 = beta * np.exp(self.exploration * rng.standard_normal(len(beta)))
+                sample_d = gamma
+                if len(gamma):  # drawn only with depth, after the others: other draws stay as they were
+                    sample_d = gamma * np.exp(self.exploration * rng.standard_normal(len(gamma)))
                 center, role = self._incumbent(), "refine"
-            kept = self._solve(self._values(sample, sample8), center, taken)
+            kept = self._solve(self._values(sample, sample8, sample_d), center, taken)
             if kept is None:
                 # Nothing untried fits the latency model. The model extrapolates worst at the
                 # narrowest widths (fitted on one-group cuts it overestimates them: docs/
@@ -352,7 +410,7 @@ class KnapsackAgent(Agent):
             m = o.metrics
             record: dict[str, Any] = {
                 "trial_id": o.trial_id,
-                "kept": [self.space.kept(o.policy)[g] for g in self.space.names],
+                "kept": [self._kept_of(o.policy)[g] for g in self.space.names],
                 **({"int8": self.space.int8_groups(o.policy)} if self.space.quantizable else {}),
                 "quality": None if m is None or math.isnan(m.quality) else float(m.quality),
                 "latency_ratio": None if m is None else m.latency_ratio,

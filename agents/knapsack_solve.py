@@ -12,6 +12,12 @@ marginals (``Σ_j z[AB, i, j] = x[A, i]``, ``Σ_i z[AB, i, j] = x[B, j]``): with
 formulation's LP relaxation is tight (exact on chains), so HiGHS proves optimality in a few
 nodes where the weaker ``w ≥ f_B + x − 1`` form took seconds.
 
+In a space with depth a group inside a removable unit has one more option, 0 kept channels
+(``agents.cost_model.option_levels``): the unit removed. Every layer the group scales then costs
+0, so the formulation above is unchanged; one row per unit ties its groups' 0 options together
+(``x[G1, 0] = x[Gj, 0]``: the unit goes whole, MDP's block binary), and a 0 option in int8 is
+bounded to 0 (a removed layer has no precision).
+
 Extra constraints serve the search: a trust region (L1 distance in levels from a centre) and
 "no-good" cuts that exclude architectures already evaluated or pending. A small trust region is
 searched by enumeration instead (:data:`ENUMERATE_AT_MOST` points, scored with numpy): a long
@@ -28,7 +34,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
-from agents.cost_model import CostModel, is_int8
+from agents.cost_model import CostModel, is_int8, option_levels
 from search_spaces.space import PRECISION_BITS, SearchSpace, bits_key
 
 # HiGHS accepts rows violated by up to 1e-6; a solution is checked exactly and, if it breaks a
@@ -54,8 +60,10 @@ class Knapsack:
         self.space = space
         self.limits = list(limits)
         self.names = space.names
-        self.levels = {g.name: space.levels(g) for g in space.groups}
+        self.levels = option_levels(space)
         self.int8 = space.quantizable
+        #: per unit, the groups inside it (with depth): all removed (0 kept) or none
+        self.units = {u.name: list(u.groups) for u in space.units if u.groups}
         #: per group, its options as (kept channels, int8)
         self.options = {g: [(k, q) for q in ((False, True) if self.int8 else (False,)) for k in lv]
                         for g, lv in self.levels.items()}
@@ -93,8 +101,11 @@ class Knapsack:
 
     def steps(self, g: str, i: int, j: int) -> int:
         """Steps between options ``i`` and ``j`` of group ``g``: levels apart, plus 1 if the
-        precision differs."""
+        precision differs; removing or restoring a unit is one step for each of its groups
+        (a binary flip, whatever the width it had)."""
         (ki, qi), (kj, qj) = self.options[g][i], self.options[g][j]
+        if (ki == 0) != (kj == 0):
+            return 1 + int(qi != qj)
         lv = self.levels[g]
         return abs(lv.index(ki) - lv.index(kj)) + int(qi != qj)
 
@@ -112,9 +123,31 @@ class Knapsack:
                 row = {self._z[((a, b), i, j)]: 1.0 for i in range(na)}
                 row[self._x[(b, j)]] = -1.0
                 rows.append((row, 0.0, 0.0))
+        for groups in self.units.values():  # a unit goes whole: its groups' 0 options together
+            for g in groups[1:]:
+                rows.append(({self._x[(groups[0], 0)]: 1.0, self._x[(g, 0)]: -1.0}, 0.0, 0.0))
         for lim in self.limits:
             rows.append((self._model_row(lim.model), -np.inf, lim.bound - lim.model.const))
         return [self._constraint(rows)]
+
+    def _upper_bounds(self) -> np.ndarray:
+        """1 for every variable but a removal option in int8 (never chosen)."""
+        ub = np.ones(self.n_vars)
+        if self.int8:
+            for groups in self.units.values():
+                for g in groups:
+                    ub[self._x[(g, len(self.levels[g]))]] = 0.0
+        return ub
+
+    def inconsistent(self, kept: Mapping[str, float]) -> list[str]:
+        """The units ``kept`` removes only in part (some of their groups at 0, some not), or
+        removes in int8."""
+        out = []
+        for unit, groups in self.units.items():
+            zero = [int(kept[g]) == 0 for g in groups]
+            if any(zero) and (not all(zero) or any(is_int8(kept, g) for g in groups)):
+                out.append(unit)
+        return out
 
     def _model_row(self, model: CostModel) -> dict[int, float]:
         """``model`` less its constant, as coefficients over the one-hot and product variables."""
@@ -222,6 +255,13 @@ class Knapsack:
         meets every limit exactly and is not excluded (None when there is none)."""
         idx = self._region(center, radius)
         ok = np.ones(len(idx), dtype=bool)
+        col = {g: k for k, g in enumerate(self.names)}
+        for groups in self.units.values():  # a unit removed whole (option 0 fp32) or not at all
+            removed = [idx[:, col[g]] == 0 for g in groups]
+            ok &= np.all(removed, axis=0) | ~np.any(removed, axis=0)
+            if self.int8:
+                for g in groups:
+                    ok &= idx[:, col[g]] != len(self.levels[g])
         for lim in self.limits:
             ok &= self._model_values(lim.model, idx) <= lim.bound + _EXACT_TOL
         if exclude:
@@ -299,7 +339,7 @@ class Knapsack:
             c,
             constraints=constraints,
             integrality=integrality,
-            bounds=Bounds(np.zeros(self.n_vars), np.ones(self.n_vars)),
+            bounds=Bounds(np.zeros(self.n_vars), self._upper_bounds() if self.units and self.int8 else np.ones(self.n_vars)),
             options={"time_limit": time_limit, "mip_rel_gap": gap, "presolve": True, "disp": False},
         )
         if res.x is None:
@@ -308,5 +348,7 @@ class Knapsack:
             {g: int(np.argmax([res.x[self._x[(g, j)]] for j in range(len(self.options[g]))])) for g in self.names})
 
     def violated(self, kept: Mapping[str, int]) -> list[str]:
-        """Names of the limits ``kept`` breaks, evaluated exactly (not through the MILP)."""
-        return [lim.name for lim in self.limits if lim.model.value(self.space, kept) > lim.bound + _EXACT_TOL]
+        """Names of the limits ``kept`` breaks, evaluated exactly (not through the MILP), and
+        ``unit <name>`` for each unit it removes only in part."""
+        broken = [lim.name for lim in self.limits if lim.model.value(self.space, kept) > lim.bound + _EXACT_TOL]
+        return broken + [f"unit {u}" for u in self.inconsistent(kept)] if self.units else broken

@@ -25,14 +25,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from search_spaces.space import SearchSpace, bits_key
+from search_spaces.space import SearchSpace, bits_key, keep_key
 
 
 @dataclass(frozen=True)
 class LatencyTableRequest:
     """What an agent asks workers to measure: each group at these pruning ratios, others dense
     (in a space with int8 also each group in int8, unpruned and at the middle of these widths,
-    others dense fp32: the table's ``int8`` entries)."""
+    others dense fp32: the table's ``int8`` entries; in a space with depth also each unit removed,
+    the rest dense: its ``removed`` entries)."""
 
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
 
@@ -49,17 +50,20 @@ class LatencyTable:
     ``(channels, 1.0)`` is implied. ``int8[group]`` (a space with int8 only) holds ``(kept,
     ratio)`` pairs with the group in int8 at ``kept`` channels (``channels`` among them: int8
     alone), every other group dense fp32 — where int8 pays and where, on narrow layers, its
-    quantize/dequantize overhead makes it slower. ``dense_ms`` is the dense model's median in the
+    quantize/dequantize overhead makes it slower. ``removed[unit]`` (a space with depth only) is
+    the ratio with that block or layer removed, the rest dense fp32: what removal saves, fixed
+    costs included, which narrowing cannot show. ``dense_ms`` is the dense model's median in the
     same session.
     """
 
     dense_ms: float
     entries: Mapping[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
     int8: Mapping[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)
+    removed: Mapping[str, float] = field(default_factory=dict)
 
     def points(self, space: SearchSpace) -> list[tuple[dict[str, float], float]]:
-        """Every entry as ``(policy, latency ratio)``: one group narrowed (or in int8), the rest
-        dense fp32."""
+        """Every entry as ``(policy, latency ratio)``: one group narrowed (or in int8), or one unit
+        removed, the rest dense fp32."""
         fp32 = [
             ({group: space.ratio_for(group, int(kept))}, float(ratio))
             for group, entries in self.entries.items()
@@ -70,13 +74,16 @@ class LatencyTable:
             for group, entries in self.int8.items()
             for kept, ratio in entries
         ]
-        return fp32 + int8
+        removed = [({keep_key(unit): 0.0}, float(ratio)) for unit, ratio in self.removed.items()]
+        return fp32 + int8 + removed
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dense_ms": self.dense_ms,
                                "entries": {g: [list(e) for e in v] for g, v in self.entries.items()}}
         if self.int8:
             out["int8"] = {g: [list(e) for e in v] for g, v in self.int8.items()}
+        if self.removed:
+            out["removed"] = dict(self.removed)
         return out
 
     @classmethod
@@ -85,4 +92,5 @@ class LatencyTable:
             return {g: tuple((int(k), float(r)) for k, r in v) for g, v in part.items()}
 
         return cls(dense_ms=float(data["dense_ms"]), entries=rows(data.get("entries", {})),
-                   int8=rows(data.get("int8", {})))
+                   int8=rows(data.get("int8", {})),
+                   removed={u: float(r) for u, r in data.get("removed", {}).items()})

@@ -1,7 +1,9 @@
 """``optuna-tpe`` and ``optuna-nsga2``: Optuna's samplers behind the ask/tell interface.
 
-Each trial samples one ratio per group (``r:<group>`` in [0, max_ratio]) and, in a space with
-int8, one precision per group (``p:<group>``, categorical); the agent proposes that
+Each trial samples one ratio per group (``r:<group>`` in [0, max_ratio]), in a space with
+int8 one precision per group (``p:<group>``, categorical) and, in a space with depth, one keep
+per unit (``k:<unit>``, categorical 1 = kept / 0 = removed, decided into ``keep_key(unit)``; a
+removed unit's groups' ratios and precisions are sampled but ignored); the agent proposes that
 sample *projected* onto the MACs/params budget (``BudgetFit.project``). Optuna is told the raw
 sample with the quality of its projection: the objective it sees is ``f(project(x))``, a
 deterministic function of what it sampled, so the sampler's model stays consistent (telling it the
@@ -33,7 +35,16 @@ from optuna.trial import TrialState
 
 from agents.base import Agent
 from agents.types import Budget, Outcome, Proposal
-from search_spaces.space import BITS_SUFFIX, PRECISION_BITS, SearchSpace, bits_key, is_bits_key
+from search_spaces.space import (
+    BITS_SUFFIX,
+    KEEP_SUFFIX,
+    PRECISION_BITS,
+    SearchSpace,
+    bits_key,
+    is_bits_key,
+    is_keep_key,
+    keep_key,
+)
 
 optuna.logging.set_verbosity(logging.WARNING)
 
@@ -76,6 +87,8 @@ class _OptunaAgent(Agent):
         self._dists: dict[str, BaseDistribution] = {f"r:{g.name}": FloatDistribution(0.0, space.max_ratio) for g in space.groups}
         if space.quantizable:  # each group's precision a categorical beside its ratio
             self._dists.update({f"p:{g.name}": CategoricalDistribution(list(space.precisions)) for g in space.groups})
+        if space.depth:  # each unit kept (1) or removed (0), beside the widths
+            self._dists.update({f"k:{u.name}": CategoricalDistribution([1, 0]) for u in space.units})
         self._live: dict[int, optuna.Trial] = {}  # our trial id -> Optuna trial asked this run
         self._raw: dict[int, dict[str, float]] = {}  # our trial id -> raw sample, until told
         self._history: list[dict[str, Any]] = []  # told trials (to rebuild an in-memory study)
@@ -108,17 +121,22 @@ class _OptunaAgent(Agent):
         return out
 
     def _baseline(self, role: str) -> Proposal:
-        """In a space with int8, a baseline is told to the study as a completed trial too, so the
-        sampler's model starts from the baselines (a joint width × precision space is too large
-        for a few trials to find what quantize + uniform-fill already is)."""
+        """In a space with int8 or depth, a baseline is told to the study as a completed trial
+        too, so the sampler's model starts from the baselines (a joint width × precision × depth
+        space is too large for a few trials to find what quantize + uniform-fill or depth-only
+        already are)."""
         proposal = super()._baseline(role)
-        if not self.space.quantizable:
+        space = self.space
+        if not space.quantizable and not space.depth:
             return proposal
-        raw = {g.name: min(proposal.policy.get(g.name, 0.0), self.space.max_ratio) for g in self.space.groups}
-        if self.space.quantizable:
-            int8 = set(self.space.int8_groups(proposal.policy))
+        raw = {g.name: min(proposal.policy.get(g.name, 0.0), space.max_ratio) for g in space.groups}
+        if space.quantizable:
+            int8 = set(space.int8_groups(proposal.policy))
             raw.update({bits_key(g.name): float(PRECISION_BITS["int8" if g.name in int8 else "fp32"])
-                        for g in self.space.groups})
+                        for g in space.groups})
+        if space.depth:
+            removed = set(space.removed_units(proposal.policy))
+            raw.update({keep_key(u.name): 0.0 if u.name in removed else 1.0 for u in space.units})
         self._raw[proposal.trial_id] = raw
         return proposal
 
@@ -133,7 +151,7 @@ class _OptunaAgent(Agent):
     def observe(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             raw = self._raw.pop(o.trial_id, None)
-            if raw is None:  # a baseline in a widths-only space: not an Optuna sample
+            if raw is None:  # a baseline in a widths-only fp32 space: not an Optuna sample
                 continue
             values = self._values(o) if o.ok else None
             if values is not None and any(math.isnan(v) for v in values):
@@ -190,12 +208,15 @@ class _OptunaAgent(Agent):
 
 
 def _raw_policy(params: dict[str, Any]) -> dict[str, float]:
-    """An Optuna sample as a policy: ``r:<group>`` ratios, ``p:<group>`` precisions as bits."""
+    """An Optuna sample as a policy: ``r:<group>`` ratios, ``p:<group>`` precisions as bits,
+    ``k:<unit>`` keeps (1 kept, 0 removed)."""
     raw: dict[str, float] = {}
     for name, value in params.items():
         kind, group = name[:2], name[2:]
         if kind == "p:":
             raw[bits_key(group)] = float(PRECISION_BITS[value])
+        elif kind == "k:":
+            raw[keep_key(group)] = float(value)
         else:
             raw[group] = float(value)
     return raw
@@ -204,10 +225,15 @@ def _raw_policy(params: dict[str, Any]) -> dict[str, float]:
 def _params(raw: dict[str, float]) -> dict[str, Any]:
     """The inverse of :func:`_raw_policy` (a told trial added back to a rebuilt study)."""
     names = {bits: name for name, bits in PRECISION_BITS.items()}
-    return {
-        (f"p:{k.removesuffix(BITS_SUFFIX)}" if is_bits_key(k) else f"r:{k}"): (names[int(v)] if is_bits_key(k) else v)
-        for k, v in raw.items()
-    }
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if is_bits_key(k):
+            out[f"p:{k.removesuffix(BITS_SUFFIX)}"] = names[int(v)]
+        elif is_keep_key(k):
+            out[f"k:{k.removesuffix(KEEP_SUFFIX)}"] = int(v)
+        else:
+            out[f"r:{k}"] = v
+    return out
 
 
 class TPEAgent(_OptunaAgent):

@@ -23,6 +23,14 @@ and its steps are of two kinds — a channel step back to a group, or a group ba
 its int8 loss) — the step with the largest loss reduction per unit of cost first (cost: predicted
 latency under a latency budget, MACs otherwise, where int8 costs nothing: a group goes back to
 fp32 whenever int8 lost quality).
+
+In a space with depth (``search_space.depth``) each unit is also probed removed (the baseline
+with that block or layer gone: cheaper than the baseline, so feasible) and its measured quality
+drop is the unit's removal loss. The allocation then starts with every unit removed too, and a
+third kind of step puts a unit back (its groups at the baseline's widths, or as wide as they
+already are), gaining its removal loss less its groups' modelled width losses, for the cost its
+layers add: a unit whose removal lost little for much cost stays removed. Removal losses are
+measured one unit at a time and summed, like the width losses.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from search_spaces.space import Policy, SearchSpace
 
 #: the key of a group's int8 probe among the results (``curves`` reads the others as ratios)
 INT8_PROBE = "int8"
+#: the key of a unit's removal probe among the results
+DROP_PROBE = "removed"
 
 #: After a measured miss the bound is tightened by this share of the excess: the refitted latency
 #: model absorbs part of the miss already (the whole excess over-corrected on noisy latencies).
@@ -86,6 +96,9 @@ class SensitivityAgent(Agent):
             for g in self.space.groups:
                 policy = self.space.with_int8(self.space.round(base), [g.name])
                 plan.append({"key": f"{g.name}@{INT8_PROBE}", "policy": policy})
+        for u in self.space.units:  # each unit removed from the baseline
+            policy = self.space.round(self.space.with_removed(base, [u.name]))
+            plan.append({"key": f"{u.name}@{DROP_PROBE}", "policy": policy})
         return plan
 
     @property
@@ -134,7 +147,7 @@ class SensitivityAgent(Agent):
             pts = [(base[g.name], 0.0)]
             for key, q in self._results.items():
                 name, _, r = key.rpartition("@")
-                if name == g.name and r != INT8_PROBE:
+                if name == g.name and r not in (INT8_PROBE, DROP_PROBE):
                     pts.append((float(r), q0 - q))
             pts.sort()
             out[g.name] = (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
@@ -145,6 +158,24 @@ class SensitivityAgent(Agent):
         q0 = self._results.get("baseline", 0.0)
         return {g.name: q0 - self._results[key] if (key := f"{g.name}@{INT8_PROBE}") in self._results else 0.0
                 for g in self.space.groups}
+
+    def removal_losses(self) -> dict[str, float]:
+        """Per unit: the quality its removal probe lost against the baseline (0 where
+        unmeasured: a failed probe counts as quality 0, a large loss)."""
+        q0 = self._results.get("baseline", 0.0)
+        return {u.name: q0 - self._results[key] if (key := f"{u.name}@{DROP_PROBE}") in self._results else 0.0
+                for u in self.space.units}
+
+    def _restores(self, widths: Policy, removed: set[str], loss: Callable[[str, float], float]
+                  ) -> list[tuple[str, dict[str, float], float]]:
+        """The steps that put a removed unit back: (unit, its groups' new ratios, quality gained).
+        Its groups come back at the baseline's widths, or wider if they already are."""
+        space, drop = self.space, self.removal_losses()
+        out = []
+        for name in sorted(removed, key=lambda u: space.unit(u).index):
+            ratios = {g: min(widths[g], self._base[g]) for g in space.unit(name).groups}
+            out.append((name, ratios, drop[name] - sum(loss(g, r) for g, r in ratios.items())))
+        return out
 
     def allocate(self) -> Policy:
         curves = self.curves()
@@ -161,22 +192,40 @@ class SensitivityAgent(Agent):
         space = self.space
         kept = {g.name: space.levels(g)[0] for g in space.groups}
         policy = {n: space.ratio_for(n, k) for n, k in kept.items()}
+        removed = {u.name for u in space.units}  # with depth: every unit removed to start from
         while True:
-            best, best_gain = None, -np.inf
-            cost0 = space.macs(policy)
+            best: tuple[str, int] | None = None
+            best_gain = -np.inf
+            current = space.with_removed(policy, removed) if removed else policy
+            cost0 = space.macs(current)
+            gone = space.removed_groups(current)
             for g in space.groups:
                 higher = [k for k in space.levels(g) if k > kept[g.name]]
-                if not higher:
+                if not higher or g.name in gone:
                     continue
-                trial = {**policy, g.name: space.ratio_for(g, higher[0])}
+                trial = {**current, g.name: space.ratio_for(g, higher[0])}
                 if not self.fit.fits(trial, margin=self._margin):
                     continue
                 gain = loss(g.name, policy[g.name]) - loss(g.name, trial[g.name])
                 per = gain / max(space.macs(trial) - cost0, 1.0)
                 if per > best_gain:
                     best, best_gain = (g.name, higher[0]), per
+            restore = None
+            for unit, ratios, gain in self._restores(policy, removed, loss):
+                trial = space.with_removed({**policy, **ratios}, removed - {unit})
+                if not self.fit.fits(trial, margin=self._margin):
+                    continue
+                per = gain / max(space.macs(trial) - cost0, 1.0)
+                if per > best_gain:
+                    best, best_gain, restore = None, per, (unit, ratios)
+            if restore is not None:
+                removed.discard(restore[0])
+                for name, r in restore[1].items():
+                    kept[name] = space.kept_channels(name, r)
+                    policy[name] = space.ratio_for(name, kept[name])
+                continue
             if best is None:
-                return self.fit.fill(policy, margin=self._margin)
+                return self.fit.fill(current, margin=self._margin)
             kept[best[0]] = best[1]
             policy[best[0]] = space.ratio_for(best[0], best[1])
 
@@ -194,12 +243,25 @@ class SensitivityAgent(Agent):
         fp32 = space.with_int8(widths, [])
         int8 = {g for g in space.names  # the cheaper precision per group to start from
                 if self._cost(space.with_int8(widths, [g])) <= self._cost(fp32) + 1e-12}
+        removed = {u.name for u in space.units}  # with depth: every unit removed to start from
         while True:
-            policy = space.with_int8(widths, int8)
+            policy = space.with_removed(space.with_int8(widths, int8), removed)
             cost0 = self._cost(policy)
             best: tuple[str, float | None] | None = None
             best_gain = -np.inf
+            restore = None
+            for unit, ratios, gain in self._restores(widths, removed, loss):
+                trial = space.with_removed(space.with_int8({**widths, **ratios}, int8), removed - {unit})
+                if not self.fit.fits(trial, margin=self._margin):
+                    continue
+                spent = self._cost(trial) - cost0
+                per = gain / spent if spent > 1e-12 else (np.inf if gain >= 0 else -np.inf)
+                if per > best_gain:
+                    best_gain, restore = per, (unit, ratios)
+            gone = space.removed_groups(policy)
             for g in space.groups:
+                if g.name in gone:
+                    continue
                 # (policy after the move, quality gained, (group, new ratio or None: to fp32))
                 moves: list[tuple[Policy, float, tuple[str, float | None]]] = []
                 higher = [k for k in space.levels(g) if k > space.kept_channels(g, widths[g.name])]
@@ -210,12 +272,18 @@ class SensitivityAgent(Agent):
                 if g.name in int8 and int8_loss[g.name] > 0:  # back to fp32 only if int8 lost quality
                     moves.append((space.with_int8(widths, int8 - {g.name}), int8_loss[g.name], (g.name, None)))
                 for trial, gain, move in moves:
+                    if removed:
+                        trial = space.with_removed(trial, removed)
                     if not self.fit.fits(trial, margin=self._margin):
                         continue
                     spent = self._cost(trial) - cost0
                     per = gain / spent if spent > 1e-12 else (np.inf if gain >= 0 else -np.inf)
                     if per > best_gain:
-                        best, best_gain = move, per
+                        best, best_gain, restore = move, per, None
+            if restore is not None:
+                removed.discard(restore[0])
+                widths.update(restore[1])
+                continue
             if best is None:
                 return self.fit.fill(policy, margin=self._margin)
             name, new = best

@@ -15,6 +15,10 @@ Two widths per group, not all of them: an int8 entry costs an export, a quantiza
 session besides its timing, and the latency model's int8 terms (a per-group offset, a slope
 shared by all groups) need two points per group, not more.
 
+In a space with depth each removable unit is also timed removed, the rest dense (the table's
+``removed`` entries): removal takes a block's fixed per-layer cost away too, which no narrowing
+entry shows, and the latency model has one term per unit to learn it.
+
 The same stage resolves ``search_space.round_to: "runtime"`` (:func:`resolve_round_to`): widths
 timed in the job's runtime choose the channel multiple the space rounds to.
 """
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from agents.latency_table import LatencyTable
 from search_spaces.measure import time_interleaved
-from search_spaces.space import SearchSpace
+from search_spaces.space import SearchSpace, keep_key
 
 if TYPE_CHECKING:
     from workers.evaluator import Evaluator
@@ -57,6 +61,12 @@ def int8_table_policies(space: SearchSpace, ratios: Sequence[float]) -> dict[str
             for name, policies in table_policies(space, ratios).items()}
 
 
+def removal_policies(space: SearchSpace) -> dict[str, dict[str, float]]:
+    """Per unit (a space with depth; none otherwise), the policy with that unit removed and
+    every group dense."""
+    return {u.name: space.validate({keep_key(u.name): 0.0}) for u in space.units}
+
+
 def measure_latency_table(evaluator: Evaluator, ratios: Sequence[float]) -> LatencyTable:
     """The table for ``evaluator``'s task at ``ratios`` (see the module docstring)."""
     space, meter = evaluator.space, evaluator.latency
@@ -64,21 +74,19 @@ def measure_latency_table(evaluator: Evaluator, ratios: Sequence[float]) -> Late
         raise ValueError("a latency table needs latency measurement, which this evaluator has off (latency_rounds=0)")
     dense = meter.measure(evaluator.dense_signature, evaluator.dense)
 
+    def ratio(policy: dict[str, float]) -> float:
+        signature = space.signature(policy)
+        lat = meter.cached(signature)
+        if lat is None:
+            lat = meter.measure(signature, evaluator.shrink(policy), export=evaluator.export_of(policy))
+        return lat.ratio
+
     def rows(plan: dict[str, list[dict[str, float]]]) -> dict[str, tuple[tuple[int, float], ...]]:
-        out = {}
-        for name, policies in plan.items():
-            row = []
-            for policy in policies:
-                signature = space.signature(policy)
-                lat = meter.cached(signature)
-                if lat is None:
-                    lat = meter.measure(signature, evaluator.shrink(policy), export=evaluator.export_of(policy))
-                row.append((space.kept(policy)[name], lat.ratio))
-            out[name] = tuple(row)
-        return out
+        return {name: tuple((space.kept(p)[name], ratio(p)) for p in policies) for name, policies in plan.items()}
 
     return LatencyTable(dense_ms=dense.ms, entries=rows(table_policies(space, ratios)),
-                        int8=rows(int8_table_policies(space, ratios)))
+                        int8=rows(int8_table_policies(space, ratios)),
+                        removed={unit: ratio(p) for unit, p in removal_policies(space).items()})
 
 
 # --- search_space.round_to: "runtime" ------------------------------------------------------------

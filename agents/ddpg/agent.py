@@ -15,7 +15,9 @@ In a space with int8 the search is HAQ's on top of AMC's: each step's action has
 the group's precision (int8 from 0.5), drawn and explored like the ratio (uniform in the warm-up,
 then a truncated normal around the actor's), and the observation carries the previous group's
 precision (``agents.ddpg.env``); the reward is the same, measured on the quantized model. An fp32
-space runs AMC's search unchanged.
+space runs AMC's search unchanged. In a space with depth the action has one more number, the
+removal of the unit whose first group the step decides (from ``env.REMOVE_FROM`` = 0.75: removed),
+explored like the others; a removed unit's groups are skipped (dense, no width to choose).
 """
 
 from __future__ import annotations

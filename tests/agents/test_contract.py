@@ -6,21 +6,26 @@ import json
 
 import pytest
 
+from agents.base import Agent
 from agents.budget_fit import BudgetError, BudgetFit
-from agents.registry import make_agent
+from agents.registry import AGENTS, make_agent
 from agents.types import Budget
 from search_spaces.registry import UnknownNameError
+from search_spaces.space import keep_key
 from tests.agents.conftest import FAST_OPTIONS
-from tests.agents.synthetic import chain_space, make_evaluator
+from tests.agents.synthetic import chain_space, make_evaluator, residual_space
 
 BUDGET = Budget(macs_ratio=0.5, params_ratio=0.6)
 
 
-@pytest.fixture(params=["chain", "transformer"])
+@pytest.fixture(params=["chain", "transformer", "depth"])
 def space(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    """Every agent on a conv chain and on a transformer space (heads and MLP widths per layer)."""
+    """Every agent on a conv chain, on a transformer space (heads and MLP widths per layer) and
+    on a residual space with depth (removable blocks beside the widths)."""
     if request.param == "chain":
         return chain_space()
+    if request.param == "depth":
+        return residual_space()
     from tests.search_spaces.tiny_text import tiny_transformer_space
 
     return tiny_transformer_space()
@@ -105,6 +110,8 @@ def test_tell_rejects_unknown_or_repeated_trials(agent_name, space, sens):
 
 
 def test_finished_is_honoured(agent_name, space, sens):
+    if space.depth and AGENTS.get(agent_name).finished is Agent.finished:
+        pytest.skip("a never-finishing agent's 60 rounds are a crash test: the widths-only spaces run it")
     agent = _make(agent_name, space)
     evaluate = make_evaluator(space, sens)
     _run(agent, evaluate, rounds=60, n=4)
@@ -123,7 +130,8 @@ def test_a_latency_budget_the_model_cannot_reach_is_searched_not_refused(agent_n
     """Latency is measured, not known up front: the agent proposes (finalize reports budget_met)."""
     agent = _make(agent_name, space, budget=Budget(latency_ratio=0.01))
     proposals = agent.ask(2)
-    assert proposals and all(set(p.policy) <= set(space.names) for p in proposals)
+    keys = set(space.names) | {keep_key(u.name) for u in space.units}
+    assert proposals and all(set(p.policy) <= keys for p in proposals)
 
 
 def test_unknown_agent_lists_valid_names(space):

@@ -16,6 +16,7 @@ from workers.latency_table import (
     choose_step,
     int8_table_policies,
     measure_latency_table,
+    removal_policies,
     resolve_round_to,
     step_probe_policies,
     table_policies,
@@ -154,6 +155,46 @@ def test_measured_table_times_each_group_in_int8(task: Task, monkeypatch: pytest
     agent = make_agent("knapsack", space, Budget(latency_ratio=0.8), seed=0, hints=AgentHints(latency_table=table))
     assert len(agent.fit.latency.points) == len(table.points(space))
     assert any(space.int8_groups(p) for p, _ in table.points(space))
+
+
+def test_removal_policies_remove_one_unit_each_and_reach_the_latency_model() -> None:
+    """A depth space's table times each unit removed, the rest dense; the entries survive the
+    table's JSON and become latency-model points."""
+    from agents.latency_table import LatencyTable
+    from tests.agents.synthetic import chain_space, residual_space
+
+    assert removal_policies(chain_space()) == {}  # no depth: nothing to time
+    space = residual_space()
+    plan = removal_policies(space)
+    assert list(plan) == [u.name for u in space.units]
+    for unit, policy in plan.items():
+        assert space.removed_units(policy) == [unit] and space.macs_ratio(policy) < 1
+        assert all(policy[g] == 0.0 for g in space.names)  # every group dense
+    table = LatencyTable(dense_ms=2.0, removed={u: 0.9 for u in plan})
+    assert LatencyTable.from_dict(table.to_dict()) == table
+    assert [space.removed_units(p) for p, _ in table.points(space)] == [[u] for u in plan]
+
+
+@pytest.mark.slow
+def test_measured_table_times_each_unit_removed(task: Task, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A depth space's table has a removal entry per unit, timed on the model with that block
+    gone (faster than dense) and cached by the signature an evaluation of that policy uses."""
+    import workers.latency_table as latency_table
+    from search_spaces.build import build_space
+
+    space = build_space(task.model, task.example_input, max_ratio=task.space.max_ratio,
+                        round_to=task.space.round_to, ignore=task.space.ignored, depth=True)
+    assert removal_policies(space)  # resnet20 has removable blocks
+    removals = latency_table.removal_policies
+    # no widths and two units: the mechanics, in seconds
+    monkeypatch.setattr(latency_table, "table_policies", lambda sp, ratios: {})
+    monkeypatch.setattr(latency_table, "removal_policies", lambda sp: dict(list(removals(sp).items())[:2]))
+    evaluator = Evaluator(dataclasses.replace(task, space=space), latency_rounds=1)
+    table = measure_latency_table(evaluator, (0.5,))
+    assert list(table.removed) == [u.name for u in space.units[:2]]
+    assert all(math.isfinite(r) and 0 < r < 1.2 for r in table.removed.values())
+    first = space.validate({f"{space.units[0].name}@keep": 0.0})
+    assert evaluator.latency.cached(space.signature(first)) is not None
 
 
 # --- round_to: "runtime" ---------------------------------------------------------------------------
