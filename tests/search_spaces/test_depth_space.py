@@ -224,3 +224,13 @@ def test_layers_removed_beside_a_pruned_hidden_width() -> None:
     empty = apply_transformer_policy(model, space, both, criterion="l2")
     assert not blocks(empty) and space.macs(both) == 0
     assert count_macs_params(empty, x) == (0, space.params(both))
+
+
+def test_the_zoo_says_which_cnns_have_no_depth_to_search() -> None:
+    """``zoo.WITHOUT_DEPTH`` (a submit-time 422 reads it) agrees with the removal rules."""
+    from search_spaces.depth import removable_blocks
+    from search_spaces.zoo import DEFAULT_INPUT_SHAPES, WITHOUT_DEPTH, build_model
+
+    for name, shape in DEFAULT_INPUT_SHAPES.items():
+        net = build_model(name, num_classes=10, in_channels=shape[0]).eval()
+        assert (not removable_blocks(net, torch.randn(1, *shape))) == (name in WITHOUT_DEPTH), name
