@@ -341,6 +341,10 @@ class SearchSpace:
         """The units ``policy`` removes, in network order."""
         return [u.name for u in self.units if policy.get(keep_key(u.name)) == 0.0]
 
+    def kept_units(self, policy: Mapping[str, float]) -> list[str]:
+        """The units ``policy`` keeps, in network order (what an artifact lists as ``kept_layers``)."""
+        return [u.name for u in self.units if policy.get(keep_key(u.name)) != 0.0]
+
     def removed_groups(self, policy: Mapping[str, float]) -> set[str]:
         """The groups inside the units ``policy`` removes (their widths do not matter)."""
         return {g for u in self.removed_units(policy) for g in self.unit(u).groups}

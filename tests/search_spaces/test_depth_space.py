@@ -207,6 +207,10 @@ def test_a_transformer_with_one_of_two_layers_removed_runs_and_exports(tmp_path)
     again.load_state_dict(pruned.state_dict(), strict=True)
     assert architecture_of(again) == architecture_of(pruned)
     assert "removed" not in architecture_of(model)  # unchanged for a model with every layer
+    # a depth job's bundle names its kept layers too (workers' text finalizer): checked on load
+    text_bundle.rebuild({**arch, "kept_layers": space.kept_units(policy)})
+    with pytest.raises(ValueError, match="both kept and removed"):
+        text_bundle.rebuild({**arch, "kept_layers": [u.name for u in space.units]})
 
 
 def test_layers_removed_beside_a_pruned_hidden_width() -> None:
@@ -234,3 +238,32 @@ def test_the_zoo_says_which_cnns_have_no_depth_to_search() -> None:
     for name, shape in DEFAULT_INPUT_SHAPES.items():
         net = build_model(name, num_classes=10, in_channels=shape[0]).eval()
         assert (not removable_blocks(net, torch.randn(1, *shape))) == (name in WITHOUT_DEPTH), name
+
+
+def test_a_bundle_rebuilds_the_shallower_cnn(model: nn.Module, space: SearchSpace, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``architecture.json`` lists the removed blocks and the kept ones; ``load_bundle`` rebuilds
+    the removed ones as identities and loads the weights strictly."""
+    import json
+
+    from search_spaces.bundle import architecture, load_bundle, save_bundle
+
+    gone = ["layer1.1", "layer3.2"]
+    policy = space.with_removed(space.uniform(0.4), gone)
+    pruned = apply_policy(model, space, policy, example_input=X)
+    kept = {n: k for n, k in space.kept(policy).items() if n not in space.removed_groups(policy)}
+    arch = architecture("resnet20", num_classes=10, in_channels=3, input_shape=(3, 32, 32), kept=kept,
+                        removed=space.removed_units(policy), kept_layers=space.kept_units(policy))
+    save_bundle(tmp_path, pruned, arch=arch, onnx=False, torchscript=False)
+    saved = json.loads((tmp_path / "architecture.json").read_text())
+    assert saved["removed"] == gone and saved["kept_layers"] == [u for u in RESNET20_UNITS if u not in gone]
+    rebuilt = load_bundle(tmp_path)
+    assert all(isinstance(rebuilt.get_submodule(n), nn.Identity) for n in gone)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), pruned.eval()(x))
+    # without depth the description is as it always was
+    plain = architecture("resnet20", num_classes=10, in_channels=3, input_shape=(3, 32, 32), kept=kept)
+    assert "removed" not in plain and "kept_layers" not in plain
+    (tmp_path / "architecture.json").write_text(json.dumps({**saved, "kept_layers": ["layer1.1"]}))
+    with pytest.raises(ValueError, match="both removed and kept"):
+        load_bundle(tmp_path)
