@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import onnxruntime as ort
@@ -267,3 +268,20 @@ def test_a_bundle_rebuilds_the_shallower_cnn(model: nn.Module, space: SearchSpac
     (tmp_path / "architecture.json").write_text(json.dumps({**saved, "kept_layers": ["layer1.1"]}))
     with pytest.raises(ValueError, match="both removed and kept"):
         load_bundle(tmp_path)
+
+
+def test_widths_of_a_model_whose_blocks_are_already_removed() -> None:
+    """AGP re-prunes a model whose removed blocks are gone: a group rooted in one of them (a
+    MobileNetV2 residual chain) is found from a layer still there, with the same result."""
+    from search_spaces.depth import remove_blocks
+    from search_spaces.prune import live_kept, prune_to_counts
+
+    net = MobileNetV2(num_classes=10, width=0.5).eval()
+    space = build_space(net, X, depth=True)
+    chained = next(u.name for u in space.units
+                   if any(g.name.startswith(f"{u.name}.") and g.name not in u.groups for g in space.groups))
+    policy = space.with_removed(space.uniform(0.4), [chained])
+    kept = live_kept(space, policy)
+    assert not any(k.startswith(f"{chained}.") for k in kept)
+    shallow = prune_to_counts(remove_blocks(copy.deepcopy(net), [chained]), kept, X)
+    assert count_macs_params(shallow, X) == (space.macs(policy), space.params(policy))

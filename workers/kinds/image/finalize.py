@@ -45,24 +45,10 @@ class ImageFinalizer(CandidateFinalizer):
         self._dense: tuple[torch.Tensor, float] | None = None
 
     def _prune_to(self, model: nn.Module, policy: Policy) -> nn.Module:
-        from search_spaces.prune import prune_to_counts
+        from search_spaces.prune import live_kept, prune_to_counts
 
-        space = self.ctx.task.space
-        removed = space.removed_units(policy)
-        gone = space.removed_groups(policy)  # already replaced by identities
-
-        def inside(layer: str) -> bool:
-            return any(layer.startswith(f"{u}.") for u in removed)
-
-        kept: dict[str, int] = {}
-        for name, k in space.kept(policy).items():
-            if name in gone:
-                continue
-            # a group rooted in a removed block (a residual chain through it) is found from a
-            # layer of it that is still there
-            root = name if not inside(name) else next((w for w in space.group(name).weights if not inside(w)), None)
-            if root is not None:
-                kept[root] = k
+        # the model's removed blocks are already identities: the other groups, by a live root
+        kept = live_kept(self.ctx.task.space, policy)
         return prune_to_counts(model, kept, self.ctx.example, criterion=self.ctx.task.criterion)
 
     def fine_tuned(self, rank: int, policy: Policy) -> nn.Module:
