@@ -361,7 +361,8 @@ class JobView {
       const layer = /layer\.(\d+)\./.exec(g);
       return kinds[g] in { heads: 1, mlp: 1 } && layer ? `layer ${layer[1]} ${kinds[g]}` : g;
     };
-    const x = groups.map((g, i) => (anyInt8 ? `${label(g)} · ${precision[i]}` : label(g)));
+    const x = groups.map((g, i) => (removedIn[i] ? `${label(g)} · removed`
+      : anyInt8 ? `${label(g)} · ${precision[i]}` : label(g)));
     const traces = [{
       type: "bar", name: `trial #${id}`, x, y: ratios,
       // a removed unit's groups: a full grey bar (all of it gone), whatever the width it had
