@@ -68,8 +68,11 @@ def in_process_launcher(settings: Any) -> Any:
     def launch(spec: JobSpec) -> Launched:
         task = shrunk(load_task(spec, worker_settings(settings)), train=64, test=64)
         pool = InProcessPool(Evaluator(task, latency_rounds=3))
-        return Launched(space=task.space, dense_metrics=pool.dense_metrics, pool=pool,
-                        finalize=lambda c, out, on=None: finalize_outcomes(task, c, out, on))
+
+        def finalize(candidates: list[Outcome], out: Path, on: Any = None) -> list[Any]:
+            return finalize_outcomes(task, candidates, out, on)
+
+        return Launched(space=task.space, dense_metrics=pool.dense_metrics, pool=pool, finalize=finalize)
 
     return launch
 
