@@ -103,6 +103,10 @@ def test_removals_validate_round_key_and_cost(space: SearchSpace) -> None:
     mixed = space.with_int8(policy, ["conv1"])
     assert space.signature(mixed) == space.signature({**base, **inside}) + "|int8:0|drop:1,6"
     assert space.widths(mixed) == policy
+    # the stage's residual group (rooted at conv1) also runs through the removed block's conv2:
+    # its int8 layers are those still in the model (what the quantizer must find in the file)
+    assert "layer1.1.conv2" in space.group("conv1").weights
+    assert space.int8_layers(mixed) == [w for w in space.group("conv1").weights if not w.startswith("layer1.1.")]
     # costs: the removed blocks' layers cost nothing
     gone = space.unit("layer1.1"), space.unit("layer3.2")
     dense_units = space.with_removed(space.uniform(0.0), ["layer1.1", "layer3.2"])

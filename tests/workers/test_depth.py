@@ -68,3 +68,23 @@ def test_fit_to_budget_ships_the_searched_removals(monkeypatch: pytest.MonkeyPat
     fitted = delivered.fit_to_budget(SimpleNamespace(space=space), budget, start, tries=4, rounds=45)  # type: ignore[arg-type]
     assert fitted.tightened > 0 and budget.met(fitted.latency)  # type: ignore[arg-type]
     assert space.removed_units(fitted.policy) == ["b1"] and all(r == ["b1"] for r in seen)
+
+
+def test_an_int8_depth_policy_quantizes_and_lists_only_the_layers_left() -> None:
+    """A residual chain's group has layers in the blocks it runs through: once one is removed,
+    the quantizer is given only the layers still in the file, and ``precision.json`` says
+    which went."""
+    from search_spaces.space import Group
+    from workers.quantized import precision_map
+
+    base = tiny_space()
+    chain = dataclasses.replace(base.groups[0], weights=("stem", "b1.conv2"))
+    inner = dataclasses.replace(base.groups[1], weights=("b1.conv1",))
+    groups: tuple[Group, ...] = (chain, inner, base.groups[2])
+    space = dataclasses.replace(base, groups=groups, precisions=("fp32", "int8"),
+                                units=(Unit("b1", 0, "block", ("g1",), ("g1",), 100, 10),))
+    policy = space.with_int8(space.with_removed(space.uniform(0.0), ["b1"]), ["g0", "g1"])
+    assert space.int8_layers(policy) == ["stem"]
+    shown = precision_map(space, policy)
+    assert shown["groups"] == {"g0": "int8", "g1": "removed", "g2": "fp32"}
+    assert shown["layers"] == {"stem": "int8", "b1.conv2": "removed", "b1.conv1": "removed"}
