@@ -1,8 +1,8 @@
 """The artifact bundle of a pruned model, written and read back without pickle.
 
 ``model.safetensors`` (weights) + ``architecture.json`` (model source, classes, channels, input
-shape and the kept channels per group: enough to rebuild the pruned architecture from the zoo or
-an entrypoint) + ``policy.json`` + ``model.ts`` (TorchScript) + ``model.onnx`` (when export works)
+shape, the kept channels per group and, from a depth search, the ``removed`` blocks and the
+``kept_layers``: enough to rebuild the pruned architecture from the zoo or an entrypoint) + ``policy.json`` + ``model.ts`` (TorchScript) + ``model.onnx`` (when export works)
 + ``metrics.json``.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from search_spaces.depth import remove_blocks
 from search_spaces.prune import prune_to_counts
 from search_spaces.registry import NotRegisteredError, Registry
 from search_spaces.zoo import build_model
@@ -34,9 +35,14 @@ BUNDLE_LOADERS = Registry(
 
 
 def architecture(
-    source: str, *, num_classes: int, in_channels: int, input_shape: tuple[int, ...], kept: Mapping[str, int]
+    source: str, *, num_classes: int, in_channels: int, input_shape: tuple[int, ...], kept: Mapping[str, int],
+    removed: Sequence[str] = (), kept_layers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """``architecture.json``. A model from a depth search (``search_space.depth``) also says which
+    blocks were removed (``removed``: replaced by identities when it is rebuilt) and which of the
+    removable ones were kept (``kept_layers``); ``kept`` then leaves out the groups inside the
+    removed blocks."""
+    arch: dict[str, Any] = {
         "format": FORMAT,
         "source": source,
         "num_classes": num_classes,
@@ -44,6 +50,10 @@ def architecture(
         "input_shape": list(input_shape),
         "kept": dict(kept),
     }
+    if removed or kept_layers is not None:
+        arch["removed"] = list(removed)
+        arch["kept_layers"] = list(kept_layers or ())
+    return arch
 
 
 def rebuild_pruned(arch: Mapping[str, Any], *, trusted: bool = False) -> nn.Module:
@@ -61,7 +71,15 @@ def rebuild_pruned(arch: Mapping[str, Any], *, trusted: bool = False) -> nn.Modu
     except NotRegisteredError as exc:
         raise ValueError(f"architecture.source: {exc}; pass trusted=True if you trust this bundle's code") from None
     x = torch.zeros(1, *arch["input_shape"])
-    return prune_to_counts(model, {k: int(v) for k, v in arch["kept"].items()}, x).eval()
+    removed = [str(n) for n in arch.get("removed", ())]
+    if set(removed) & set(arch.get("kept_layers", ())):
+        raise ValueError(f"architecture.json: a block is both removed and kept: {removed}")
+    # widths first on the whole model, then the removed blocks replaced (as apply_policy does)
+    pruned = prune_to_counts(model, {k: int(v) for k, v in arch["kept"].items()}, x)
+    try:
+        return remove_blocks(pruned, removed).eval()
+    except AttributeError as exc:
+        raise ValueError(f"architecture.removed: no such block in {arch['source']}: {exc}") from None
 
 
 def save_bundle(

@@ -131,6 +131,27 @@ def apply_policy(
     return pruned
 
 
+def live_kept(space: SearchSpace, policy: Mapping[str, float]) -> dict[str, int]:
+    """``space.kept(policy)`` for a model whose removed units are already gone (AGP re-prunes
+    such a model step by step): the groups inside them left out, and a group rooted in one
+    (a residual chain through it, as in MobileNetV2) keyed by a layer of its that is still there."""
+    removed = space.removed_units(policy)
+    gone = space.removed_groups(policy)
+
+    def inside(layer: str) -> bool:
+        return any(layer.startswith(f"{u}.") for u in removed)
+
+    kept: dict[str, int] = {}
+    for name, k in space.kept(policy).items():
+        if name in gone:
+            continue
+        root = name if not inside(name) else next((w for w in space.group(name).weights if not inside(w)), None)
+        if root is None:
+            raise SpaceError(f"group {name!r}: every layer whose outputs it prunes is in a removed block")
+        kept[root] = k
+    return kept
+
+
 def kept_counts(model: nn.Module, space: SearchSpace) -> dict[str, int]:
     """The root layers' actual output channels, to compare with ``space.kept(policy)`` (groups
     rooted in a removed block left out)."""

@@ -40,6 +40,11 @@ ZOO = Registry(
 SOURCE_LOADERS = Registry("model source", {"hf": "search_spaces.transformers.model:load_embedder"})
 
 
+#: Zoo models without a unit ``search_space.depth`` could remove (no residual block with an identity
+#: shortcut: ``search_spaces.depth.removable_blocks`` finds none), so that a spec asking depth of
+#: one is refused at submit, before anything is built (a test keeps it in step with the rules).
+WITHOUT_DEPTH = frozenset({"vgg16_bn"})
+
 #: Default example-input shape (without batch) per zoo model, for CLI use without a dataset.
 DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "resnet20": (3, 32, 32),

@@ -151,7 +151,7 @@ class Delivery(View):
         runtime = next((m["runtime"] for _, m in artifacts if m.get("runtime")), runtime)
         title = next((m["runtime_title"] for _, m in artifacts if m.get("runtime_title")), None)
         # the verdict is about what the search delivered: the baselines beside it (uniform-fill,
-        # quantize-only...) are references, their own budget_met shown per artifact
+        # quantize-only, depth-only...) are references, their own budget_met shown per artifact
         ranked = [a for a in items if a.role is None] or items
         verdicts = [a.budget_met for a in ranked if a.budget_met is not None]
         met = all(verdicts) if verdicts else None

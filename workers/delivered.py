@@ -4,9 +4,10 @@ Latency depends only on the architecture, so finalize checks each candidate's ar
 runtime's export of the pruned, not yet fine-tuned model) against the budget before the
 expensive fine-tune; one over the budget is *tightened* — every group's kept fraction scaled
 down, through the search space so rounding and ``max_ratio`` hold — and measured again, a
-bounded number of times (a tightening that overshot is widened back halfway). After the fine-tune the exact exported file is measured against the
-dense model exported the same way, in the job's runtime, with more rounds than the search used,
-and that delivered figure is what the artifact reports and what ``budget_met`` says.
+bounded number of times (a tightening that overshot is widened back halfway; widths only: a
+tightened policy keeps the searched one's int8 groups and removed blocks/layers). After the
+fine-tune the exact exported file is measured against the dense model exported the same way, in
+the job's runtime, with more rounds than the search used, and that delivered figure is what the artifact reports and what ``budget_met`` says.
 
 A budget is met when the delivered figure is within ``budget × (1 + tolerance)`` plus the
 uncertainty of the measured median (the interquartile spread over √rounds, about the median's
@@ -97,6 +98,13 @@ class LatencyBudget:
         }
 
 
+def _like(space: SearchSpace, widths: Policy, policy: Policy) -> Policy:
+    """``widths`` (group ratios) rounded, with ``policy``'s int8 groups and removed units: tightening
+    changes widths only, never what the search chose to quantize or remove."""
+    return space.round(space.with_removed(space.with_int8(widths, space.int8_groups(policy)),
+                                          space.removed_units(policy)))
+
+
 def narrower(space: SearchSpace, policy: Policy, scale: float) -> Policy | None:
     """A policy keeping at most ``scale`` of each group's channels (the widest of the space's
     levels that fits, so rounding and ``max_ratio`` hold), strictly narrower than ``policy``;
@@ -108,13 +116,13 @@ def narrower(space: SearchSpace, policy: Policy, scale: float) -> Policy | None:
         levels = space.levels(g)  # ascending, the narrowest within max_ratio first
         fits = [k for k in levels if k <= kept[g.name] * scale + 1e-9]
         wanted[g.name] = space.ratio_for(g, min(fits[-1] if fits else levels[0], kept[g.name]))
-    out = space.with_int8(space.round(wanted), space.int8_groups(policy))
+    out = _like(space, wanted, policy)
     if space.signature(out) == space.signature(policy):
         lower = {}
         for g in space.groups:
             below = [k for k in space.levels(g) if k < kept[g.name]]
             lower[g.name] = space.ratio_for(g, below[-1]) if below else policy.get(g.name, 0.0)
-        out = space.with_int8(space.round(lower), space.int8_groups(policy))
+        out = _like(space, lower, policy)
         if space.signature(out) == space.signature(policy):
             return None
     return space.validate(out)
@@ -153,7 +161,7 @@ def between(space: SearchSpace, under: Policy, over: Policy) -> Policy | None:
         mid = (kept_u[g.name] + kept_o[g.name]) / 2
         fits = [k for k in space.levels(g) if kept_u[g.name] <= k <= mid + 1e-9]
         wanted[g.name] = space.ratio_for(g, max(fits, default=kept_u[g.name]))
-    out = space.with_int8(space.round(wanted), space.int8_groups(under))
+    out = _like(space, wanted, under)
     return None if space.signature(out) == space.signature(under) else space.validate(out)
 
 

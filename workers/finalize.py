@@ -128,6 +128,8 @@ def _finalize_one(
     model = fin.fine_tuned(rank, ev.space.widths(policy)).to(ev.device)
     metrics = _measured(ev, fin, spec, policy, searched, model)
     metrics.update(extra)
+    if ev.space.depth:  # what a depth search removed, and the removable units it kept
+        metrics.update(removed_units=ev.space.removed_units(policy), kept_layers=ev.space.kept_units(policy))
 
     def delivered(staging: Path, exported: nn.Module) -> None:
         if ev.space.quantizable:  # the precision map; an int8 file is what ships: scored as such

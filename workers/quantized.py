@@ -77,10 +77,14 @@ def scored_module(path: Path) -> OrtModule:
 
 
 def precision_map(space: SearchSpace, policy: Policy) -> dict[str, Any]:
-    """What ``precision.json`` says: each group's and each quantizable layer's precision."""
+    """What ``precision.json`` says: each group's and each quantizable layer's precision
+    (``"removed"`` for those inside a block/layer a depth policy removed)."""
     int8 = set(space.int8_groups(policy))
-    groups = {g.name: "int8" if g.name in int8 else "fp32" for g in space.groups}
-    layers = {w: groups[g.name] for g in space.groups for w in g.weights}
+    gone_groups = space.removed_groups(policy)
+    gone = tuple(f"{u}." for u in space.removed_units(policy))
+    groups = {g.name: "removed" if g.name in gone_groups else "int8" if g.name in int8 else "fp32"
+              for g in space.groups}
+    layers = {w: "removed" if w.startswith(gone) else groups[g.name] for g in space.groups for w in g.weights}
     return {"format": 1, "groups": groups, "layers": layers,
             "note": "layers not listed (e.g. the classifier) stay fp32"}
 

@@ -240,6 +240,18 @@ class SearchSpaceSpec(_Spec):
         ),
     )
 
+    depth: bool = Field(
+        False,
+        description=(
+            "also search depth: whether each removable unit is kept or removed whole, beside its "
+            "width (and precision). Image models: each residual block whose output is its input "
+            "plus a branch of the same shape (an identity shortcut: resnet20/56, resnet1d20, "
+            "mobilenetv2's inverted residuals); text models: each encoder layer (attention and "
+            "MLP; the hidden states pass on). A policy marks a removed unit '<unit>@keep': 0. A "
+            "model with no such unit (vgg16_bn, a plain CNN) is refused"
+        ),
+    )
+
     @field_validator("precision")
     @classmethod
     def _precisions(cls, v: list[str]) -> list[str]:

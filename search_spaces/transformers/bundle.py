@@ -7,7 +7,8 @@ The bundle therefore holds:
 - ``architecture.json``: ``kind: "sentence-embedder"``, the dense ``config`` (a plain dict),
   the per-layer ``sizes`` (``heads``, ``intermediate`` of the kept layers; ``hidden``; and
   ``removed``, the indices of the layers a depth policy removed, when there are any) and pooling
-  settings;
+  settings; from a job with ``search_space.depth``, ``kept_layers`` (the kept encoder layers'
+  module names);
 - ``model.safetensors``: the pruned weights (the embedder's state dict);
 - the tokenizer files (``tokenizer.json``, ``vocab.txt``...), written by the tokenizer itself;
 - ``model.onnx`` (input ``input_ids``: int64 ``batch × sequence``, both axes dynamic; output
@@ -32,6 +33,7 @@ from search_spaces.transformers.model import (
     SentenceEmbedder,
     blocks,
     from_config,
+    layer_prefix,
     remove_layers,
 )
 from search_spaces.transformers.prune import architecture_of, prune_transformer_to_counts
@@ -61,7 +63,12 @@ def rebuild(arch: dict[str, Any], *, tokenizer_dir: str | None = None) -> Senten
     config = BertConfig.from_dict(dict(arch["config"]))
     model = from_config(config, tokenizer_dir=tokenizer_dir, normalize=bool(arch["normalize"]))
     sizes = arch["sizes"]
-    remove_layers(model, [int(i) for i in sizes.get("removed", ())])
+    removed = [int(i) for i in sizes.get("removed", ())]
+    # a depth search's bundle also names the layers it kept: none of them may be a removed one
+    clash = {layer_prefix(i) for i in removed} & set(arch.get("kept_layers", ()))
+    if clash:
+        raise ValueError(f"architecture.json: layers both kept and removed: {sorted(clash)}")
+    remove_layers(model, removed)
     bl = blocks(model)
     if len(sizes["heads"]) != len(bl):
         raise ValueError("architecture.json: sizes do not match the config's number of layers")

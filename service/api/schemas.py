@@ -58,10 +58,24 @@ class SpaceGroup(View):
     params: int | None
 
 
+class SpaceUnit(View):
+    """A block or layer a depth policy may remove whole (``search_space.depth``): removed when
+    the policy has ``"<name>@keep": 0``."""
+
+    name: str
+    index: int | None
+    kind: str | None = Field(description="'block' (a CNN residual block) or 'layer' (an encoder layer)")
+    groups: list[str] = Field(description="the groups inside it, removed with it")
+    macs: int | None
+    params: int | None
+
+
 class Space(View):
     groups: list[SpaceGroup]
     dense_macs: int | None
     dense_params: int | None
+    units: list[SpaceUnit] = Field(default_factory=list, description="removable blocks/layers "
+                                   "(search_space.depth); empty: widths only")
 
     @classmethod
     def from_dict(cls, space: dict[str, Any]) -> Space:
@@ -70,6 +84,9 @@ class Space(View):
             groups=[SpaceGroup(**{k: g.get(k) for k in keys}) for g in space.get("groups", [])],
             dense_macs=space.get("dense_macs"),
             dense_params=space.get("dense_params"),
+            units=[SpaceUnit(name=u["name"], index=u.get("index"), kind=u.get("kind"),
+                             groups=list(u.get("groups", ())), macs=u.get("macs"), params=u.get("params"))
+                   for u in space.get("units", ())],
         )
 
 

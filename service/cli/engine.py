@@ -68,8 +68,10 @@ def _round_to(_ctx: click.Context, _param: click.Parameter, value: str) -> Round
               help="kept channels are a multiple of this, or 'auto' (scales with each group's width)")
 @click.option("--max-ratio", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--criterion", default="l1", show_default=True)
+@click.option("--depth", is_flag=True, help="also list the residual blocks a policy may remove ('<block>@keep': 0)")
 @click.option("--json", "as_json", is_flag=True, help="print the whole space as JSON")
-def space_cmd(model: str, dataset: str | None, round_to: RoundTo, max_ratio: float, criterion: str, as_json: bool) -> None:
+def space_cmd(model: str, dataset: str | None, round_to: RoundTo, max_ratio: float, criterion: str, depth: bool,
+              as_json: bool) -> None:
     """List MODEL's prunable channel groups and its dense MACs/params.
 
     MODEL is a built-in zoo name (resnet20, ...; an unknown one lists them all),
@@ -79,7 +81,7 @@ def space_cmd(model: str, dataset: str | None, round_to: RoundTo, max_ratio: flo
     from search_spaces.build import build_space
 
     net, x, _ = _model_and_input(model, dataset, None, None)
-    space = build_space(net, x, round_to=round_to, max_ratio=max_ratio, criterion=criterion)
+    space = build_space(net, x, round_to=round_to, max_ratio=max_ratio, criterion=criterion, depth=depth)
     if as_json:
         click.echo(json.dumps(space.to_dict()))
         return
@@ -87,6 +89,11 @@ def space_cmd(model: str, dataset: str | None, round_to: RoundTo, max_ratio: flo
     click.echo(f"{'#':>3} {'group':<28} {'kind':<10} {'ch':>5} {'in':>5} {'k':>2} {'s':>2} {'MMACs':>8} {'params':>9}")
     for g in space.groups:
         click.echo(f"{g.index:>3} {g.name:<28} {g.kind:<10} {g.channels:>5} {g.in_channels:>5} {g.kernel:>2} {g.stride:>2} {g.macs / 1e6:>8.2f} {g.params:>9}")
+    if depth:
+        click.echo(f"removable blocks ('<block>@keep': 0 removes one): {len(space.units)}"
+                   + ("" if space.units else " (no residual block with an identity shortcut)"))
+        for u in space.units:
+            click.echo(f"{u.index:>3} {u.name:<28} {u.kind:<10} {u.macs / 1e6:>8.2f} MMACs {u.params:>9} params")
 
 
 @main.command("prune")
@@ -102,11 +109,12 @@ def space_cmd(model: str, dataset: str | None, round_to: RoundTo, max_ratio: flo
 @click.option("--rounds", default=40, show_default=True, type=click.IntRange(3, 10_000), help="latency rounds")
 @click.option("--runtime", default="onnxruntime", show_default=True,
               help="where latency is measured: onnxruntime (the exported model.onnx) or torch (eager)")
+@click.option("--depth", is_flag=True, help="the policy may remove residual blocks ('<block>@keep': 0)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="bundle directory")
 @click.option("--json", "as_json", is_flag=True)
 def prune_cmd(
     model: str, uniform: float | None, policy_file: str | None, criterion: str, round_to: RoundTo, max_ratio: float,
-    weights: str | None, dataset: str | None, rounds: int, runtime: str, out_dir: str, as_json: bool,
+    weights: str | None, dataset: str | None, rounds: int, runtime: str, depth: bool, out_dir: str, as_json: bool,
 ) -> None:
     """Prune MODEL with a uniform ratio or a policy file and write the bundle to --out.
 
@@ -132,7 +140,7 @@ def prune_cmd(
     if criterion not in CRITERIA:
         raise click.BadParameter(f"unknown criterion {criterion!r}; valid: {', '.join(CRITERIA.names())}", param_hint="--criterion")
     net, x, arch = _model_and_input(model, dataset, weights, None)
-    space = build_space(net, x, round_to=round_to, max_ratio=max_ratio, criterion=criterion)
+    space = build_space(net, x, round_to=round_to, max_ratio=max_ratio, criterion=criterion, depth=depth)
     if uniform is not None:
         if uniform > max_ratio:
             raise click.BadParameter(f"{uniform} is above --max-ratio {max_ratio}", param_hint="--uniform")
@@ -171,6 +179,15 @@ def prune_cmd(
         "runtime": runtime,
     }
     full_arch = {"format": 1, **arch, "input_shape": list(arch["input_shape"]), "kept": space.kept(policy)}
+    if depth:  # the removed blocks, rebuilt as identities by load_bundle
+        from search_spaces.bundle import architecture
+
+        gone = space.removed_groups(policy)
+        full_arch = architecture(
+            str(arch["source"]), num_classes=int(arch["num_classes"]), in_channels=int(arch["in_channels"]),
+            input_shape=tuple(arch["input_shape"]), kept={n: k for n, k in space.kept(policy).items() if n not in gone},
+            removed=space.removed_units(policy), kept_layers=space.kept_units(policy))
+        result.update(removed_units=space.removed_units(policy), kept_layers=space.kept_units(policy))
     files = save_bundle(out_dir, pruned, arch=full_arch, policy=space.validate(policy), metrics=result)
     result["files"] = files
     if as_json:

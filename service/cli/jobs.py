@@ -284,11 +284,14 @@ def _report(client: Client, job: dict[str, Any], settings: Any, elapsed: float) 
 
 #: the int8 baselines of a joint width × precision search (``search_space.precision``)
 INT8_BASELINES = ("quantize-only", "quantize+uniform-fill")
+#: every baseline reported in a column of its own beside uniform-fill: the int8 ones, and
+#: depth-only of a depth search (``search_space.depth``)
+EXTRA_BASELINES = (*INT8_BASELINES, "depth-only")
 
 
 def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, list[str]]:
     """Dense vs the uniform-fill baseline (and, for a joint search with int8, quantize-only and
-    quantize + uniform-fill) vs the best found, at search time and after the final fine-tune;
+    quantize + uniform-fill; for a depth search, depth-only) vs the best found, at search time and after the final fine-tune;
     and a plain verdict on whether the search beat each of them."""
     from rich.table import Table
 
@@ -298,10 +301,10 @@ def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, li
     by_trial = {a["trial_id"]: a.get("metrics") or {} for a in arts}
     best_final = arts[0].get("metrics") or {} if arts else {}
     base_final = by_trial.get(base_trial.get("trial_id"), {})
-    # the int8 baselines: finalized beside the best (their search-time figures are in the trials)
-    int8 = [(role, next((a.get("metrics") or {} for a in arts if (a.get("metrics") or {}).get("role") == role), None))
-            for role in INT8_BASELINES]
-    extra = [(role, m) for role, m in int8 if m is not None]
+    # the int8 and depth-only baselines: finalized beside the best (search-time figures in the trials)
+    others = [(role, next((a.get("metrics") or {} for a in arts if (a.get("metrics") or {}).get("role") == role),
+                          None)) for role in EXTRA_BASELINES]
+    extra = [(role, m) for role, m in others if m is not None]
     table = Table("", "dense", "uniform-fill baseline", *(role for role, _ in extra), "best found")
     metric = (job.get("spec") or {}).get("metric") or "quality"
     none = ["-"] * len(extra)
@@ -317,6 +320,9 @@ def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, li
     if extra or best_final.get("int8_groups") is not None:
         table.add_row("groups in int8 (shipped file)", "0", _fmt(base_final.get("int8_groups", 0), "d"),
                       *final("int8_groups", "d"), _fmt(best_final.get("int8_groups", 0), "d"))
+    if any("removed_units" in m for m in (best_final, base_final, *(m for _, m in extra))):
+        table.add_row("blocks/layers removed (shipped)", "0", _removed(base_final), *(_removed(m) for _, m in extra),
+                      _removed(best_final))
     table.add_row("MACs", _fmt(dense.get("macs"), ",d"), _fmt(base.get("macs"), ",d"), *final("macs", ",d"),
                   _fmt(best.get("macs"), ",d"))
     table.add_row("MACs ratio", "1.000", _fmt(base.get("macs_ratio"), ".3f"), *final("macs_ratio", ".3f"),
@@ -338,8 +344,16 @@ def demo_table(job: dict[str, Any], arts: list[dict[str, Any]]) -> tuple[Any, li
     return table, [*verdict, note] if note else verdict
 
 
+def _removed(final: dict[str, Any]) -> str:
+    """How many units a depth artifact removed, and which (``removed_units``)."""
+    gone = final.get("removed_units")
+    if not isinstance(gone, list):
+        return "-"
+    return f"{len(gone)}: {', '.join(gone)}" if gone else "0"
+
+
 def _versus(role: str, best: dict[str, Any], other: dict[str, Any]) -> str:
-    """One line: the best found against an int8 baseline, quality after the same recovery and
+    """One line: the best found against an int8 or depth-only baseline, quality after the same recovery and
     the delivered files' latency."""
     q, q_other = best.get("test_quality"), other.get("test_quality")
     lat, lat_other = best.get("latency_ratio"), other.get("latency_ratio")

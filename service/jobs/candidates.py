@@ -22,15 +22,17 @@ from service.db.models import ArtifactRow, TrialRow
 from service.views import Delivery
 from workers.artifacts import ArtifactInfo
 
-#: the roles of the zero-search proposals every agent makes first (``Agent.baselines``)
-BASELINE_ROLES = ("baseline", "quantize-only", "quantize+uniform-fill")
+#: the roles of the zero-search proposals every agent makes first (``Agent.baselines``): uniform-fill;
+#: in a space with int8, quantize-only and quantize+uniform-fill; in a space with depth
+#: (``search_space.depth``), depth-only (the best-scoring blocks/layers kept, uniform width)
+BASELINE_ROLES = ("baseline", "quantize-only", "quantize+uniform-fill", "depth-only")
 
 
 def choose(front: Sequence[TrialRow], baselines: Sequence[TrialRow], *, top_k: int, baseline: bool,
            closest: bool = False) -> list[TrialRow]:
     """Finalize's candidates, in artifact rank order, from the job's front and its first trials
-    (the agent's baselines: uniform-fill, and in a space with int8 quantize-only and
-    quantize+uniform-fill).
+    (the agent's baselines: uniform-fill, in a space with int8 quantize-only and
+    quantize+uniform-fill, in a space with depth depth-only).
 
     ``closest`` (a budget with a latency term): when no trial is feasible, the front's closest
     one (the least violation: the constraint-aware front holds only those) is finalized all the
@@ -57,8 +59,8 @@ def _choose(front: Sequence[TrialRow], baselines: Sequence[TrialRow], *, top_k: 
         role = (first.info or {}).get("role")
         if (
             role in BASELINE_ROLES
-            # over a latency budget: finalize narrows the pruned baselines to it (quantize-only
-            # is reported as it is, whatever the budget)
+            # over a latency budget: finalize narrows the pruned baselines (depth-only included,
+            # its removed units kept) to it; quantize-only is reported as it is, whatever the budget
             and (first.feasible or closest or role == "quantize-only")
             and first.metrics
             and all(t.trial_id != first.trial_id for t in chosen)

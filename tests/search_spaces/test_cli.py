@@ -55,3 +55,26 @@ def test_prune_policy_file_and_errors(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "exactly one of --uniform or --policy" in res.output
     res = runner.invoke(main, ["prune", "nope", "--uniform", "0.5", "--out", str(tmp_path / "o4")])
     assert res.exit_code == 2 and "valid: resnet20" in res.output
+
+
+def test_depth_from_the_command_line(tmp_path: Path) -> None:
+    """``--depth``: ``space`` lists the removable blocks; ``prune`` takes ``'<block>@keep': 0`` and
+    writes a bundle that rebuilds without them."""
+    from torch import nn
+
+    from search_spaces.bundle import load_bundle
+
+    res = CliRunner().invoke(main, ["space", "resnet20", "--depth"])
+    assert res.exit_code == 0, res.output
+    assert "removable blocks ('<block>@keep': 0 removes one): 7" in res.output and "layer3.2" in res.output
+    policy = tmp_path / "p.json"
+    policy.write_text(json.dumps({"layer1.0.conv1": 0.5, "layer2.1@keep": 0}))
+    out = tmp_path / "b"
+    res = CliRunner().invoke(main, ["prune", "resnet20", "--depth", "--policy", str(policy), "--rounds", "3",
+                                    "--runtime", "torch", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["removed_units"] == ["layer2.1"]
+    assert json.loads((out / "architecture.json").read_text())["removed"] == ["layer2.1"]
+    assert isinstance(load_bundle(out).get_submodule("layer2.1"), nn.Identity)
+    res = CliRunner().invoke(main, ["prune", "resnet20", "--policy", str(policy), "--rounds", "3", "--out", str(out)])
+    assert res.exit_code == 2 and "unknown removable block" in res.output  # without --depth: no units

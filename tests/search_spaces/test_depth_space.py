@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import onnxruntime as ort
@@ -102,6 +103,10 @@ def test_removals_validate_round_key_and_cost(space: SearchSpace) -> None:
     mixed = space.with_int8(policy, ["conv1"])
     assert space.signature(mixed) == space.signature({**base, **inside}) + "|int8:0|drop:1,6"
     assert space.widths(mixed) == policy
+    # the stage's residual group (rooted at conv1) also runs through the removed block's conv2:
+    # its int8 layers are those still in the model (what the quantizer must find in the file)
+    assert "layer1.1.conv2" in space.group("conv1").weights
+    assert space.int8_layers(mixed) == [w for w in space.group("conv1").weights if not w.startswith("layer1.1.")]
     # costs: the removed blocks' layers cost nothing
     gone = space.unit("layer1.1"), space.unit("layer3.2")
     dense_units = space.with_removed(space.uniform(0.0), ["layer1.1", "layer3.2"])
@@ -207,6 +212,10 @@ def test_a_transformer_with_one_of_two_layers_removed_runs_and_exports(tmp_path)
     again.load_state_dict(pruned.state_dict(), strict=True)
     assert architecture_of(again) == architecture_of(pruned)
     assert "removed" not in architecture_of(model)  # unchanged for a model with every layer
+    # a depth job's bundle names its kept layers too (workers' text finalizer): checked on load
+    text_bundle.rebuild({**arch, "kept_layers": space.kept_units(policy)})
+    with pytest.raises(ValueError, match="both kept and removed"):
+        text_bundle.rebuild({**arch, "kept_layers": [u.name for u in space.units]})
 
 
 def test_layers_removed_beside_a_pruned_hidden_width() -> None:
@@ -224,3 +233,59 @@ def test_layers_removed_beside_a_pruned_hidden_width() -> None:
     empty = apply_transformer_policy(model, space, both, criterion="l2")
     assert not blocks(empty) and space.macs(both) == 0
     assert count_macs_params(empty, x) == (0, space.params(both))
+
+
+def test_the_zoo_says_which_cnns_have_no_depth_to_search() -> None:
+    """``zoo.WITHOUT_DEPTH`` (a submit-time 422 reads it) agrees with the removal rules."""
+    from search_spaces.depth import removable_blocks
+    from search_spaces.zoo import DEFAULT_INPUT_SHAPES, WITHOUT_DEPTH, build_model
+
+    for name, shape in DEFAULT_INPUT_SHAPES.items():
+        net = build_model(name, num_classes=10, in_channels=shape[0]).eval()
+        assert (not removable_blocks(net, torch.randn(1, *shape))) == (name in WITHOUT_DEPTH), name
+
+
+def test_a_bundle_rebuilds_the_shallower_cnn(model: nn.Module, space: SearchSpace, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``architecture.json`` lists the removed blocks and the kept ones; ``load_bundle`` rebuilds
+    the removed ones as identities and loads the weights strictly."""
+    import json
+
+    from search_spaces.bundle import architecture, load_bundle, save_bundle
+
+    gone = ["layer1.1", "layer3.2"]
+    policy = space.with_removed(space.uniform(0.4), gone)
+    pruned = apply_policy(model, space, policy, example_input=X)
+    kept = {n: k for n, k in space.kept(policy).items() if n not in space.removed_groups(policy)}
+    arch = architecture("resnet20", num_classes=10, in_channels=3, input_shape=(3, 32, 32), kept=kept,
+                        removed=space.removed_units(policy), kept_layers=space.kept_units(policy))
+    save_bundle(tmp_path, pruned, arch=arch, onnx=False, torchscript=False)
+    saved = json.loads((tmp_path / "architecture.json").read_text())
+    assert saved["removed"] == gone and saved["kept_layers"] == [u for u in RESNET20_UNITS if u not in gone]
+    rebuilt = load_bundle(tmp_path)
+    assert all(isinstance(rebuilt.get_submodule(n), nn.Identity) for n in gone)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), pruned.eval()(x))
+    # without depth the description is as it always was
+    plain = architecture("resnet20", num_classes=10, in_channels=3, input_shape=(3, 32, 32), kept=kept)
+    assert "removed" not in plain and "kept_layers" not in plain
+    (tmp_path / "architecture.json").write_text(json.dumps({**saved, "kept_layers": ["layer1.1"]}))
+    with pytest.raises(ValueError, match="both removed and kept"):
+        load_bundle(tmp_path)
+
+
+def test_widths_of_a_model_whose_blocks_are_already_removed() -> None:
+    """AGP re-prunes a model whose removed blocks are gone: a group rooted in one of them (a
+    MobileNetV2 residual chain) is found from a layer still there, with the same result."""
+    from search_spaces.depth import remove_blocks
+    from search_spaces.prune import live_kept, prune_to_counts
+
+    net = MobileNetV2(num_classes=10, width=0.5).eval()
+    space = build_space(net, X, depth=True)
+    chained = next(u.name for u in space.units
+                   if any(g.name.startswith(f"{u.name}.") and g.name not in u.groups for g in space.groups))
+    policy = space.with_removed(space.uniform(0.4), [chained])
+    kept = live_kept(space, policy)
+    assert not any(k.startswith(f"{chained}.") for k in kept)
+    shallow = prune_to_counts(remove_blocks(copy.deepcopy(net), [chained]), kept, X)
+    assert count_macs_params(shallow, X) == (space.macs(policy), space.params(policy))

@@ -99,3 +99,25 @@ class TinyCNN(nn.Module):
 
 def tiny_cnn(num_classes: int = 10, in_channels: int = 1) -> TinyCNN:
     return TinyCNN(num_classes, in_channels)
+
+
+class TinyResNet(nn.Module):
+    """Four residual blocks (``resnet_cifar.BasicBlock``, so the depth rules know them) on 8 and
+    16 channels: ``blocks.0``, ``blocks.1`` and ``blocks.3`` have identity shortcuts (removable),
+    ``blocks.2`` downsamples."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        from search_spaces.models.resnet_cifar import BasicBlock
+
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.blocks = nn.Sequential(BasicBlock(8, 8, 1, 2), BasicBlock(8, 8, 1, 2), BasicBlock(8, 16, 2, 2),
+                                    BasicBlock(16, 16, 1, 2))
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+
+def tiny_resnet(num_classes: int = 10, in_channels: int = 1) -> TinyResNet:
+    return TinyResNet(num_classes, in_channels)

@@ -130,6 +130,35 @@ def test_the_demo_table_puts_the_int8_baselines_beside_the_best_and_says_who_won
            "0.300 of dense latency." in lines
 
 
+def test_a_depth_search_reports_depth_only_beside_the_best_and_what_each_removed() -> None:
+    """``depth-only`` is a baseline like the int8 ones: appended after the ranked candidates,
+    in a column of its own, outside the job's budget verdict; each artifact's removed units shown."""
+    depth_only = TrialRow(trial_id=1, feasible=True, violation=-0.1, quality=0.9,
+                          metrics={"quality": 0.9}, info={"role": "depth-only"})
+    best = TrialRow(trial_id=7, feasible=True, violation=-0.01, quality=0.94, metrics={"quality": 0.94}, info={})
+    assert [t.trial_id for t in choose([best], [depth_only], top_k=1, baseline=True)] == [7, 1]
+    assert [t.trial_id for t in choose([best], [depth_only], top_k=1, baseline=False)] == [7]
+    job = {"runtime": "onnxruntime", "spec": {"metric": "accuracy"}, "dense": {"quality": 0.99},
+           "baseline": {"trial_id": 0, "metrics": {"quality": 0.8}}, "best": {"trial_id": 7, "metrics": {"quality": 0.94}}}
+    found = {**MET, "test_quality": 0.91, "removed_units": ["layer1.1"], "kept_layers": ["layer1.0"]}
+    shallow = {**MISSED, "role": "depth-only", "test_quality": 0.88, "removed_units": ["layer1.0", "layer1.1"],
+               "kept_layers": []}
+    arts = [{"rank": 1, "trial_id": 7, "metrics": found},
+            {"rank": 2, "trial_id": 0, "metrics": {**MET, "role": "baseline", "removed_units": []}},
+            {"rank": 3, "trial_id": 1, "metrics": shallow}]
+    table, lines = demo_table(job, arts)
+    console = Console(width=240, record=True)
+    console.print(table)
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "dense" in line)
+    assert header.index("uniform-fill") < header.index("depth-only") < header.index("best found")
+    row = next(line for line in text.splitlines() if "blocks/layers removed" in line)
+    assert [c.strip() for c in row.split("│")[2:-1]] == ["0", "0", "2: layer1.0, layer1.1", "1: layer1.1"]
+    assert any(line.startswith("Against depth-only: the best found is +3.0 points ahead") for line in lines)
+    # the job's budget verdict is the search's: depth-only's miss is its own
+    assert Delivery.of("onnxruntime", [(1, found), (3, shallow)]).budget_met is True
+
+
 def test_the_dashboard_shows_the_runtime_and_the_delivered_latency() -> None:
     js = (STATIC_DIR / "job.js").read_text()
     for needle in ("delivered_latency_ratio", "searched_latency_ratio", "over budget by", "runtime_title",

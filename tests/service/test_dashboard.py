@@ -64,3 +64,41 @@ def test_real_app_serves_the_dashboard_open_while_api_needs_the_token(tmp_path: 
         ok = c.get("/api/v1/jobs", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
         assert ok.json()["count"] == 0
+
+
+def test_the_per_layer_view_draws_the_removed_blocks() -> None:
+    """A depth policy's ``"<unit>@keep": 0`` entries: the job's space lists its units (with the
+    groups inside them), and the page's ``removedLayers`` says which went and took which groups."""
+    import json
+    import shutil
+    import subprocess
+
+    from service.api.schemas import Space
+
+    raw = {"groups": [{"name": "stem"}, {"name": "layer1.0.conv1"}, {"name": "layer1.1.conv1"}],
+           "dense_macs": 10, "dense_params": 5,
+           "units": [{"name": "layer1.0", "index": 0, "kind": "block", "groups": ["layer1.0.conv1"],
+                      "costs": ["layer1.0.conv1"], "macs": 4, "params": 2},
+                     {"name": "layer1.1", "index": 1, "kind": "block", "groups": ["layer1.1.conv1"],
+                      "costs": [], "macs": 4, "params": 2}]}
+    space = Space.from_dict(raw).model_dump()
+    assert [(u["name"], u["groups"]) for u in space["units"]] == [
+        ("layer1.0", ["layer1.0.conv1"]), ("layer1.1", ["layer1.1.conv1"])]
+    assert Space.from_dict({"groups": []}).units == []  # a widths-only space, as before
+    js = (STATIC_DIR / "job.js").read_text()
+    for needle in ("removedLayers(this.job.space, t.policy)", "REMOVED_COLOR", "removed_units", "kept_layers"):
+        assert needle in js, needle
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the page's function is not run")
+    policy = {"stem": 0.5, "layer1.0.conv1": 0.25, "layer1.1@keep": 0.0}
+    script = (
+        "const vm = require('vm'); const fs = require('fs');"
+        "const stub = { addEventListener() {} };"
+        "const ctx = vm.createContext({ window: stub, document: stub, localStorage: {}, route() {} });"
+        f"vm.runInContext(fs.readFileSync({json.dumps(str(STATIC_DIR / 'job.js'))}, 'utf8'), ctx);"
+        f"const r = vm.runInContext('removedLayers({json.dumps(space)}, {json.dumps(policy)})', ctx);"
+        "process.stdout.write(JSON.stringify(r));"
+    )
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(out.stdout) == {"units": ["layer1.1"], "groups": {"layer1.1.conv1": "layer1.1"}}

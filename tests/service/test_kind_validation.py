@@ -34,6 +34,8 @@ REFUSED: list[tuple[str, dict[str, Any], list[str], str]] = [
      ["body", "search_space", "precision"], "lists a precision twice"),
     ("int8 alone", spec(search_space={"precision": ["int8"]}),
      ["body", "search_space", "precision"], "must include 'fp32'"),
+    ("depth of a CNN without residual blocks", spec(model={"zoo": "vgg16_bn"}, search_space={"depth": True}),
+     ["body", "search_space", "depth"], "model 'vgg16_bn' has no residual block with an identity shortcut"),
 ]
 
 
@@ -53,7 +55,9 @@ def test_an_option_the_kind_cannot_use_is_422_naming_the_field(
                                   spec(search_space={"precision": ["fp32", "int8"]}),
                                   spec(**TEXT, search_space={"precision": ["fp32", "int8"]}, workers=0),
                                   spec(**TEXT, search_space={"criterion": "activation"}, workers=0),
-                                  spec(**TEXT, workers=0)])
+                                  spec(**TEXT, workers=0),
+                                  spec(search_space={"depth": True}),
+                                  spec(**TEXT, search_space={"depth": True}, workers=0)])
 def test_what_the_kind_accepts_is_created(client: TestClient, body: dict[str, Any]) -> None:
     r = client.post("/api/v1/jobs", json=body)
     assert r.status_code == 201, r.text

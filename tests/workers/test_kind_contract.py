@@ -235,3 +235,29 @@ def test_the_kind_ships_the_quantized_model(name: str, int8_tasks: dict[str, Tas
     assert quant.metrics["role"] == "quantize-only" and quant.metrics["int8_groups"] == len(space)
     assert quant.metrics["macs_ratio"] == pytest.approx(1.0, abs=1e-6)
     assert "search_beat_baseline" in quant.metrics
+
+
+def test_a_text_depth_policy_ships_a_shallower_embedder(kind_tasks: dict[str, Task], tmp_path: Path) -> None:
+    """A removed encoder layer through the text kind's finalize: its artifact names the kept
+    layers (metrics and ``architecture.json``), the bundle's own loader rebuilds the shallower
+    embedder and the ONNX file is checked against it (the image kind: tests/service/test_depth_job.py)."""
+    import dataclasses
+
+    from search_spaces.bundle import load_bundle
+    from search_spaces.depth import units_of
+    from search_spaces.transformers.model import SkippedLayer, blocks, layer_prefix
+
+    task = kind_tasks["text"]
+    layers = [layer_prefix(b.index) for b in blocks(task.model)]
+    space = dataclasses.replace(task.space, units=units_of(layers, "layer", task.space.groups, task.space.costs))
+    task = dataclasses.replace(task, space=space)
+    policy = space.with_removed(space.uniform(0.25), layers[-1:])
+    searched = Metrics(quality=0.9, macs=1, params=1, macs_ratio=0.6, params_ratio=0.6)
+    spec = FinalizeSpec(top_k=1, finetune_epochs=0.0, export=["onnx", "safetensors"])
+    (art,) = finalize(task, [(policy, searched)], spec, tmp_path)
+    assert art.metrics["removed_units"] == layers[-1:] and art.metrics["kept_layers"] == layers[:-1]
+    assert set(art.metrics["export_max_abs_diff"]) == {"onnx", "safetensors"}
+    arch = json.loads((art.dir / "architecture.json").read_text())
+    assert arch["kept_layers"] == layers[:-1] and arch["sizes"]["removed"] == [len(layers) - 1]
+    model = load_bundle(art.dir)  # architecture.json's kind: the sentence embedder's own loader
+    assert isinstance(model.get_submodule(layers[-1]), SkippedLayer)

@@ -145,12 +145,20 @@ class ModelKind(ABC):
                            f"valid: {', '.join(self.criteria)}"))
         if "int8" in spec.search_space.precision:
             errors += _int8_errors(spec)
+        if spec.search_space.depth:
+            errors += self.depth_errors(spec)
         if spec.finalize.schedule not in self.schedules:
             why = f" ({self.schedule_advice})" if self.schedule_advice else ""
             errors.append(("finalize.schedule", f"finalize.schedule: {spec.finalize.schedule!r} is not "
                                                 f"implemented for {self.model_noun}{why}; use "
                                                 f"{' or '.join(repr(s) for s in self.schedules)}"))
         return errors
+
+    def depth_errors(self, spec: JobSpec) -> list[tuple[str, str]]:
+        """``search_space.depth`` asked of a model known (without building it) to have no unit
+        to remove; a model known only once built is checked when its task loads
+        (:func:`depth_units_error`)."""
+        return []
 
     def criterion(self, spec: JobSpec) -> str:
         return spec.search_space.criterion or self.default_criterion
@@ -185,3 +193,9 @@ class ModelKind(ABC):
     def export_tolerance(self, reference: torch.Tensor) -> float:
         """The largest accepted difference of an exported program's outputs from the model's
         (``reference``: the model's outputs on the verification inputs)."""
+
+
+def depth_units_error(spec: JobSpec, unit_noun: str) -> str:
+    """The message of a depth search over a model that has no ``unit_noun`` to remove."""
+    return (f"model {spec.model.source!r} has no {unit_noun} that can be removed whole, so there is "
+            f"no depth to search; set search_space.depth to false")

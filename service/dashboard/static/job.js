@@ -8,6 +8,7 @@ const COLORS = { feasible: "#2563eb", infeasible: "#b8bec9", front: "#0f172a", d
   baseline: "#ea580c", budget: "#dc2626", selected: "#db2777" };
 const PLOT_CONFIG = { displaylogo: false, responsive: true,
   modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"] };
+const REMOVED_COLOR = "#9ca3af"; // a removed block/layer's groups in the per-layer chart
 const FONT = { family: "Inter, system-ui, sans-serif", size: 12, color: "#334155" };
 
 class JobView {
@@ -345,8 +346,11 @@ class JobView {
     if (!t) return;
     const groups = this.job.space?.groups?.map((g) => g.name) ?? Object.keys(t.policy || {});
     const channels = Object.fromEntries((this.job.space?.groups || []).map((g) => [g.name, g.channels]));
-    const ratios = groups.map((g) => t.policy?.[g] ?? 0);
-    const kept = groups.map((g) => t.kept?.[g]);
+    // a depth search: the blocks/layers the policy removed, and the groups that went with them
+    const depth = removedLayers(this.job.space, t.policy);
+    const removedIn = groups.map((g) => depth.groups[g]);
+    const ratios = groups.map((g, i) => (removedIn[i] ? 1 : t.policy?.[g] ?? 0));
+    const kept = groups.map((g, i) => (removedIn[i] ? 0 : t.kept?.[g]));
     // a group's precision: "<group>@bits" is 8 for int8 (absent: fp32)
     const precision = groups.map((g) => (t.policy?.[`${g}@bits`] === 8 ? "int8" : "fp32"));
     const anyInt8 = precision.includes("int8");
@@ -357,13 +361,15 @@ class JobView {
       const layer = /layer\.(\d+)\./.exec(g);
       return kinds[g] in { heads: 1, mlp: 1 } && layer ? `layer ${layer[1]} ${kinds[g]}` : g;
     };
-    const x = groups.map((g, i) => (anyInt8 ? `${label(g)} · ${precision[i]}` : label(g)));
+    const x = groups.map((g, i) => (removedIn[i] ? `${label(g)} · removed`
+      : anyInt8 ? `${label(g)} · ${precision[i]}` : label(g)));
     const traces = [{
       type: "bar", name: `trial #${id}`, x, y: ratios,
-      marker: anyInt8
-        ? { color: precision.map((p) => (p === "int8" ? "#d97706" : "#1e40af")) }
+      // a removed unit's groups: a full grey bar (all of it gone), whatever the width it had
+      marker: anyInt8 || depth.units.length
+        ? { color: groups.map((g, i) => (removedIn[i] ? REMOVED_COLOR : precision[i] === "int8" ? "#d97706" : "#1e40af")) }
         : { color: ratios, colorscale: [[0, "#bfdbfe"], [1, "#1e3a8a"]], cmin: 0, cmax: 1 },
-      text: groups.map((g, i) => `${g}<br>ratio ${num(ratios[i], 2)}` +
+      text: groups.map((g, i) => removedIn[i] ? `${g}<br><b>removed</b> with ${removedIn[i]}` : `${g}<br>ratio ${num(ratios[i], 2)}` +
         (kept[i] != null ? `<br>kept ${kept[i]}${channels[g] ? ` / ${channels[g]}` : ""} ${unit(g)}` : "") +
         `<br>${precision[i]}`),
       hoverinfo: "text", textposition: "none",
@@ -382,8 +388,10 @@ class JobView {
       plot_bgcolor: "#fff", paper_bgcolor: "#fff",
     }, PLOT_CONFIG);
     $("#layer-plot").dataset.trial = String(id);
+    const units = this.job.space?.units || [];
     $("#layer-title").textContent = `Trial #${id} — per-layer pruning ratios` +
-      (anyInt8 ? ` and precision (${precision.filter((p) => p === "int8").length} of ${groups.length} groups int8, amber)` : "");
+      (anyInt8 ? ` and precision (${precision.filter((p) => p === "int8").length} of ${groups.length} groups int8, amber)` : "") +
+      (units.length ? `; ${depth.units.length} of ${units.length} ${unitNoun(units)} removed${depth.units.length ? " (grey)" : ""}` : "");
     const m = t.metrics || {};
     const row = (k, v) => `<tr><th>${k}</th><td>${v}</td></tr>`;
     $("#trial-metrics").innerHTML = `<table class="kv">${[
@@ -392,6 +400,7 @@ class JobView {
       row("params", `${si(m.params)} (${pct(m.params_ratio)})`),
       row("latency", m.latency_ms != null ? `${num(m.latency_ms, 3)} ms${m.latency_spread_ms != null ? ` ± ${num(m.latency_spread_ms, 3)}` : ""} (${pct(m.latency_ratio)} of dense)` : "–"),
       row("feasible", t.feasible ? "yes" : "<span class='bad'>no — over budget</span>"),
+      units.length ? row("removed", depth.units.length ? depth.units.map((u) => `<code>${esc(u)}</code>`).join(", ") : "none") : "",
       row("role", esc(t.info?.role || "search")),
       row("evaluated", `${num(m.eval_seconds, 2)} s on ${esc(t.node || m.node || "–")}${t.cached ? " (cached)" : ""}`),
       t.error ? row("error", `<span class="bad">${esc(t.error)}</span>`) : "",
@@ -481,13 +490,15 @@ class JobView {
       // an int8 artifact ships its quantized file: say so, and the fp32 pruned model's quality
       const int8 = typeof m.int8_groups === "number" && m.int8_groups > 0
         ? `<div class="muted">ships int8: ${m.int8_groups} group${m.int8_groups === 1 ? "" : "s"} quantized (precision.json) · fp32 test quality ${num(m.fp32_test_quality)}</div>` : "";
+      const removed = Array.isArray(m.removed_units)
+        ? `<div class="muted">removed ${m.removed_units.length ? m.removed_units.map((u) => `<code>${esc(u)}</code>`).join(", ") : "nothing"} · kept ${(m.kept_layers || []).length} (architecture.json: kept_layers)</div>` : "";
       const delivered = m.delivered_latency_ratio != null ? `<div class="delivered">latency in <b>${esc(m.runtime_title || m.runtime || "its runtime")}</b>: searched ${m.searched_latency_ratio != null ? pct(m.searched_latency_ratio) : "–"} · delivered <b>${pct(m.delivered_latency_ratio)}</b> of dense (${num(m.delivered_latency_ms, 3)} ms, the published file)${m.tightened ? ` · tightened ${m.tightened}×` : ""}${m.budget_met === true ? ` · <span class="ok">budget met</span>` : m.budget_met === false ? ` · <span class="bad">over budget by ${num(100 * m.budget_excess, 1)} % in ${esc(m.runtime || "its runtime")}</span>` : ""}</div>` : "";
       const verdict = typeof m.search_beat_baseline === "boolean"
         ? `<div class="muted">after the same final fine-tune the search ${m.search_beat_baseline ? "beat" : "did NOT beat"} this baseline on the test split</div>` : "";
       return `<div class="artifact">
         <div class="artifact-head"><b>rank ${a.rank}</b>${role} <span class="muted">trial #${a.trial_id} · ${(a.files || []).length} files · ${si(size)}B</span>
           <button type="button" data-url="${esc(a.download_url)}" data-name="${esc(`${this.job.name}-rank${a.rank}.zip`)}">Download .zip</button></div>
-        <div class="facts">${facts}</div>${int8}${delivered}${verdict}
+        <div class="facts">${facts}</div>${int8}${removed}${delivered}${verdict}
         <details><summary>files</summary><ul class="files">${(a.files || []).map((f) =>
           `<li><code>${esc(f.name)}</code> ${si(f.size)}B <span class="muted" title="sha256">${esc((f.sha256 || "").slice(0, 12))}…</span></li>`).join("")}</ul></details>
       </div>`;
@@ -495,6 +506,17 @@ class JobView {
     el.querySelectorAll("button[data-url]").forEach((b) => { b.onclick = () => download(b.dataset.url, b.dataset.name); });
   }
 }
+
+// A depth policy's removed units ("<unit>@keep": 0, in the space's order) and, for each group
+// inside one of them, the unit it went with: {units: [name], groups: {group: unit}}.
+function removedLayers(space, policy) {
+  const units = (space?.units || []).filter((u) => policy?.[`${u.name}@keep`] === 0);
+  const groups = {};
+  units.forEach((u) => (u.groups || []).forEach((g) => { groups[g] = u.name; }));
+  return { units: units.map((u) => u.name), groups };
+}
+
+const unitNoun = (units) => (units.every((u) => u.kind === "layer") ? "layers" : "blocks");
 
 // The job's latency promise: met, or "over budget by X % in onnxruntime (...)".
 function deliveryText(d) {

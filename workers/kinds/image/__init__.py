@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from workers.kinds.base import FinalizeContext, ModelKind, ScoringContext
+from workers.kinds.base import FinalizeContext, ModelKind, ScoringContext, depth_units_error
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +33,16 @@ class ImageKind(ModelKind):
 
     def accepts_metric(self, metric: str) -> bool:
         return metric in self.metrics or metric.startswith("entrypoint:")  # plugins take a val loader
+
+    #: what ``search_space.depth`` removes in a CNN, for its error messages
+    unit_noun = "residual block with an identity shortcut (output = input + a branch of the same shape)"
+
+    def depth_errors(self, spec: JobSpec) -> list[tuple[str, str]]:
+        from search_spaces.zoo import WITHOUT_DEPTH
+
+        if spec.model.zoo in WITHOUT_DEPTH:
+            return [("search_space.depth", depth_units_error(spec, self.unit_noun))]
+        return []
 
     def load_task(self, spec: JobSpec, settings: WorkerSettings) -> Task:
         from workers.kinds.image.task import load_image_task

@@ -45,9 +45,10 @@ class ImageFinalizer(CandidateFinalizer):
         self._dense: tuple[torch.Tensor, float] | None = None
 
     def _prune_to(self, model: nn.Module, policy: Policy) -> nn.Module:
-        from search_spaces.prune import prune_to_counts
+        from search_spaces.prune import live_kept, prune_to_counts
 
-        kept = self.ctx.task.space.kept(policy)
+        # the model's removed blocks are already identities: the other groups, by a live root
+        kept = live_kept(self.ctx.task.space, policy)
         return prune_to_counts(model, kept, self.ctx.example, criterion=self.ctx.task.criterion)
 
     def fine_tuned(self, rank: int, policy: Policy) -> nn.Module:
@@ -66,8 +67,11 @@ class ImageFinalizer(CandidateFinalizer):
                 cosine=True,  # end at a low rate: a constant rate undid the recovered model's accuracy
             )
             return model.eval()
-        # AGP: prune steps spread over the first half of training, then fine-tune at the target
-        model = copy.deepcopy(self.scoring.ctx.dense)
+        # AGP: prune steps spread over the first half of training, then fine-tune at the target;
+        # the blocks a depth policy removes go at once (a block is kept or not: nothing to grow)
+        from search_spaces.depth import remove_blocks
+
+        model = remove_blocks(copy.deepcopy(self.scoring.ctx.dense), self.ctx.task.space.removed_units(policy))
         per_step = max(1, (total // 2) // AGP_PRUNE_STEPS) if total > 0 else 0
         done = 0
         for k in range(1, AGP_PRUNE_STEPS + 1):
@@ -109,9 +113,13 @@ class ImageFinalizer(CandidateFinalizer):
         example = self.ctx.example.cpu()
         with torch.no_grad():
             num_classes = int(model(example).shape[1])
+        space = task.space
+        gone = space.removed_groups(policy)  # inside removed blocks: gone with them
         arch = architecture(
             task.spec.model.source, num_classes=num_classes, in_channels=int(example.shape[1]),
-            input_shape=tuple(example.shape[1:]), kept=task.space.kept(policy),
+            input_shape=tuple(example.shape[1:]),
+            kept={n: k for n, k in space.kept(policy).items() if n not in gone},
+            removed=space.removed_units(policy), kept_layers=space.kept_units(policy) if space.depth else None,
         )
         written = save_bundle(staging, model, arch=arch, policy=policy, metrics=metrics,
                               onnx="onnx" in export, torchscript="torchscript" in export)

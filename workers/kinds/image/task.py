@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from search_spaces.space import SearchSpace
+from workers.kinds.base import depth_units_error
 from workers.spec import JobSpec
 from workers.task_types import Task, WorkerSettings
 from workers.weights import load_weights, resolve_weights
@@ -57,10 +58,15 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, criterion: st
     from search_spaces.build import build_space
 
     s = spec.search_space
-    return build_space(
+    space = build_space(
         model, example, max_ratio=s.max_ratio, round_to=s.round_to, ignore=list(s.ignore),
-        criterion=criterion, precisions=tuple(s.precision),
+        criterion=criterion, precisions=tuple(s.precision), depth=s.depth,
     )
+    if s.depth and not space.units:  # a model only building it could tell (hub, plugin)
+        from workers.kinds.image import ImageKind
+
+        raise ValueError(f"search_space.depth: {depth_units_error(spec, ImageKind.unit_noun)}")
+    return space
 
 
 def load_image_task(spec: JobSpec, settings: WorkerSettings, criterion: str) -> Task:

@@ -73,7 +73,9 @@ class TextFinalizer(CandidateFinalizer):
         save_sentence_embedder(
             staging, model, example=self.ctx.example.cpu(), onnx="onnx" in export,
             torchscript="torchscript" in export,
-            extra={"source": task.spec.model.source, "kept": task.space.kept(policy)},
+            extra={"source": task.spec.model.source, "kept": task.space.kept(policy),
+                   # a depth search's kept encoder layers (``sizes.removed`` has the others' indices)
+                   **({"kept_layers": task.space.kept_units(policy)} if task.space.depth else {})},
         )
         (staging / "policy.json").write_text(json.dumps(policy, indent=2))
         return list(export)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from search_spaces.space import SearchSpace
+from workers.kinds.base import depth_units_error
 from workers.kinds.batches import shuffled
 from workers.kinds.text.scoring import calibration_text
 from workers.spec import JobSpec
@@ -92,7 +93,7 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any, 
     from search_spaces.transformers.space import build_transformer_space
 
     s = spec.search_space
-    return build_transformer_space(
+    space = build_transformer_space(
         model,
         example,
         max_ratio=s.max_ratio,
@@ -101,7 +102,12 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, splits: Any, 
         criterion=criterion,
         precisions=tuple(s.precision),
         calibration=calibration_batches(spec, splits),
+        depth=s.depth,
     )
+    if s.depth and not space.units:  # every layer holds an ignored group
+        raise ValueError("search_space.depth: "
+                         + depth_units_error(spec, "encoder layer free of search_space.ignore's groups"))
+    return space
 
 
 def load_text_task(spec: JobSpec, settings: WorkerSettings, criterion: str) -> Task:
