@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from workers.kinds.base import FinalizeContext, ModelKind, ScoringContext, depth_units_error
+from workers.kinds.image.units import UNIT_NOUN
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +36,7 @@ class ImageKind(ModelKind):
         return metric in self.metrics or metric.startswith("entrypoint:")  # plugins take a val loader
 
     #: what ``search_space.depth`` removes in a CNN, for its error messages
-    unit_noun = "residual block with an identity shortcut (output = input + a branch of the same shape)"
+    unit_noun = UNIT_NOUN
 
     def depth_errors(self, spec: JobSpec) -> list[tuple[str, str]]:
         from search_spaces.zoo import WITHOUT_DEPTH

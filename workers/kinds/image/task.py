@@ -14,6 +14,7 @@ from torch import nn
 
 from search_spaces.space import SearchSpace
 from workers.kinds.base import depth_units_error
+from workers.kinds.image.units import UNIT_NOUN
 from workers.spec import JobSpec
 from workers.task_types import Task, WorkerSettings
 from workers.weights import load_weights, resolve_weights
@@ -63,9 +64,7 @@ def _space(spec: JobSpec, model: nn.Module, example: torch.Tensor, criterion: st
         criterion=criterion, precisions=tuple(s.precision), depth=s.depth,
     )
     if s.depth and not space.units:  # a model only building it could tell (hub, plugin)
-        from workers.kinds.image import ImageKind
-
-        raise ValueError(f"search_space.depth: {depth_units_error(spec, ImageKind.unit_noun)}")
+        raise ValueError(f"search_space.depth: {depth_units_error(spec, UNIT_NOUN)}")
     return space
 
 
