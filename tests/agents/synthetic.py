@@ -34,15 +34,7 @@ def chain_space(
         imp = tuple(sorted(np.random.default_rng(i).gamma(2.0, size=c) / 2.0))
         groups.append(Group(f"conv{i}", i, "conv", c, cin, 3, stride, macs, params, (f"conv{i}", f"bn{i}"), importance=imp))
     costs.append(LayerCost("fc", channels[-1] * 10, channels[-1] * 10 + 10, (f"conv{n - 1}",)))
-    return SearchSpace(
-        groups=tuple(groups),
-        costs=tuple(costs),
-        dense_macs=int(sum(c.macs for c in costs)),
-        dense_params=int(sum(c.params for c in costs)),
-        input_shape=(3, 32, 32),
-        max_ratio=max_ratio,
-        round_to=round_to,
-    )
+    return _space(groups, costs, max_ratio, round_to)
 
 
 def sensitivities(space: SearchSpace, seed: int = 0) -> dict[str, float]:
@@ -136,6 +128,19 @@ def residual_space(
         params = sum(x.params for x in costs if f"s{i}" in x.scale_by)
         group(f"s{i}", c, stages[i - 1] if i else 3, 2 if i else 1, macs, params, tuple(stage_layers[f"s{i}"]))
     del stem
+    return _space(groups, costs, max_ratio, round_to, units)
+
+
+def unit_sensitivities(space: SearchSpace, seed: int = 0) -> dict[str, float]:
+    """Quality lost by removing each unit: log-uniform in [0.005, 0.3] (some blocks nearly free)."""
+    rng = np.random.default_rng(2000 + seed)
+    lo, hi = math.log(0.005), math.log(0.3)
+    return {u.name: float(np.exp(rng.uniform(lo, hi))) for u in space.units}
+
+
+def _space(groups: list[Group], costs: list[LayerCost], max_ratio: float, round_to: int,
+           units: list[Unit] | tuple[Unit, ...] = ()) -> SearchSpace:
+    """A 32×32 RGB space of these groups and costs (dense totals summed from the costs)."""
     return SearchSpace(
         groups=tuple(groups),
         costs=tuple(costs),
@@ -146,10 +151,3 @@ def residual_space(
         round_to=round_to,
         units=tuple(units),
     )
-
-
-def unit_sensitivities(space: SearchSpace, seed: int = 0) -> dict[str, float]:
-    """Quality lost by removing each unit: log-uniform in [0.005, 0.3] (some blocks nearly free)."""
-    rng = np.random.default_rng(2000 + seed)
-    lo, hi = math.log(0.005), math.log(0.3)
-    return {u.name: float(np.exp(rng.uniform(lo, hi))) for u in space.units}

@@ -110,11 +110,11 @@ def test_tell_rejects_unknown_or_repeated_trials(agent_name, space, sens):
 
 
 def test_finished_is_honoured(agent_name, space, sens):
-    if space.depth and AGENTS.get(agent_name).finished is Agent.finished:
-        pytest.skip("a never-finishing agent's 60 rounds are a crash test: the widths-only spaces run it")
+    # a never-finishing agent's 60 rounds are a crash test, run long on the widths-only spaces
+    never_finishes = AGENTS.get(agent_name).finished is Agent.finished
     agent = _make(agent_name, space)
     evaluate = make_evaluator(space, sens)
-    _run(agent, evaluate, rounds=60, n=4)
+    _run(agent, evaluate, rounds=10 if space.depth and never_finishes else 60, n=4)
     if agent.finished:
         assert agent.ask(4) == []
 
