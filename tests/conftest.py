@@ -31,10 +31,6 @@ UNKNOWN_S = 0.5
 #: on one worker (the others would wait on its lock, a worker idle) and, then, first of all
 REFERENCE_GROUP = "reference"
 REFERENCE_TRAINING_S = 120.0
-#: that reference as trained by ``search_spaces.reference.train_reference`` (10 epochs, seed 0):
-#: copied into an empty cache, so a fresh clone does not spend two minutes training it again
-#: (the training itself is tested in tests/search_spaces/test_data_reference.py)
-REFERENCE_DATA = Path(__file__).with_name("data") / "reference"
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Workers share the cores: one intra-op thread each (read by torch when it loads, and by the
@@ -111,26 +107,9 @@ def _plain_id(nodeid: str) -> str:
     return nodeid[:at] if at > nodeid.rfind("]") else nodeid
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("AUTOPRUNE_CACHE_DIR") or Path.cwd() / ".cache" / "autoprune")
-
-
 def _reference_cached() -> bool:
-    return any(_cache_dir().glob("resnet20-digits-*.json"))
-
-
-def _seed_reference_cache() -> None:
-    """Copies the committed references the cache lacks, weights first and the info file (whose
-    presence says "cached") last, each through a rename: a reader never sees half of one."""
-    cache = _cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    for info in sorted(REFERENCE_DATA.glob("*.json")):
-        if (cache / info.name).exists():
-            continue
-        for src in (info.with_suffix(".safetensors"), info):
-            tmp = cache / f".{src.name}.{os.getpid()}.tmp"
-            shutil.copyfile(src, tmp)
-            tmp.replace(cache / src.name)
+    cache = Path(os.environ.get("AUTOPRUNE_CACHE_DIR") or Path.cwd() / ".cache" / "autoprune")
+    return any(cache.glob("resnet20-digits-*.json"))
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
@@ -171,8 +150,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not os.environ.get("PYTEST_XDIST_WORKER"):  # once, before any worker starts
-        _seed_reference_cache()
     if hasattr(config.option, "loadscopereorder"):
         # xdist would reorder units by how many tests they hold; _longest_first orders them by time
         config.option.loadscopereorder = False
