@@ -39,7 +39,8 @@ def hooked_pass(model: nn.Module, inputs: torch.Tensor, handles: Sequence[Any]) 
 
 
 def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """MACs per conv/linear module name for one example (batch size divided out)."""
+    """MACs per conv/linear module name for one example (batch size divided out), counted in
+    eval mode (the model's mode restored after)."""
     batch = max(1, int(example_input.shape[0]))
     counts: dict[str, int] = {}
     handles = []
@@ -73,23 +74,13 @@ def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
             handles.append(m.register_forward_hook(hook(name)))
         elif hasattr(m, "num_attention_heads") and hasattr(m, "attention_head_size"):
             handles.append(m.register_forward_pre_hook(products(name), with_kwargs=True))
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_pass(model, example_input, handles)
     return counts
 
 
 def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
     """(MACs per example, parameter count) of the model as it is."""
-    was_training = model.training
-    model.eval()
-    try:
-        macs = sum(layer_macs(model, example_input).values())
-    finally:
-        model.train(was_training)
+    macs = sum(layer_macs(model, example_input).values())
     return int(macs), int(sum(p.numel() for p in model.parameters()))
 
 
