@@ -126,7 +126,7 @@ def apply_policy(
             raise SpaceError(f"removing {removed} changed the output shape from {dense} to {shape}")
     if kept_out is not None:
         kept_out.update(
-            {n: k for n, k in kept_layers.items() if not any(n.startswith(f"{u}.") for u in removed)}
+            {n: k for n, k in kept_layers.items() if not space.in_removed(n, policy)}
         )
     return pruned
 
@@ -135,17 +135,14 @@ def live_kept(space: SearchSpace, policy: Mapping[str, float]) -> dict[str, int]
     """``space.kept(policy)`` for a model whose removed units are already gone (AGP re-prunes
     such a model step by step): the groups inside them left out, and a group rooted in one
     (a residual chain through it, as in MobileNetV2) keyed by a layer of its that is still there."""
-    removed = space.removed_units(policy)
     gone = space.removed_groups(policy)
-
-    def inside(layer: str) -> bool:
-        return any(layer.startswith(f"{u}.") for u in removed)
-
     kept: dict[str, int] = {}
     for name, k in space.kept(policy).items():
         if name in gone:
             continue
-        root = name if not inside(name) else next((w for w in space.group(name).weights if not inside(w)), None)
+        inside = space.in_removed
+        root = name if not inside(name, policy) else next(
+            (w for w in space.group(name).weights if not inside(w, policy)), None)
         if root is None:
             raise SpaceError(f"group {name!r}: every layer whose outputs it prunes is in a removed block")
         kept[root] = k

@@ -283,8 +283,8 @@ class SearchSpace:
     def int8_layers(self, policy: Mapping[str, float]) -> list[str]:
         """The conv/linear layers ``policy`` runs in int8 (the int8 groups' ``weights``, less those
         inside a removed unit: a residual chain's group has layers in the blocks it runs through)."""
-        gone = tuple(f"{u}." for u in self.removed_units(policy))
-        return [w for name in self.int8_groups(policy) for w in self.group(name).weights if not w.startswith(gone)]
+        return [w for name in self.int8_groups(policy) for w in self.group(name).weights
+                if not self.in_removed(w, policy)]
 
     def widths(self, policy: Mapping[str, float]) -> Policy:
         """``policy``'s architecture alone (its ratios and removed units), every layer fp32."""
@@ -342,6 +342,10 @@ class SearchSpace:
     def removed_units(self, policy: Mapping[str, float]) -> list[str]:
         """The units ``policy`` removes, in network order."""
         return [u.name for u in self.units if policy.get(keep_key(u.name)) == 0.0]
+
+    def in_removed(self, layer: str, policy: Mapping[str, float]) -> bool:
+        """Whether module ``layer`` lies inside a unit ``policy`` removes."""
+        return layer.startswith(tuple(f"{u}." for u in self.removed_units(policy)))
 
     def kept_units(self, policy: Mapping[str, float]) -> list[str]:
         """The units ``policy`` keeps, in network order (what an artifact lists as ``kept_layers``)."""
