@@ -41,12 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--server", default=None)
     ap.add_argument("--rounds", type=int, default=60, help="rounds of the re-measurement")
     ap.add_argument("--out", type=Path, default=None, help="JSON lines of the rows")
+    ap.add_argument("--weights", default=None,
+                    help="an uploaded weights id (`autoprune upload FILE`) for the spec's model.weights")
     args = ap.parse_args(argv)
     from bench.delivered_latency import remeasure
     from service.client import Client
 
     client = Client(args.server)
     spec = yaml.safe_load(args.spec.read_text())
+    if args.weights:
+        spec["model"]["weights"] = args.weights
     rows = []
     budget = spec["budget"].get("latency_ratio")
     print(f"{'seed':>4} {'role':<9} {'test q':>7} {'budget':>6} {'search':>6} {'final':>6} {'met':>5} {'re-measured':>11}")

@@ -3,6 +3,7 @@ the evaluator's short recovery and finalize's fine-tuning (workers/) all use the
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -50,7 +51,16 @@ def sgd_steps(
     scheduler: Any = None,
     on_step: Callable[[int], None] | None = None,
 ) -> None:
-    """The training loop: ``steps`` batches, each ``loss_of(batch)`` backpropagated; eval mode after."""
+    """The training loop: ``steps`` batches, each ``loss_of(batch)`` backpropagated; eval mode after.
+
+    A CNN on the CPU trains in the channels-last layout when its forward allows it (oneDNN's
+    convolutions are faster so: docs/benchmarks.md, "Channels-last training"); its weights are
+    back in the default layout afterwards, for pruning and export.
+    """
+    if steps <= 0:
+        model.eval()
+        return
+    batches = _channels_last_if_it_runs(model, batches, loss_of)
     model.train()
     for step in range(steps):
         loss = loss_of(next(batches))
@@ -61,7 +71,35 @@ def sgd_steps(
             scheduler.step()
         if on_step is not None:
             on_step(step)
+    _layout(model, torch.contiguous_format)
     model.eval()
+
+
+def _channels_last_if_it_runs(
+    model: nn.Module, batches: Iterator[Any], loss_of: Callable[[Any], torch.Tensor]
+) -> Iterator[Any]:
+    """Puts a CPU model's 4-D weights in channels-last layout if one forward of the first batch
+    runs so (a model that ``view``s a feature map cannot: it stays as it is); returns the batches,
+    the first one included."""
+    params = [p for p in model.parameters() if p.dim() == 4]
+    if not params or any(p.device.type != "cpu" for p in params):
+        return batches
+    first = next(batches)
+    _layout(model, torch.channels_last)
+    try:
+        with torch.no_grad():
+            model.eval()  # the probe must not move batch-norm statistics
+            loss_of(first)
+    except RuntimeError:
+        _layout(model, torch.contiguous_format)
+    return itertools.chain([first], batches)
+
+
+def _layout(model: nn.Module, memory_format: torch.memory_format) -> None:
+    """The model's 4-D weights in ``memory_format``, in place (what ``Module.to`` does)."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=memory_format)
 
 
 def train_steps(

@@ -127,6 +127,7 @@ def _finalize_one(
     # and verified on the CPU with CPU inputs: one device per stage, never a mix
     model = fin.fine_tuned(rank, ev.space.widths(policy)).to(ev.device)
     metrics = _measured(ev, fin, spec, policy, searched, model)
+    metrics.update(fin.fine_tune_notes(rank))
     metrics.update(extra)
     if ev.space.depth:  # what a depth search removed, and the removable units it kept
         metrics.update(removed_units=ev.space.removed_units(policy), kept_layers=ev.space.kept_units(policy))

@@ -93,6 +93,10 @@ class _EvaluatorActor:
         return Evaluated(outcome)
 
 
+#: the embedded local Ray's object store (Ray spills to disk beyond it)
+LOCAL_OBJECT_STORE_BYTES = 1 << 30
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Connects to ``RAY_ADDRESS`` when set, else starts an embedded local Ray (once).
 
@@ -109,8 +113,10 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
+        # Ray's default object store is 30 % of the host's memory, reserved in /dev/shm at start
+        # (seconds of page zeroing per start); what a job shares through it is one task's state
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+                 configure_logging=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
 
 
 def actor_options(

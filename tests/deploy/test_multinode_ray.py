@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import REFERENCE_GROUP
+from workers.pool import LOCAL_OBJECT_STORE_BYTES
 
 # the job uses the zoo reference (trained on a fresh clone): the reference group, which also
 # keeps the module's tests on one worker for the module-scoped cluster
@@ -58,7 +59,8 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp_path = tmp_path_factory.mktemp("ray-nodes")
     port = _free_port()
     temp_dir = Path("/tmp") / f"ray-mn-{os.getpid()}"  # Ray's socket paths must stay short
-    common = ["--num-cpus=1", "--include-dashboard=false", "--block", "--disable-usage-stats"]
+    common = ["--num-cpus=1", "--include-dashboard=false", "--block", "--disable-usage-stats",
+              f"--object-store-memory={LOCAL_OBJECT_STORE_BYTES}"]  # not 30 % of the host's memory per node
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", f"--node-ip-address={HEAD_IP}",
          f"--temp-dir={temp_dir}", *common],

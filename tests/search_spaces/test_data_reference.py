@@ -111,3 +111,32 @@ def test_finetune_learns_and_reference_is_cached(tmp_path: Path) -> None:
     before = evaluate_accuracy(fresh, splits.val)
     finetune(fresh, splits.train, steps=40, lr=0.05)
     assert evaluate_accuracy(fresh, splits.val) > before + 0.2
+
+
+def test_a_cnn_trains_in_channels_last_and_ships_in_the_default_layout() -> None:
+    """Training switches a CNN to channels-last (faster convolutions on the CPU) only where its
+    forward runs so: a model that ``view``s a feature map trains as it is."""
+
+    class Flattens(torch.nn.Module):  # .view of a conv output: fails in channels-last
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                            torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.AvgPool2d(4))
+            self.fc = torch.nn.Linear(4 * 8 * 8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.fc(y.view(y.size(0), -1))
+
+    splits = load_dataset("digits")
+    tiny = build_model("entrypoint:tests.search_spaces.tiny_models:tiny_cnn", num_classes=10, in_channels=1)
+    for model, fast in ((tiny, True), (Flattens(), False)):
+        conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # C_in > 1
+        layouts: list[bool] = []
+        conv.register_forward_hook(lambda m, i, o, seen=layouts: seen.append(
+            not o.is_contiguous()) if m.training else None)  # channels-last: not NCHW-contiguous
+        before = evaluate_accuracy(model, splits.val)
+        finetune(model, splits.train, steps=30, lr=0.05)
+        assert evaluate_accuracy(model, splits.val) > before + 0.2
+        assert set(layouts) == {fast}, layouts
+        assert all(p.is_contiguous() for p in model.parameters())  # pruning and export see NCHW

@@ -85,3 +85,32 @@ def test_finalize_exports_verified_bundles(task: Task, tmp_path: Path, schedule:
     if schedule == "agp":
         assert any(e["stage"] == "agp" for e in events)
     assert not list(tmp_path.glob(".rank-*"))  # no half-written bundle left behind
+
+
+def test_a_fine_tune_that_loses_validation_quality_does_not_ship(
+    task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A narrow network's fine-tune can diverge (a resnet56 at 0.12 of the MACs fell to chance
+    accuracy): the recovered weights ship instead, and the metrics say so."""
+    import workers.kinds.image.finalize as image_finalize
+    from agents.types import Metrics
+    from search_spaces.bundle import load_bundle
+    from workers.kinds.image.scoring import ImageScoring
+
+    def diverging(model: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(0.0)
+
+    def alive(m: torch.nn.Module) -> float:  # validation quality: 1 unless the weights are gone
+        return float(any(bool(p.abs().sum() > 0) for p in m.parameters() if p.dim() == 4))
+
+    monkeypatch.setattr(image_finalize, "train_steps", diverging)
+    monkeypatch.setattr(ImageScoring, "metric", lambda self, name: alive)
+    t = shrunk(variant(task, metric="accuracy"))
+    searched = Metrics(quality=0.1, macs=1, params=1, macs_ratio=0.5, params_ratio=0.5)
+    spec = FinalizeSpec(top_k=1, finetune_epochs=1, export=["safetensors"])
+    (art,) = finalize(t, [(t.space.uniform(0.5), searched)], spec, tmp_path)
+    assert art.metrics["finetune_kept"] is False and art.metrics["recovered_val_quality"] == 1.0
+    assert art.metrics["val_quality"] == 1.0
+    assert alive(load_bundle(art.dir)) == 1.0  # the shipped file holds the recovered weights

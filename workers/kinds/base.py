@@ -82,6 +82,10 @@ class CandidateFinalizer(ABC):
     def fine_tuned(self, rank: int, policy: Policy) -> nn.Module:
         """Per candidate, first: pruned and fine-tuned (or distilled), on the evaluation device."""
 
+    def fine_tune_notes(self, rank: int) -> dict[str, Any]:
+        """What fine-tuning candidate ``rank`` decided beyond its weights, for its metrics."""
+        return {}
+
     @abstractmethod
     def tested(self, model: nn.Module) -> dict[str, Any]:
         """Per candidate: quality on the test split. ``test_quality`` is the headline figure (the
