@@ -1,0 +1,49 @@
+"""Issue 22's CNN rows from ``bench/runtime_jobs.py --out`` files: per row and seed the shipped
+model's test quality and re-measured latency ratio, and the mean over seeds with its spread.
+
+A depth job (``search_space.depth: true``) gives three rows — the depth + width search's best,
+the uniform-fill baseline and the depth-only baseline — and a width-only job of the same spec two
+— the width-only search's best and its uniform-fill baseline (the same zero-search point).
+
+    .venv/bin/python bench/depth_rows.py --depth r56-depth-s*.jsonl --width r56-width-s*.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+ROWS = (("depth", "best", "depth + width search"), ("width", "best", "width-only search"),
+        ("depth", "depth-only", "depth-only (baseline)"), ("width", "baseline", "uniform-fill (width job)"),
+        ("depth", "baseline", "uniform-fill (depth job)"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--depth", type=Path, nargs="+", required=True)
+    ap.add_argument("--width", type=Path, nargs="+", required=True)
+    args = ap.parse_args(argv)
+    rows: dict[tuple[str, str], dict[int, dict]] = {}
+    for job, files in (("depth", args.depth), ("width", args.width)):
+        for f in files:
+            for line in f.read_text().splitlines():
+                r = json.loads(line)
+                rows.setdefault((job, r["role"]), {})[r["seed"]] = r
+    seeds = sorted({s for by_seed in rows.values() for s in by_seed})
+    head = " | ".join(f"seed {s}" for s in seeds)
+    print(f"| row | {head} | mean (spread) | re-measured latency ratio ({' / '.join(f's{s}' for s in seeds)}) |")
+    print("|---|" + "---|" * (len(seeds) + 2))
+    for job, role, title in ROWS:
+        by_seed = rows.get((job, role), {})
+        if not by_seed:
+            continue
+        q = [by_seed[s]["test_quality"] for s in seeds if s in by_seed]
+        cells = " | ".join(f"{by_seed[s]['test_quality']:.3f}" if s in by_seed else "–" for s in seeds)
+        lat = " / ".join(f"{by_seed[s]['remeasured_ratio']:.3f}" if s in by_seed else "–" for s in seeds)
+        print(f"| {title} | {cells} | **{statistics.mean(q):.3f}** ({max(q) - min(q):.3f}) | {lat} |")
+
+
+if __name__ == "__main__":
+    main()
