@@ -3,9 +3,11 @@ model's test quality and re-measured latency ratio, and the mean over seeds with
 
 A depth job (``search_space.depth: true``) gives three rows — the depth + width search's best,
 the uniform-fill baseline and the depth-only baseline — and a width-only job of the same spec two
-— the width-only search's best and its uniform-fill baseline (the same zero-search point).
+— the width-only search's best and its uniform-fill baseline (the same zero-search point); a
+``global`` job (Torch-Pruning's global ranking, no search) one more, its best.
 
-    .venv/bin/python bench/depth_rows.py --depth r56-depth-s*.jsonl --width r56-width-s*.jsonl
+    .venv/bin/python bench/depth_rows.py --depth r56-depth-s*.jsonl --width r56-width-s*.jsonl \
+        --global r56-global.jsonl
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import statistics
 from pathlib import Path
 
 ROWS = (("depth", "best", "depth + width search"), ("width", "best", "width-only search"),
-        ("depth", "depth-only", "depth-only (baseline)"), ("width", "baseline", "uniform-fill (width job)"),
+        ("global", "best", "Torch-Pruning global ranking"), ("depth", "depth-only", "depth-only (baseline)"), ("width", "baseline", "uniform-fill (width job)"),
         ("depth", "baseline", "uniform-fill (depth job)"))
 
 
@@ -24,9 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--depth", type=Path, nargs="+", required=True)
     ap.add_argument("--width", type=Path, nargs="+", required=True)
+    ap.add_argument("--global", dest="global_", type=Path, nargs="*", default=[])
     args = ap.parse_args(argv)
     rows: dict[tuple[str, str], dict[int, dict]] = {}
-    for job, files in (("depth", args.depth), ("width", args.width)):
+    for job, files in (("depth", args.depth), ("width", args.width), ("global", args.global_)):
         for f in files:
             for line in f.read_text().splitlines():
                 r = json.loads(line)

@@ -54,8 +54,8 @@ def sgd_steps(
     """The training loop: ``steps`` batches, each ``loss_of(batch)`` backpropagated; eval mode after.
 
     A CNN on the CPU trains in the channels-last layout when its forward allows it (oneDNN's
-    convolutions are faster so: docs/benchmarks.md, "Channels-last training"); its weights are
-    back in the default layout afterwards, for pruning and export.
+    convolutions are faster so: docs/benchmarks.md, "Channels-last training and Ray's object
+    store"); its weights are back in the default layout afterwards, for pruning and export.
     """
     if steps <= 0:
         model.eval()

@@ -74,7 +74,7 @@ def finalize(
         return []
     on = on_progress or (lambda event: None)
     ev = Evaluator(task)  # data, calibration batches, the kind's scoring, the latency meter
-    fin = ev.kind.finalizer(FinalizeContext(task, ev.scoring, ev.device, ev.example, spec, on))
+    fin = ev.kind.finalizer(FinalizeContext(task, ev.scoring, ev.device, ev.example, spec, on, ev.metric_fn))
     artifacts: list[ArtifactInfo] = []
     for rank, (policy, searched) in enumerate(chosen, start=1):
         extra: dict[str, Any] = {}

@@ -73,6 +73,7 @@ class FinalizeContext:
     example: torch.Tensor
     spec: FinalizeSpec
     on_progress: ProgressFn
+    quality: QualityFn  #: the spec's metric on the validation split (the evaluator's)
 
 
 class CandidateFinalizer(ABC):

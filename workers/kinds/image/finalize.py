@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from search_spaces.calibrate import recalibrate_bn
 from search_spaces.space import Policy
 from search_spaces.training import evaluate_accuracy, train_steps
-from workers.kinds.base import CandidateFinalizer, FinalizeContext, ModelKind, QualityFn
+from workers.kinds.base import CandidateFinalizer, FinalizeContext, ModelKind
 from workers.kinds.batches import cycle, shuffled
 from workers.kinds.image.scoring import ImageScoring, predictions
 
@@ -44,7 +44,6 @@ class ImageFinalizer(CandidateFinalizer):
         self.teacher = None if task.spec.metric == "accuracy" else self.scoring.ctx.dense
         self._dense: tuple[torch.Tensor, float] | None = None
         self._notes: dict[int, dict[str, Any]] = {}
-        self._quality: QualityFn | None = None  # the spec's metric on validation, made once
 
     def fine_tune_notes(self, rank: int) -> dict[str, Any]:
         return self._notes.pop(rank, {})
@@ -69,15 +68,13 @@ class ImageFinalizer(CandidateFinalizer):
             model = self.scoring.prune(policy)  # prune + the search's recovery (lsq by default)
             if total == 0:
                 return model.eval()
-            if self._quality is None:
-                self._quality = self.scoring.metric(self.ctx.task.spec.metric)
-            before, recovered = self._quality(model), copy.deepcopy(model.state_dict())
+            before, recovered = self.ctx.quality(model), copy.deepcopy(model.state_dict())
             train_steps(
                 model, batches, total, device=device, teacher=self.teacher, on_step=progress,
                 cosine=True,  # end at a low rate: a constant rate undid the recovered model's accuracy
             )
             # a fine-tune that lost validation quality (a narrow network can diverge) does not ship
-            kept = self._quality(model) >= before
+            kept = self.ctx.quality(model) >= before
             if not kept:
                 model.load_state_dict(recovered)
             self._notes[rank] = {"finetune_kept": kept, "recovered_val_quality": before}
