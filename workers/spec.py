@@ -339,6 +339,15 @@ class FinalizeSpec(_Spec):
         ),
     )
     finetune_epochs: float = Field(1.0, ge=0, le=1000)
+    distil_layers: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="sentence embedders: weight of layer-wise distillation, the hidden states "
+        "entering each kept encoder layer pulled toward those entering the same layer of the "
+        "dense model (TinyBERT-style), beside the final embedding; 0 (default): the final "
+        "embedding only",
+    )
     schedule: Literal["oneshot", "agp"] = "oneshot"
     export: list[ExportFormat] = Field(
         default_factory=lambda: list[ExportFormat](["torchscript", "onnx", "safetensors"])

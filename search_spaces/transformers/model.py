@@ -135,6 +135,27 @@ def remove_layers(model: nn.Module, indices: Sequence[int]) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def layer_outputs(model: nn.Module, indices: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """While open, each forward of ``model`` fills the dict with the hidden states (the residual
+    stream) after each listed encoder layer, by index: the targets of layer-wise distillation."""
+    got: dict[int, torch.Tensor] = {}
+
+    def keep(index: int) -> Any:
+        def hook(_module: nn.Module, _args: Any, out: Any) -> None:
+            got[index] = out[0] if isinstance(out, tuple) else out
+
+        return hook
+
+    layers = _encoder_layers(model)
+    handles = [layers[i].register_forward_hook(keep(i)) for i in indices]
+    try:
+        yield got
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def blocks(model: nn.Module) -> list[Block]:
     """The kept encoder layers of a BERT-structured embedder (``encoder.layer[i].attention.self``...);
     removed ones (:class:`SkippedLayer`) are left out, the others keep their index."""

@@ -173,3 +173,36 @@ def test_a_text_tasks_latency_table_prunes_heads_and_mlp_the_text_way(text_task)
     for group in text_task.space.groups:
         (kept, ratio), *_ = table.entries[group.name]
         assert kept < group.channels and ratio > 0
+
+
+def test_layer_distillation_pulls_the_kept_layers_toward_the_dense_model(text_task) -> None:  # type: ignore[no-untyped-def]
+    """``finalize.distil_layers``: the hidden states entering each kept layer are distilled to
+    those entering the same layer of the dense model, as well as the final embedding."""
+    from search_spaces.transformers.model import layer_outputs
+    from workers.evaluator import Evaluator
+    from workers.kinds.text.scoring import LayerTargets
+
+    scoring = Evaluator(text_task, latency_rounds=0).scoring
+    policy = {g.name: 0.5 for g in text_task.space.groups}
+    ids = scoring.val_batches[0]
+
+    def layer0_error(model: torch.nn.Module) -> float:
+        with torch.no_grad(), layer_outputs(model, [0]) as got, layer_outputs(scoring.ctx.dense, [0]) as want:
+            model(ids), scoring.ctx.dense(ids)
+        return float(((got[0] - want[0]) ** 2).mean() / (want[0] ** 2).mean())
+
+    torch.manual_seed(0)
+    plain = scoring.prune(policy, steps=40)
+    torch.manual_seed(0)
+    layered = scoring.prune(policy, steps=40, layer_weight=1.0)
+    assert scoring.layer_targets(layered, 1.0).pairs == ((0, 0),)  # the last layer's output is pooled
+    # after removed layers the kept layer before them stands in for them: 0 learns 0..2's output
+    assert LayerTargets.kept(scoring.ctx.dense, [0, 3, 4, 5], 1.0, 0).pairs == ((0, 2), (3, 3), (4, 4))
+    assert layer0_error(layered) < 0.9 * layer0_error(plain)
+    assert scoring.quality(layered) > scoring.quality(scoring.prune(policy, steps=0))
+
+
+def test_layer_distillation_is_refused_for_a_cnn() -> None:
+    with pytest.raises(ValidationError, match="finalize.distil_layers: layer-wise distillation is for sentence embedders, not an image model"):
+        JobSpec.model_validate({"model": {"zoo": "resnet20"}, "dataset": {"name": "digits"},
+                                "budget": {"macs_ratio": 0.5}, "finalize": {"distil_layers": 1.0}})

@@ -129,6 +129,7 @@ class ModelKind(ABC):
     metrics: ClassVar[tuple[str, ...]]
     schedules: ClassVar[tuple[str, ...]]  #: the finalize schedules it implements
     schedule_advice: ClassVar[str] = ""  #: why the others are not, for the error message
+    distils_layers: ClassVar[bool] = False  #: finalize.distil_layers applies (layer-wise distillation)
     #: how onnxruntime quantizes its int8 groups: "static" (calibrated QDQ) or "dynamic"
     quantization: ClassVar[Literal["static", "dynamic"]] = "static"
 
@@ -152,6 +153,9 @@ class ModelKind(ABC):
             errors += _int8_errors(spec)
         if spec.search_space.depth:
             errors += self.depth_errors(spec)
+        if spec.finalize.distil_layers > 0 and not self.distils_layers:
+            errors.append(("finalize.distil_layers", "finalize.distil_layers: layer-wise distillation is for "
+                                                     f"sentence embedders, not {self.model_noun}"))
         if spec.finalize.schedule not in self.schedules:
             why = f" ({self.schedule_advice})" if self.schedule_advice else ""
             errors.append(("finalize.schedule", f"finalize.schedule: {spec.finalize.schedule!r} is not "

@@ -39,6 +39,7 @@ class TextKind(ModelKind):
     metrics: ClassVar[tuple[str, ...]] = ("embedding_cosine",)
     schedules: ClassVar[tuple[str, ...]] = ("oneshot",)
     schedule_advice = "gradual re-pruning is for CNNs; text models are pruned once and distilled"
+    distils_layers = True
     # activations of a transformer's linears vary per token and sentence: quantized at run time
     quantization = "dynamic"
 

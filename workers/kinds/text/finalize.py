@@ -2,7 +2,8 @@
 
 Each candidate is pruned (the search's criterion) and distilled to the dense embeddings for the
 search's ``finetune_steps`` plus ``finetune_epochs`` passes over the training sentences (AdamW,
-MSE; one-shot: the text kind refuses ``schedule: agp``); the test split is scored (mean cosine
+MSE; one-shot: the text kind refuses ``schedule: agp``; ``distil_layers`` adds the kept layers'
+hidden states as targets); the test split is scored (mean cosine
 to the dense embeddings, pairwise-similarity Spearman, k-NN overlap); the bundle is
 ``search_spaces.transformers.bundle``'s, and every exported program is checked against the
 model: ONNX in onnxruntime at two batch and sequence sizes, the safetensors rebuild, TorchScript.
@@ -47,7 +48,8 @@ class TextFinalizer(CandidateFinalizer):
             if step % 20 == 0:
                 on({"rank": rank, "stage": "distil", "step": step, "steps": total})
 
-        return self.scoring.prune(policy, steps=total, on_step=progress)
+        return self.scoring.prune(policy, steps=total, on_step=progress,
+                                  layer_weight=self.ctx.spec.distil_layers)
 
     def tested(self, model: nn.Module) -> dict[str, Any]:
         got = embed(model, self.test_batches, self.ctx.device)
@@ -62,6 +64,7 @@ class TextFinalizer(CandidateFinalizer):
             "seq_len": spec.target.seq_len,
             "batch_size": spec.target.batch_size,
             "distil_steps": self.steps,
+            "distil_layers": self.ctx.spec.distil_layers,
         }
 
     def export(self, staging: Path, model: nn.Module, policy: Policy, metrics: dict[str, Any]) -> list[str]:

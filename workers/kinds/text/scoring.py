@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from search_spaces.training import batch_inputs
+from search_spaces.transformers.model import blocks, layer_outputs
 from workers.kinds.base import PolicyScoring, QualityFn, ScoringContext
 from workers.kinds.batches import cycle, shuffled
 
@@ -84,6 +86,39 @@ def ranking_fidelity(pruned: torch.Tensor, dense: torch.Tensor, k: int = 10) -> 
     return {"spearman_pairwise": rho, f"knn{k}_overlap": overlap / (k * len(p))}
 
 
+@dataclass(frozen=True)
+class LayerTargets:
+    """Layer-wise distillation (TinyBERT-style), beside the final embedding: the hidden states
+    entering each kept encoder layer are pulled toward those entering the same layer of the dense
+    model, so after a removed span the layer before it learns to stand in for the span.
+
+    ``pairs``: (student layer whose output is pulled, dense layer whose output is the target).
+    """
+
+    teacher: nn.Module
+    pairs: tuple[tuple[int, int], ...]
+    weight: float
+    pad: int
+
+    @classmethod
+    def kept(cls, teacher: nn.Module, kept: Sequence[int], weight: float, pad: int) -> LayerTargets:
+        """The inputs of the kept layers after the first: layer ``a`` followed by kept ``b`` maps
+        to the dense model's layer ``b - 1``; the last kept layer's output is the pooled one,
+        which the embedding loss already targets."""
+        return cls(teacher, tuple((a, b - 1) for a, b in itertools.pairwise(kept)), weight, pad)
+
+    def loss(self, ids: torch.Tensor, student: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Mean over the pairs of the squared error relative to the teacher's (real tokens only)."""
+        with torch.no_grad(), layer_outputs(self.teacher, [t for _, t in self.pairs]) as teacher:
+            self.teacher(ids)
+        mask = (ids != self.pad).unsqueeze(-1)
+        errors = [
+            ((student[s] - teacher[t]) ** 2 * mask).sum() / (teacher[t] ** 2 * mask).sum().clamp(min=1e-12)
+            for s, t in self.pairs
+        ]
+        return torch.stack(errors).mean()
+
+
 def distil(
     model: nn.Module,
     teacher_batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
@@ -91,15 +126,21 @@ def distil(
     *,
     lr: float = DISTIL_LR,
     on_step: Callable[[int], None] | None = None,
+    layer_targets: LayerTargets | None = None,
 ) -> None:
-    """AdamW on the MSE to the dense embeddings; ``teacher_batches`` yields (ids, targets)."""
+    """AdamW on the MSE to the dense embeddings; ``teacher_batches`` yields (ids, targets).
+    With ``layer_targets``, plus ``weight`` × their relative error."""
     if steps <= 0:
         return
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
+    layers = [a for a, _ in layer_targets.pairs] if layer_targets is not None else []
     for step in range(steps):
         ids, target = next(teacher_batches)
-        loss = F.mse_loss(model(ids), target)
+        with layer_outputs(model, layers) as hidden:
+            loss = F.mse_loss(model(ids), target)
+        if layer_targets is not None and layers:
+            loss = loss + layer_targets.weight * layer_targets.loss(ids, hidden)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -169,8 +210,15 @@ class TextScoring(PolicyScoring):
         *,
         steps: int | None = None,
         on_step: Callable[[int], None] | None = None,
+        layer_weight: float = 0.0,
     ) -> nn.Module:
+        """The policy applied and distilled for ``steps`` (the search's ``finetune_steps`` by
+        default); ``layer_weight`` > 0 adds layer-wise targets (:class:`LayerTargets`)."""
         pruned = self.apply(policy)
         steps = self.ctx.task.spec.evaluation.finetune_steps if steps is None else steps
-        distil(pruned, self.teacher_batches(steps), steps, on_step=on_step)
+        targets = self.layer_targets(pruned, layer_weight) if layer_weight > 0 else None
+        distil(pruned, self.teacher_batches(steps), steps, on_step=on_step, layer_targets=targets)
         return pruned.eval()
+
+    def layer_targets(self, pruned: nn.Module, weight: float) -> LayerTargets:
+        return LayerTargets.kept(self.ctx.dense, [b.index for b in blocks(pruned)], weight, self.pad)
