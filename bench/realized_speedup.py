@@ -52,7 +52,7 @@ from agents.knapsack_solve import Knapsack, Limit  # noqa: E402
 from agents.latency_table import LatencyTable  # noqa: E402
 from agents.registry import make_agent  # noqa: E402
 from agents.types import AgentHints, Budget  # noqa: E402
-from search_spaces.measure import time_interleaved  # noqa: E402
+from search_spaces.measure import synchronizer, time_interleaved  # noqa: E402
 from search_spaces.space import Policy, SearchSpace  # noqa: E402
 from workers.hints import agent_hints  # noqa: E402
 from workers.pool import InProcessPool  # noqa: E402
@@ -64,7 +64,7 @@ TEXT_MODELS = {"all-minilm-l6-v2"}
 def job_spec(model: str, args: argparse.Namespace, *, runtime: str, batch: int, round_to: Any = None) -> Any:
     from workers.spec import JobSpec
 
-    target = {"threads": 1, "batch_size": batch, "runtime": runtime}
+    target = {"threads": 1, "batch_size": batch, "runtime": runtime, "device": args.device}
     data: dict[str, Any] = {
         "model": {"zoo": model},
         "budget": {"latency_ratio": args.latency_ratio},
@@ -74,7 +74,7 @@ def job_spec(model: str, args: argparse.Namespace, *, runtime: str, batch: int, 
         data.update(dataset={"name": "docstrings"}, metric="embedding_cosine",
                     target={**target, "seq_len": args.seq_len}, evaluation={"val_samples": args.val_samples})
     else:
-        data.update(dataset={"name": "digits"}, evaluation={"calibration_batches": 4})
+        data.update(dataset={"name": "digits"}, target=target, evaluation={"calibration_batches": 4})
     return JobSpec.model_validate(data)
 
 
@@ -168,7 +168,7 @@ def latency_aware(ev: Any, table: LatencyTable, target: float, steps: int, optio
                   objective: str = "importance") -> dict[str, Any]:
     """The knapsack allocation whose measured latency ratio is closest to ``target``: the bound
     the solver sees corrected by secant steps on the measured latency."""
-    bound, tried = target, list[dict[str, Any]]()
+    bound, tried = min(target, 1.0), list[dict[str, Any]]()
     for _ in range(steps):
         try:
             policy, predicted = knapsack_policy(ev.space, table, bound, options, objective)
@@ -227,7 +227,7 @@ def dense_runtimes(task: Any, runtimes: list[str], batch: int, rounds: int) -> d
         stack.enter_context(evs[0].lock.exclusive())
         for ev in evs:
             stack.enter_context(ev.runtime.timing(1))
-        times = time_interleaved(runs, rounds=rounds, warmup=2)
+        times = time_interleaved(runs, rounds=rounds, warmup=2, sync=synchronizer(evs[0].example.device))
     out = {r: round(statistics.median(t), 3) for r, t in zip(runtimes, times, strict=True)}
     return out | {f"{r} min": round(min(t), 3) for r, t in zip(runtimes, times, strict=True)}
 
@@ -249,7 +249,7 @@ def one_cell(task: Any, model: str, runtime: str, batch: int, args: argparse.Nam
                             {"latency_sigmas": 0.0}, objective="macs")
     final = interleaved(ev, [ev.shrink(p["policy"]) for p in (aware, uni, ceiling)], args.final_rounds)
     row: dict[str, Any] = {
-        "model": model, "runtime": runtime, "batch": batch,
+        "model": model, "runtime": runtime + (" CUDA" if args.device == "cuda" else ""), "batch": batch,
         "round_to": str(space.round_to) + (f" ({space.runtime_step})" if space.round_to == "runtime" else ""),
         "groups": len(space), "dense_ms": round(final[0]["ms"], 3),
         "table_entries": sum(len(v) for v in hints.latency_table.entries.values()), "table_s": round(table_s, 1),
@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="latency of a run: median of rounds (as jobs measure), or the fastest round "
                     "(robust on a shared machine; also used for the latency table then)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="target.device: 'cuda' times on the GPU (onnxruntime through its CUDA "
+                    "execution provider: needs onnxruntime-gpu)")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--val-samples", type=int, default=128)
     ap.add_argument("--cache-dir", default=os.environ.get("AUTOPRUNE_CACHE_DIR", ".cache/autoprune"))
@@ -348,7 +351,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {d['model']} | {d['batch']} | "
                   + " | ".join(f"{d[r]:.2f} ({d[r + ' min']:.2f})" for r in runtimes) + " |")
     load_avg = os.getloadavg()
-    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores, "
+    gpu = f"{torch.cuda.get_device_name()}, " if args.device == "cuda" else ""
+    print(f"\n{gpu}{platform.processor() or platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores, "
           f"load average at the end {load_avg[0]:.1f}, {time.time() - t_start:.0f} s")
 
 

@@ -109,3 +109,37 @@ def test_finalize_on_cuda_measures_on_the_device_and_exports_on_cpu(task: Task, 
     (art,) = finalize(t, [(t.space.uniform(0.5), searched)], FinalizeSpec(**spec_kw), tmp_path)
     assert art.metrics["latency_ms"] > 0 and 0 <= art.metrics["test_accuracy"] <= 1
     assert max(art.metrics["export_max_abs_diff"].values()) < 1e-3
+
+
+def _onnx_file(tmp_path: Path) -> Path:
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(nn.Linear(4, 2).eval(), (torch.zeros(1, 4),), str(path), dynamo=False)
+    return path
+
+
+def test_onnxruntime_on_cuda_without_a_cuda_build_names_the_package(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    from workers.runtimes.onnx_runtime import session
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+        session(_onnx_file(tmp_path), threads=1, device="cuda")
+
+
+def test_onnxruntime_that_falls_back_to_the_cpu_is_not_timed_as_the_gpu(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime starts a session on the CPU, with a warning only, when the CUDA provider's
+    libraries are missing: a latency measured so would be the CPU's, reported as the GPU's."""
+    import onnxruntime as ort
+
+    from workers.runtimes.onnx_runtime import session
+
+    real_session = ort.InferenceSession
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(ort, "InferenceSession",
+                        lambda path, opts, providers: real_session(path, opts, providers=["CPUExecutionProvider"]))
+    with pytest.raises(RuntimeError, match="could not start CUDAExecutionProvider"):
+        session(_onnx_file(tmp_path), threads=1, device="cuda")

@@ -8,6 +8,7 @@ provider (an error names what is missing when this onnxruntime build has none).
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +35,14 @@ def session(path: Path, *, threads: int, device: str = "cpu") -> Any:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RuntimeError("target.runtime 'onnxruntime' on a CUDA target needs the "
                                "onnxruntime-gpu package (this build has no CUDAExecutionProvider)")
+        # torch, imported first, loaded its CUDA libraries; preloading finds any it did not
+        ort.preload_dlls()
         providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(path), opts, providers=providers)
+    sess = ort.InferenceSession(str(path), opts, providers=providers)
+    if sess.get_providers()[0] != providers[0]:  # onnxruntime falls back to the CPU silently
+        raise RuntimeError(f"onnxruntime could not start {providers[0]} (CUDA or cuDNN libraries "
+                           "missing?): latency on the CPU is not the target's")
+    return sess
 
 
 def file_run(path: Path, example: torch.Tensor, *, threads: int) -> Run:
@@ -58,7 +65,8 @@ class OnnxRuntime(Runtime):
                 export: OnnxExport) -> Run:
         with tempfile.TemporaryDirectory(prefix="autoprune-ort-") as tmp:
             path = Path(tmp) / "model.onnx"
-            export(model.eval().cpu(), example.cpu(), path)
+            # a CPU copy: the caller's model stays on its device (scoring runs there)
+            export(copy.deepcopy(model).eval().cpu(), example.cpu(), path)
             return file_run(path, example, threads=threads)  # the session holds the graph
 
     def published(self, bundle: Path, model: nn.Module, example: torch.Tensor, *,
