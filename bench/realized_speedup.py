@@ -68,7 +68,7 @@ def job_spec(model: str, args: argparse.Namespace, *, runtime: str, batch: int, 
     data: dict[str, Any] = {
         "model": {"zoo": model},
         "budget": {"latency_ratio": args.latency_ratio},
-        "search_space": {} if round_to is None else {"round_to": round_to},
+        "search_space": ({} if round_to is None else {"round_to": round_to}) | ({"depth": True} if args.depth else {}),
     }
     if model in TEXT_MODELS:
         data.update(dataset={"name": "docstrings"}, metric="embedding_cosine",
@@ -157,7 +157,7 @@ def knapsack_policy(space: SearchSpace, table: LatencyTable, bound: float, optio
         if kept is None:
             raise RuntimeError("the knapsack found no allocation")
         return {g: space.ratio_for(g, k) for g, k in kept.items()}, model.value(space, kept)
-    for p in agent.ask(2):
+    for p in agent.ask(len(agent.baselines()) + 1):  # the baselines come first
         if p.info.get("role") in ("knapsack", "fastest"):
             predicted = getattr(agent, "_predicted", {}).get(p.trial_id, float("nan"))
             return p.policy, float(predicted)
@@ -250,7 +250,8 @@ def one_cell(task: Any, model: str, runtime: str, batch: int, args: argparse.Nam
     final = interleaved(ev, [ev.shrink(p["policy"]) for p in (aware, uni, ceiling)], args.final_rounds)
     row: dict[str, Any] = {
         "model": model, "runtime": runtime + (" CUDA" if args.device == "cuda" else ""), "batch": batch,
-        "round_to": str(space.round_to) + (f" ({space.runtime_step})" if space.round_to == "runtime" else ""),
+        "round_to": str(space.round_to) + (f" ({space.runtime_step})" if space.round_to == "runtime" else "")
+        + (" + depth" if args.depth else ""),
         "groups": len(space), "dense_ms": round(final[0]["ms"], 3),
         "table_entries": sum(len(v) for v in hints.latency_table.entries.values()), "table_s": round(table_s, 1),
         "knapsack_solves": aware["solves"], "first_predicted": round(aware["first_predicted"], 3),
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="target.device: 'cuda' times on the GPU (onnxruntime through its CUDA "
                     "execution provider: needs onnxruntime-gpu)")
+    ap.add_argument("--depth", action="store_true",
+                    help="search_space.depth: the latency-aware allocations may remove whole blocks/layers "
+                    "(uniform stays width-only)")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--val-samples", type=int, default=128)
     ap.add_argument("--cache-dir", default=os.environ.get("AUTOPRUNE_CACHE_DIR", ".cache/autoprune"))
