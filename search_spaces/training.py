@@ -50,17 +50,22 @@ def sgd_steps(
     loss_of: Callable[[Any], torch.Tensor],
     scheduler: Any = None,
     on_step: Callable[[int], None] | None = None,
+    channels_last: bool = False,
 ) -> None:
     """The training loop: ``steps`` batches, each ``loss_of(batch)`` backpropagated; eval mode after.
 
-    A CNN on the CPU trains in the channels-last layout when its forward allows it (oneDNN's
-    convolutions are faster so: docs/benchmarks.md, "Channels-last training and Ray's object
-    store"); its weights are back in the default layout afterwards, for pruning and export.
+    With ``channels_last`` a CNN on the CPU trains in that layout when its forward allows it
+    (oneDNN's convolutions are faster so: docs/benchmarks.md, "Channels-last training and Ray's
+    object store"); its weights are back in the default layout afterwards, for pruning and export.
+    Only the reference training (a process of its own) asks for it: a job's fine-tune in
+    channels-last, in the task process that had exported and timed candidates, died of heap
+    corruption (docs/benchmarks.md, "A crash in channels-last fine-tunes").
     """
     if steps <= 0:
         model.eval()
         return
-    batches = _channels_last_if_it_runs(model, batches, loss_of)
+    if channels_last:
+        batches = _channels_last_if_it_runs(model, batches, loss_of)
     model.train()
     for step in range(steps):
         loss = loss_of(next(batches))
@@ -179,5 +184,6 @@ def finetune(
         x, y = batch
         return nn.functional.cross_entropy(model(x), y)
 
-    sgd_steps(model, _epochs(loader, gen, augment), total, opt=opt, loss_of=loss_of, scheduler=sched)
+    sgd_steps(model, _epochs(loader, gen, augment), total, opt=opt, loss_of=loss_of, scheduler=sched,
+              channels_last=True)
     return model

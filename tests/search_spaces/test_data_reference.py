@@ -140,3 +140,19 @@ def test_a_cnn_trains_in_channels_last_and_ships_in_the_default_layout() -> None
         assert evaluate_accuracy(model, splits.val) > before + 0.2
         assert set(layouts) == {fast}, layouts
         assert all(p.is_contiguous() for p in model.parameters())  # pruning and export see NCHW
+
+
+def test_a_jobs_fine_tune_keeps_the_default_layout() -> None:
+    """A job's recovery and finalize fine-tunes (``train_steps``) train in NCHW: channels-last
+    there crashed resnet56 jobs' task processes at finalize (heap corruption); only the reference
+    training, in a process of its own, uses it."""
+    from search_spaces.training import train_steps
+
+    splits = load_dataset("digits")
+    model = build_model("entrypoint:tests.search_spaces.tiny_models:tiny_cnn", num_classes=10, in_channels=1)
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    layouts: list[bool] = []
+    conv.register_forward_hook(lambda m, i, o: layouts.append(o.is_contiguous()) if m.training else None)
+    batches = iter(torch.utils.data.DataLoader(splits.train, batch_size=32, shuffle=True))
+    train_steps(model, batches, 5, device=torch.device("cpu"))
+    assert layouts and all(layouts)
