@@ -52,6 +52,14 @@ def file_run(path: Path, example: torch.Tensor, *, threads: int) -> Run:
     return lambda: sess.run(None, feed)
 
 
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """``model`` itself on the CPU (no copy on the default target: this runs once per measured
+    architecture), else a CPU copy: the caller's model stays on its device, where scoring runs."""
+    if all(p.device.type == "cpu" for p in model.parameters()):
+        return model
+    return copy.deepcopy(model).cpu()
+
+
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
     title = "ONNX Runtime"
@@ -65,8 +73,7 @@ class OnnxRuntime(Runtime):
                 export: OnnxExport) -> Run:
         with tempfile.TemporaryDirectory(prefix="autoprune-ort-") as tmp:
             path = Path(tmp) / "model.onnx"
-            # a CPU copy: the caller's model stays on its device (scoring runs there)
-            export(copy.deepcopy(model).eval().cpu(), example.cpu(), path)
+            export(_on_cpu(model.eval()), example.cpu(), path)
             return file_run(path, example, threads=threads)  # the session holds the graph
 
     def published(self, bundle: Path, model: nn.Module, example: torch.Tensor, *,
