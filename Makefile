@@ -5,10 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml scripts/setup-venv.sh | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
-# pytest-xdist: one worker per core (`auto`); tests on the session Ray share one worker (their
-# xdist group, tests/conftest.py), so --dist loadgroup; the longest units start first
-# (tests/durations.json, refreshed by scripts/test-durations.py). TEST_WORKERS=0 runs serially.
-TEST_WORKERS ?= auto
+# pytest-xdist: one worker per core and one more — much of the suite waits on servers, Rays and
+# subprocesses it started, so a worker per core leaves the cores idle (docs/benchmarks.md, "Test
+# time"); tests on the session Ray share one worker (their xdist group, tests/conftest.py), so
+# --dist loadgroup; the longest units start first (tests/durations.json, refreshed by
+# scripts/test-durations.py). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 .PHONY: setup system demo test test-fast lint bench clean

@@ -39,7 +39,10 @@ knapsack. Here:
    spread), inside a trust region around the best measured feasible policy (``radius`` level
    steps, L1; doubled after an improvement up to twice its start, halved after ``patience``
    misses, widened only when it holds no untried architecture), with every
-   architecture already evaluated or pending cut off.
+   architecture already evaluated or pending cut off. When the first solve finds nothing the
+   latency model fits (the fastest untried network is measured instead), the whole knapsack is
+   solved again under the fitted weights as soon as outcomes have refitted the model: a region
+   around the fastest network would keep the search far under the budget.
 
 Every proposal meets MACs/params budgets by construction; latency budgets are met as modelled
 and checked on the measured metrics (as for every agent).
@@ -140,6 +143,11 @@ class KnapsackAgent(Agent):
         self._misses = 0
         self._best: float | None = None  # best measured feasible quality
         self._prior_done = False
+        # the first allocation found nothing the latency model fits: solved again, without a
+        # trust region, once outcomes have refitted the model (tried once per new outcome batch)
+        self._resolve_pending = False
+        self._resolved_at = 0  # len(history) at the last such solve
+        self._resolve_tries = 0
         self._predicted: dict[int, float] = {}  # modelled latency ratio of pending proposals
         self._build()
 
@@ -349,7 +357,16 @@ class KnapsackAgent(Agent):
                 if len(gamma):  # drawn only with depth, after the others: other draws stay as they were
                     sample_d = gamma * np.exp(self.exploration * rng.standard_normal(len(gamma)))
                 center, role = self._incumbent(), "refine"
-            kept = self._solve(self._values(sample, sample8, sample_d), center, taken)
+            kept = None
+            if center is not None and self._resolve_due():
+                # the knapsack allocation fell back to the fastest network; now that measurements
+                # moved the latency model, the allocation itself under the fitted weights
+                self._resolved_at, self._resolve_tries = len(self._history), self._resolve_tries + 1
+                kept = self._solve(self._values(alpha, beta, gamma), None, taken)
+                if kept is not None:
+                    role, self._resolve_pending = "knapsack", False
+            if kept is None:
+                kept = self._solve(self._values(sample, sample8, sample_d), center, taken)
             if kept is None:
                 # Nothing untried fits the latency model. The model extrapolates worst at the
                 # narrowest widths (fitted on one-group cuts it overestimates them: docs/
@@ -358,6 +375,8 @@ class KnapsackAgent(Agent):
                 kept, role = self._fastest_untried(taken), "fastest"
             if kept is None:
                 break  # every architecture the budget allows was tried
+            if not self._prior_done and role == "fastest":
+                self._resolve_pending = True
             self._prior_done = True
             taken.append(kept)
             proposal = self._proposal(self._policy(kept), role=role, radius=self._radius)
@@ -365,6 +384,12 @@ class KnapsackAgent(Agent):
                 self._predicted[proposal.trial_id] = self._latency_model.value(self.space, kept)
             out.append(proposal)
         return out
+
+    def _resolve_due(self) -> bool:
+        """Whether to solve the whole knapsack again: the first allocation fell back to the
+        fastest network, and outcomes have come back since the last try (at most ``patience``
+        tries: proving the MILP infeasible is its slowest case)."""
+        return self._resolve_pending and len(self._history) > self._resolved_at and self._resolve_tries < self.patience
 
     def _solve(
         self, values: Mapping[str, list[float]], center: Mapping[str, int] | None, taken: list[dict[str, int]]
@@ -439,6 +464,7 @@ class KnapsackAgent(Agent):
             "misses": self._misses,
             "best": self._best,
             "prior_done": self._prior_done,
+            "resolve": [self._resolve_pending, self._resolved_at, self._resolve_tries],
             "predicted": {str(t): v for t, v in self._predicted.items()},
             "latency_table": None if self.table is None else self.table.to_dict(),
         }
@@ -449,6 +475,8 @@ class KnapsackAgent(Agent):
         self._misses = int(state.get("misses", 0))
         self._best = state.get("best")
         self._prior_done = bool(state.get("prior_done", False))
+        pending, at, tries = state.get("resolve", [False, 0, 0])
+        self._resolve_pending, self._resolved_at, self._resolve_tries = bool(pending), int(at), int(tries)
         self._predicted = {int(t): float(v) for t, v in state.get("predicted", {}).items()}
         if state.get("latency_table") is not None:  # the table the search used, not a re-measure
             self.table = LatencyTable.from_dict(state["latency_table"])

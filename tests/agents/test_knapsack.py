@@ -142,6 +142,25 @@ def test_latency_budget_the_model_thinks_unreachable_is_probed_not_refused(small
     assert "fastest" not in roles[-2:] and feasible >= 4
 
 
+def test_after_the_fastest_probe_the_whole_knapsack_is_solved_again(small):
+    """The first allocation found nothing the latency model fits and the fastest network was
+    measured instead: once that measurement corrects the model, the next proposal is the knapsack
+    allocation under it (the budget used), not a trust-region step around the fastest network."""
+    table = _table(small, slope=0.3)
+    budget = Budget(latency_ratio=0.6)
+    agent = KnapsackAgent(small, budget, hints=AgentHints(latency_table=table))
+    evaluate = make_evaluator(small, sensitivities(small), latency=True)  # measured: 0.3 + 0.7·MACs
+    baseline, probe = agent.ask(2)
+    assert probe.info["role"] == "fastest"
+    told = [evaluate(baseline), evaluate(probe)]
+    agent.tell(told)
+    [again] = agent.ask(1)
+    assert again.info["role"] == "knapsack"
+    m = evaluate(again).metrics
+    assert m is not None and budget.feasible(m)
+    assert m.macs_ratio > told[1].metrics.macs_ratio + 0.1, (m.macs_ratio, told[1].metrics.macs_ratio)
+
+
 def _table(space, slope, overhead=0.0):
     """Synthetic measurements: ratio = 1 − slope·(1 − kept/channels) + overhead, per group."""
     entries = {}

@@ -305,7 +305,9 @@ def test_a_transformer_int8_job_shows_each_layers_heads_mlp_width_and_precision(
             page.goto(f"{server}/#/jobs/{job_id}")
             page.reload()
             page.wait_for_selector("#layer-plot[data-trial]", timeout=20_000)
-            page.evaluate(f"document.querySelector('#trials-table tbody tr[data-id=\"{mixed['trial_id']}\"]').click()")
+            row = f"#trials-table tbody tr[data-id=\"{mixed['trial_id']}\"]"
+            page.wait_for_selector(row, timeout=10_000)  # the table loads after the plot, on its own request
+            page.evaluate(f"document.querySelector('{row}').click()")
             page.wait_for_function(f"() => document.querySelector('#layer-plot').dataset.trial === '{mixed['trial_id']}'",
                                    timeout=10_000)
             chart = page.evaluate(
