@@ -100,9 +100,9 @@ class Evaluator:
             scope=hashlib.sha1(scope.encode()).hexdigest()[:16],
         )
         self.lock = lock
-        #: activation ranges of each recovered architecture, for its int8 variants
-        self._calibrations = Path(tempfile.mkdtemp(prefix="autoprune-calibration-"))
-        weakref.finalize(self, shutil.rmtree, self._calibrations, True)
+        #: activation ranges of each recovered architecture, for its int8 variants (a directory
+        #: made at the first int8 policy: a killed worker leaves nothing behind for fp32 jobs)
+        self._calibration_dir: Path | None = None
 
     def costs(self, signature: str, model: nn.Module) -> tuple[int, int]:
         """(MACs, parameters) of ``model`` on this task's example input, cached by signature."""
@@ -123,6 +123,7 @@ class Evaluator:
             extra["latency_cached"] = self.latency.cached(signature) is not None
             lat = self.latency.measure(signature, model, export=export)
             extra["latency_s"] = time.perf_counter() - t_lat
+            extra["latency_attempts"] = lat.attempts  # > 1: load disturbed the first timing
         return Metrics(
             quality=quality,
             macs=macs,
@@ -166,12 +167,18 @@ class Evaluator:
         """The policy's model as the runtime runs it (no recovery: for latency only)."""
         return self.latency.run_of(self.shrink(policy), export=self.export_of(policy))
 
+    def _calibrations(self) -> Path:
+        if self._calibration_dir is None:
+            self._calibration_dir = Path(tempfile.mkdtemp(prefix="autoprune-calibration-"))
+            weakref.finalize(self, shutil.rmtree, self._calibration_dir, True)
+        return self._calibration_dir
+
     def _quantized(self, policy: dict[str, float], int8: list[str], model: nn.Module, path: Path) -> Path:
         """``model`` (``policy``'s recovered fp32 model) exported with ``int8`` (the policy's int8
         layers) quantized, at ``path``. The recovered model depends on its widths alone, so its
         activation ranges are calibrated once per architecture, whatever its int8 groups."""
         widths = self.space.signature(self.space.widths(policy))
-        ranges = self._calibrations / f"{hashlib.sha1(widths.encode()).hexdigest()[:20]}.json"
+        ranges = self._calibrations() / f"{hashlib.sha1(widths.encode()).hexdigest()[:20]}.json"
         return write_quantized(self.kind, model, self.example, path, int8,
                                self.scoring.quantization_batches(), ranges)
 
