@@ -35,6 +35,10 @@ class Agent(abc.ABC):
     name: ClassVar[str]
     #: ``ask`` opens with the uniform-fill baseline; only scripted agents (test doubles) opt out.
     proposes_baseline: ClassVar[bool] = True
+    #: a pruned baseline measured over a latency budget is placed again by the refitted latency
+    #: model, at most this many times: its uniform ratio came from a model that had not yet seen
+    #: a whole network, and a baseline just over the budget is no candidate for the search
+    BASELINE_REFITS: ClassVar[int] = 2
     #: ``make_agent`` passes ``hints=AgentHints(...)`` to agents that take measurements up front.
     accepts_hints: ClassVar[bool] = False
 
@@ -47,6 +51,10 @@ class Agent(abc.ABC):
         self._replay: list[Proposal] = []  # pending proposals restored by load_state_dict
         self._baseline_trial_id: int | None = None  # set once the uniform-fill baseline is asked
         self._baselines_asked = 0  # how many of ``baselines()`` were asked
+        self._baseline_roles: dict[int, str] = {}  # trial id -> role, baselines and their refits
+        self._refits: dict[str, int] = {}  # role -> refits asked
+        self._refits_due: list[str] = []  # roles measured over a latency budget, to place again
+        self._baseline_signatures: dict[str, list[str]] = {}  # role -> the architectures asked
         # The budget rules every agent shares (raises BudgetError when the budget is unreachable).
         self.fit = BudgetFit(space, budget)
 
@@ -89,6 +97,10 @@ class Agent(abc.ABC):
                 roles = self.baselines()
                 while len(out) < n and self._baselines_asked < len(roles):
                     out.append(self._baseline(roles[self._baselines_asked]))
+            while len(out) < n and self.baselines_done and self._refits_due:
+                refit = self._refit(self._refits_due.pop(0))
+                if refit is not None:
+                    out.append(refit)
             if len(out) < n and self.baselines_done:
                 # pending before ``propose`` runs, so it sees this batch's earlier proposals too
                 self._pending.update((p.trial_id, p) for p in out)
@@ -104,6 +116,11 @@ class Agent(abc.ABC):
                 raise ValueError(f"trial {o.trial_id} was not asked or was already told")
         for o in outcomes:
             del self._pending[o.trial_id]
+            role = self._baseline_roles.get(o.trial_id)
+            if (role is not None and role != "quantize-only" and o.metrics is not None
+                    and self.budget.uses_latency and not self.budget.feasible(o.metrics)
+                    and self._refits.get(role, 0) < self.BASELINE_REFITS and role not in self._refits_due):
+                self._refits_due.append(role)
         self.fit.observe(outcomes)
         self.observe(outcomes)
 
@@ -123,17 +140,36 @@ class Agent(abc.ABC):
     def baselines_done(self) -> bool:
         return not self.proposes_baseline or self._baselines_asked >= len(self.baselines())
 
-    def _baseline(self, role: str) -> Proposal:
-        policy = {
+    def _baseline_policy(self, role: str) -> Policy:
+        return {
             "baseline": self.fit.uniform_fill,
             "quantize-only": self.fit.quantize_only,
             "quantize+uniform-fill": self.fit.quantized_uniform_fill,
             "depth-only": self.fit.depth_only,
         }[role]()
-        proposal = self._proposal(policy, role=role)
+
+    def _baseline(self, role: str) -> Proposal:
+        proposal = self._proposal(self._baseline_policy(role), role=role)
         if role == "baseline":
             self._baseline_trial_id = proposal.trial_id
         self._baselines_asked += 1
+        self._baseline_roles[proposal.trial_id] = role
+        self._baseline_signatures[role] = [self.space.signature(proposal.policy)]
+        return proposal
+
+    def _refit(self, role: str) -> Proposal | None:
+        """``role``'s baseline placed again by the latency model that has now seen it measured
+        over the budget: a search candidate like any other (the report's baseline stays the
+        first one, which finalize narrows to the budget itself). None when the model places it
+        where it was (e.g. already at ``max_ratio``)."""
+        self._refits[role] = self._refits.get(role, 0) + 1
+        policy = self._baseline_policy(role)
+        signature = self.space.signature(policy)
+        if signature in self._baseline_signatures.get(role, ()):
+            return None
+        self._baseline_signatures.setdefault(role, []).append(signature)
+        proposal = self._proposal(policy, role=f"{role} refit", refit=self._refits[role])
+        self._baseline_roles[proposal.trial_id] = role
         return proposal
 
     @property
@@ -163,6 +199,10 @@ class Agent(abc.ABC):
             "next_trial_id": self._next_trial_id,
             "baseline_trial_id": self._baseline_trial_id,
             "baselines_asked": self._baselines_asked,
+            "baseline_roles": {str(t): r for t, r in self._baseline_roles.items()},
+            "refits": dict(self._refits),
+            "refits_due": list(self._refits_due),
+            "baseline_signatures": {r: list(v) for r, v in self._baseline_signatures.items()},
             "pending": [{"trial_id": p.trial_id, "policy": p.policy, "info": p.info} for p in pending],
             "extra": self.extra_state(),
             "latency_model": self.fit.latency.state_dict(),
@@ -175,6 +215,10 @@ class Agent(abc.ABC):
         baseline = state.get("baseline_trial_id")
         self._baseline_trial_id = None if baseline is None else int(baseline)
         self._baselines_asked = int(state.get("baselines_asked", 0 if baseline is None else 1))
+        self._baseline_roles = {int(t): str(r) for t, r in state.get("baseline_roles", {}).items()}
+        self._refits = {str(r): int(k) for r, k in state.get("refits", {}).items()}
+        self._refits_due = [str(r) for r in state.get("refits_due", [])]
+        self._baseline_signatures = {str(r): [str(x) for x in v] for r, v in state.get("baseline_signatures", {}).items()}
         self._pending = {}
         self._replay = [Proposal(int(p["trial_id"]), dict(p["policy"]), dict(p["info"])) for p in state["pending"]]
         self.fit.latency.load_state_dict(state.get("latency_model", {}))

@@ -125,7 +125,14 @@ class _OptunaAgent(Agent):
         too, so the sampler's model starts from the baselines (a joint width × precision × depth
         space is too large for a few trials to find what quantize + uniform-fill or depth-only
         already are)."""
-        proposal = super()._baseline(role)
+        return self._told_to_study(super()._baseline(role))
+
+    def _refit(self, role: str) -> Proposal | None:
+        """A baseline placed again (``Agent.BASELINE_REFITS``) is told to the study like one."""
+        proposal = super()._refit(role)
+        return None if proposal is None else self._told_to_study(proposal)
+
+    def _told_to_study(self, proposal: Proposal) -> Proposal:
         space = self.space
         if not space.quantizable and not space.depth:
             return proposal
