@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from agents.budget_fit import BudgetFit
@@ -55,6 +56,7 @@ class Agent(abc.ABC):
         self._refits: dict[str, int] = {}  # role -> refits asked
         self._refits_due: list[str] = []  # roles measured over a latency budget, to place again
         self._baseline_signatures: dict[str, list[str]] = {}  # role -> the architectures asked
+        self._refit_scale: dict[str, float] = {}  # role -> the budget's factor for its next placement
         # The budget rules every agent shares (raises BudgetError when the budget is unreachable).
         self.fit = BudgetFit(space, budget)
 
@@ -121,6 +123,8 @@ class Agent(abc.ABC):
                     and self.budget.uses_latency and not self.budget.feasible(o.metrics)
                     and self._refits.get(role, 0) < self.BASELINE_REFITS and role not in self._refits_due):
                 self._refits_due.append(role)
+                # the next placement aims under the budget by the share this one missed it by
+                self._refit_scale[role] = self._refit_scale.get(role, 1.0) * self._under_by(o)
         self.fit.observe(outcomes)
         self.observe(outcomes)
 
@@ -140,13 +144,24 @@ class Agent(abc.ABC):
     def baselines_done(self) -> bool:
         return not self.proposes_baseline or self._baselines_asked >= len(self.baselines())
 
-    def _baseline_policy(self, role: str) -> Policy:
+    def _baseline_policy(self, role: str, fit: BudgetFit | None = None) -> Policy:
+        fit = fit or self.fit
         return {
-            "baseline": self.fit.uniform_fill,
-            "quantize-only": self.fit.quantize_only,
-            "quantize+uniform-fill": self.fit.quantized_uniform_fill,
-            "depth-only": self.fit.depth_only,
+            "baseline": fit.uniform_fill,
+            "quantize-only": fit.quantize_only,
+            "quantize+uniform-fill": fit.quantized_uniform_fill,
+            "depth-only": fit.depth_only,
         }[role]()
+
+    def _under_by(self, outcome: Outcome) -> float:
+        """The factor that would have put ``outcome``'s measured latency on the budget (< 1)."""
+        m, b, factors = outcome.metrics, self.budget, [1.0]
+        assert m is not None
+        if b.latency_ratio is not None and m.latency_ratio:
+            factors.append(b.latency_ratio / m.latency_ratio)
+        if b.latency_ms is not None and m.latency_ms:
+            factors.append(b.latency_ms / m.latency_ms)
+        return min(factors)
 
     def _baseline(self, role: str) -> Proposal:
         proposal = self._proposal(self._baseline_policy(role), role=role)
@@ -159,11 +174,17 @@ class Agent(abc.ABC):
 
     def _refit(self, role: str) -> Proposal | None:
         """``role``'s baseline placed again by the latency model that has now seen it measured
-        over the budget: a search candidate like any other (the report's baseline stays the
-        first one, which finalize narrows to the budget itself). None when the model places it
-        where it was (e.g. already at ``max_ratio``)."""
+        over the budget, under the budget scaled by the share each placement missed it by (a
+        ridge-shrunk model moves only part of the way toward one new point): a search candidate
+        like any other (the report's baseline stays the first one, which finalize narrows to the
+        budget itself). None when it lands where it was (e.g. already at ``max_ratio``)."""
         self._refits[role] = self._refits.get(role, 0) + 1
-        policy = self._baseline_policy(role)
+        scale, b = self._refit_scale.get(role, 1.0), self.budget
+        fit = BudgetFit(self.space, replace(
+            b, latency_ratio=None if b.latency_ratio is None else b.latency_ratio * scale,
+            latency_ms=None if b.latency_ms is None else b.latency_ms * scale))
+        fit.latency = self.fit.latency  # the refitted model, under the tightened bound
+        policy = self._baseline_policy(role, fit)
         signature = self.space.signature(policy)
         if signature in self._baseline_signatures.get(role, ()):
             return None
@@ -203,6 +224,7 @@ class Agent(abc.ABC):
             "refits": dict(self._refits),
             "refits_due": list(self._refits_due),
             "baseline_signatures": {r: list(v) for r, v in self._baseline_signatures.items()},
+            "refit_scale": dict(self._refit_scale),
             "pending": [{"trial_id": p.trial_id, "policy": p.policy, "info": p.info} for p in pending],
             "extra": self.extra_state(),
             "latency_model": self.fit.latency.state_dict(),
@@ -219,6 +241,7 @@ class Agent(abc.ABC):
         self._refits = {str(r): int(k) for r, k in state.get("refits", {}).items()}
         self._refits_due = [str(r) for r in state.get("refits_due", [])]
         self._baseline_signatures = {str(r): [str(x) for x in v] for r, v in state.get("baseline_signatures", {}).items()}
+        self._refit_scale = {str(r): float(x) for r, x in state.get("refit_scale", {}).items()}
         self._pending = {}
         self._replay = [Proposal(int(p["trial_id"]), dict(p["policy"]), dict(p["info"])) for p in state["pending"]]
         self.fit.latency.load_state_dict(state.get("latency_model", {}))

@@ -46,8 +46,8 @@ def test_tpe_constraints_are_measured_violations():
     agent = TPEAgent(space, Budget(macs_ratio=0.5, latency_ms=6.0), seed=0)
     policies = dict(_rounds(agent, evaluate, 3))
     trials = agent.study.trials
-    # 9 proposals: the baseline, measured over 6 ms, and its two refits are not Optuna trials
-    assert len(trials) == 6 and all(len(t.constraints) == 2 for t in trials)
+    # 9 proposals: the baseline, measured over 6 ms, and its refit are not Optuna trials
+    assert len(trials) == 7 and all(len(t.constraints) == 2 for t in trials)
     for t in trials:
         policy = policies[t.user_attrs["autoprune_trial_id"]]
         measured = 10.0 * (0.3 + 0.7 * space.macs_ratio(policy))  # the synthetic latency
@@ -86,8 +86,9 @@ def test_nsga2_first_generation_holds_the_uniform_sweep():
 
 def test_a_baseline_measured_over_a_latency_budget_is_placed_again_until_it_fits(tmp_path):
     """The uniform-fill baseline, placed by a latency model that has seen no whole network,
-    measures over the budget: the refitted model places it again (at most twice), so the search
-    has it as a feasible candidate, and a resumed agent carries on where it was."""
+    measures over the budget: the refitted model places it again, aiming under the budget by the
+    share it missed (at most twice), so the search has it as a feasible candidate; a resumed
+    agent carries on where it was."""
     space = chain_space()
     evaluate = make_evaluator(space, sensitivities(space), latency=True)
     budget = Budget(latency_ms=6.0)
@@ -97,14 +98,14 @@ def test_a_baseline_measured_over_a_latency_budget_is_placed_again_until_it_fits
     assert not budget.feasible(outcomes[0].metrics)  # the baseline, over
     saved = json.loads(json.dumps(agent.state_dict()))
     refits = []
-    for _ in range(2):
+    for _ in range(3):
         props = agent.ask(3)
         refits += [p for p in props if p.info.get("role") == "baseline refit"]
         agent.tell([evaluate(p) for p in props])
-    assert [p.info["refit"] for p in refits] == [1, 2]
+    assert 1 <= len(refits) <= TPEAgent.BASELINE_REFITS
     measured = [evaluate(p).metrics.latency_ms for p in refits]
-    assert measured[0] < outcomes[0].metrics.latency_ms and measured[-1] <= 6.0
-    assert len([p for p in agent.ask(9) if p.info.get("role") == "baseline refit"]) == 0  # no third
+    assert measured[-1] <= 6.0 and all(ms > 6.0 for ms in measured[:-1])  # stops once one fits
+    assert measured[-1] > 0.9 * 6.0  # under the budget, not far under it
     restored = TPEAgent(space, budget, seed=0)
     restored.load_state_dict(saved)
     assert restored.ask(3)[0].info == {"role": "baseline refit", "refit": 1}
