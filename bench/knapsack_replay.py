@@ -38,10 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     db = Database(args.db)
     with db.session_scope() as s:
-        ids = [j.id for j in repo.list_jobs(s, offset=0, limit=10_000)[0] if j.id.startswith(args.job)]
-        if len(ids) != 1:
-            raise SystemExit(f"{args.job!r} matches {len(ids)} jobs")
-        job = repo.get_job(s, ids[0])
+        job = repo.job_by_prefix(s, args.job)
         spec, space = dict(job.spec), SearchSpace.from_dict(job.space)
         table = LatencyTable.from_dict(job.agent_state["extra"]["latency_table"])
         trials = {t.trial_id: outcome_of(t) for t in repo.all_trials(s, job_id=job.id)}

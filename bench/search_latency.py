@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(data_dir=args.data_dir)
     db = Database(settings.database_url)
     with db.session_scope() as s:
-        ids = [j.id for j in repo.list_jobs(s, offset=0, limit=10_000)[0] if j.id.startswith(args.job)]
-        if len(ids) != 1:
-            raise SystemExit(f"{args.job!r} matches {len(ids)} jobs")
-        job = repo.get_job(s, ids[0])
+        job = repo.job_by_prefix(s, args.job)
         spec = JobSpec.model_validate(job.spec)
         outcomes = [outcome_of(t) for t in repo.all_trials(s, job_id=job.id)]
     ev = Evaluator(load_task(spec, worker_settings(settings)), latency_rounds=15)

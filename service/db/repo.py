@@ -59,6 +59,14 @@ def get_job(s: Session, job_id: str, *, for_update: bool = False) -> JobRow:
     return job
 
 
+def job_by_prefix(s: Session, prefix: str) -> JobRow:
+    """The one job whose id starts with ``prefix`` (for tools that take a short id)."""
+    jobs = s.scalars(sa.select(JobRow).where(JobRow.id.startswith(prefix, autoescape=True)).limit(2)).all()
+    if len(jobs) != 1:
+        raise NotFoundError(f"{prefix!r} matches {'no job' if not jobs else 'more than one job'}")
+    return jobs[0]
+
+
 def job_state(s: Session, job_id: str) -> str:
     """Just the job's state (one column): for the event streams' end-of-job check."""
     state = s.scalar(sa.select(JobRow.state).where(JobRow.id == job_id))

@@ -194,3 +194,15 @@ def test_a_commit_of_events_wakes_the_job_subscribers_only_after_commit(db: Data
         assert db.events.subscribers(job_id) == 0
 
     asyncio.run(main())
+
+
+def test_a_job_is_found_by_a_unique_prefix_of_its_id(db: Database) -> None:
+    first, second = _job(db), _job(db)
+    common = next(i for i, (a, b) in enumerate(zip(first, second, strict=True)) if a != b)
+    with db.session_scope() as s:
+        assert repo.job_by_prefix(s, first[: common + 1]).id == first
+        assert repo.job_by_prefix(s, second).id == second
+        with pytest.raises(NotFoundError, match="more than one"):
+            repo.job_by_prefix(s, first[:common])
+        with pytest.raises(NotFoundError, match="no job"):
+            repo.job_by_prefix(s, "%")  # a LIKE wildcard is matched literally
