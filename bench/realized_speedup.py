@@ -156,7 +156,8 @@ def knapsack_policy(space: SearchSpace, table: LatencyTable, bound: float, optio
             kept = Knapsack(space, [Limit("latency", model, math.inf)]).cheapest(model, time_limit=10.0)
         if kept is None:
             raise RuntimeError("the knapsack found no allocation")
-        return {g: space.ratio_for(g, k) for g, k in kept.items()}, model.value(space, kept)
+        # as the agent writes its allocations: a removed unit's groups (0 channels) as its keep key
+        return agent._policy(kept), model.value(space, kept)  # type: ignore[attr-defined]
     for p in agent.ask(len(agent.baselines()) + 1):  # the baselines come first
         if p.info.get("role") in ("knapsack", "fastest"):
             predicted = getattr(agent, "_predicted", {}).get(p.trial_id, float("nan"))
