@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 from agents.budget_fit import BudgetFit
@@ -53,9 +52,8 @@ class Agent(abc.ABC):
         self._baseline_trial_id: int | None = None  # set once the uniform-fill baseline is asked
         self._baselines_asked = 0  # how many of ``baselines()`` were asked
         self._baseline_roles: dict[int, str] = {}  # trial id -> role, baselines and their refits
-        self._refits: dict[str, int] = {}  # role -> refits asked
         self._refits_due: list[str] = []  # roles measured over a latency budget, to place again
-        self._baseline_signatures: dict[str, list[str]] = {}  # role -> the architectures asked
+        self._baseline_signatures: dict[str, list[str]] = {}  # role -> its architectures asked
         self._refit_scale: dict[str, float] = {}  # role -> the budget's factor for its next placement
         # The budget rules every agent shares (raises BudgetError when the budget is unreachable).
         self.fit = BudgetFit(space, budget)
@@ -121,7 +119,7 @@ class Agent(abc.ABC):
             role = self._baseline_roles.get(o.trial_id)
             if (role is not None and role != "quantize-only" and o.metrics is not None
                     and self.budget.uses_latency and not self.budget.feasible(o.metrics)
-                    and self._refits.get(role, 0) < self.BASELINE_REFITS and role not in self._refits_due):
+                    and self._refits(role) < self.BASELINE_REFITS and role not in self._refits_due):
                 self._refits_due.append(role)
                 # the next placement aims under the budget by the share this one missed it by
                 self._refit_scale[role] = self._refit_scale.get(role, 1.0) * self._under_by(o)
@@ -178,20 +176,18 @@ class Agent(abc.ABC):
         ridge-shrunk model moves only part of the way toward one new point): a search candidate
         like any other (the report's baseline stays the first one, which finalize narrows to the
         budget itself). None when it lands where it was (e.g. already at ``max_ratio``)."""
-        self._refits[role] = self._refits.get(role, 0) + 1
-        scale, b = self._refit_scale.get(role, 1.0), self.budget
-        fit = BudgetFit(self.space, replace(
-            b, latency_ratio=None if b.latency_ratio is None else b.latency_ratio * scale,
-            latency_ms=None if b.latency_ms is None else b.latency_ms * scale))
-        fit.latency = self.fit.latency  # the refitted model, under the tightened bound
-        policy = self._baseline_policy(role, fit)
+        policy = self._baseline_policy(role, self.fit.with_latency_scaled(self._refit_scale[role]))
         signature = self.space.signature(policy)
-        if signature in self._baseline_signatures.get(role, ()):
-            return None
-        self._baseline_signatures.setdefault(role, []).append(signature)
-        proposal = self._proposal(policy, role=f"{role} refit", refit=self._refits[role])
+        if signature in self._baseline_signatures[role]:
+            return None  # nothing more comes back for this role: no further refit either
+        self._baseline_signatures[role].append(signature)
+        proposal = self._proposal(policy, role=f"{role} refit", refit=self._refits(role))
         self._baseline_roles[proposal.trial_id] = role
         return proposal
+
+    def _refits(self, role: str) -> int:
+        """How many times ``role``'s baseline was placed again."""
+        return len(self._baseline_signatures[role]) - 1
 
     @property
     def has_replay(self) -> bool:
@@ -221,7 +217,6 @@ class Agent(abc.ABC):
             "baseline_trial_id": self._baseline_trial_id,
             "baselines_asked": self._baselines_asked,
             "baseline_roles": {str(t): r for t, r in self._baseline_roles.items()},
-            "refits": dict(self._refits),
             "refits_due": list(self._refits_due),
             "baseline_signatures": {r: list(v) for r, v in self._baseline_signatures.items()},
             "refit_scale": dict(self._refit_scale),
@@ -238,7 +233,6 @@ class Agent(abc.ABC):
         self._baseline_trial_id = None if baseline is None else int(baseline)
         self._baselines_asked = int(state.get("baselines_asked", 0 if baseline is None else 1))
         self._baseline_roles = {int(t): str(r) for t, r in state.get("baseline_roles", {}).items()}
-        self._refits = {str(r): int(k) for r, k in state.get("refits", {}).items()}
         self._refits_due = [str(r) for r in state.get("refits_due", [])]
         self._baseline_signatures = {str(r): [str(x) for x in v] for r, v in state.get("baseline_signatures", {}).items()}
         self._refit_scale = {str(r): float(x) for r, x in state.get("refit_scale", {}).items()}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -250,6 +251,16 @@ class BudgetFit:
                 changed = True
         if changed:
             self.invalidate()
+
+    def with_latency_scaled(self, factor: float) -> BudgetFit:
+        """The same rules under the budget's latency bounds times ``factor``, on this fit's
+        latency model (shared, not copied: what it learns, both see)."""
+        b = self.budget
+        fit = BudgetFit(self.space, replace(
+            b, latency_ratio=None if b.latency_ratio is None else b.latency_ratio * factor,
+            latency_ms=None if b.latency_ms is None else b.latency_ms * factor))
+        fit.latency = self.latency
+        return fit
 
     def invalidate(self) -> None:
         """Forgets cached constructions (the latency model changed)."""

@@ -46,11 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     ev = Evaluator(load_task(spec, worker_settings(settings)), latency_rounds=15)
     print(f"job {job.id[:8]} ({spec.name}), {spec.target.runtime}, batch {spec.target.batch_size}")
     print(f"{'trial':>5} {'search':>7} {'now':>7} {'diff':>7}  architecture")
-    diffs, seen = [], set()
+    diffs, seen, retimed = [], set(), 0
     for o in sorted(outcomes, key=lambda o: o.trial_id):
         m = o.metrics
         if m is None or m.latency_ratio is None:
             continue
+        retimed += m.extra.get("latency_attempts", 1) > 1  # timed again at search (not settled)
         signature = ev.space.signature(ev.space.validate(o.policy))
         if signature in seen or signature == ev.dense_signature:
             continue  # a repeat answered from the cache, or the dense network
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{o.trial_id:>5} {m.latency_ratio:>7.3f} {now:>7.3f} {diff:>+7.1%}  {signature}", flush=True)
     off = [d for d in diffs if abs(d) > args.off]
     print(f"{len(diffs)} architectures: median difference {statistics.median(diffs):+.1%}, "
-          f"{len(off)} off by more than {args.off:.0%} ({sum(d > 0 for d in off)} timed high by the search)")
+          f"{len(off)} off by more than {args.off:.0%} ({sum(d > 0 for d in off)} timed high by the search); "
+          f"{retimed} trials timed again at search")
 
 
 if __name__ == "__main__":

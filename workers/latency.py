@@ -137,20 +137,22 @@ def time_pair(
         sync()
         one = time.perf_counter() - t0
         repeat = max(MIN_CALLS, min(1000, int(min_round_s / max(one, 1e-6))))
-        for attempt in range(1, retimes + 2):
+        attempts = 0
+        while attempts <= retimes:
+            attempts += 1
             d, p = time_interleaved([dense, pruned], rounds=rounds, repeat=repeat, warmup=2, sync=sync,
                                     reduce="min")
             ds = latency_stats(d, batch_size=batch, threads=threads)
             ps = latency_stats(p, batch_size=batch, threads=threads)
             spread = max(ds.iqr_ms / ds.median_ms, ps.iqr_ms / ps.median_ms)
             lat = Latency(ms=ps.median_ms, spread_ms=ps.iqr_ms, ratio=ps.median_ms / ds.median_ms,
-                          dense_ms=ds.median_ms, rounds=rounds, attempts=attempt)
+                          dense_ms=ds.median_ms, rounds=rounds)
             if best is None or spread < best[0]:
                 best = (spread, lat)
             if spread <= SETTLED_SPREAD:
                 break
     assert best is not None
-    return replace(best[1], attempts=attempt)
+    return replace(best[1], attempts=attempts)
 
 
 def time_one(runtime: Runtime, run: Run, example: torch.Tensor, *, threads: int = 1,
