@@ -11,6 +11,11 @@ projected values instead would pile its density on the budget boundary in ways i
 
 * TPE maximises quality; measured budget violations (latency, and MACs/params as measured) are
   Optuna constraints (``Trial.set_constraint``), so infeasible trials rank below feasible ones.
+  In a joint space (int8 or depth) a share of its trials (``mutation_share``) are mutations of
+  the best feasible trial so far, enqueued into the study: TPE draws each group's precision
+  and keep independently, so a structure like "every group int8" that quantize + uniform-fill
+  finds at once is almost never drawn again (p^12 for twelve groups), and a few feasible fp32
+  trials then fill TPE's good set; a mutation keeps the structure and moves a little of it.
 * NSGA-II maximises quality and minimises cost: measured ``latency_ms`` when the evaluator
   measured it, else the MACs ratio; the same constraints apply. Its samples are only projected
   when over budget (no fill), so the front spans costs below the budget. Its first generation
@@ -27,13 +32,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from agents.base import Agent
+from agents.budget_fit import BudgetFit
 from agents.types import Budget, Outcome, Proposal
 from search_spaces.space import (
     BITS_SUFFIX,
@@ -53,6 +61,11 @@ class _OptunaAgent(Agent):
     directions: tuple[Any, ...] = ("maximize",)
     fill_budget = True  # project onto the budget boundary (TPE) or only below it (NSGA-II)
     default_sweep_points = 0  # uniform-fill sweep points enqueued as the first samples
+    default_mutation_share = 0.0  # in a joint space: trials proposed as mutations of the incumbent
+    #: a mutation jitters every width ratio by this standard deviation (before the projection
+    #: back onto the budget, so what moves is the allocation's shape) and flips each group's
+    #: precision and each unit's keep with probability one over their number (one flip expected)
+    MUTATION_SIGMA = 0.1
 
     def __init__(
         self,
@@ -63,6 +76,7 @@ class _OptunaAgent(Agent):
         storage: str | None = None,
         study_name: str | None = None,
         sweep_points: int | None = None,
+        mutation_share: float | None = None,
         **sampler_options: Any,
     ) -> None:
         super().__init__(space, budget, seed=seed)
@@ -71,6 +85,11 @@ class _OptunaAgent(Agent):
         points = self.default_sweep_points if sweep_points is None else sweep_points
         if not isinstance(points, int) or not 0 <= points <= 100:
             raise ValueError(f"options.sweep_points must be an integer in [0, 100], got {points!r}")
+        share = self.default_mutation_share if mutation_share is None else mutation_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"options.mutation_share must be a number in [0, 1], got {share!r}")
+        # only where the baselines are trials of the study too: a widths-only space searches as before
+        self.mutation_share = float(share) if (space.quantizable or space.depth) else 0.0
         baseline = space.signature(self.fit.uniform_fill())  # asked anyway, first
         self._sweep = [p for p in self.fit.sweep(points) if space.signature(p) != baseline]
         self.storage = storage
@@ -108,12 +127,18 @@ class _OptunaAgent(Agent):
             if asked < len(self._sweep):  # a function of the history, like the sampler's seed
                 top = self.space.max_ratio
                 self.study.enqueue_trial({f"r:{g}": min(r, top) for g, r in self._sweep[asked].items()})
+            mutation = self._mutation(asked) if asked >= len(self._sweep) else None
+            fit = self.fit
+            if mutation is not None:
+                raw, fit, parent = mutation
+                self.study.enqueue_trial(_params(raw))
             self.study.sampler = self._make_sampler(asked)
             trial = self.study.ask(self._dists)
             raw = _raw_policy(trial.params)
-            proposal = self._proposal(
-                self.fit.project(raw, fill=self.fill_budget, grow=self.fill_budget), optuna_trial=trial.number
-            )
+            info: dict[str, Any] = {"optuna_trial": trial.number}
+            if mutation is not None:
+                info["mutated_from"] = parent
+            proposal = self._proposal(fit.project(raw, fill=self.fill_budget, grow=self.fill_budget), **info)
             trial.set_user_attr("autoprune_trial_id", proposal.trial_id)
             self._live[proposal.trial_id] = trial
             self._raw[proposal.trial_id] = raw
@@ -133,19 +158,65 @@ class _OptunaAgent(Agent):
         return None if proposal is None else self._told_to_study(proposal)
 
     def _told_to_study(self, proposal: Proposal) -> Proposal:
+        if self.space.quantizable or self.space.depth:
+            self._raw[proposal.trial_id] = self._sample_of(proposal.policy)
+        return proposal
+
+    def _sample_of(self, policy: Mapping[str, float]) -> dict[str, float]:
+        """A policy as a full sample of the study: every ratio, precision and keep."""
         space = self.space
-        if not space.quantizable and not space.depth:
-            return proposal
-        raw = {g.name: min(proposal.policy.get(g.name, 0.0), space.max_ratio) for g in space.groups}
+        raw = {g.name: min(max(policy.get(g.name, 0.0), 0.0), space.max_ratio) for g in space.groups}
         if space.quantizable:
-            int8 = set(space.int8_groups(proposal.policy))
+            int8 = set(space.int8_groups(policy))
             raw.update({bits_key(g.name): float(PRECISION_BITS["int8" if g.name in int8 else "fp32"])
                         for g in space.groups})
         if space.depth:
-            removed = set(space.removed_units(proposal.policy))
+            removed = set(space.removed_units(policy))
             raw.update({keep_key(u.name): 0.0 if u.name in removed else 1.0 for u in space.units})
-        self._raw[proposal.trial_id] = raw
-        return proposal
+        return raw
+
+    # --- mutations of the incumbent -----------------------------------------------------------
+    def _incumbent(self) -> dict[str, Any] | None:
+        """The best told trial that met the budget as measured (ties: the earliest)."""
+        ok = [r for r in self._history if r["values"] is not None and r.get("policy") is not None
+              and all(c <= 0 for c in r["constraints"])]
+        return max(ok, key=lambda r: r["values"][0], default=None)
+
+    def _mutation(self, asked: int) -> tuple[dict[str, float], BudgetFit, int] | None:
+        """Whether trial ``asked`` is a mutation (a function of the seed and the history, like the
+        sampler's seed) and if so the mutated sample, the fit that places it, and its parent.
+
+        The sample is the incumbent's measured policy jittered (``MUTATION_SIGMA``, flips). It is
+        placed under the budget less what the latency model under-predicted at the incumbent: a
+        neighbour of a network the model thought cheaper than it measured is likely to be too.
+        """
+        rng = np.random.default_rng([self.seed, asked, 0x6D75])
+        if self.mutation_share <= 0.0 or rng.random() >= self.mutation_share:
+            return None
+        best = self._incumbent()
+        if best is None:
+            return None
+        space, policy = self.space, best["policy"]
+        raw = self._sample_of(policy)
+        top = space.max_ratio
+        for g in space.groups:
+            raw[g.name] = float(np.clip(raw[g.name] + rng.normal(0.0, self.MUTATION_SIGMA), 0.0, top))
+        if space.quantizable:
+            bits = [PRECISION_BITS[p] for p in space.precisions]
+            for g in space.groups:
+                if rng.random() < 1.0 / len(space):
+                    raw[bits_key(g.name)] = float(next(b for b in bits if b != raw[bits_key(g.name)]))
+        if space.depth and space.units:
+            for u in space.units:
+                if rng.random() < 1.0 / len(space.units):
+                    raw[keep_key(u.name)] = 1.0 - raw[keep_key(u.name)]
+        fit, ratio = self.fit, best.get("latency_ratio")
+        bound = self.budget.latency_ratio
+        if bound is not None and ratio is not None:
+            under = ratio - self.fit.latency.predict_ratio(policy)
+            if under > 0:
+                fit = self.fit.with_latency_scaled(max(0.5, 1.0 - under / bound))
+        return raw, fit, int(best["trial_id"])
 
     def _values(self, outcome: Outcome) -> list[float]:
         m = outcome.metrics
@@ -165,6 +236,9 @@ class _OptunaAgent(Agent):
                 values = None
             constraints = self.budget.violations(o.metrics) if o.metrics is not None else []
             record = {"trial_id": o.trial_id, "raw": raw, "values": values, "constraints": constraints}
+            if self.mutation_share > 0 and values is not None:  # what a mutation starts from
+                assert o.metrics is not None
+                record |= {"policy": dict(o.policy), "latency_ratio": o.metrics.latency_ratio}
             self._history.append(record)
             trial = self._live.pop(o.trial_id, None)
             if trial is None:  # asked before a restart: that Optuna trial is gone (or stale)
@@ -248,6 +322,7 @@ class TPEAgent(_OptunaAgent):
 
     name = "optuna-tpe"
     directions = ("maximize",)
+    default_mutation_share = 0.5
 
     def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
         opts = {"n_startup_trials": 10, "multivariate": True, **self.sampler_options}

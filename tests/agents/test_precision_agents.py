@@ -217,3 +217,53 @@ def test_ddpg_env_falls_back_to_fp32_where_int8_would_break_the_budget() -> None
     while not done:  # int8 asked for everywhere
         _, _, done, _, info = env.step(np.array([0.0, 1.0], np.float32))
     assert fit.fits(info["policy"]) and len(space.int8_groups(info["policy"])) < len(space)
+
+
+def test_tpe_spends_half_its_searched_trials_on_mutations_of_the_best_feasible_one() -> None:
+    """Independent per-group precision draws almost never draw "every group int8" again once
+    quantize + uniform-fill has shown it; a mutation of the best trial that met the budget keeps
+    the structure and moves a little of it (one precision flip expected, widths jittered)."""
+    space = joint(toy_space((16,) * 4 + (32,) * 4 + (64,) * 4))
+    budget = Budget(latency_ratio=0.4)
+    agent = make_agent("optuna-tpe", space, budget, seed=0)
+    told: dict[int, tuple[dict[str, float], Metrics]] = {}
+    searched = mutations = 0
+    for _ in range(8):
+        props = agent.ask(3)
+        for p in props:
+            if p.info.get("role") is not None:
+                continue
+            searched += 1
+            if "mutated_from" not in p.info:
+                continue
+            mutations += 1
+            feasible = {t: m.quality for t, (_, m) in told.items() if budget.feasible(m)}
+            assert p.info["mutated_from"] == max(feasible, key=feasible.__getitem__)  # the incumbent
+            parent = told[p.info["mutated_from"]][0]
+            flipped = set(space.int8_groups(parent)) ^ set(space.int8_groups(p.policy))
+            assert len(flipped) <= 3
+        outs = [Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in props]
+        told |= {o.trial_id: (o.policy, o.metrics) for o in outs}  # type: ignore[misc]
+        agent.tell(outs)
+    assert 0.25 * searched <= mutations <= 0.75 * searched
+
+    saved = agent.state_dict()
+    restored = make_agent("optuna-tpe", space, budget, seed=0)
+    restored.load_state_dict(saved)
+    ahead = agent.ask(4)
+    assert any("mutated_from" in p.info for p in ahead)
+    assert [(p.policy, p.info) for p in restored.ask(4)] == [(p.policy, p.info) for p in ahead]
+
+
+@pytest.mark.parametrize("options, space", [({"mutation_share": 0.0}, joint(toy_space())), ({}, toy_space())])
+def test_no_mutations_when_turned_off_or_in_a_widths_only_space(options: dict, space: SearchSpace) -> None:
+    agent = make_agent("optuna-tpe", space, Budget(macs_ratio=0.5), seed=0, options=options)
+    for _ in range(6):
+        props = agent.ask(3)
+        assert not any("mutated_from" in p.info for p in props)
+        agent.tell([Outcome(p.trial_id, p.policy, _metrics(space, p.policy)) for p in props])
+
+
+def test_a_bad_mutation_share_names_the_option() -> None:
+    with pytest.raises(ValueError, match="options.mutation_share"):
+        make_agent("optuna-tpe", joint(toy_space()), Budget(macs_ratio=0.5), options={"mutation_share": 1.5})
