@@ -187,8 +187,10 @@ class _OptunaAgent(Agent):
         sampler's seed) and if so the mutated sample, the fit that places it, and its parent.
 
         The sample is the incumbent's measured policy jittered (``MUTATION_SIGMA``, flips). It is
-        placed under the budget less what the latency model under-predicted at the incumbent: a
-        neighbour of a network the model thought cheaper than it measured is likely to be too.
+        placed under the budget less what the latency model under-predicted at the incumbent (a
+        neighbour of a network the model thought cheaper than it measured is likely to be too)
+        and less the incumbent's measured spread: a neighbour placed exactly on the budget is
+        measured over it about half the time, and is then no candidate.
         """
         rng = np.random.default_rng([self.seed, asked, 0x6D75])
         if self.mutation_share <= 0.0 or rng.random() >= self.mutation_share:
@@ -213,9 +215,8 @@ class _OptunaAgent(Agent):
         fit, ratio = self.fit, best.get("latency_ratio")
         bound = self.budget.latency_ratio
         if bound is not None and ratio is not None:
-            under = ratio - self.fit.latency.predict_ratio(policy)
-            if under > 0:
-                fit = self.fit.with_latency_scaled(max(0.5, 1.0 - under / bound))
+            under = max(0.0, ratio - self.fit.latency.predict_ratio(policy))
+            fit = self.fit.with_latency_scaled(max(0.5, 1.0 - under / bound - best.get("latency_spread", 0.0)))
         return raw, fit, int(best["trial_id"])
 
     def _values(self, outcome: Outcome) -> list[float]:
@@ -238,7 +239,10 @@ class _OptunaAgent(Agent):
             record = {"trial_id": o.trial_id, "raw": raw, "values": values, "constraints": constraints}
             if self.mutation_share > 0 and values is not None:  # what a mutation starts from
                 assert o.metrics is not None
-                record |= {"policy": dict(o.policy), "latency_ratio": o.metrics.latency_ratio}
+                m = o.metrics
+                record |= {"policy": dict(o.policy), "latency_ratio": m.latency_ratio}
+                if m.latency_spread_ms is not None and m.latency_ms:  # the measurement's own noise
+                    record["latency_spread"] = m.latency_spread_ms / m.latency_ms
             self._history.append(record)
             trial = self._live.pop(o.trial_id, None)
             if trial is None:  # asked before a restart: that Optuna trial is gone (or stale)
