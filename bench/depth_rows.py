@@ -22,23 +22,24 @@ ROWS = (("depth", "best", "depth + width search"), ("width", "best", "width-only
         ("depth", "baseline", "uniform-fill (depth job)"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--depth", type=Path, nargs="+", required=True)
-    ap.add_argument("--width", type=Path, nargs="+", required=True)
-    ap.add_argument("--global", dest="global_", type=Path, nargs="*", default=[])
-    args = ap.parse_args(argv)
+def load_rows(groups: dict[str, list[Path]]) -> dict[tuple[str, str], dict[int, dict]]:
+    """``{(job, role): {seed: row}}`` from each job kind's ``--out`` files."""
     rows: dict[tuple[str, str], dict[int, dict]] = {}
-    for job, files in (("depth", args.depth), ("width", args.width), ("global", args.global_)):
+    for job, files in groups.items():
         for f in files:
             for line in f.read_text().splitlines():
                 r = json.loads(line)
                 rows.setdefault((job, r["role"]), {})[r["seed"]] = r
+    return rows
+
+
+def print_rows(rows: dict[tuple[str, str], dict[int, dict]], titles: tuple[tuple[str, str, str], ...]) -> list[int]:
+    """The markdown table, one line per ``(job, role, title)`` present; returns the seeds."""
     seeds = sorted({s for by_seed in rows.values() for s in by_seed})
     head = " | ".join(f"seed {s}" for s in seeds)
     print(f"| row | {head} | mean (spread) | re-measured latency ratio ({' / '.join(f's{s}' for s in seeds)}) |")
     print("|---|" + "---|" * (len(seeds) + 2))
-    for job, role, title in ROWS:
+    for job, role, title in titles:
         by_seed = rows.get((job, role), {})
         if not by_seed:
             continue
@@ -46,6 +47,16 @@ def main(argv: list[str] | None = None) -> None:
         cells = " | ".join(f"{by_seed[s]['test_quality']:.3f}" if s in by_seed else "–" for s in seeds)
         lat = " / ".join(f"{by_seed[s]['remeasured_ratio']:.3f}" if s in by_seed else "–" for s in seeds)
         print(f"| {title} | {cells} | **{statistics.mean(q):.3f}** ({max(q) - min(q):.3f}) | {lat} |")
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--depth", type=Path, nargs="+", required=True)
+    ap.add_argument("--width", type=Path, nargs="+", required=True)
+    ap.add_argument("--global", dest="global_", type=Path, nargs="*", default=[])
+    args = ap.parse_args(argv)
+    print_rows(load_rows({"depth": args.depth, "width": args.width, "global": args.global_}), ROWS)
 
 
 if __name__ == "__main__":

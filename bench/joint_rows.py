@@ -13,23 +13,17 @@ the same spec (``precision: [fp32]``) one more, the fp32 prune-only search's bes
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench.depth_rows import load_rows, print_rows  # noqa: E402
 
 ROWS = (("joint", "best", "joint search"), ("fp32", "best", "fp32 prune-only search"),
         ("joint", "quantize+uniform-fill", "quantize + uniform-fill"), ("joint", "quantize-only", "quantize-only"),
         ("joint", "baseline", "uniform-fill (fp32)"))
-
-
-def load(groups: dict[str, list[Path]]) -> dict[tuple[str, str], dict[int, dict]]:
-    rows: dict[tuple[str, str], dict[int, dict]] = {}
-    for job, files in groups.items():
-        for f in files:
-            for line in f.read_text().splitlines():
-                r = json.loads(line)
-                rows.setdefault((job, r["role"]), {})[r["seed"]] = r
-    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,19 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--joint", type=Path, nargs="+", required=True)
     ap.add_argument("--fp32", type=Path, nargs="*", default=[])
     args = ap.parse_args(argv)
-    rows = load({"joint": args.joint, "fp32": args.fp32})
-    seeds = sorted({s for by_seed in rows.values() for s in by_seed})
-    head = " | ".join(f"seed {s}" for s in seeds)
-    print(f"| row | {head} | mean (spread) | re-measured latency ratio ({' / '.join(f's{s}' for s in seeds)}) |")
-    print("|---|" + "---|" * (len(seeds) + 2))
-    for job, role, title in ROWS:
-        by_seed = rows.get((job, role), {})
-        if not by_seed:
-            continue
-        q = [by_seed[s]["test_quality"] for s in seeds if s in by_seed]
-        cells = " | ".join(f"{by_seed[s]['test_quality']:.3f}" if s in by_seed else "–" for s in seeds)
-        lat = " / ".join(f"{by_seed[s]['remeasured_ratio']:.3f}" if s in by_seed else "–" for s in seeds)
-        print(f"| {title} | {cells} | **{statistics.mean(q):.3f}** ({max(q) - min(q):.3f}) | {lat} |")
+    rows = load_rows({"joint": args.joint, "fp32": args.fp32})
+    seeds = print_rows(rows, ROWS)
     best, qu = rows.get(("joint", "best"), {}), rows.get(("joint", "quantize+uniform-fill"), {})
     paired = [s for s in seeds if s in best and s in qu]
     if paired:
