@@ -71,7 +71,9 @@ def test_ray_killed_mid_evaluation_and_between_batches(settings: WorkerSettings)
         second_driver = driver.pid()
         _kill_ray_of(driver)
         _wait_down(driver)
-        assert driver.error and "died" in driver.error and "raylet" in driver.error, driver.error
+        # the cause names what died: both were killed, the watcher may see either one first
+        assert driver.error and "died" in driver.error, driver.error
+        assert "raylet" in driver.error or "gcs_server" in driver.error, driver.error
         more = [Proposal(4 + i, space.uniform(0.5)) for i in range(2)]
         out = list(pool.evaluate(more))  # type: ignore[attr-defined]
         assert sorted(o.trial_id for o in out) == [4, 5] and all(o.ok for o in out), out
