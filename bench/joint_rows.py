@@ -4,10 +4,12 @@ joint search's gain over quantize + uniform-fill seed by seed.
 
 A joint job (``search_space.precision: [fp32, int8]``) gives four rows — the joint search's best,
 quantize + uniform-fill, quantize-only and the fp32 uniform-fill baseline — and an fp32 job of
-the same spec (``precision: [fp32]``) one more, the fp32 prune-only search's best.
+the same spec (``precision: [fp32]``) one more, the fp32 prune-only search's best, and a
+``global`` job (Torch-Pruning's global ranking, no search) its best.
 
     .venv/bin/python bench/joint_rows.py --joint minilm-int8-0.3-s*.jsonl
-    .venv/bin/python bench/joint_rows.py --joint fashion-int8-0.3-s*.jsonl --fp32 fashion-fp32-0.3-s*.jsonl
+    .venv/bin/python bench/joint_rows.py --joint fashion-int8-0.3-s*.jsonl --fp32 fashion-fp32-0.3-s*.jsonl \
+        --global fashion-global-0.3-s*.jsonl
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from bench.depth_rows import load_rows, print_rows  # noqa: E402
 
 ROWS = (("joint", "best", "joint search"), ("fp32", "best", "fp32 prune-only search"),
+        ("global", "best", "Torch-Pruning global ranking"),
         ("joint", "quantize+uniform-fill", "quantize + uniform-fill"), ("joint", "quantize-only", "quantize-only"),
         ("joint", "baseline", "uniform-fill (fp32)"))
 
@@ -30,8 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--joint", type=Path, nargs="+", required=True)
     ap.add_argument("--fp32", type=Path, nargs="*", default=[])
+    ap.add_argument("--global", dest="global_", type=Path, nargs="*", default=[])
     args = ap.parse_args(argv)
-    rows = load_rows({"joint": args.joint, "fp32": args.fp32})
+    rows = load_rows({"joint": args.joint, "fp32": args.fp32, "global": args.global_})
     seeds = print_rows(rows, ROWS)
     best, qu = rows.get(("joint", "best"), {}), rows.get(("joint", "quantize+uniform-fill"), {})
     paired = [s for s in seeds if s in best and s in qu]
