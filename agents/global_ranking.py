@@ -5,7 +5,10 @@ score and removes the lowest ones network-wide. The SearchSpace carries each gro
 importances (ascending, normalised by the group's mean, as Torch-Pruning normalises them), so
 the same allocation is computed here without a model: prune every channel whose score is below
 a threshold, bisect the threshold to the budget, round, then fill the leftover. It is the
-zero-search answer a Torch-Pruning user already has; the agent proposes the baseline and it.
+zero-search answer a Torch-Pruning user already has; the agent proposes it after the baselines,
+as one more zero-search role: measured over a latency budget, it is placed again by the refitted
+latency model like the baselines are (the first placement comes from a model that has measured
+nothing, so without a second one the job could only ship the uniform-fill baseline).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import bisect
 from typing import Any
 
 from agents.base import Agent
+from agents.budget_fit import BudgetFit
 from agents.types import Budget, Outcome, Proposal
 from search_spaces.space import Group, Policy, SearchSpace
 
@@ -50,30 +54,30 @@ def global_policy(space: SearchSpace, fit: Any, *, fill: bool = True) -> Policy:
 
 
 class GlobalAgent(Agent):
-    """Proposes the uniform-fill baseline, then the global-ranking policy; then it is done."""
+    """Proposes the baselines, then the global-ranking policy (placed again while it measures
+    over a latency budget, at most ``BASELINE_REFITS`` times); then it is done."""
 
     name = "global"
 
     def __init__(self, space: SearchSpace, budget: Budget, *, seed: int = 0, fill: bool = True) -> None:
         super().__init__(space, budget, seed=seed)
         self.fill = fill
-        self._done = False  # the global policy was proposed (after the baseline)
+
+    def baselines(self) -> list[str]:
+        return [*super().baselines(), "global"]
+
+    def _baseline_policy(self, role: str, fit: BudgetFit | None = None) -> Policy:
+        if role == "global":
+            return global_policy(self.space, fit or self.fit, fill=self.fill)
+        return super()._baseline_policy(role, fit)
 
     @property
     def finished(self) -> bool:
-        return self._done and not self.has_replay
+        return (self.baselines_done and not self._refits_due and not self._pending
+                and not self.has_replay)
 
     def propose(self, n: int) -> list[Proposal]:
-        if self._done:
-            return []
-        self._done = True
-        return [self._proposal(global_policy(self.space, self.fit, fill=self.fill), role="global")]
+        return []  # every policy it has is a zero-search role
 
     def observe(self, outcomes: list[Outcome]) -> None:
         """A zero-search allocation learns nothing."""
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"done": self._done}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._done = bool(state.get("done", False))

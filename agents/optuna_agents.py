@@ -89,7 +89,11 @@ class _OptunaAgent(Agent):
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
             raise ValueError(f"options.mutation_share must be a number in [0, 1], got {share!r}")
         # only where the baselines are trials of the study too: a widths-only space searches as before
-        self.mutation_share = float(share) if (space.quantizable or space.depth) else 0.0
+        joint = space.quantizable or space.depth
+        if mutation_share and not joint:
+            raise ValueError("options.mutation_share needs a joint space (search_space.precision with "
+                             "int8, or search_space.depth): a widths-only search has no mutations")
+        self.mutation_share = float(share) if joint else 0.0
         baseline = space.signature(self.fit.uniform_fill())  # asked anyway, first
         self._sweep = [p for p in self.fit.sweep(points) if space.signature(p) != baseline]
         self.storage = storage
@@ -212,12 +216,24 @@ class _OptunaAgent(Agent):
             for u in space.units:
                 if rng.random() < 1.0 / len(space.units):
                     raw[keep_key(u.name)] = 1.0 - raw[keep_key(u.name)]
-        fit, ratio = self.fit, best.get("latency_ratio")
-        bound = self.budget.latency_ratio
-        if bound is not None and ratio is not None:
-            under = max(0.0, ratio - self.fit.latency.predict_ratio(policy))
-            fit = self.fit.with_latency_scaled(max(0.5, 1.0 - under / bound - best.get("latency_spread", 0.0)))
+        margin = self._margin(best)
+        fit = self.fit.with_latency_scaled(max(0.5, 1.0 - margin)) if margin > 0 else self.fit
         return raw, fit, int(best["trial_id"])
+
+    def _margin(self, best: dict[str, Any]) -> float:
+        """The share of the latency budget a mutation of ``best`` is placed under: the latency
+        model's under-prediction at ``best`` over the bound (the worse of the budget's terms),
+        plus ``best``'s measured spread; 0 without a latency term."""
+        ratio, b = best.get("latency_ratio"), self.budget
+        if ratio is None or not b.uses_latency:
+            return 0.0
+        under = max(0.0, ratio - self.fit.latency.predict_ratio(best["policy"]))
+        shares = [0.0]
+        if b.latency_ratio is not None:
+            shares.append(under / b.latency_ratio)
+        if b.latency_ms is not None and self.fit.latency.dense_ms:
+            shares.append(under * self.fit.latency.dense_ms / b.latency_ms)
+        return max(shares) + best.get("latency_spread", 0.0)
 
     def _values(self, outcome: Outcome) -> list[float]:
         m = outcome.metrics

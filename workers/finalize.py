@@ -10,6 +10,10 @@ quality, costs), export to a staging directory, verify each export against the m
 tolerance), measure the exported file itself against the dense model in the job's runtime (the
 delivered latency, which ``budget_met`` is about), then publish by renaming: a bundle appears
 only once it is complete and verified.
+
+A baseline is compared with the best found at equal measured cost: it is placed no slower than
+the best's delivered file (not anywhere within the budget's tolerance, where a baseline 5 %
+slower than the best would be credited with the quality that speed buys).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from workers.evaluator import Evaluator
 from workers.kinds.base import CandidateFinalizer, FinalizeContext
 from workers.latency import Latency
 from workers.quantized import ship_precision
-from workers.spec import FinalizeSpec
+from workers.spec import BudgetSpec, FinalizeSpec
 from workers.task_types import Task
 
 __all__ = ["FinalizeError", "finalize"]
@@ -82,13 +86,31 @@ def finalize(
         role = searched.extra.get("role") if searched is not None else None
         if role is None and spec.baseline and rank == len(chosen) > spec.top_k:
             role = "baseline"  # a caller that appends the uniform-fill baseline unlabelled
+        placed_at = None
         if role is not None:
             extra["role"] = role
             best = next((a for a in artifacts if "role" not in a.metrics), None)
             if best is not None:  # top_k 0: the baselines alone, nothing to compare
                 extra["best_test_quality"] = best.metrics["test_quality"]
-        artifacts.append(_finalize_one(ev, fin, spec, out_dir, rank, policy, searched, on, extra))
+                placed_at = equal_cost(best.metrics, ev.task.spec.budget)
+                if placed_at is not None:
+                    extra["matched_latency_ratio"] = best.metrics["delivered_latency_ratio"]
+        artifacts.append(_finalize_one(ev, fin, spec, out_dir, rank, policy, searched, on, extra, placed_at))
     return artifacts
+
+
+def equal_cost(best: dict[str, Any], budget: BudgetSpec) -> LatencyBudget | None:
+    """Where a baseline is placed so the comparison with the best found is at equal measured
+    cost: no slower than the best's delivered file, term by term of the job's latency budget
+    (no tolerance beyond the measurement's own uncertainty). None when the best missed the
+    budget or there is no latency term: the baseline is then held to the job's budget itself."""
+    if not best.get("budget_met"):
+        return None
+    return LatencyBudget(
+        best["delivered_latency_ratio"] if budget.latency_ratio is not None else None,
+        best["delivered_latency_ms"] if budget.latency_ms is not None else None,
+        tolerance=0.0,
+    )
 
 
 def _finalize_one(
@@ -101,11 +123,13 @@ def _finalize_one(
     searched: Metrics,
     on: ProgressFn,
     extra: dict[str, Any],
+    placed_at: LatencyBudget | None = None,
 ) -> ArtifactInfo:
-    """One candidate: fitted to the latency budget, fine-tuned, measured, exported, verified,
-    its exported file measured, published as ``rank-<rank>``. The baseline's metrics also say
-    whether the search's best beat it after the same fine-tune (``search_beat_baseline``: the
-    best's ``test_quality`` above the baseline's)."""
+    """One candidate: fitted to the latency budget (a baseline to ``placed_at``, the best's
+    delivered latency, when given), fine-tuned, measured, exported, verified, its exported file
+    measured, published as ``rank-<rank>``. The baseline's metrics also say whether the search's
+    best beat it after the same fine-tune (``search_beat_baseline``: the best's ``test_quality``
+    above the baseline's); its ``budget_met`` is about the job's budget."""
     t0 = time.perf_counter()
     policy = ev.space.validate(policy)
     on({"rank": rank, "stage": "start", "policy": policy})
@@ -115,13 +139,13 @@ def _finalize_one(
     if budget is not None and extra.get("role") != "quantize-only":
         # cheap before expensive: the architecture before its fine-tune (quantize-only is the
         # unpruned model in int8, reported as it is whatever the budget)
-        check = budget
+        check = placed_at or budget
 
         def step(k: int, lat: Latency) -> None:
             on({"rank": rank, "stage": "budget", "step": k, "steps": spec.tighten,
                 "latency_ratio": lat.ratio, "budget_met": check.met(lat)})
 
-        fitted = fit_to_budget(ev, budget, policy, tries=spec.tighten, rounds=rounds, on_step=step)
+        fitted = fit_to_budget(ev, check, policy, tries=spec.tighten, rounds=rounds, on_step=step)
         policy = fitted.policy
     # measured where it was searched (the evaluator's device, with its inputs), then exported
     # and verified on the CPU with CPU inputs: one device per stage, never a mix

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from agents.budget_fit import BudgetError, BudgetFit, LatencyModel
-from agents.global_ranking import global_policy
+from agents.global_ranking import GlobalAgent, global_policy
 from agents.types import Budget, Metrics, Outcome
-from tests.agents.synthetic import chain_space
+from tests.agents.synthetic import chain_space, make_evaluator, sensitivities
 
 
 @pytest.mark.parametrize("budget", [Budget(macs_ratio=0.25), Budget(macs_ratio=0.5), Budget(params_ratio=0.3), Budget(macs_ratio=0.4, params_ratio=0.35)])
@@ -77,6 +77,28 @@ def test_global_policy_follows_importances():
     p = global_policy(space, fit)
     assert fit.fits(p)
     assert p != fit.uniform_fill()  # importances differ between groups, so the allocation does
+
+
+def test_the_global_ranking_measured_over_a_latency_budget_is_placed_again_until_it_fits():
+    """The global policy's first placement comes from a latency model that has measured nothing:
+    measured over the budget it is placed again by the refitted model (like the baselines),
+    until one fits, so a ``global`` job ships Torch-Pruning's ranking and not only uniform-fill."""
+    space = chain_space()
+    evaluate = make_evaluator(space, sensitivities(space), latency=True)
+    budget = Budget(latency_ms=6.0)
+    agent = GlobalAgent(space, budget, seed=0)
+    placed = []
+    while not agent.finished:
+        props = agent.ask(2)
+        placed += [p for p in props if p.info["role"].startswith("global")]
+        agent.tell([evaluate(p) for p in props])
+    measured = [evaluate(p).metrics.latency_ms for p in placed]
+    assert placed[0].info == {"role": "global"} and measured[0] > 6.0  # the first placement, over
+    assert [p.info["role"] for p in placed[1:]] == ["global refit"] * (len(placed) - 1)
+    assert 2 <= len(placed) <= 1 + GlobalAgent.BASELINE_REFITS
+    assert measured[-1] <= 6.0 and all(ms > 6.0 for ms in measured[:-1])  # stops once one fits
+    # still the global ranking's shape: groups pruned unequally, unlike uniform-fill
+    assert len(set(placed[-1].policy.values())) > 1 and agent.ask(2) == []
 
 
 def test_latency_model_learns_and_steers_projection():

@@ -219,13 +219,14 @@ def test_ddpg_env_falls_back_to_fp32_where_int8_would_break_the_budget() -> None
     assert fit.fits(info["policy"]) and len(space.int8_groups(info["policy"])) < len(space)
 
 
-def test_tpe_spends_half_its_searched_trials_on_mutations_of_the_best_feasible_one() -> None:
+@pytest.mark.parametrize("budget", [Budget(latency_ratio=0.4), Budget(latency_ms=0.4)], ids=["ratio", "ms"])
+def test_tpe_spends_half_its_searched_trials_on_mutations_of_the_best_feasible_one(budget: Budget) -> None:
     """Independent per-group precision draws almost never draw "every group int8" again once
     quantize + uniform-fill has shown it; a mutation of the best trial that met the budget keeps
     the structure and moves a little of it (one precision flip expected, widths jittered), placed
-    under the budget by the measurement's spread (3 % here) so that it is not measured just over."""
+    under the budget by the measurement's spread (3 % here) so that it is not measured just over,
+    whichever term the budget has (dense runs at 1 ms here)."""
     space = joint(toy_space((16,) * 4 + (32,) * 4 + (64,) * 4))
-    budget = Budget(latency_ratio=0.4)
     agent = make_agent("optuna-tpe", space, budget, seed=0)
 
     def measured(policy: dict[str, float]) -> Metrics:
@@ -275,3 +276,6 @@ def test_no_mutations_when_turned_off_or_in_a_widths_only_space(options: dict, s
 def test_a_bad_mutation_share_names_the_option() -> None:
     with pytest.raises(ValueError, match="options.mutation_share"):
         make_agent("optuna-tpe", joint(toy_space()), Budget(macs_ratio=0.5), options={"mutation_share": 1.5})
+    # asked for where it cannot act: said, not silently ignored
+    with pytest.raises(ValueError, match="options.mutation_share needs a joint space"):
+        make_agent("optuna-tpe", toy_space(), Budget(macs_ratio=0.5), options={"mutation_share": 0.5})
