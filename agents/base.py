@@ -35,10 +35,13 @@ class Agent(abc.ABC):
     name: ClassVar[str]
     #: ``ask`` opens with the uniform-fill baseline; only scripted agents (test doubles) opt out.
     proposes_baseline: ClassVar[bool] = True
-    #: a pruned baseline measured over a latency budget is placed again by the refitted latency
+    #: a pruned baseline measured off a latency budget is placed again by the refitted latency
     #: model, at most this many times: its uniform ratio came from a model that had not yet seen
-    #: a whole network, and a baseline just over the budget is no candidate for the search
+    #: a whole network; a baseline just over the budget is no candidate for the search, and one
+    #: far under it is no answer to "what does this allocation give at the budget"
     BASELINE_REFITS: ClassVar[int] = 2
+    #: a baseline measured under the budget by more than this share of it is placed again too
+    BASELINE_UNDERSHOOT: ClassVar[float] = 0.1
     #: ``make_agent`` passes ``hints=AgentHints(...)`` to agents that take measurements up front.
     accepts_hints: ClassVar[bool] = False
 
@@ -118,11 +121,15 @@ class Agent(abc.ABC):
             del self._pending[o.trial_id]
             role = self._baseline_roles.get(o.trial_id)
             if (role is not None and role != "quantize-only" and o.metrics is not None
-                    and self.budget.uses_latency and not self.budget.feasible(o.metrics)
-                    and self._refits(role) < self.BASELINE_REFITS and role not in self._refits_due):
-                self._refits_due.append(role)
-                # the next placement aims under the budget by the share this one missed it by
-                self._refit_scale[role] = self._refit_scale.get(role, 1.0) * self._under_by(o)
+                    and self.budget.uses_latency and self._refits(role) < self.BASELINE_REFITS
+                    and role not in self._refits_due):
+                on_budget = self._on_budget_by(o)
+                if not self.budget.feasible(o.metrics) or on_budget > 1 / (1 - self.BASELINE_UNDERSHOOT):
+                    self._refits_due.append(role)
+                    # the next placement aims off the budget by the share this one missed it by
+                    # (a ridge-shrunk model moves only part of the way toward one new point),
+                    # never above the budget itself
+                    self._refit_scale[role] = min(1.0, self._refit_scale.get(role, 1.0) * on_budget)
         self.fit.observe(outcomes)
         self.observe(outcomes)
 
@@ -151,15 +158,16 @@ class Agent(abc.ABC):
             "depth-only": fit.depth_only,
         }[role]()
 
-    def _under_by(self, outcome: Outcome) -> float:
-        """The factor that would have put ``outcome``'s measured latency on the budget (< 1)."""
-        m, b, factors = outcome.metrics, self.budget, [1.0]
+    def _on_budget_by(self, outcome: Outcome) -> float:
+        """The factor that would have put ``outcome``'s measured latency on the budget (the
+        tighter term): < 1 when it measured over, > 1 under."""
+        m, b, factors = outcome.metrics, self.budget, []
         assert m is not None
         if b.latency_ratio is not None and m.latency_ratio:
             factors.append(b.latency_ratio / m.latency_ratio)
         if b.latency_ms is not None and m.latency_ms:
             factors.append(b.latency_ms / m.latency_ms)
-        return min(factors)
+        return min(factors, default=1.0)
 
     def _baseline(self, role: str) -> Proposal:
         proposal = self._proposal(self._baseline_policy(role), role=role)
@@ -172,10 +180,10 @@ class Agent(abc.ABC):
 
     def _refit(self, role: str) -> Proposal | None:
         """``role``'s baseline placed again by the latency model that has now seen it measured
-        over the budget, under the budget scaled by the share each placement missed it by (a
-        ridge-shrunk model moves only part of the way toward one new point): a search candidate
-        like any other (the report's baseline stays the first one, which finalize narrows to the
-        budget itself). None when it lands where it was (e.g. already at ``max_ratio``)."""
+        off the budget (over it, or far under it), under the budget scaled by the share each
+        placement missed it by: a search candidate like any other (the report's baseline stays
+        the first one, which finalize places at the best found's delivered latency). None when
+        it lands where it was (e.g. already at ``max_ratio``)."""
         policy = self._baseline_policy(role, self.fit.with_latency_scaled(self._refit_scale[role]))
         signature = self.space.signature(policy)
         if signature in self._baseline_signatures[role]:

@@ -6,9 +6,10 @@ importances (ascending, normalised by the group's mean, as Torch-Pruning normali
 the same allocation is computed here without a model: prune every channel whose score is below
 a threshold, bisect the threshold to the budget, round, then fill the leftover. It is the
 zero-search answer a Torch-Pruning user already has; the agent proposes it after the baselines,
-as one more zero-search role: measured over a latency budget, it is placed again by the refitted
-latency model like the baselines are (the first placement comes from a model that has measured
-nothing, so without a second one the job could only ship the uniform-fill baseline).
+as one more zero-search role: measured off a latency budget (over it, or far under it), it is
+placed again by the refitted latency model like the baselines are (the first placement comes
+from a model that has measured little: over the budget, the job could only ship the uniform-fill
+baseline; far under it, the ranking would be compared at a cost nobody asked for).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def global_policy(space: SearchSpace, fit: Any, *, fill: bool = True) -> Policy:
 
 class GlobalAgent(Agent):
     """Proposes the baselines, then the global-ranking policy (placed again while it measures
-    over a latency budget, at most ``BASELINE_REFITS`` times); then it is done."""
+    off a latency budget, at most ``BASELINE_REFITS`` times); then it is done."""
 
     name = "global"
 

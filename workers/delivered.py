@@ -154,7 +154,10 @@ class Fitted:
 
 def between(space: SearchSpace, under: Policy, over: Policy) -> Policy | None:
     """A policy halfway (in kept channels, on the space's levels) from ``under`` (within the
-    budget) back toward the wider ``over``; None when no level lies strictly between them."""
+    budget) back toward the wider ``over``. Where the levels are too coarse for any group to move
+    halfway (one level apart: a uniform network's next step), half of the groups that can widen
+    go one level up instead (in the space's order), so the steps between the two still get
+    measured. None when no group lies below ``over``."""
     kept_u, kept_o = space.kept(under), space.kept(over)
     wanted = {}
     for g in space.groups:
@@ -162,7 +165,17 @@ def between(space: SearchSpace, under: Policy, over: Policy) -> Policy | None:
         fits = [k for k in space.levels(g) if kept_u[g.name] <= k <= mid + 1e-9]
         wanted[g.name] = space.ratio_for(g, max(fits, default=kept_u[g.name]))
     out = _like(space, wanted, under)
-    return None if space.signature(out) == space.signature(under) else space.validate(out)
+    if space.signature(out) == space.signature(under):
+        up = {g.name: [k for k in space.levels(g) if kept_u[g.name] < k <= kept_o[g.name]] for g in space.groups}
+        movable = [g for g in space.groups if up[g.name]]
+        if not movable:
+            return None
+        for g in movable[: max(1, len(movable) // 2)]:
+            wanted[g.name] = space.ratio_for(g, up[g.name][0])
+        out = _like(space, wanted, under)
+    if space.signature(out) in (space.signature(under), space.signature(over)):
+        return None  # nothing strictly between: both were measured
+    return space.validate(out)
 
 
 def fit_to_budget(

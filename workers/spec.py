@@ -364,7 +364,8 @@ class FinalizeSpec(_Spec):
         ge=0,
         le=20,
         description="how many narrower policies finalize tries for a candidate whose "
-        "architecture is over the latency budget, before fine-tuning the one that meets it",
+        "architecture is over the latency budget (a baseline: over the best found's delivered "
+        "latency, so it is compared at equal cost), before fine-tuning the one that meets it",
     )
 
 

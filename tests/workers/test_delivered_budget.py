@@ -249,3 +249,26 @@ def test_a_tightening_that_overshot_is_widened_back_halfway(monkeypatch: pytest.
     assert [r for _, r in steps] == [1.5, 0.5, 11 / 16, 9 / 16, 10 / 16]
     assert set(space.kept(fitted.policy).values()) == {10} and fitted.tightened == 4
     assert fitted.latency is not None and budget.met(fitted.latency)
+
+
+def test_levels_too_coarse_to_move_every_group_halfway_still_widen_some(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A uniform network one level apart from the next (a baseline's case): halfway back moves no
+    group, so half of the groups go one level up instead, and the widest measured within the
+    budget is kept, not the first overshoot."""
+    from types import SimpleNamespace
+
+    import workers.delivered as delivered
+
+    space = tiny_space()  # three groups of 16 channels, kept in multiples of 4
+
+    def latency(ev: Any, policy: dict[str, float], rounds: int) -> Latency:
+        return _lat(sum(space.kept(policy).values()) / 48)
+
+    monkeypatch.setattr(delivered, "architecture_latency", latency)
+    budget = LatencyBudget(ratio=0.6, ms=None, tolerance=0.0)  # a baseline placed at equal cost
+    steps: list[float] = []
+    fitted = delivered.fit_to_budget(SimpleNamespace(space=space), budget, space.validate(space.uniform(0.25)),  # type: ignore[arg-type]
+                                     tries=4, rounds=45, on_step=lambda k, lat: steps.append(lat.ratio))
+    # 12 kept everywhere: 0.75 -> 8: 0.5 -> one group back to 12: 0.583 -> two: 0.667, over -> stop
+    assert steps == pytest.approx([0.75, 0.5, 28 / 48, 32 / 48])
+    assert sorted(space.kept(fitted.policy).values()) == [8, 8, 12] and fitted.tightened == 2
