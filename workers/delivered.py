@@ -57,6 +57,19 @@ class LatencyBudget:
             return None
         return cls(budget.latency_ratio, budget.latency_ms, tolerance)
 
+    @classmethod
+    def matching(cls, best: dict[str, Any], budget: BudgetSpec) -> LatencyBudget | None:
+        """Where a baseline is placed so the comparison with the best found (its artifact's
+        metrics) is at equal measured cost: no slower than the best's delivered file, term by
+        term of the job's latency budget, no tolerance beyond the measurement's own
+        uncertainty. None when the best missed the budget or there is no latency term: the
+        baseline is then held to the job's budget itself."""
+        if not best.get("budget_met"):
+            return None
+        return cls(best["delivered_latency_ratio"] if budget.latency_ratio is not None else None,
+                   best["delivered_latency_ms"] if budget.latency_ms is not None else None,
+                   tolerance=0.0)
+
     def limits(self, lat: Latency) -> dict[str, float]:
         """What each term's measured figure must not exceed: budget × (1 + tolerance) plus the
         median's uncertainty (the spread over √rounds)."""

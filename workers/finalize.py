@@ -49,7 +49,7 @@ from workers.evaluator import Evaluator
 from workers.kinds.base import CandidateFinalizer, FinalizeContext
 from workers.latency import Latency
 from workers.quantized import ship_precision
-from workers.spec import BudgetSpec, FinalizeSpec
+from workers.spec import FinalizeSpec
 from workers.task_types import Task
 
 __all__ = ["FinalizeError", "finalize"]
@@ -92,25 +92,11 @@ def finalize(
             best = next((a for a in artifacts if "role" not in a.metrics), None)
             if best is not None:  # top_k 0: the baselines alone, nothing to compare
                 extra["best_test_quality"] = best.metrics["test_quality"]
-                placed_at = equal_cost(best.metrics, ev.task.spec.budget)
+                placed_at = LatencyBudget.matching(best.metrics, ev.task.spec.budget)
                 if placed_at is not None:
                     extra["matched_latency_ratio"] = best.metrics["delivered_latency_ratio"]
         artifacts.append(_finalize_one(ev, fin, spec, out_dir, rank, policy, searched, on, extra, placed_at))
     return artifacts
-
-
-def equal_cost(best: dict[str, Any], budget: BudgetSpec) -> LatencyBudget | None:
-    """Where a baseline is placed so the comparison with the best found is at equal measured
-    cost: no slower than the best's delivered file, term by term of the job's latency budget
-    (no tolerance beyond the measurement's own uncertainty). None when the best missed the
-    budget or there is no latency term: the baseline is then held to the job's budget itself."""
-    if not best.get("budget_met"):
-        return None
-    return LatencyBudget(
-        best["delivered_latency_ratio"] if budget.latency_ratio is not None else None,
-        best["delivered_latency_ms"] if budget.latency_ms is not None else None,
-        tolerance=0.0,
-    )
 
 
 def _finalize_one(
