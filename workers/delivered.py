@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from agents.types import Metrics
     from workers.evaluator import Evaluator
-    from workers.runtimes.base import Runtime
+    from workers.runtimes.base import Run, Runtime
     from workers.spec import BudgetSpec
 
 #: the fewest rounds a delivered figure is measured with (and at least 3× the search's)
@@ -58,17 +58,16 @@ class LatencyBudget:
         return cls(budget.latency_ratio, budget.latency_ms, tolerance)
 
     @classmethod
-    def matching(cls, best: dict[str, Any], budget: BudgetSpec) -> LatencyBudget | None:
+    def matching(cls, best: dict[str, Any]) -> LatencyBudget | None:
         """Where a baseline is placed so the comparison with the best found (its artifact's
-        metrics) is at equal measured cost: no slower than the best's delivered file, term by
-        term of the job's latency budget, no tolerance beyond the measurement's own
-        uncertainty. None when the best missed the budget or there is no latency term: the
-        baseline is then held to the job's budget itself."""
+        metrics) is at equal measured cost: no slower than the best's published file, the two
+        timed side by side (a ratio to that file, not to dense: two timings of one file against
+        dense differ by more than the margins being judged), no tolerance beyond the
+        measurement's own uncertainty. None when the best missed the budget: the baseline is
+        then held to the job's budget itself."""
         if not best.get("budget_met"):
             return None
-        return cls(best["delivered_latency_ratio"] if budget.latency_ratio is not None else None,
-                   best["delivered_latency_ms"] if budget.latency_ms is not None else None,
-                   tolerance=0.0)
+        return cls(ratio=1.0, ms=None, tolerance=0.0)
 
     def limits(self, lat: Latency) -> dict[str, float]:
         """What each term's measured figure must not exceed: budget × (1 + tolerance) plus the
@@ -141,28 +140,31 @@ def narrower(space: SearchSpace, policy: Policy, scale: float) -> Policy | None:
     return space.validate(out)
 
 
-def timed(ev: Evaluator, run: Callable[[], object], rounds: int) -> Latency:
-    """``run`` against the dense model prepared in the same runtime, with the node held."""
-    dense_run = ev.latency.run_of(ev.dense)
+def timed(ev: Evaluator, run: Run, rounds: int, against: Run | None = None) -> Latency:
+    """``run`` against the dense model prepared in the same runtime (or ``against``, another
+    run: the ratio is then to it), with the node held."""
+    reference = against or ev.latency.run_of(ev.dense)
     with ev.lock.exclusive():
-        return ev.latency.time(run, dense_run, rounds=rounds)
+        return ev.latency.time(run, reference, rounds=rounds)
 
 
-def architecture_latency(ev: Evaluator, policy: Policy, rounds: int) -> Latency:
+def architecture_latency(ev: Evaluator, policy: Policy, rounds: int, against: Run | None = None) -> Latency:
     """The policy's architecture (no recovery: latency does not depend on the weights) exported
-    and run by the job's runtime, against the dense model."""
-    return timed(ev, ev.run_of(policy), rounds)
+    and run by the job's runtime, against the dense model (or ``against``)."""
+    return timed(ev, ev.run_of(policy), rounds, against)
 
 
 @dataclass(frozen=True)
 class Fitted:
     """What :func:`fit_to_budget` chose: the policy to fine-tune, at which measurement step it
     was found (0: the searched policy itself; each later step a narrower policy than the
-    searched one) and its architecture's measured latency (None when nothing was measured)."""
+    searched one) and its architecture's measured latency (None when nothing was measured):
+    against dense, or ``against_best``, against the best found's published file."""
 
     policy: Policy
     tightened: int
     latency: Latency | None
+    against_best: bool = False
 
 
 def between(space: SearchSpace, under: Policy, over: Policy) -> Policy | None:
@@ -193,20 +195,22 @@ def between(space: SearchSpace, under: Policy, over: Policy) -> Policy | None:
 
 def fit_to_budget(
     ev: Evaluator, budget: LatencyBudget, policy: Policy, *, tries: int, rounds: int,
-    on_step: Callable[[int, Latency], None] | None = None,
+    on_step: Callable[[int, Latency], None] | None = None, best_file: Run | None = None,
 ) -> Fitted:
     """``policy``, or a narrower one meeting ``budget``, with at most ``tries`` more measured:
     tightened while over it; once a tightened one meets it well under the budget (by more than
     the tolerance), widened back halfway toward the last one over it, so that an overshoot does
     not give up quality for speed nobody asked for. The widest measured within the budget, or,
-    when none is, the closest one measured."""
+    when none is, the closest one measured. With ``best_file`` (the best found's published file)
+    each architecture is timed against it, and ``budget`` is a ratio to it
+    (:meth:`LatencyBudget.matching`)."""
     tried: list[Fitted] = []
     met: Fitted | None = None  # each one met is wider than the last (halfway back)
     over: Fitted | None = None  # each one over is narrower than the last
     current = policy
     for step in range(tries + 1):
-        lat = architecture_latency(ev, current, rounds)
-        found = Fitted(current, step, lat)
+        lat = architecture_latency(ev, current, rounds, best_file)
+        found = Fitted(current, step, lat, best_file is not None)
         tried.append(found)
         if on_step is not None:
             on_step(step, lat)
@@ -230,18 +234,27 @@ def fit_to_budget(
     return min(tried, key=lambda f: budget.excess(f.latency))  # type: ignore[arg-type]
 
 
-def published_latency(ev: Evaluator, bundle: Path, model: nn.Module, rounds: int) -> tuple[Latency, str]:
+def published_latency(ev: Evaluator, bundle: Path, model: nn.Module, rounds: int) -> tuple[Latency, str, Run]:
     """The exact file a bundle publishes for the job's runtime (``runtime.published``), against
-    the dense model exported the same way; and what was measured: ``"bundle"``, or ``"model"``
+    the dense model exported the same way; what was measured: ``"bundle"``, or ``"model"``
     when the bundle holds no file for the runtime (e.g. no ``onnx`` export was asked for) and
-    the model's own export, the file it would have written, is measured instead."""
+    the model's own export, the file it would have written, is measured instead; and its run
+    (loaded: it outlives the staging directory's rename)."""
     lat = ev.latency
     try:
         run = ev.runtime.published(bundle, model, lat.example, threads=lat.threads)
         source = "bundle"
     except FileNotFoundError:
         run, source = lat.run_of(model), "model"
-    return timed(ev, run, rounds), source
+    return timed(ev, run, rounds), source, run
+
+
+def side_by_side(ev: Evaluator, runs: list[Run], rounds: int) -> list[Latency]:
+    """The published files' ``runs`` and the dense model timed round-robin in one timing, the
+    node held: their figures compare exactly (each file's own delivered timing is a separate
+    one, and two timings differ by a few per cent on a shared machine)."""
+    with ev.lock.exclusive():
+        return ev.latency.side_by_side(ev.latency.run_of(ev.dense), runs, rounds=rounds)
 
 
 def delivery_metrics(
@@ -264,11 +277,13 @@ def delivery_metrics(
         "delivered_measured": source,
         "searched_latency_ms": searched.latency_ms if searched is not None else None,
         "searched_latency_ratio": searched.latency_ratio if searched is not None else None,
-        "architecture_latency_ratio": fitted.latency.ratio if fitted.latency is not None else None,
+        "architecture_latency_ratio": None,
         "tightened": fitted.tightened,
         "budget_met": None,
         "budget_excess": None,
     }
+    if fitted.latency is not None:  # a baseline's is a ratio to the best's file (placed at its cost)
+        out["architecture_latency_to_best" if fitted.against_best else "architecture_latency_ratio"] = fitted.latency.ratio
     if budget is not None:
         out.update(budget.report(lat))
     return out

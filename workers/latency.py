@@ -116,19 +116,38 @@ def time_pair(
     min_round_s: float = 0.005,
     retimes: int = RETIMES,
 ) -> Latency:
-    """Times two runs of ``runtime`` round-robin (:func:`search_spaces.measure.time_interleaved`).
+    """``pruned`` against ``dense``: :func:`time_side_by_side` with one run."""
+    (lat,) = time_side_by_side(runtime, dense, [pruned], example, threads=threads, rounds=rounds,
+                               min_round_s=min_round_s, retimes=retimes)
+    return lat
+
+
+def time_side_by_side(
+    runtime: Runtime,
+    dense: Run,
+    runs: list[Run],
+    example: torch.Tensor,
+    *,
+    threads: int = 1,
+    rounds: int = 15,
+    min_round_s: float = 0.005,
+    retimes: int = RETIMES,
+) -> list[Latency]:
+    """Times ``runs`` and the ``dense`` reference of ``runtime`` round-robin, all in one timing
+    (:func:`search_spaces.measure.time_interleaved`): figures of different runs compare exactly,
+    whatever the machine did meanwhile. One :class:`Latency` per run, its ratio to ``dense``.
 
     Each round times at least ``MIN_CALLS`` calls of each run one by one, and enough to last
     about ``min_round_s`` (sized on the dense, slower, run), and keeps each run's fastest call:
     the figures are medians over rounds of those minima, robust to preemption by other work on
     the host (docs/benchmarks.md, "Latency on a loaded machine"). Load that lasts through most
     of the rounds still moves them, and not alike (a small network more than the dense one); it
-    shows as spread, so a pair whose spread is over ``SETTLED_SPREAD`` is timed again, up to
-    ``retimes`` times, and the steadiest timing is kept.
+    shows as spread, so a timing whose spread is over ``SETTLED_SPREAD`` is done again, up to
+    ``retimes`` times, and the steadiest one is kept.
     """
     sync = runtime.sync(example)  # on CUDA every timed region ends with the kernels done
     batch = int(example.shape[0])
-    best: tuple[float, Latency] | None = None
+    best: tuple[float, list[Latency]] | None = None
     with runtime.timing(threads):
         dense()  # first call: allocations, lazy init
         sync()
@@ -140,19 +159,19 @@ def time_pair(
         attempts = 0
         while attempts <= retimes:
             attempts += 1
-            d, p = time_interleaved([dense, pruned], rounds=rounds, repeat=repeat, warmup=2, sync=sync,
-                                    reduce="min")
+            d, *ps = time_interleaved([dense, *runs], rounds=rounds, repeat=repeat, warmup=2, sync=sync,
+                                      reduce="min")
             ds = latency_stats(d, batch_size=batch, threads=threads)
-            ps = latency_stats(p, batch_size=batch, threads=threads)
-            spread = max(ds.iqr_ms / ds.median_ms, ps.iqr_ms / ps.median_ms)
-            lat = Latency(ms=ps.median_ms, spread_ms=ps.iqr_ms, ratio=ps.median_ms / ds.median_ms,
-                          dense_ms=ds.median_ms, rounds=rounds)
+            stats = [latency_stats(p, batch_size=batch, threads=threads) for p in ps]
+            spread = max(s.iqr_ms / s.median_ms for s in [ds, *stats])
+            lats = [Latency(ms=s.median_ms, spread_ms=s.iqr_ms, ratio=s.median_ms / ds.median_ms,
+                            dense_ms=ds.median_ms, rounds=rounds) for s in stats]
             if best is None or spread < best[0]:
-                best = (spread, lat)
+                best = (spread, lats)
             if spread <= SETTLED_SPREAD:
                 break
     assert best is not None
-    return replace(best[1], attempts=attempts)
+    return [replace(lat, attempts=attempts) for lat in best[1]]
 
 
 def time_one(runtime: Runtime, run: Run, example: torch.Tensor, *, threads: int = 1,
@@ -288,3 +307,8 @@ class LatencyMeter:
             return time_one(self.runtime, run, self.example, threads=self.threads, rounds=rounds)
         return time_pair(self.runtime, dense_run, run, self.example, threads=self.threads,
                          rounds=rounds)
+
+    def side_by_side(self, dense_run: Run, runs: list[Run], *, rounds: int | None = None) -> list[Latency]:
+        """``runs`` and the dense run in one interleaved timing (:func:`time_side_by_side`), now."""
+        return time_side_by_side(self.runtime, dense_run, runs, self.example, threads=self.threads,
+                                 rounds=rounds or self.rounds)

@@ -110,9 +110,11 @@ def test_the_demo_table_puts_the_int8_baselines_beside_the_best_and_says_who_won
     job = {"runtime": "onnxruntime", "spec": {"metric": "accuracy"}, "dense": {"quality": 0.99, "latency_ms": 2.0},
            "baseline": {"trial_id": 0, "metrics": {"quality": 0.8, "latency_ratio": 0.4}},
            "best": {"trial_id": 7, "metrics": {"quality": 0.9, "latency_ratio": 0.3}}}
-    best = {**MET, "test_quality": 0.91, "latency_ratio": 0.29, "int8_groups": 5}
-    only = {**MISSED, "role": "quantize-only", "test_quality": 0.95, "latency_ratio": 0.48, "int8_groups": 12}
-    both = {**MET, "role": "quantize+uniform-fill", "test_quality": 0.86, "latency_ratio": 0.3, "int8_groups": 12}
+    best = {**MET, "test_quality": 0.91, "latency_ratio": 0.29, "int8_groups": 5, "latency_to_best": 1.0}
+    only = {**MISSED, "role": "quantize-only", "test_quality": 0.95, "latency_ratio": 0.48, "int8_groups": 12,
+            "latency_to_best": 1.62}
+    both = {**MET, "role": "quantize+uniform-fill", "test_quality": 0.86, "latency_ratio": 0.3, "int8_groups": 12,
+            "latency_to_best": 0.97}
     arts = [{"rank": 1, "trial_id": 7, "metrics": best}, {"rank": 2, "trial_id": 0, "metrics": {**MET, "role": "baseline"}},
             {"rank": 3, "trial_id": 1, "metrics": only}, {"rank": 4, "trial_id": 2, "metrics": both}]
     table, lines = demo_table(job, arts)
@@ -124,10 +126,12 @@ def test_the_demo_table_puts_the_int8_baselines_beside_the_best_and_says_who_won
         < header.index("best found")
     row = next(line for line in text.splitlines() if "groups in int8" in line)
     assert [c.strip() for c in row.split("│")[3:-1]] == ["0", "12", "12", "5"]
+    row = next(line for line in text.splitlines() if "files timed side by side" in line)
+    assert [c.strip() for c in row.split("│")[4:-1]] == ["1.620", "0.970", "1.000"]
     assert "Against quantize-only: the search did NOT beat it (0.9100 vs 0.9500 on the test split at 0.290 vs " \
-           "0.480 of dense latency)." in lines
+           "0.480 of dense latency; timed side by side it runs at 1.620× the best's latency)." in lines
     assert "Against quantize+uniform-fill: the best found is +5.0 points ahead on the test split at 0.290 vs " \
-           "0.300 of dense latency." in lines
+           "0.300 of dense latency; timed side by side it runs at 0.970× the best's latency." in lines
 
 
 def test_a_depth_search_reports_depth_only_beside_the_best_and_what_each_removed() -> None:

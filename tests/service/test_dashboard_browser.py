@@ -329,6 +329,7 @@ def test_a_transformer_int8_job_shows_each_layers_heads_mlp_width_and_precision(
     assert all(text.endswith(p) for text, p in zip(chart["text"], want, strict=True))
     assert f"{want.count('int8')} of 4 groups int8" in title
     assert "quantize-only" in artifacts and "quantize+uniform-fill" in artifacts
+    assert "the best's latency (files timed side by side)" in artifacts  # each baseline's, from one timing
     arts = _api(server, f"/jobs/{job_id}/artifacts")["items"]
     best = arts[0]
     r = httpx.get(server + best["download_url"], headers=auth, timeout=60)

@@ -6,7 +6,9 @@ so tightening is tested exactly; a real onnxruntime run checks the unmeetable bu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import workers.evaluator
 from agents.types import Metrics
 from tests.workers.conftest import shrunk, variant
 from tests.workers.fakes import tiny_space
+from workers.artifacts import sha256
 from workers.delivered import LatencyBudget, final_rounds, narrower
 from workers.finalize import finalize
 from workers.latency import Latency, LatencyMeter
@@ -116,7 +119,12 @@ def fake_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingRuntime]:
         return Latency(ms=run.ms, spread_ms=0.0, ratio=run.ms / dense_run.ms, dense_ms=dense_run.ms,
                        rounds=rounds or self.rounds)
 
+    def side_by_side(self: LatencyMeter, dense_run: Any, runs: list[Any], *, rounds: int | None = None) -> list[Latency]:
+        return [Latency(ms=run.ms, spread_ms=0.0, ratio=run.ms / dense_run.ms, dense_ms=dense_run.ms,
+                        rounds=rounds or self.rounds) for run in runs]
+
     monkeypatch.setattr(LatencyMeter, "time", time)
+    monkeypatch.setattr(LatencyMeter, "side_by_side", side_by_side)
     runtime.timed_rounds = timed  # type: ignore[attr-defined]
     yield runtime
 
@@ -178,8 +186,9 @@ def test_the_published_file_is_what_was_measured(task: Task, fake_runtime: Recor
 @pytest.mark.slow
 def test_the_baseline_is_placed_at_the_best_ones_delivered_latency(
         task: Task, fake_runtime: RecordingRuntime, tmp_path: Path) -> None:
-    """The baseline is compared at equal measured cost: placed no slower than the best's delivered
-    file, not anywhere within the budget's tolerance (a faster best pulls it down with it)."""
+    """The baseline is compared at equal measured cost: placed no slower than the best's
+    published file, not anywhere within the budget's tolerance (a faster best pulls it down with
+    it); the files are then timed side by side and each says its share of the best's latency."""
     t = shrunk(variant(task, budget={"latency_ratio": 0.3}))
     best_policy = t.space.validate(t.space.uniform(0.6))
     arts = finalize(t, [(best_policy, SEARCHED), (t.space.uniform(0.1), SEARCHED)],
@@ -189,6 +198,39 @@ def test_the_baseline_is_placed_at_the_best_ones_delivered_latency(
     assert base["role"] == "baseline" and base["budget_met"] is True and base["tightened"] >= 1
     assert base["matched_latency_ratio"] == best["delivered_latency_ratio"]
     assert base["delivered_latency_ratio"] <= best["delivered_latency_ratio"]
+    assert base["architecture_latency_to_best"] <= 1.0 and base["architecture_latency_ratio"] is None
+    assert best["latency_to_best"] == 1.0 and base["latency_to_best"] <= 1.0
+    assert base["side_by_side_latency_ratio"] == pytest.approx(base["delivered_latency_ratio"])
+    on_disk = json.loads((arts[1].dir / "metrics.json").read_text())
+    assert on_disk["latency_to_best"] == base["latency_to_best"]
+    assert dict((n, h) for n, _, h in arts[1].files)["metrics.json"] == sha256(arts[1].dir / "metrics.json")
+
+
+@pytest.mark.slow
+def test_the_baseline_is_timed_beside_the_best_file_not_against_its_figure_from_another_timing(
+        task: Task, fake_runtime: RecordingRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine drifts: while the best's file is timed on its own, the dense model runs 15 %
+    slow, so its delivered ratio reads 15 % low. Placed against that figure the baseline would
+    ship 15 % faster than the best (and be scored at a cost it does not have); timed beside the
+    best's file it ships at the best's cost."""
+    drifting = LatencyMeter.time
+    published: list[int] = []
+
+    def time(self: LatencyMeter, run: Any, dense_run: Any, *, rounds: int | None = None) -> Latency:
+        lat = drifting(self, run, dense_run, rounds=rounds)
+        if getattr(run, "label", "") == "published" and getattr(dense_run, "label", "") == "prepared":
+            published.append(1)
+            if len(published) == 1:  # the best's own delivered timing, dense slow meanwhile
+                return dataclasses.replace(lat, ratio=lat.ratio / 1.15, dense_ms=lat.dense_ms * 1.15)
+        return lat
+
+    monkeypatch.setattr(LatencyMeter, "time", time)
+    t = shrunk(variant(task, budget={"latency_ratio": 0.3}))
+    arts = finalize(t, [(t.space.validate(t.space.uniform(0.6)), SEARCHED), (t.space.uniform(0.1), SEARCHED)],
+                    _spec(baseline=True, tighten=4), tmp_path)
+    best, base = arts[0].metrics, arts[1].metrics
+    assert base["matched_latency_ratio"] == best["delivered_latency_ratio"]
+    assert 0.9 < base["latency_to_best"] <= 1.0  # at the best's cost, not 15 % under it
 
 
 # --- the real runtime -------------------------------------------------------------------------
@@ -236,7 +278,7 @@ def test_a_tightening_that_overshot_is_widened_back_halfway(monkeypatch: pytest.
 
     space = dataclasses.replace(tiny_space(), round_to=1)
 
-    def latency(ev: Any, policy: dict[str, float], rounds: int) -> Latency:
+    def latency(ev: Any, policy: dict[str, float], rounds: int, against: Any = None) -> Latency:
         kept = space.kept(policy)["g0"]
         return _lat(1.5 if kept > 12 else kept / 16)
 
@@ -261,7 +303,7 @@ def test_levels_too_coarse_to_move_every_group_halfway_still_widen_some(monkeypa
 
     space = tiny_space()  # three groups of 16 channels, kept in multiples of 4
 
-    def latency(ev: Any, policy: dict[str, float], rounds: int) -> Latency:
+    def latency(ev: Any, policy: dict[str, float], rounds: int, against: Any = None) -> Latency:
         return _lat(sum(space.kept(policy).values()) / 48)
 
     monkeypatch.setattr(delivered, "architecture_latency", latency)

@@ -57,7 +57,7 @@ def test_fit_to_budget_ships_the_searched_removals(monkeypatch: pytest.MonkeyPat
     space = _deep_tiny_space()
     seen: list[list[str]] = []
 
-    def latency(ev: Any, policy: dict[str, float], rounds: int) -> Latency:
+    def latency(ev: Any, policy: dict[str, float], rounds: int, against: Any = None) -> Latency:
         seen.append(space.removed_units(policy))
         return Latency(ms=space.macs_ratio(policy), spread_ms=0.0, ratio=space.macs_ratio(policy),
                        dense_ms=1.0, rounds=rounds)
