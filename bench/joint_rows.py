@@ -1,6 +1,8 @@
 """Issue 21's rows from ``bench/runtime_jobs.py --out`` files: per row and seed the shipped
 model's test quality and re-measured latency ratio, the mean over seeds with its spread, and the
-joint search's gain over quantize + uniform-fill seed by seed.
+joint search's gain over quantize + uniform-fill seed by seed, and (rows that record it) where
+the job placed quantize + uniform-fill: its latency as a share of the best's, the files timed
+side by side.
 
 A joint job (``search_space.precision: [fp32, int8]``) gives four rows — the joint search's best,
 quantize + uniform-fill, quantize-only and the fp32 uniform-fill baseline — and an fp32 job of
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\njoint − quantize + uniform-fill per seed: {' / '.join(f'{g:+.3f}' for g in gains)}; "
               f"mean {statistics.mean(gains):+.3f}; re-measured latency, joint − quantize + "
               f"uniform-fill (of dense): {' / '.join(f'{d:+.3f}' for d in slower)}")
+        beside = [qu[s].get("latency_to_best") for s in paired]
+        if all(v is not None for v in beside):  # the job's own files timed together, one run
+            print(f"quantize + uniform-fill's latency as a share of the joint search's, the job's files timed "
+                  f"side by side: {' / '.join(f'{v:.3f}' for v in beside)}")
 
 
 if __name__ == "__main__":

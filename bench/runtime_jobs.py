@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                    "test_quality": m.get("test_quality"), "budget": budget,
                    "searched_latency_ratio": m.get("searched_latency_ratio"),
                    "latency_ratio": m.get("latency_ratio"), "budget_met": m.get("budget_met"),
+                   "latency_to_best": m.get("latency_to_best"),  # the job's files timed side by side
                    "remeasured_ratio": lat.ratio, "remeasured_dense_ms": lat.dense_ms}
             rows.append(row)
             f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731

@@ -126,6 +126,9 @@ class DeliveredArtifact(View):
     delivered_latency_ratio: float | None = None
     delivered_latency_ms: float | None = None
     tightened: int | None = Field(None, description="narrower policies tried before the one shipped")
+    latency_to_best: float | None = Field(
+        None, description="its published file's latency as a share of the best found's, the job's "
+        "published files timed side by side in one run (null without baselines beside the best)")
 
 
 class Delivery(View):

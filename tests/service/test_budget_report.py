@@ -37,8 +37,10 @@ def test_the_delivery_is_missed_when_any_ranked_file_is_over_and_says_by_how_muc
     assert [a.delivered_latency_ratio for a in d.artifacts] == [0.49, 0.21, 0.49]
     assert [a.searched_latency_ratio for a in d.artifacts] == [0.35, 0.35, 0.35]
     # a baseline beside the best found is a reference: its miss is its own, not the job's
-    ref = Delivery.of("onnxruntime", [(1, MET), (2, {**MISSED, "role": "baseline"})])
+    ref = Delivery.of("onnxruntime", [(1, {**MET, "latency_to_best": 1.0}),
+                                      (2, {**MISSED, "role": "baseline", "latency_to_best": 0.43})])
     assert ref.budget_met is True and ref.note is None and ref.budget_excess == -0.02
+    assert [a.latency_to_best for a in ref.artifacts] == [1.0, 0.43]  # the files timed side by side
     assert [a.budget_met for a in ref.artifacts] == [True, False] and ref.artifacts[1].role == "baseline"
     ok = Delivery.of("torch", [(1, MET)])
     assert ok.budget_met is True and ok.note is None and ok.runtime == "onnxruntime"  # as measured
