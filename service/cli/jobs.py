@@ -186,6 +186,20 @@ def jobs(limit: int, server: str | None) -> None:
 
 
 @main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@server_option
+def upload(file: Path, server: str | None) -> None:
+    """Upload weights in FILE (.safetensors) and print their id, for a spec's model.weights."""
+    try:
+        up = Client(server).upload(file)
+    except ApiError as exc:
+        _fail(exc)
+        return
+    click.echo(up["id"])
+    click.echo(f"{up['name']}: {up['size']} bytes, sha256 {up['sha256'][:12]}…", err=True)
+
+
+@main.command()
 @click.argument("job_id")
 @click.option("--rank", default=1, show_default=True, help="Which artifact (1 = best).")
 @click.option("-o", "--out", "out_dir", default=".", type=click.Path(file_okay=False, path_type=Path))

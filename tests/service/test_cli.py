@@ -1,4 +1,4 @@
-"""The client commands against a real uvicorn server (fake launcher): submit, watch, jobs, pull."""
+"""The client commands against a real uvicorn server (fake launcher): submit, watch, jobs, pull, upload."""
 
 from __future__ import annotations
 
@@ -61,6 +61,24 @@ def test_submit_watch_jobs_pull(server: str, tmp_path: Path, monkeypatch: pytest
 
     r = runner.invoke(main, ["pull", job_id, "--rank", "7", "--server", server])
     assert r.exit_code == 1 and "no artifact of rank 7" in r.output
+
+
+def test_upload_prints_the_id_a_spec_names_and_refuses_a_file_that_is_not_weights(
+        server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("AUTOPRUNE_API_TOKEN", "tok")
+    weights = tmp_path / "resnet20.safetensors"
+    save_file({"w": torch.zeros(2, 2)}, str(weights))
+    r = CliRunner().invoke(main, ["upload", str(weights), "--server", server])
+    assert r.exit_code == 0, r.output
+    upload_id = r.stdout.strip()
+    assert len(upload_id) == 32 and "resnet20.safetensors" in r.stderr
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not weights")
+    r = CliRunner().invoke(main, ["upload", str(bad), "--server", server])
+    assert r.exit_code == 2 and "HTTP 422" in r.output and "file" in r.output  # named, and why
 
 
 def test_cli_errors(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
