@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     from workers.latency import time_side_by_side
     from workers.runtimes import get_runtime
     from workers.runtimes.onnx_runtime import file_run
-    from workers.spec import FinalizeSpec, JobSpec
+    from workers.spec import JobSpec
     from workers.task import WorkerSettings, load_task
 
     db = sqlite3.connect(args.data_dir / "autoprune.db")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                 break
         with tempfile.TemporaryDirectory() as tmp:
             fin = spec.finalize.model_copy(update={"top_k": 1, "baseline": False, "tighten": 0})
-            (art,) = finalize(task, [(candidate, None)], FinalizeSpec.model_validate(fin.model_dump()), Path(tmp))
+            (art,) = finalize(task, [(candidate, None)], fin, Path(tmp))
             wider_run = file_run(art.dir / "model.onnx", ev.latency.example, threads=ev.latency.threads)
             qu_run = file_run(arts / "rank-4" / "model.onnx", ev.latency.example, threads=ev.latency.threads)
             lats = time_side_by_side(get_runtime("onnxruntime"), best_run, [qu_run, wider_run], ev.latency.example,

@@ -89,6 +89,7 @@ def finalize(
     fin = ev.kind.finalizer(FinalizeContext(task, ev.scoring, ev.device, ev.example, spec, on, ev.metric_fn))
     artifacts: list[ArtifactInfo] = []
     files: list[Run] = []  # each artifact's published file, loaded
+    best: int | None = None  # the first ranked (unlabelled) artifact's index
     for rank, (policy, searched) in enumerate(chosen, start=1):
         extra: dict[str, Any] = {}
         # a baseline the service appended after the ranked candidates carries its role
@@ -98,7 +99,6 @@ def finalize(
         placed_at, best_file = None, None
         if role is not None:
             extra["role"] = role
-            best = next((i for i, a in enumerate(artifacts) if "role" not in a.metrics), None)
             if best is not None:  # top_k 0: the baselines alone, nothing to compare
                 extra["best_test_quality"] = artifacts[best].metrics["test_quality"]
                 placed_at = LatencyBudget.matching(artifacts[best].metrics)
@@ -106,27 +106,34 @@ def finalize(
                     extra["matched_latency_ratio"] = artifacts[best].metrics["delivered_latency_ratio"]
                     best_file = files[best]
         art, file = _finalize_one(ev, fin, spec, out_dir, rank, policy, searched, on, extra, placed_at, best_file)
+        if role is None and best is None:
+            best = len(artifacts)
         artifacts.append(art)
         files.append(file)
-    return _compared_side_by_side(ev, artifacts, files)
-
-
-def _compared_side_by_side(ev: Evaluator, artifacts: list[ArtifactInfo], files: list[Run]) -> list[ArtifactInfo]:
-    """With baselines beside the best found: every published file and the dense model timed in
-    one timing; each artifact's metrics (and its bundle's metrics.json) gain its ratio to dense
-    there and its latency as a share of the best's."""
-    best = next((i for i, a in enumerate(artifacts) if "role" not in a.metrics), None)
     if best is None or len(artifacts) < 2:
         return artifacts
+    return _compared_side_by_side(ev, artifacts, files, best)
+
+
+def _compared_side_by_side(ev: Evaluator, artifacts: list[ArtifactInfo], files: list[Run],
+                           best: int) -> list[ArtifactInfo]:
+    """Every published file and the dense model timed in one timing; each artifact's metrics (and
+    its bundle's metrics.json) gain its ratio to dense there and its latency as a share of the
+    best's (``artifacts[best]``)."""
     lats = side_by_side(ev, files, final_rounds(ev.latency.rounds))
     out = []
     for art, lat in zip(artifacts, lats, strict=True):
         art.metrics.update(side_by_side_latency_ratio=lat.ratio, latency_to_best=lat.ms / lats[best].ms)
-        tmp = art.dir / ".metrics.json.partial"
-        tmp.write_text(json.dumps(art.metrics, indent=2, default=str))
-        os.replace(tmp, art.dir / "metrics.json")
+        _write_metrics(art.dir, art.metrics)
         out.append(dataclasses.replace(art, files=bundle_files(art.dir)))
     return out
+
+
+def _write_metrics(bundle: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json`` of a bundle, replaced whole (a reader never sees half a file)."""
+    tmp = bundle / ".metrics.json.partial"
+    tmp.write_text(json.dumps(metrics, indent=2, default=str))
+    os.replace(tmp, bundle / "metrics.json")
 
 
 def _finalize_one(
@@ -157,16 +164,15 @@ def _finalize_one(
     if budget is not None and extra.get("role") != "quantize-only":
         # cheap before expensive: the architecture before its fine-tune (quantize-only is the
         # unpruned model in int8, reported as it is whatever the budget)
-        check = placed_at or budget
-        against = best_file if placed_at is not None else None
-        measured = "latency_to_best" if against is not None else "latency_ratio"
+        check = placed_at or budget  # best_file comes only with placed_at: a ratio to that file
+        measured = "latency_to_best" if best_file is not None else "latency_ratio"
 
         def step(k: int, lat: Latency) -> None:
             on({"rank": rank, "stage": "budget", "step": k, "steps": spec.tighten,
                 measured: lat.ratio, "budget_met": check.met(lat)})
 
         fitted = fit_to_budget(ev, check, policy, tries=spec.tighten, rounds=rounds, on_step=step,
-                               best_file=against)
+                               best_file=best_file)
         policy = fitted.policy
     # measured where it was searched (the evaluator's device, with its inputs), then exported
     # and verified on the CPU with CPU inputs: one device per stage, never a mix
@@ -248,7 +254,7 @@ def _published(
         raise FinalizeError(f"exported outputs differ from the model beyond {tol:.2g}: {bad}")
     metrics["export_max_abs_diff"] = diffs
     delivered(staging, model)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    _write_metrics(staging, metrics)
     shutil.rmtree(bundle, ignore_errors=True)
     staging.replace(bundle)
     return bundle
