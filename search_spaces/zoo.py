@@ -27,6 +27,7 @@ ZOO = Registry(
     {
         "resnet20": "search_spaces.models.resnet_cifar:resnet20",
         "resnet56": "search_spaces.models.resnet_cifar:resnet56",
+        "wide_resnet20_2": "search_spaces.models.resnet_cifar:wide_resnet20_2",
         "mobilenetv2": "search_spaces.models.mobilenetv2_cifar:mobilenetv2",
         "vgg16_bn": "search_spaces.models.vgg_cifar:vgg16_bn",
         "resnet1d20": "search_spaces.models.resnet1d:resnet1d20",
@@ -49,6 +50,7 @@ WITHOUT_DEPTH = frozenset({"vgg16_bn"})
 DEFAULT_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "resnet20": (3, 32, 32),
     "resnet56": (3, 32, 32),
+    "wide_resnet20_2": (3, 32, 32),
     "mobilenetv2": (3, 32, 32),
     "vgg16_bn": (3, 32, 32),
     "resnet1d20": (1, 40),

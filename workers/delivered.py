@@ -4,8 +4,9 @@ Latency depends only on the architecture, so finalize checks each candidate's ar
 runtime's export of the pruned, not yet fine-tuned model) against the budget before the
 expensive fine-tune; one over the budget is *tightened* — every group's kept fraction scaled
 down, through the search space so rounding and ``max_ratio`` hold — and measured again, a
-bounded number of times (a tightening that overshot is widened back halfway; widths only: a
-tightened policy keeps the searched one's int8 groups and removed blocks/layers). After the
+bounded number of times (a tightening that overshot is widened back halfway; a baseline placed
+under the best's cost is widened toward it; widths only: a refitted policy keeps the searched
+one's int8 groups and removed blocks/layers). After the
 fine-tune the exact exported file is measured against the dense model exported the same way, in
 the job's runtime, with more rounds than the search used, and that delivered figure is what the artifact reports and what ``budget_met`` says.
 
@@ -95,9 +96,10 @@ class LatencyBudget:
         return max(terms)
 
     def scale(self, lat: Latency) -> float:
-        """The factor each group's kept fraction is scaled by to aim at the budget: latency falls
-        about with the square of the width (a layer's input and output both narrow)."""
-        return math.sqrt(1 / (1 + max(self.excess(lat), 0.0)))
+        """The factor each group's kept fraction is scaled by to aim at the budget (below 1 over
+        it, above 1 under it): latency goes about with the square of the width (a layer's input
+        and output both narrow)."""
+        return math.sqrt(1 / (1 + self.excess(lat)))
 
     def report(self, lat: Latency) -> dict[str, Any]:
         """The artifact's budget figures for the delivered ``lat``."""
@@ -117,27 +119,28 @@ def _like(space: SearchSpace, widths: Policy, policy: Policy) -> Policy:
                                           space.removed_units(policy)))
 
 
-def narrower(space: SearchSpace, policy: Policy, scale: float) -> Policy | None:
-    """A policy keeping at most ``scale`` of each group's channels (the widest of the space's
-    levels that fits, so rounding and ``max_ratio`` hold), strictly narrower than ``policy``;
-    None when no group can narrow further. When the levels swallow the scale (a group of four
-    heads), each group that can goes one level down."""
+def rescaled(space: SearchSpace, policy: Policy, scale: float) -> Policy | None:
+    """A policy keeping about ``scale`` of each group's channels — the widest of the space's levels
+    within ``kept × scale``, so rounding and ``max_ratio`` hold — strictly narrower than ``policy``
+    when ``scale`` < 1 (never wider in any group), strictly wider when > 1 (never narrower); None
+    when no group can move that way. When the levels swallow the scale (a group of four heads, a
+    uniform network one level from the next), each group that can moves one level."""
     kept = space.kept(policy)
-    wanted = {}
+    narrowing = scale < 1
+    wanted, stepped = {}, {}
     for g in space.groups:
         levels = space.levels(g)  # ascending, the narrowest within max_ratio first
         fits = [k for k in levels if k <= kept[g.name] * scale + 1e-9]
-        wanted[g.name] = space.ratio_for(g, min(fits[-1] if fits else levels[0], kept[g.name]))
-    out = _like(space, wanted, policy)
-    if space.signature(out) == space.signature(policy):
-        lower = {}
-        for g in space.groups:
-            below = [k for k in space.levels(g) if k < kept[g.name]]
-            lower[g.name] = space.ratio_for(g, below[-1]) if below else policy.get(g.name, 0.0)
-        out = _like(space, lower, policy)
-        if space.signature(out) == space.signature(policy):
-            return None
-    return space.validate(out)
+        k = fits[-1] if fits else levels[0]
+        wanted[g.name] = space.ratio_for(g, min(k, kept[g.name]) if narrowing else max(k, kept[g.name]))
+        beyond = [k for k in levels if (k < kept[g.name] if narrowing else k > kept[g.name])]
+        nxt = (beyond[-1] if narrowing else beyond[0]) if beyond else None
+        stepped[g.name] = policy.get(g.name, 0.0) if nxt is None else space.ratio_for(g, nxt)
+    for widths in (wanted, stepped):
+        out = _like(space, widths, policy)
+        if space.signature(out) != space.signature(policy):
+            return space.validate(out)
+    return None
 
 
 def timed(ev: Evaluator, run: Run, rounds: int, against: Run | None = None) -> Latency:
@@ -157,8 +160,8 @@ def architecture_latency(ev: Evaluator, policy: Policy, rounds: int, against: Ru
 @dataclass(frozen=True)
 class Fitted:
     """What :func:`fit_to_budget` chose: the policy to fine-tune, at which measurement step it
-    was found (0: the searched policy itself; each later step a narrower policy than the
-    searched one) and its architecture's measured latency (None when nothing was measured):
+    was found (0: the searched policy itself; each later step another width: narrower than the
+    searched one, or for a baseline placed under the best's cost, wider) and its architecture's measured latency (None when nothing was measured):
     against dense, or ``against_best``, against the best found's published file."""
 
     policy: Policy
@@ -202,8 +205,9 @@ def fit_to_budget(
     the tolerance), widened back halfway toward the last one over it, so that an overshoot does
     not give up quality for speed nobody asked for. The widest measured within the budget, or,
     when none is, the closest one measured. With ``best_file`` (the best found's published file)
-    each architecture is timed against it, and ``budget`` is a ratio to it
-    (:meth:`LatencyBudget.matching`)."""
+    each architecture is timed against it, ``budget`` is a ratio to it
+    (:meth:`LatencyBudget.matching`), and a policy under it by more than the tolerance is also
+    widened toward it (a baseline placed at the best's cost, not below)."""
     tried: list[Fitted] = []
     met: Fitted | None = None  # each one met is wider than the last (halfway back)
     over: Fitted | None = None  # each one over is narrower than the last
@@ -221,9 +225,15 @@ def fit_to_budget(
         if step == tries:
             break
         if met is None:
-            nxt = narrower(ev.space, current, budget.scale(lat))
-        elif over is None or (found is met and budget.excess(lat) >= -budget.tolerance):
-            break  # met as searched, or close enough under the budget
+            nxt = rescaled(ev.space, current, budget.scale(lat))
+        elif found is met and budget.excess(lat) >= -budget.tolerance:
+            break  # close enough under the budget
+        elif over is None:
+            if best_file is None:
+                break  # met as searched: the search chose it, finalize does not widen it
+            # a baseline under the best's cost: widened toward it, or it would be compared at a
+            # lower cost than the best's (and score lower for speed nobody asked for)
+            nxt = rescaled(ev.space, current, budget.scale(lat))
         else:
             nxt = between(ev.space, met.policy, over.policy)
         if nxt is None:

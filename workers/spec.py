@@ -363,9 +363,10 @@ class FinalizeSpec(_Spec):
         4,
         ge=0,
         le=20,
-        description="how many narrower policies finalize tries for a candidate whose "
-        "architecture is over the latency budget (a baseline: over the best found's delivered "
-        "latency, so it is compared at equal cost), before fine-tuning the one that meets it",
+        description="how many other widths finalize measures for a candidate whose "
+        "architecture is over the latency budget (narrower ones; a baseline is placed at the "
+        "best found's latency, narrower or wider, so it is compared at equal cost), before "
+        "fine-tuning the one that meets it",
     )
 
 

@@ -141,3 +141,15 @@ def test_ignore_keeps_a_layer_whole_and_unknown_names_fail() -> None:
     assert "layer1.1.conv1" in space.names
     with pytest.raises(SpaceError, match="no module named 'nope'"):
         build_space(model, x, ignore=["nope"])
+
+
+def test_wide_resnet20_2_is_resnet20_with_every_convolution_twice_as_wide() -> None:
+    def widths(name: str) -> list[int]:
+        net = build_model(name, num_classes=10, in_channels=1)
+        return [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    assert widths("wide_resnet20_2") == [2 * c for c in widths("resnet20")]
+    x = torch.randn(1, 1, 28, 28)
+    macs = [count_macs_params(build_model(n, num_classes=10, in_channels=1), x)[0]
+            for n in ("resnet20", "wide_resnet20_2")]
+    assert 3.8 < macs[1] / macs[0] < 4.1  # convolutions cost width²

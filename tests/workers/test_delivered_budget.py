@@ -23,7 +23,7 @@ from agents.types import Metrics
 from tests.workers.conftest import shrunk, variant
 from tests.workers.fakes import tiny_space
 from workers.artifacts import sha256
-from workers.delivered import LatencyBudget, final_rounds, narrower
+from workers.delivered import LatencyBudget, final_rounds, rescaled
 from workers.finalize import finalize
 from workers.latency import Latency, LatencyMeter
 from workers.runtimes.base import OnnxExport, Run, Runtime
@@ -57,19 +57,23 @@ def test_the_budget_allows_its_tolerance_and_the_medians_uncertainty_only() -> N
     assert final_rounds(15) == 45 and final_rounds(20) == 60 and final_rounds(0) == 45
 
 
-def test_a_narrower_policy_is_rounded_by_the_space_and_stops_at_max_ratio() -> None:
+def test_a_rescaled_policy_is_rounded_by_the_space_and_stops_at_max_ratio_or_dense() -> None:
     space = tiny_space()  # three groups of 16 channels, kept rounded to multiples of 4
     p = space.validate(space.uniform(0.25))  # 12 kept
-    q = narrower(space, p, 0.7)
+    q = rescaled(space, p, 0.7)
     assert q is not None and all(k < 12 for k in space.kept(q).values())
     assert all(0 <= r <= space.max_ratio for r in q.values())
-    # a scale too gentle for the levels still narrows: the widest level that fits, or one down
-    for scale in (0.99, 1.0):
-        r = narrower(space, p, scale)
-        assert r is not None and set(space.kept(r).values()) == {8}
+    # a scale too gentle for the levels still moves: the widest level that fits, or one level
+    r = rescaled(space, p, 0.99)
+    assert r is not None and set(space.kept(r).values()) == {8}
+    half = space.validate(space.uniform(0.5))  # 8 kept
+    for scale, kept in ((1.01, 12), (1.6, 12), (2.0, 16)):  # wider: never past kept × scale but one
+        r = rescaled(space, half, scale)
+        assert r is not None and set(space.kept(r).values()) == {kept}, scale
     # half of 8 kept is 4: the widest level that fits, never rounded back up
-    assert set(space.kept(narrower(space, space.validate(space.uniform(0.5)), 0.5) or {}).values()) == {4}
-    assert narrower(space, space.validate(space.uniform(space.max_ratio)), 0.5) is None
+    assert set(space.kept(rescaled(space, half, 0.5) or {}).values()) == {4}
+    assert rescaled(space, space.validate(space.uniform(space.max_ratio)), 0.5) is None
+    assert rescaled(space, space.validate(space.uniform(0.0)), 1.5) is None  # dense: nothing wider
 
 
 # --- finalize with a fake runtime -------------------------------------------------------------
@@ -164,7 +168,7 @@ def test_a_budget_that_cannot_be_met_publishes_the_closest_marked_as_a_miss(
     budget_steps = [e for e in events if e["stage"] == "budget"]
     # tightened until nothing narrower exists (at most 3 times): that narrowest is the closest
     assert 1 <= m["tightened"] <= 3 and [e["step"] for e in budget_steps] == list(range(m["tightened"] + 1))
-    assert narrower(t.space, art.policy, 0.5) is None
+    assert rescaled(t.space, art.policy, 0.5) is None
     assert m["architecture_latency_ratio"] == pytest.approx(min(e["latency_ratio"] for e in budget_steps))
     assert art.dir.is_dir() and (art.dir / "metrics.json").is_file()  # still published, plainly marked
 
@@ -291,6 +295,32 @@ def test_a_tightening_that_overshot_is_widened_back_halfway(monkeypatch: pytest.
     assert [r for _, r in steps] == [1.5, 0.5, 11 / 16, 9 / 16, 10 / 16]
     assert set(space.kept(fitted.policy).values()) == {10} and fitted.tightened == 4
     assert fitted.latency is not None and budget.met(fitted.latency)
+
+
+def test_a_baseline_under_the_best_cost_is_widened_toward_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A baseline whose searched placement runs well under the best's file (the search placed it
+    at the job's budget in another timing) is widened until it sits just under the best's cost,
+    not compared at a lower one; a searched policy under its budget is never widened."""
+    from types import SimpleNamespace
+
+    import workers.delivered as delivered
+
+    space = tiny_space()  # three groups of 16 channels, kept in multiples of 4
+
+    def latency(ev: Any, policy: dict[str, float], rounds: int, against: Any = None) -> Latency:
+        return _lat(sum(space.kept(policy).values()) / 48 / 0.6)  # a ratio to the best's file
+
+    monkeypatch.setattr(delivered, "architecture_latency", latency)
+    at_best = LatencyBudget(ratio=1.0, ms=None, tolerance=0.0)  # LatencyBudget.matching
+    start = space.validate(space.uniform(0.5))  # 8 kept everywhere: 0.83 of the best's cost
+    steps: list[float] = []
+    fitted = delivered.fit_to_budget(SimpleNamespace(space=space), at_best, start, tries=4, rounds=45,  # type: ignore[arg-type]
+                                     on_step=lambda k, lat: steps.append(lat.ratio), best_file=object())  # type: ignore[arg-type]
+    # 8 kept: 0.83 -> 12 everywhere: 1.25, over -> one group at 12: 0.97 -> two: 1.11, over -> stop
+    assert steps == pytest.approx([24 / 28.8, 36 / 28.8, 28 / 28.8, 32 / 28.8])
+    assert sorted(space.kept(fitted.policy).values()) == [8, 8, 12] and fitted.tightened == 2
+    searched = delivered.fit_to_budget(SimpleNamespace(space=space), at_best, start, tries=4, rounds=45)  # type: ignore[arg-type]
+    assert searched.policy == start and searched.tightened == 0
 
 
 def test_levels_too_coarse_to_move_every_group_halfway_still_widen_some(monkeypatch: pytest.MonkeyPatch) -> None:

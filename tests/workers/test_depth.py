@@ -13,7 +13,7 @@ from search_spaces.space import SearchSpace, Unit
 from tests.search_spaces.tiny_models import tiny_cnn
 from tests.workers.conftest import small_spec
 from tests.workers.fakes import tiny_space
-from workers.delivered import LatencyBudget, between, narrower
+from workers.delivered import LatencyBudget, between, rescaled
 from workers.latency import Latency
 
 
@@ -41,14 +41,14 @@ def _deep_tiny_space() -> SearchSpace:
 def test_tightening_changes_widths_and_keeps_the_removed_units() -> None:
     space = _deep_tiny_space()
     p = space.validate(space.with_removed(space.uniform(0.25), ["b1"]))
-    q = narrower(space, p, 0.7)
+    q = rescaled(space, p, 0.7)
     assert q is not None and space.removed_units(q) == ["b1"]
     assert space.kept(q)["g0"] < 12 and space.kept(q)["g2"] < 12
     back = between(space, q, p)
     assert back is None or space.removed_units(back) == ["b1"]
     # only the removed unit's group could narrow: nothing left to tighten
     edge = space.validate(space.with_removed({"g0": space.max_ratio, "g2": space.max_ratio}, ["b1"]))
-    assert narrower(space, edge, 0.5) is None
+    assert rescaled(space, edge, 0.5) is None
 
 
 def test_fit_to_budget_ships_the_searched_removals(monkeypatch: pytest.MonkeyPatch) -> None:
