@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 MIN_FINAL_ROUNDS = 45
 
 
+#: a baseline placed at the best's cost gets this many times a searched candidate's tries: it
+#: starts wherever the search's latency model put it, often far from the best's file, and a try
+#: is an export and a timing, no fine-tune
+PLACING_TRIES_FACTOR = 3
+
+
 def final_rounds(search_rounds: int) -> int:
     """Rounds of a finalize measurement: more than the search used, so its figure is firmer."""
     return max(MIN_FINAL_ROUNDS, 3 * search_rounds)

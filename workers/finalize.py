@@ -45,6 +45,7 @@ from workers.artifacts import (
 )
 from workers.delivered import (
     Fitted,
+    PLACING_TRIES_FACTOR,
     LatencyBudget,
     delivery_metrics,
     final_rounds,
@@ -167,11 +168,13 @@ def _finalize_one(
         check = placed_at or budget  # best_file comes only with placed_at: a ratio to that file
         measured = "latency_to_best" if best_file is not None else "latency_ratio"
 
+        tries = spec.tighten * (PLACING_TRIES_FACTOR if best_file is not None else 1)
+
         def step(k: int, lat: Latency) -> None:
-            on({"rank": rank, "stage": "budget", "step": k, "steps": spec.tighten,
+            on({"rank": rank, "stage": "budget", "step": k, "steps": tries,
                 measured: lat.ratio, "budget_met": check.met(lat)})
 
-        fitted = fit_to_budget(ev, check, policy, tries=spec.tighten, rounds=rounds, on_step=step,
+        fitted = fit_to_budget(ev, check, policy, tries=tries, rounds=rounds, on_step=step,
                                best_file=best_file)
         policy = fitted.policy
     # measured where it was searched (the evaluator's device, with its inputs), then exported

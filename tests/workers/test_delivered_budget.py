@@ -237,6 +237,20 @@ def test_the_baseline_is_timed_beside_the_best_file_not_against_its_figure_from_
     assert 0.9 < base["latency_to_best"] <= 1.0  # at the best's cost, not 15 % under it
 
 
+@pytest.mark.slow
+def test_a_baseline_the_search_placed_far_under_the_best_is_widened_to_its_cost(
+        task: Task, fake_runtime: RecordingRuntime, tmp_path: Path) -> None:
+    """The search's latency model can put a baseline far under the budget (a quarter of the best's
+    cost here); finalize widens it until it runs at the best's cost, so the comparison is not
+    won by the baseline being given less time."""
+    t = shrunk(variant(task, budget={"latency_ratio": 0.9}))
+    arts = finalize(t, [(t.space.validate(t.space.uniform(0.2)), SEARCHED), (t.space.uniform(0.8), SEARCHED)],
+                    _spec(baseline=True, tighten=4), tmp_path)
+    base = arts[1].metrics
+    assert base["tightened"] >= 1  # measured at other widths than the search's
+    assert 0.9 < base["latency_to_best"] <= 1.0, base["latency_to_best"]
+
+
 # --- the real runtime -------------------------------------------------------------------------
 def test_an_unmeetable_budget_in_onnxruntime_ends_budget_met_false(task: Task, tmp_path: Path) -> None:
     """resnet20 pruned at most 80 % cannot run at 5 % of dense: the closest is published, its
