@@ -44,8 +44,8 @@ from workers.artifacts import (
     cost_metrics,
 )
 from workers.delivered import (
-    Fitted,
     PLACING_TRIES_FACTOR,
+    Fitted,
     LatencyBudget,
     delivery_metrics,
     final_rounds,
