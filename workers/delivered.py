@@ -6,9 +6,10 @@ expensive fine-tune; one over the budget is *tightened* — every group's kept f
 down, through the search space so rounding and ``max_ratio`` hold — and measured again, a
 bounded number of times (a tightening that overshot is widened back halfway; a baseline placed
 under the best's cost is widened toward it; widths only: a refitted policy keeps the searched
-one's int8 groups and removed blocks/layers). After the
-fine-tune the exact exported file is measured against the dense model exported the same way, in
-the job's runtime, with more rounds than the search used, and that delivered figure is what the artifact reports and what ``budget_met`` says.
+one's int8 groups and removed blocks/layers). After the fine-tune the exact exported file is
+measured against the dense model exported the same way, in the job's runtime, with more rounds
+than the search used, and that delivered figure is what the artifact reports and what
+``budget_met`` says.
 
 A budget is met when the delivered figure is within ``budget × (1 + tolerance)`` plus the
 uncertainty of the measured median (the interquartile spread over √rounds, about the median's
