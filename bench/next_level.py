@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         space = ev.space
         best_run = file_run(arts / "rank-1" / "model.onnx", ev.latency.example, threads=ev.latency.threads)
         policy = space.validate(json.loads((arts / "rank-4" / "policy.json").read_text()))
-        widths = dict(policy)
+        widths, candidate = dict(policy), policy  # unchanged when no group can widen
         steps = 0
         for g in space.groups:  # one level up per group, in order, until no faster than the best
             kept = space.kept(space.validate(widths))[g.name]

@@ -168,8 +168,9 @@ def architecture_latency(ev: Evaluator, policy: Policy, rounds: int, against: Ru
 class Fitted:
     """What :func:`fit_to_budget` chose: the policy to fine-tune, at which measurement step it
     was found (0: the searched policy itself; each later step another width: narrower than the
-    searched one, or for a baseline placed under the best's cost, wider) and its architecture's measured latency (None when nothing was measured):
-    against dense, or ``against_best``, against the best found's published file."""
+    searched one, or for a baseline placed under the best's cost, wider) and its architecture's
+    measured latency (None when nothing was measured): against dense, or ``against_best``,
+    against the best found's published file."""
 
     policy: Policy
     tightened: int
